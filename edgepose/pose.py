@@ -1,0 +1,74 @@
+"""Small typed results: keypoints and poses, plus the 14-keypoint layout of the models.
+
+Sides are the person's own (channel 2 is the person's right shoulder), as in
+AI Challenger and ../shared/models/README.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Sequence, Tuple
+
+KEYPOINT_NAMES: Tuple[str, ...] = (
+    "head_top",
+    "neck",
+    "right_shoulder",
+    "right_elbow",
+    "right_wrist",
+    "left_shoulder",
+    "left_elbow",
+    "left_wrist",
+    "right_hip",
+    "right_knee",
+    "right_ankle",
+    "left_hip",
+    "left_knee",
+    "left_ankle",
+)
+
+SKELETON: Tuple[Tuple[int, int], ...] = (
+    (0, 1), (1, 2), (2, 3), (3, 4), (1, 5), (5, 6), (6, 7),
+    (1, 8), (8, 9), (9, 10), (1, 11), (11, 12), (12, 13),
+)
+
+
+@dataclass(frozen=True)
+class Keypoint:
+    name: str
+    x: float  # frame pixels, continuous coordinates (pixel k covers [k, k+1))
+    y: float
+    score: float
+
+    def to_dict(self) -> Dict[str, object]:
+        return {"name": self.name, "x": round(self.x, 2), "y": round(self.y, 2),
+                "score": round(self.score, 4)}
+
+
+@dataclass(frozen=True)
+class Pose:
+    keypoints: Tuple[Keypoint, ...]
+    score: float
+    present: bool
+
+    @classmethod
+    def from_arrays(cls, names: Sequence[str], xy, scores, threshold: float) -> "Pose":
+        """Build a pose from (K,2) frame coordinates and (K,) scores.
+
+        The pose score is the mean keypoint score; the pose is present when it
+        reaches ``threshold``.
+        """
+        kps = tuple(Keypoint(n, float(p[0]), float(p[1]), float(s))
+                    for n, p, s in zip(names, xy, scores))
+        score = float(sum(k.score for k in kps) / max(len(kps), 1))
+        return cls(kps, score, score >= threshold)
+
+    def xy(self):
+        import numpy as np
+        return np.array([[k.x, k.y] for k in self.keypoints], dtype=np.float64)
+
+    def scores(self):
+        import numpy as np
+        return np.array([k.score for k in self.keypoints], dtype=np.float64)
+
+    def keypoint_dicts(self) -> List[Dict[str, object]]:
+        return [k.to_dict() for k in self.keypoints]
