@@ -1,0 +1,105 @@
+"""The ``edgepose`` command line (thin: parsing, logging, error reporting).
+
+Each subcommand lives in the module of its stage, which provides
+``add_arguments(parser)`` and ``command(args) -> int``.  This module only
+builds the parser, sets up logging and turns :class:`EdgeposeError` into one
+clear line and its exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import List, Optional
+
+from . import __version__
+from .errors import EX_SOFTWARE, EdgeposeError, UsageError
+
+log = logging.getLogger("edgepose")
+
+# name -> (module, help); modules are imported lazily so `edgepose --help` stays fast
+COMMANDS = {
+    "run": ("edgepose.service", "run the pose pipeline (camera/file -> keypoints -> stdout/MQTT)"),
+    "models": ("edgepose.modelcmd", "list, pull, inspect, verify and quantize models"),
+    "eval": ("edgepose.evaluate", "measure accuracy (PCK) on a COCO-format keypoint file"),
+    "calibrate-fps": ("edgepose.calibrate", "find and save the fastest configuration this board sustains"),
+    "sub": ("edgepose.mqtt", "subscribe to a device's poses and print them"),
+    "view": ("edgepose.viewer", "render a device's poses from MQTT to a window, file or page"),
+}
+ALIASES = {"watch": "sub"}
+
+
+def _load(name: str):
+    module, _ = COMMANDS[name]
+    return importlib.import_module(module)
+
+
+def setup_logging(level: str = "INFO") -> None:
+    """Plain stderr logging; the service swaps in journal logging under systemd."""
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("edgepose: %(levelname)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(getattr(logging, level.upper(), logging.INFO))
+
+
+def build_parser(argv: List[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgepose", description="Pose sensor daemon for edge boards.")
+    parser.add_argument("--version", action="version", version=f"edgepose {__version__}")
+    parser.add_argument("--log-level", default=None,
+                        choices=["debug", "info", "warning", "error", "DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="logging level (default info)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    wanted = next((a for a in argv if not a.startswith("-")), None)
+    wanted = ALIASES.get(wanted, wanted)
+    for name, (module, help_) in COMMANDS.items():
+        aliases = [a for a, t in ALIASES.items() if t == name]
+        p = sub.add_parser(name, help=help_, aliases=aliases, description=help_)
+        p.set_defaults(command=name)
+        # only the chosen subcommand's module is imported (and must exist)
+        if name == wanted:
+            try:
+                mod = _load(name)
+            except ImportError as e:
+                raise UsageError(f"`edgepose {name}` is not available in this install: {e}") from None
+            p.add_argument("--log-level", default=argparse.SUPPRESS,
+                           choices=["debug", "info", "warning", "error", "DEBUG", "INFO", "WARNING", "ERROR"],
+                           help="logging level (default info)")
+            mod.add_arguments(p)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    setup_logging("INFO")
+    try:
+        parser = build_parser(argv)
+        args = parser.parse_args(argv)
+        if args.log_level:
+            setup_logging(args.log_level)
+        if not args.command:
+            parser.print_help(sys.stderr)
+            return 64
+        return int(_load(args.command).command(args) or 0)
+    except EdgeposeError as e:
+        log.error("%s", e)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception:  # a bug: keep the traceback for the report, but say so plainly
+        log.exception("internal error (please report this with the lines above)")
+        return EX_SOFTWARE
+
+
+def entry_point() -> None:  # console_scripts
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry_point()

@@ -1,0 +1,187 @@
+"""The inference engine: one interface over LiteRT (ai-edge-litert) and tflite-runtime.
+
+* discovers input size, dtype and quantization, output grid and keypoint count
+  from the model itself;
+* takes BGR uint8 images already at the input size and writes them straight
+  into the interpreter's input buffer (quantizing when the input is int8/uint8);
+* dequantizes int8/uint8 outputs to float32 heatmaps;
+* applies XNNPACK by default with a thread count; if the delegate fails to
+  prepare, logs one warning and runs without it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Tuple
+
+import numpy as np
+
+from .errors import ModelError, RuntimeMissingError
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("litert", "tflite-runtime")
+_MODULES = {"litert": ("ai_edge_litert.interpreter", "ai-edge-litert"),
+            "tflite-runtime": ("tflite_runtime.interpreter", "tflite-runtime")}
+
+
+@dataclass(frozen=True)
+class Runtime:
+    name: str  # "litert" or "tflite-runtime"
+    version: str
+    module: Any  # the interpreter module
+
+
+def load_runtime(backend: str = "auto") -> Runtime:
+    """Import a TFLite runtime lazily; ``auto`` prefers LiteRT, then tflite-runtime."""
+    names = BACKENDS if backend == "auto" else (backend,)
+    problems = []
+    for name in names:
+        if name not in _MODULES:
+            raise RuntimeMissingError(f"unknown backend {name!r}; choose auto, litert or tflite-runtime")
+        modname, dist = _MODULES[name]
+        try:
+            module = importlib.import_module(modname)
+        except ImportError as e:
+            problems.append(f"{dist}: {e}")
+            continue
+        try:
+            from importlib.metadata import version
+            ver = version(dist)
+        except Exception:  # pragma: no cover - metadata missing
+            ver = "unknown"
+        return Runtime(name, ver, module)
+    hint = ("install one with `pip install ai-edge-litert` (Python 3.10+) or "
+            "`pip install 'edgepose[tflite]'` (tflite-runtime, Python <= 3.11, numpy<2)")
+    raise RuntimeMissingError("no TFLite runtime could be imported (" + "; ".join(problems) + "); " + hint)
+
+
+def default_threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the model itself says about its I/O."""
+
+    input_h: int
+    input_w: int
+    input_dtype: np.dtype
+    input_quant: Tuple[float, int]  # (scale, zero_point); (0.0, 0) when float
+    grid_h: int
+    grid_w: int
+    num_keypoints: int
+    output_dtype: np.dtype
+    output_quant: Tuple[float, int]
+
+
+class Engine:
+    """A loaded heatmap model, ready to run on one image at a time."""
+
+    def __init__(self, model_path: Path, threads: int = 0, xnnpack: bool = True,
+                 backend: str = "auto", runtime: Optional[Runtime] = None):
+        self.path = Path(model_path)
+        self.runtime = runtime or load_runtime(backend)
+        self.threads = threads or default_threads()
+        self.xnnpack_requested = xnnpack
+        self.xnnpack = False
+        self._interp = self._create(xnnpack)
+        self.spec = self._inspect()
+        self._in_index = self._interp.get_input_details()[0]["index"]
+        self._out_index = self._interp.get_output_details()[0]["index"]
+        scale, zero = self.spec.input_quant
+        self._in_affine = (1.0 / scale, zero) if self.spec.input_dtype != np.float32 and scale else None
+
+    # -- construction -------------------------------------------------
+    def _create(self, xnnpack: bool):
+        mod = self.runtime.module
+        if not self.path.is_file():
+            raise ModelError(f"model file {self.path} does not exist")
+        kwargs = {"model_path": str(self.path), "num_threads": self.threads}
+        if not xnnpack:
+            kwargs["experimental_op_resolver_type"] = mod.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        try:
+            interp = mod.Interpreter(**kwargs)
+        except (ValueError, RuntimeError) as e:
+            raise ModelError(f"cannot load model {self.path}: not a valid TFLite model ({_first_line(e)})") from None
+        try:
+            interp.allocate_tensors()
+            self.xnnpack = xnnpack
+        except RuntimeError as e:
+            if not xnnpack:
+                raise ModelError(f"cannot prepare model {self.path}: {_first_line(e)}") from None
+            log.warning("XNNPACK could not prepare %s (%s); running without it", self.path.name,
+                        _first_line(e))
+            return self._create(False)
+        return interp
+
+    def _inspect(self) -> ModelSpec:
+        ins = self._interp.get_input_details()
+        outs = self._interp.get_output_details()
+        if len(ins) != 1:
+            raise ModelError(f"model {self.path} has {len(ins)} inputs; edgepose needs exactly one image input")
+        i, o = ins[0], outs[0]
+        if len(i["shape"]) != 4 or i["shape"][3] != 3:
+            raise ModelError(f"model {self.path} input shape {list(i['shape'])} is not [1, H, W, 3]")
+        if len(o["shape"]) != 4:
+            raise ModelError(f"model {self.path} output shape {list(o['shape'])} is not a heatmap [1, H, W, K]")
+        return ModelSpec(
+            input_h=int(i["shape"][1]), input_w=int(i["shape"][2]),
+            input_dtype=np.dtype(i["dtype"]), input_quant=tuple(i["quantization"]),
+            grid_h=int(o["shape"][1]), grid_w=int(o["shape"][2]), num_keypoints=int(o["shape"][3]),
+            output_dtype=np.dtype(o["dtype"]), output_quant=tuple(o["quantization"]),
+        )
+
+    # -- running ------------------------------------------------------
+    @property
+    def input_size(self) -> Tuple[int, int]:
+        """(width, height) of the model input."""
+        return self.spec.input_w, self.spec.input_h
+
+    def set_input(self, image_bgr: np.ndarray) -> None:
+        """Write an HxWx3 BGR uint8 (or float) image into the input tensor, in place."""
+        view = self._interp.tensor(self._in_index)()[0]
+        if self._in_affine is None:
+            np.copyto(view, image_bgr, casting="unsafe")
+        else:
+            inv_scale, zero = self._in_affine
+            q = np.rint(image_bgr.astype(np.float32) * inv_scale + zero)
+            info = np.iinfo(view.dtype)
+            np.copyto(view, np.clip(q, info.min, info.max), casting="unsafe")
+        del view  # no reference may outlive the call into invoke()
+
+    def invoke(self) -> None:
+        self._interp.invoke()
+
+    def output(self) -> np.ndarray:
+        """The heatmaps (H, W, K) as float32 (a copy, dequantized when needed)."""
+        raw = self._interp.get_tensor(self._out_index)[0]
+        if raw.dtype == np.float32:
+            return raw
+        scale, zero = self.spec.output_quant
+        return (raw.astype(np.float32) - zero) * np.float32(scale)
+
+    def run(self, image_bgr: np.ndarray) -> np.ndarray:
+        self.set_input(image_bgr)
+        self.invoke()
+        return self.output()
+
+    def describe(self) -> dict:
+        return {"backend": self.runtime.name, "backend_version": self.runtime.version,
+                "xnnpack": self.xnnpack, "threads": self.threads,
+                "input": [self.spec.input_h, self.spec.input_w, 3],
+                "input_dtype": self.spec.input_dtype.name,
+                "output": [self.spec.grid_h, self.spec.grid_w, self.spec.num_keypoints],
+                "output_dtype": self.spec.output_dtype.name}
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
