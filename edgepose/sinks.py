@@ -1,0 +1,76 @@
+"""Where payloads go: the Sink protocol, the stdout sink, and the factory.
+
+A sink gets one schema-v1 payload dict per frame.  Sinks that report on
+their own (MQTT) take a ``status_provider`` callable returning the daemon's
+status dict and a ``meta`` dict describing the model, and publish those
+themselves on their own schedule so that status keeps flowing even while the
+capture loop is blocked.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, Callable, Dict, Optional, Protocol, TextIO
+
+StatusProvider = Callable[[], Dict[str, Any]]
+
+
+class Sink(Protocol):
+    def start(self) -> None: ...
+
+    def publish_pose(self, payload: Dict[str, Any]) -> None: ...
+
+    def stats(self) -> Dict[str, Any]: ...
+
+    def close(self) -> None: ...
+
+
+def to_json(payload: Dict[str, Any]) -> str:
+    return json.dumps(payload, separators=(",", ":"), allow_nan=False)
+
+
+class StdoutSink:
+    """One JSON object per line on stdout (or any text stream)."""
+
+    def __init__(self, stream: Optional[TextIO] = None):
+        self.stream = stream or sys.stdout
+        self.published = 0
+
+    def start(self) -> None:
+        pass
+
+    def publish_pose(self, payload: Dict[str, Any]) -> None:
+        self.stream.write(to_json(payload) + "\n")
+        self.stream.flush()
+        self.published += 1
+
+    def stats(self) -> Dict[str, Any]:
+        return {"sink": "stdout", "published": self.published}
+
+    def close(self) -> None:
+        try:
+            self.stream.flush()
+        except (BrokenPipeError, ValueError):
+            pass
+
+
+class NullSink(StdoutSink):
+    """Discards payloads (benchmarks, preview-only runs)."""
+
+    def publish_pose(self, payload: Dict[str, Any]) -> None:
+        self.published += 1
+
+    def stats(self) -> Dict[str, Any]:
+        return {"sink": "none", "published": self.published}
+
+
+def make_sink(cfg, device: str, meta: Dict[str, Any], status_provider: StatusProvider) -> Sink:
+    """The sink named by ``cfg.output.sink`` (MQTT is imported only when used)."""
+    kind = cfg.output.sink
+    if kind == "stdout":
+        return StdoutSink()
+    if kind == "none":
+        return NullSink()
+    from .mqtt import MqttSink
+    return MqttSink(cfg.mqtt, device=device, meta=meta, status_provider=status_provider)
