@@ -116,3 +116,18 @@ class Pipeline:
         t3 = c()
         return FrameResult(pose, transform, {"preprocess": (t1 - t0) * 1e3, "infer": (t2 - t1) * 1e3,
                                              "decode": (t3 - t2) * 1e3})
+
+
+def from_config(cfg, engine) -> Pipeline:
+    """Build the pipeline the config asks for: decoder, box policy (tracking) and smoother."""
+    from .decode import get_decoder
+    from .errors import ConfigError
+
+    try:
+        decoder = get_decoder(cfg.model.decoder)
+    except ValueError as e:
+        raise ConfigError(f"model.decoder: {e}") from None
+    in_w, in_h = engine.input_size
+    box_policy: BoxPolicy = WholeFrame(in_w, in_h, cfg.model.fit)
+    return Pipeline(engine, decoder=decoder, box_policy=box_policy, smoother=None,
+                    threshold=cfg.model.score_threshold)
