@@ -1,0 +1,303 @@
+"""``edgepose eval``: keypoint accuracy on a COCO-format annotation file.
+
+Every annotated person is evaluated top-down: its box is padded (``padding``,
+a fraction of the box added around it), fitted to the model's input aspect
+(``aspect="pad"`` grows the short side, ``"stretch"`` keeps the box) and
+cropped with :func:`edgepose.pipeline.crop_to_input`; the heatmaps are decoded
+with :func:`edgepose.decode.decode_pose` — the same geometry the daemon uses.
+
+Keypoints are matched *by name* between the annotation file's category and the
+model's keypoints, so files with another keypoint set (e.g. COCO's 17) work:
+model keypoints the file does not have are simply not scored.
+
+Metrics (over labelled keypoints, ``v > 0``):
+
+* ``pck@0.1`` / ``pck@0.05``: fraction within 0.1 / 0.05 of the longer side of
+  the annotation box;
+* ``pckh@0.5``: fraction within half the head_top-neck distance, over the
+  people whose head_top and neck are both labelled (``None`` if none are);
+* ``median_error``: median error divided by the longer box side;
+* ``per_joint``: the same per keypoint name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from .decode import DECODERS, Decoder, decode_pose, get_decoder
+from .errors import EX_DATAERR, EdgeposeError, InputMissingError, UsageError
+from .geometry import Box, CropTransform
+from .pose import KEYPOINT_NAMES
+
+log = logging.getLogger(__name__)
+
+ASPECTS = ("pad", "stretch")
+DEFAULT_PADDING = 0.25
+DEFAULT_ASPECT = "pad"
+
+
+class AnnotationError(EdgeposeError):
+    """The annotation file is not a usable COCO keypoint file (exit 65)."""
+
+    exit_code = EX_DATAERR
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One annotated person, keypoints already in the model's keypoint order."""
+
+    image_path: Path
+    box: Box  # annotation bbox in frame pixels
+    keypoints: np.ndarray  # (K, 2) frame pixels (0 where not labelled)
+    visible: np.ndarray  # (K,) bool: labelled (v > 0)
+    image_id: int = 0
+    annotation_id: int = 0
+
+    @property
+    def box_size(self) -> float:
+        return float(max(self.box.w, self.box.h))
+
+
+@dataclass
+class EvalResult:
+    metrics: Dict[str, object]
+    pred: np.ndarray  # (N, K, 2) frame pixels
+    gt: np.ndarray  # (N, K, 2)
+    visible: np.ndarray  # (N, K) bool
+    box_size: np.ndarray  # (N,) longer side of the annotation box
+    scores: np.ndarray  # (N, K) keypoint scores
+    names: Tuple[str, ...]
+
+
+def _norm_name(name: str) -> str:
+    return str(name).strip().lower().replace("-", "_").replace(" ", "_")
+
+
+def load_annotations(path: Union[str, Path], images_dir: Union[str, Path, None] = None,
+                     names: Sequence[str] = KEYPOINT_NAMES) -> List[Sample]:
+    """Read a COCO keypoint file into :class:`Sample` s in the order of ``names``.
+
+    ``images_dir`` defaults to the annotation file's folder; ``file_name`` is
+    relative to it.  Annotations without labelled keypoints are skipped.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputMissingError(f"annotation file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputMissingError(f"cannot read annotation file {path}: {e}") from None
+    except json.JSONDecodeError as e:
+        raise AnnotationError(f"annotation file {path} is not valid JSON: {e}") from None
+    base = Path(images_dir) if images_dir else path.parent
+    if images_dir and not base.is_dir():
+        raise InputMissingError(f"images folder {base} does not exist")
+    try:
+        cats = {c["id"]: [_norm_name(n) for n in c["keypoints"]] for c in data["categories"]
+                if c.get("keypoints")}
+        images = {im["id"]: im["file_name"] for im in data["images"]}
+        anns = data["annotations"]
+    except (KeyError, TypeError) as e:
+        raise AnnotationError(f"{path} is not a COCO keypoint file (missing {e})") from None
+    if not cats:
+        raise AnnotationError(f"{path} has no category with keypoint names")
+    model = [_norm_name(n) for n in names]
+    k = len(model)
+    samples: List[Sample] = []
+    matched_any = False
+    for i, a in enumerate(anns):
+        try:
+            cat = cats.get(a.get("category_id"), next(iter(cats.values())))
+            kp = np.asarray(a["keypoints"], dtype=np.float64).reshape(-1, 3)
+            x, y, w, h = (float(v) for v in a["bbox"])
+            file_name = images[a["image_id"]]
+        except (KeyError, TypeError, ValueError) as e:
+            raise AnnotationError(f"{path}: annotation #{i} is malformed ({e!r})") from None
+        if len(kp) != len(cat):
+            raise AnnotationError(f"{path}: annotation #{i} has {len(kp)} keypoints, its category "
+                                  f"names {len(cat)}")
+        if w <= 0 or h <= 0:
+            raise AnnotationError(f"{path}: annotation #{i} has an empty bbox")
+        xy = np.zeros((k, 2))
+        vis = np.zeros(k, dtype=bool)
+        for src, name in enumerate(cat):
+            if name in model:
+                dst = model.index(name)
+                matched_any = True
+                xy[dst] = kp[src, :2]
+                vis[dst] = kp[src, 2] > 0
+        if not vis.any():
+            continue
+        samples.append(Sample(base / file_name, Box(x, y, w, h), xy, vis,
+                              int(a["image_id"]), int(a.get("id", i))))
+    if not matched_any:
+        raise AnnotationError(f"{path}: none of its keypoint names match the model's "
+                              f"({', '.join(names)})")
+    if not samples:
+        raise AnnotationError(f"{path} has no annotation with labelled keypoints")
+    return samples
+
+
+def crop_box(box: Box, in_w: int, in_h: int, padding: float = DEFAULT_PADDING,
+             aspect: str = DEFAULT_ASPECT) -> Box:
+    """The model crop for an annotation box: grown by ``padding`` and fitted to the input."""
+    if aspect not in ASPECTS:
+        raise ValueError(f"aspect must be one of {ASPECTS}, not {aspect!r}")
+    out = box.expand(1.0 + padding)
+    return out.to_aspect(in_w / in_h) if aspect == "pad" else out
+
+
+def infer(engine, samples: Sequence[Sample], padding: float = DEFAULT_PADDING,
+          aspect: str = DEFAULT_ASPECT) -> List[Tuple[np.ndarray, CropTransform]]:
+    """Heatmaps and crop transform of every sample (decoders can then be compared cheaply)."""
+    import cv2
+
+    from .pipeline import crop_to_input
+
+    in_w, in_h = engine.input_size
+    buf = np.empty((in_h, in_w, 3), dtype=np.uint8)
+    out = []
+    cache: Dict[Path, np.ndarray] = {}
+    for s in samples:
+        img = cache.get(s.image_path)
+        if img is None:
+            if not s.image_path.is_file():
+                raise InputMissingError(f"image {s.image_path} does not exist")
+            img = cv2.imread(str(s.image_path), cv2.IMREAD_COLOR)
+            if img is None:
+                raise AnnotationError(f"image {s.image_path} cannot be decoded")
+            cache = {s.image_path: img}  # samples of one image are adjacent in COCO files
+        t = CropTransform(crop_box(s.box, in_w, in_h, padding, aspect), in_w, in_h)
+        crop_to_input(img, t, out=buf)
+        out.append((engine.run(buf).copy(), t))
+    return out
+
+
+def score(pred: np.ndarray, gt: np.ndarray, visible: np.ndarray, box_size: np.ndarray,
+          names: Sequence[str]) -> Dict[str, object]:
+    """All metrics from predictions and ground truth (pure function)."""
+    err = np.linalg.norm(pred - gt, axis=-1)  # (N, K)
+    norm = err / box_size[:, None]
+    vis = visible.astype(bool)
+
+    def frac(mask_ok: np.ndarray, mask: np.ndarray) -> Optional[float]:
+        n = int(mask.sum())
+        return float((mask_ok & mask).sum() / n) if n else None
+
+    def median(mask: np.ndarray) -> Optional[float]:
+        return float(np.median(norm[mask])) if mask.any() else None
+
+    names = list(names)
+    head = [names.index(n) if n in names else None for n in ("head_top", "neck")]
+    pckh = None
+    if None not in head:
+        h, n = head
+        has_head = vis[:, h] & vis[:, n]
+        if has_head.any():
+            seg = np.linalg.norm(gt[:, h] - gt[:, n], axis=-1)
+            ok = err <= 0.5 * seg[:, None]
+            pckh = frac(ok, vis & has_head[:, None])
+    per_joint = {}
+    for j, name in enumerate(names):
+        m = vis[:, j]
+        per_joint[name] = {"count": int(m.sum()), "pck@0.1": frac(norm[:, j] <= 0.1, m),
+                           "pck@0.05": frac(norm[:, j] <= 0.05, m), "median_error": median(m)}
+    return {"pck@0.1": frac(norm <= 0.1, vis), "pck@0.05": frac(norm <= 0.05, vis), "pckh@0.5": pckh,
+            "median_error": median(vis), "people": int(len(gt)), "keypoints": int(vis.sum()),
+            "per_joint": per_joint}
+
+
+def evaluate_heatmaps(outputs: Sequence[Tuple[np.ndarray, CropTransform]], samples: Sequence[Sample],
+                      decoder: Union[str, Decoder] = "subpixel",
+                      names: Sequence[str] = KEYPOINT_NAMES) -> EvalResult:
+    """Decode precomputed heatmaps (see :func:`infer`) and score them."""
+    dec = get_decoder(decoder) if isinstance(decoder, str) else decoder
+    poses = [decode_pose(hm, t, names, 0.0, dec) for hm, t in outputs]
+    pred = np.stack([p.xy() for p in poses])
+    scores = np.stack([p.scores() for p in poses])
+    gt = np.stack([s.keypoints for s in samples])
+    vis = np.stack([s.visible for s in samples])
+    size = np.array([s.box_size for s in samples])
+    return EvalResult(score(pred, gt, vis, size, names), pred, gt, vis, size, scores, tuple(names))
+
+
+def evaluate(engine, samples: Sequence[Sample], decoder: Union[str, Decoder] = "subpixel",
+             padding: float = DEFAULT_PADDING, aspect: str = DEFAULT_ASPECT,
+             names: Sequence[str] = KEYPOINT_NAMES) -> EvalResult:
+    """Run ``engine`` on every sample's crop, decode and score."""
+    if not samples:
+        raise UsageError("nothing to evaluate: no annotated people")
+    if len(names) != engine.spec.num_keypoints:
+        raise UsageError(f"model has {engine.spec.num_keypoints} keypoints, names list {len(names)}")
+    return evaluate_heatmaps(infer(engine, samples, padding, aspect), samples, decoder, names)
+
+
+# -- command line -------------------------------------------------------------
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=None, help="catalogue name or path to a .tflite file "
+                        "(default: model.name from the config)")
+    parser.add_argument("--annotations", required=True, metavar="FILE.json",
+                        help="COCO-format keypoint annotations")
+    parser.add_argument("--images", default=None, metavar="DIR",
+                        help="folder the images' file_name is relative to (default: the file's folder)")
+    parser.add_argument("--decoder", default=None, choices=sorted(DECODERS),
+                        help="heatmap decoder (default: model.decoder from the config)")
+    parser.add_argument("--padding", type=float, default=DEFAULT_PADDING,
+                        help=f"fraction of the box added around it before cropping (default {DEFAULT_PADDING})")
+    parser.add_argument("--aspect", default=DEFAULT_ASPECT, choices=ASPECTS,
+                        help="fit the padded box to the input by growing its short side (pad) or "
+                             "resizing it as it is (stretch)")
+    parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    parser.add_argument("--config", default=None, help="config file (model dir/mirror, runtime)")
+
+
+def _fmt(v: Optional[float], pct: bool = True) -> str:
+    if v is None:
+        return "n/a"
+    return f"{100 * v:.1f}" if pct else f"{v:.4f}"
+
+
+def format_table(metrics: Dict[str, object], title: str = "") -> str:
+    lines = [title] if title else []
+    lines.append(f"people {metrics['people']}  keypoints {metrics['keypoints']}")
+    lines.append(f"PCK@0.1 {_fmt(metrics['pck@0.1'])}  PCK@0.05 {_fmt(metrics['pck@0.05'])}  "
+                 f"PCKh@0.5 {_fmt(metrics['pckh@0.5'])}  median error {_fmt(metrics['median_error'], False)}")
+    lines.append(f"{'joint':<16}{'n':>4}{'PCK@0.1':>9}{'PCK@0.05':>10}{'median':>9}")
+    for name, m in metrics["per_joint"].items():  # type: ignore[union-attr]
+        lines.append(f"{name:<16}{m['count']:>4}{_fmt(m['pck@0.1']):>9}{_fmt(m['pck@0.05']):>10}"
+                     f"{_fmt(m['median_error'], False):>9}")
+    return "\n".join(lines) + "\n"
+
+
+def command(args: argparse.Namespace) -> int:
+    from . import config as config_mod
+    from . import models
+    from .engine import Engine
+
+    cfg = config_mod.load(args.config)
+    name = args.model or cfg.model.name
+    decoder = args.decoder or cfg.model.decoder
+    if not 0 <= args.padding <= 10:
+        raise UsageError(f"--padding must be between 0 and 10, not {args.padding}")
+    path = models.resolve(name, cache_dir=Path(cfg.model.dir) if cfg.model.dir else None,
+                          mirror=cfg.model.mirror, progress=models.stderr_progress())
+    engine = Engine(path, threads=cfg.runtime.threads, xnnpack=cfg.runtime.xnnpack,
+                    backend=cfg.runtime.backend)
+    samples = load_annotations(args.annotations, args.images)
+    result = evaluate(engine, samples, decoder, args.padding, args.aspect)
+    if args.json:
+        out = dict(result.metrics, model=name, decoder=decoder, padding=args.padding, aspect=args.aspect)
+        sys.stdout.write(json.dumps(out, indent=1) + "\n")
+    else:
+        sys.stdout.write(format_table(result.metrics, f"model {name}  decoder {decoder}  "
+                                      f"padding {args.padding}  aspect {args.aspect}"))
+    return 0
