@@ -1,0 +1,367 @@
+"""``edgepose run``: the daemon loop.
+
+source -> preprocess -> engine -> decode -> smooth -> publish, one frame at a
+time, with:
+
+* signals: SIGTERM/SIGINT stop cleanly (exit 0), SIGHUP reloads the config
+  file (a bad new config is logged and the old one kept);
+* systemd: READY=1 after the model is loaded and the first frame decoded,
+  STATUS= lines, STOPPING=1, and watchdog pings only while frames are being
+  processed (a hung camera stops the pings; a camera known to be lost keeps
+  them for ``camera.gone_timeout`` seconds while it is reopened);
+* a status dict (fps, latency percentiles, counters, camera state, ...) that
+  sinks publish on their own schedule.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import logging
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
+
+from . import __version__, board, config as config_mod, models, systemd
+from . import pipeline as pipeline_mod
+from .engine import Engine
+from .errors import ConfigError, EdgeposeError
+from .payload import make_meta, make_payload
+from .sinks import make_sink
+from .sources import FrameSource, open_source
+
+log = logging.getLogger(__name__)
+
+FrameObserver = Callable[[Any, Any, Dict[str, Any]], None]  # (frame, FrameResult, payload)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--camera", metavar="N", help="camera index (V4L2 via OpenCV), e.g. 0")
+    src.add_argument("--source", metavar="URI",
+                     help="video file, image file, folder or glob of images, rtsp://..., /dev/videoN, csi://N")
+    p.add_argument("--config", metavar="FILE", help="TOML config file (default: $EDGEPOSE_CONFIG)")
+    p.add_argument("--model", metavar="NAME|PATH", help="catalogue name (cpm, hourglass, cpm-int8, ...) "
+                                                        "or .tflite path (default cpm)")
+    p.add_argument("--model-mirror", metavar="DIR|URL", help="fetch models from this mirror")
+    p.add_argument("--backend", choices=["auto", "litert", "tflite-runtime"], help="TFLite runtime")
+    p.add_argument("--threads", type=int, metavar="N", help="interpreter threads (default: all cores)")
+    p.add_argument("--no-xnnpack", action="store_true", help="run without the XNNPACK delegate")
+    p.add_argument("--fps", type=float, metavar="F", help="frame-rate cap")
+    p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
+    p.add_argument("--sink", choices=["stdout", "mqtt", "none"], help="where poses go (default stdout)")
+    p.add_argument("--device", metavar="ID", help="device id in payloads and topics (default hostname)")
+    p.add_argument("--broker", metavar="HOST[:PORT]", help="MQTT broker (implies nothing about --sink)")
+    p.add_argument("--decoder", choices=["subpixel", "argmax", "upstream"], help="heatmap decoder")
+    p.add_argument("--no-smoothing", action="store_true", help="turn One Euro smoothing off")
+    p.add_argument("--no-tracking", action="store_true", help="always feed the whole frame")
+    p.add_argument("--preview", metavar="[HOST:]PORT", help="serve a live preview page (off by default)")
+
+
+def overrides_from_args(args: argparse.Namespace) -> Dict[str, Dict[str, Any]]:
+    """Command-line flags as config overrides (only the flags that were given)."""
+    o: Dict[str, Dict[str, Any]] = collections.defaultdict(dict)
+    if args.camera is not None:
+        o["camera"]["source"] = args.camera
+    if args.source is not None:
+        o["camera"]["source"] = args.source
+    if args.model:
+        o["model"]["name"] = args.model
+    if args.model_mirror:
+        o["model"]["mirror"] = args.model_mirror
+    if args.decoder:
+        o["model"]["decoder"] = args.decoder
+    if args.backend:
+        o["runtime"]["backend"] = args.backend
+    if args.threads is not None:
+        o["runtime"]["threads"] = args.threads
+    if args.no_xnnpack:
+        o["runtime"]["xnnpack"] = False
+    if args.fps is not None:
+        o["runtime"]["max_fps"] = args.fps
+    if args.max_frames is not None:
+        o["runtime"]["max_frames"] = args.max_frames
+    if args.sink:
+        o["output"]["sink"] = args.sink
+    if args.device:
+        o["output"]["device"] = args.device
+    if args.broker:
+        host, _, port = args.broker.rpartition(":") if ":" in args.broker else (args.broker, "", "")
+        o["mqtt"]["host"] = host
+        if port:
+            try:
+                o["mqtt"]["port"] = int(port)
+            except ValueError:
+                raise ConfigError(f"bad --broker {args.broker!r}: expected HOST or HOST:PORT") from None
+    if args.no_smoothing:
+        o["smoothing"]["enabled"] = False
+    if args.no_tracking:
+        o["tracking"]["enabled"] = False
+    if getattr(args, "preview", None):
+        o["preview"]["listen"] = args.preview
+    return dict(o)
+
+
+def command(args: argparse.Namespace) -> int:
+    overrides = overrides_from_args(args)
+    cfg = config_mod.load(args.config, overrides)
+    level = getattr(args, "log_level", None) or "info"
+    systemd.setup_logging(level, os.environ)
+    return Daemon(cfg, overrides=overrides).run()
+
+
+# --- statistics ---------------------------------------------------------------
+
+class RunStats:
+    """Counters and rolling latency/fps windows for the status topic."""
+
+    def __init__(self, window: int = 300, clock: Callable[[], float] = time.monotonic):
+        self.clock = clock
+        self.started = clock()
+        self.frames = 0
+        self.infer_ms: "collections.deque[float]" = collections.deque(maxlen=window)
+        self.total_ms: "collections.deque[float]" = collections.deque(maxlen=window)
+        self.times: "collections.deque[float]" = collections.deque(maxlen=window)
+        self.lock = threading.Lock()
+
+    def add(self, latency: Dict[str, float]) -> None:
+        with self.lock:
+            self.frames += 1
+            self.infer_ms.append(latency["infer"])
+            self.total_ms.append(latency["total"])
+            self.times.append(self.clock())
+
+    def fps(self) -> float:
+        with self.lock:
+            if len(self.times) < 2:
+                return 0.0
+            span = self.times[-1] - self.times[0]
+            recent = self.clock() - self.times[-1]
+            if recent > 5.0:  # nothing processed lately
+                return 0.0
+            return (len(self.times) - 1) / span if span > 0 else 0.0
+
+    def percentiles(self) -> Dict[str, Optional[float]]:
+        with self.lock:
+            inf = np.array(self.infer_ms) if self.infer_ms else None
+        if inf is None:
+            return {"p50": None, "p95": None}
+        return {"p50": round(float(np.percentile(inf, 50)), 2), "p95": round(float(np.percentile(inf, 95)), 2)}
+
+
+@dataclass
+class Components:
+    model_name: str
+    engine: Engine
+    pipeline: Any
+    source: FrameSource
+    meta: Dict[str, Any]
+
+
+class Daemon:
+    def __init__(self, cfg: config_mod.Config, overrides: Optional[Dict[str, Dict[str, Any]]] = None,
+                 environ=None, sink_factory=make_sink, source_factory=open_source,
+                 observers: Optional[List[FrameObserver]] = None):
+        self.cfg = cfg
+        self.overrides = overrides or {}
+        self.environ = os.environ if environ is None else environ
+        self.sink_factory = sink_factory
+        self.source_factory = source_factory
+        self.observers = list(observers or [])
+        self.stop_event = threading.Event()
+        self.reload_event = threading.Event()
+        self.stop_reason = ""
+        self.stats = RunStats()
+        self.seq = 0
+        self.notifier = systemd.Notifier.from_environ(self.environ)
+        self.parts: Optional[Components] = None
+        self.sink = None
+        self.device = cfg.device_id
+
+    # -- building -----------------------------------------------------
+    def build_model(self, cfg: config_mod.Config):
+        """Resolve (fetch on first use) and load the model; build the pipeline around it."""
+        progress = models.stderr_progress()
+        path = models.resolve(cfg.model.name, cache_dir=cfg.model.dir or None, mirror=cfg.model.mirror,
+                              progress=progress)
+        engine = Engine(path, threads=cfg.runtime.threads, xnnpack=cfg.runtime.xnnpack,
+                        backend=cfg.runtime.backend)
+        pipe = pipeline_mod.from_config(cfg, engine)
+        model_name = path.stem if models.looks_like_path(cfg.model.name) else cfg.model.name
+        d = engine.describe()
+        log.info("model %s (%s) on %s %s, %d thread(s), XNNPACK %s", model_name, path, d["backend"],
+                 d["backend_version"], d["threads"], "on" if d["xnnpack"] else "off")
+        meta = make_meta(cfg.device_id, model_name, pipe.names, engine.input_size,
+                         (engine.spec.grid_w, engine.spec.grid_h), __version__)
+        return model_name, engine, pipe, meta
+
+    def open_source(self, cfg: config_mod.Config) -> FrameSource:
+        source = self.source_factory(cfg.camera.source, width=cfg.camera.width, height=cfg.camera.height,
+                                     fps=cfg.camera.fps, backoff_max=cfg.camera.reopen_backoff_max)
+        log.info("source %s (%s)", cfg.camera.source, "live" if source.live else "file")
+        return source
+
+    def build(self, cfg: config_mod.Config) -> Components:
+        model_name, engine, pipe, meta = self.build_model(cfg)
+        return Components(model_name, engine, pipe, self.open_source(cfg), meta)
+
+    def status(self) -> Dict[str, Any]:
+        """The status document (sinks publish it on their own schedule)."""
+        parts = self.parts
+        st: Dict[str, Any] = {
+            "v": 1, "device": self.device, "ts": round(time.time(), 3),
+            "fps": round(self.stats.fps(), 2), "infer_ms": self.stats.percentiles(),
+            "frames": self.stats.frames, "uptime_s": round(self.stats.clock() - self.stats.started, 1),
+            "cpu_temp_c": board.cpu_temperature(), "version": __version__,
+        }
+        if parts is not None:
+            d = parts.engine.describe()
+            st.update({"dropped_frames": parts.source.dropped, "camera": parts.source.state,
+                       "model": parts.model_name, "backend": d["backend"],
+                       "backend_version": d["backend_version"], "xnnpack": d["xnnpack"],
+                       "threads": d["threads"]})
+        return st
+
+    # -- signals ------------------------------------------------------
+    def install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def stop(signum, _frame):
+            self.stop_reason = signal.Signals(signum).name
+            self.stop_event.set()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGHUP, lambda *_: self.reload_event.set())
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the config file and rebuild what changed; keep running on a bad config."""
+        self.reload_event.clear()
+        self.notifier.reloading()
+        try:
+            self._reload()
+        finally:
+            self.notifier.ready()
+
+    def _reload(self) -> None:
+        old, parts = self.cfg, self.parts
+        try:
+            new = config_mod.load(old.path, self.overrides, self.environ)
+        except EdgeposeError as e:
+            log.error("SIGHUP: keeping the running configuration: %s", e)
+            return
+        changed = {s for s, v in new.to_dict().items() if old.to_dict()[s] != v}
+        if not changed:
+            log.info("SIGHUP: configuration unchanged")
+            return
+        if changed & {"model", "runtime", "smoothing", "tracking"}:
+            try:
+                parts.model_name, parts.engine, parts.pipeline, parts.meta = self.build_model(new)
+            except EdgeposeError as e:
+                log.error("SIGHUP: keeping the running model: %s", e)
+                return
+        if "camera" in changed:
+            parts.source.close()
+            try:
+                parts.source = self.open_source(new)
+            except EdgeposeError as e:
+                log.error("SIGHUP: new source failed (%s); reopening %s", e, old.camera.source)
+                parts.source = self.open_source(old)
+                new.camera = old.camera
+        self.cfg = new
+        self.device = new.device_id
+        if changed & {"output", "mqtt", "model"}:
+            self.sink.close()
+            self.sink = self.sink_factory(new, self.device, parts.meta, self.status)
+            self.sink.start()
+        log.info("SIGHUP: reloaded %s (changed: %s)", new.path, ", ".join(sorted(changed)))
+
+    # -- the loop -----------------------------------------------------
+    def run(self) -> int:
+        self.install_signal_handlers()
+        self.parts = self.build(self.cfg)
+        self.sink = self.sink_factory(self.cfg, self.device, self.parts.meta, self.status)
+        self.sink.start()
+        watchdog = systemd.ProgressWatchdog(self.notifier, self.notifier.watchdog_interval,
+                                            self.cfg.service.stall_timeout) if self.cfg.service.watchdog else None
+        if watchdog:
+            watchdog.start()
+        ready = False
+        next_due = 0.0
+        last_status = 0.0
+        try:
+            while not self.stop_event.is_set():
+                if self.reload_event.is_set():
+                    self.reload()
+                cfg, parts = self.cfg, self.parts
+                if cfg.runtime.max_fps:
+                    wait = next_due - time.monotonic()
+                    if wait > 0 and self.stop_event.wait(wait):
+                        break
+                    next_due = max(next_due, time.monotonic() - 1.0) + 1.0 / cfg.runtime.max_fps
+                frame = parts.source.read(timeout=0.5)
+                now = time.monotonic()
+                if now - last_status >= 5.0:
+                    last_status = now
+                    self.notifier.status(self.status_line())
+                if frame is None:
+                    if parts.source.exhausted:
+                        log.info("end of %s after %d frames", cfg.camera.source, self.stats.frames)
+                        break
+                    lost_for = getattr(parts.source, "lost_for", lambda: 0.0)()
+                    if watchdog and parts.source.state == "reconnecting" and lost_for < cfg.camera.gone_timeout:
+                        watchdog.progress()  # we know what is wrong and are fixing it
+                    continue
+                self.process(frame)
+                if watchdog:
+                    watchdog.progress()
+                if not ready:
+                    ready = True
+                    self.notifier.ready()
+                    log.info("first pose decoded; running")
+                if cfg.runtime.max_frames and self.stats.frames >= cfg.runtime.max_frames:
+                    break
+        finally:
+            if self.stop_event.is_set():
+                self.notifier.stopping()
+                log.info("%s received: stopping", self.stop_reason or "stop")
+            if watchdog:
+                watchdog.stop()
+            self.parts.source.close()
+            self.sink.close()
+            log.info("stopped after %d frames", self.stats.frames)
+        return 0
+
+    def process(self, frame) -> Dict[str, Any]:
+        parts = self.parts
+        result = parts.pipeline.process(frame.image, frame.ts)
+        lat = dict(result.latency_ms)
+        lat["capture"] = frame.capture_ms
+        lat["total"] = frame.capture_ms + (time.time() - frame.ts) * 1e3
+        payload = make_payload(self.device, self.seq, frame.ts, frame.size, parts.model_name, result.pose, lat)
+        self.seq += 1
+        self.sink.publish_pose(payload)
+        self.stats.add(lat)
+        for obs in self.observers:
+            try:
+                obs(frame, result, payload)
+            except Exception:  # an observer (preview) must never stop the pipeline
+                log.exception("frame observer failed")
+        return payload
+
+    def status_line(self) -> str:
+        st = self.status()
+        broker = ""
+        try:
+            s = self.sink.stats()
+            if "broker" in s:
+                broker = f", broker {s['broker']}"
+        except Exception:
+            pass
+        return f"{st['fps']:.1f} fps, {st['frames']} frames, camera {st.get('camera', '?')}{broker}"

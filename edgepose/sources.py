@@ -1,0 +1,441 @@
+"""Frame sources: cameras, streams, video files, images, folders and globs.
+
+``open_source(uri)`` parses what the user typed and returns a
+:class:`FrameSource`:
+
+* **finite** sources (video file, image, folder, glob) yield every frame in
+  order, read ahead by one thread into a small bounded queue so decoding a
+  frame overlaps inference of the previous one; ``read()`` returns ``None``
+  once exhausted;
+* **live** sources (``N`` camera index, ``/dev/videoN``, ``rtsp://...``,
+  ``csi://N``) are read by a capture thread that keeps only the newest frame
+  (no growing lag; overwritten frames are counted as dropped) and reopens a
+  lost camera with exponential backoff, reporting its state.
+
+Hardware-only paths (picamera2 on a Pi, nvarguscamerasrc on a Jetson) are
+thin adapters; the logic around them takes an injectable ``opener``.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import queue
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, List, Optional, Protocol, Tuple
+
+import cv2
+import numpy as np
+
+from .errors import DeviceUnavailableError, InputMissingError, RuntimeMissingError, UsageError
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+VIDEO_EXTS = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".mjpeg", ".h264"}
+STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
+
+
+@dataclass
+class Frame:
+    image: np.ndarray  # BGR uint8, HxWx3
+    ts: float  # capture time, UNIX seconds
+    index: int  # frame number from this source, from 0
+    capture_ms: float = 0.0  # time spent grabbing/decoding it
+
+    @property
+    def size(self) -> Tuple[int, int]:
+        return self.image.shape[1], self.image.shape[0]
+
+
+class Capture(Protocol):
+    """What a live opener returns (cv2.VideoCapture fits)."""
+
+    def read(self) -> Tuple[bool, Optional[np.ndarray]]: ...
+
+    def release(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    kind: str  # camera | v4l2 | stream | csi | video | image | images
+    uri: str
+    index: int = 0
+    paths: Tuple[str, ...] = ()
+
+    @property
+    def live(self) -> bool:
+        return self.kind in ("camera", "v4l2", "stream", "csi")
+
+
+def parse_source(uri: str) -> SourceSpec:
+    """Classify what the user typed; missing files are an InputMissingError (66)."""
+    uri = str(uri).strip()
+    if not uri:
+        raise UsageError("empty source: give a camera index (0) or a file, folder, glob or URL")
+    if uri.isdigit():
+        return SourceSpec("camera", uri, index=int(uri))
+    m = re.fullmatch(r"/dev/video(\d+)", uri)
+    if m:
+        return SourceSpec("v4l2", uri, index=int(m.group(1)))
+    m = re.fullmatch(r"csi://(\d+)", uri)
+    if m:
+        return SourceSpec("csi", uri, index=int(m.group(1)))
+    if uri.startswith(STREAM_SCHEMES):
+        return SourceSpec("stream", uri)
+    if any(c in uri for c in "*?["):
+        paths = tuple(sorted(p for p in glob.glob(uri) if Path(p).suffix.lower() in IMAGE_EXTS))
+        if not paths:
+            raise InputMissingError(f"no images match {uri}")
+        return SourceSpec("images", uri, paths=paths)
+    p = Path(uri).expanduser()
+    if p.is_dir():
+        paths = tuple(sorted(str(q) for q in p.iterdir() if q.suffix.lower() in IMAGE_EXTS))
+        if not paths:
+            raise InputMissingError(f"folder {uri} has no images ({', '.join(sorted(IMAGE_EXTS))})")
+        return SourceSpec("images", uri, paths=paths)
+    if not p.exists():
+        raise InputMissingError(f"source {uri} does not exist (expected a camera index, a file, "
+                                f"a folder, a glob, /dev/videoN, csi://N or rtsp://...)")
+    if p.suffix.lower() in IMAGE_EXTS:
+        return SourceSpec("image", str(p), paths=(str(p),))
+    return SourceSpec("video", str(p))
+
+
+class FrameSource:
+    live = False
+
+    def read(self, timeout: float = 1.0) -> Optional[Frame]:
+        raise NotImplementedError
+
+    @property
+    def exhausted(self) -> bool:
+        return False
+
+    @property
+    def state(self) -> str:
+        return "ok"
+
+    @property
+    def dropped(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
+
+
+_END = object()
+
+
+class FiniteSource(FrameSource):
+    """Every frame of a file/folder, in order, read ahead by one thread."""
+
+    def __init__(self, frames: Callable[[], "iterator"], name: str, prefetch: int = 2,
+                 clock: Callable[[], float] = time.time):
+        self.name = name
+        self._q: "queue.Queue" = queue.Queue(maxsize=prefetch)
+        self._stop = threading.Event()
+        self._done = False
+        self._clock = clock
+        self._thread = threading.Thread(target=self._run, args=(frames,), name="edgepose-reader", daemon=True)
+        self._thread.start()
+
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._q.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self, frames) -> None:
+        try:
+            index = 0
+            it = frames()
+            while not self._stop.is_set():
+                t0 = time.perf_counter()
+                img = next(it, None)
+                if img is None:
+                    break
+                frame = Frame(img, self._clock(), index, (time.perf_counter() - t0) * 1e3)
+                if not self._put(frame):
+                    return
+                index += 1
+        except Exception as e:  # a decode error ends the source, with one line
+            log.error("reading %s failed: %s", self.name, e)
+        self._put(_END)
+
+    def read(self, timeout: float = 1.0) -> Optional[Frame]:
+        if self._done:
+            return None
+        try:
+            item = self._q.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if item is _END:
+            self._done = True
+            return None
+        return item
+
+    @property
+    def exhausted(self) -> bool:
+        return self._done
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+
+
+def _video_frames(path: str):
+    def gen():
+        cap = cv2.VideoCapture(path)
+        try:
+            while True:
+                ok, img = cap.read()
+                if not ok:
+                    return
+                yield img
+        finally:
+            cap.release()
+    return gen
+
+
+def _image_frames(paths: Tuple[str, ...]):
+    def gen():
+        for p in paths:
+            img = cv2.imread(p, cv2.IMREAD_COLOR)
+            if img is None:
+                log.warning("skipping %s: not a readable image", p)
+                continue
+            yield img
+    return gen
+
+
+class LiveSource(FrameSource):
+    """A camera or stream read by its own thread that keeps only the newest frame.
+
+    ``opener()`` returns a :class:`Capture` or raises/returns None when the
+    device cannot be opened.  A failed read marks the source ``lost`` and the
+    thread reopens with exponential backoff up to ``backoff_max`` seconds.
+    """
+
+    live = True
+
+    def __init__(self, opener: Callable[[], Optional[Capture]], name: str, backoff_max: float = 10.0,
+                 clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic):
+        self.name = name
+        self._opener = opener
+        self._backoff_max = backoff_max
+        self._clock = clock
+        self._mono = monotonic
+        self._cond = threading.Condition()
+        self._latest: Optional[Frame] = None
+        self._last_returned = -1
+        self._index = 0
+        self._dropped = 0
+        self._state = "opening"
+        self._lost_since: Optional[float] = None
+        self._stop = threading.Event()
+        cap = self._open_once()
+        if cap is None:
+            raise DeviceUnavailableError(f"cannot open camera {name} (is it connected, and is this user "
+                                         f"in the 'video' group?)")
+        self._cap = cap
+        self._state = "ok"
+        self._thread = threading.Thread(target=self._run, name="edgepose-capture", daemon=True)
+        self._thread.start()
+
+    def _open_once(self) -> Optional[Capture]:
+        try:
+            cap = self._opener()
+        except Exception as e:
+            log.debug("opening %s failed: %s", self.name, e)
+            return None
+        if cap is None or (hasattr(cap, "isOpened") and not cap.isOpened()):
+            return None
+        return cap
+
+    def _run(self) -> None:
+        delay = 0.5
+        while not self._stop.is_set():
+            t0 = time.perf_counter()
+            try:
+                ok, img = self._cap.read()
+            except Exception as e:
+                log.warning("camera %s read error: %s", self.name, e)
+                ok, img = False, None
+            if ok and img is not None:
+                frame = Frame(img, self._clock(), self._index, (time.perf_counter() - t0) * 1e3)
+                self._index += 1
+                with self._cond:
+                    if self._latest is not None and self._latest.index != self._last_returned:
+                        self._dropped += 1
+                    self._latest = frame
+                    if self._state != "ok":
+                        log.info("camera %s is back", self.name)
+                    self._state = "ok"
+                    self._lost_since = None
+                    self._cond.notify_all()
+                delay = 0.5
+                continue
+            # lost: release and reopen with backoff
+            with self._cond:
+                if self._state == "ok":
+                    log.warning("camera %s lost; reopening with backoff (up to %.0fs between tries)",
+                                self.name, self._backoff_max)
+                    self._lost_since = self._mono()
+                self._state = "reconnecting"
+            try:
+                self._cap.release()
+            except Exception:
+                pass
+            while not self._stop.is_set():
+                if self._stop.wait(delay):
+                    return
+                cap = self._open_once()
+                delay = min(delay * 2, self._backoff_max)
+                if cap is not None:
+                    self._cap = cap
+                    break
+                log.info("camera %s still unavailable; next try in %.1fs", self.name, delay)
+
+    def read(self, timeout: float = 1.0) -> Optional[Frame]:
+        """The newest frame not returned before, or None after ``timeout`` seconds."""
+        with self._cond:
+            got = self._cond.wait_for(
+                lambda: self._stop.is_set() or (self._latest is not None and
+                                                self._latest.index != self._last_returned), timeout)
+            if not got or self._latest is None or self._stop.is_set():
+                return None
+            self._last_returned = self._latest.index
+            return self._latest
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    def lost_for(self) -> float:
+        """Seconds since the camera was lost (0 when it is fine)."""
+        since = self._lost_since
+        return 0.0 if since is None else self._mono() - since
+
+    @property
+    def dropped(self) -> int:
+        return self._dropped
+
+    def close(self) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        self._thread.join(timeout=2)
+        try:
+            self._cap.release()
+        except Exception:
+            pass
+
+
+# --- openers for live hardware -------------------------------------------------
+
+def is_jetson(root: str = "/") -> bool:
+    return os.path.exists(os.path.join(root, "etc/nv_tegra_release"))
+
+
+def is_raspberry_pi(root: str = "/") -> bool:
+    try:
+        with open(os.path.join(root, "proc/device-tree/model"), "rb") as fh:
+            return b"Raspberry Pi" in fh.read()
+    except OSError:
+        return False
+
+
+def jetson_csi_pipeline(sensor_id: int, width: int, height: int, fps: float) -> str:
+    """GStreamer pipeline for a Jetson CSI camera (nvarguscamerasrc -> BGR appsink)."""
+    rate = int(round(fps)) if fps else 30
+    return (f"nvarguscamerasrc sensor-id={sensor_id} ! "
+            f"video/x-raw(memory:NVMM), width=(int){width}, height=(int){height}, "
+            f"framerate=(fraction){rate}/1, format=(string)NV12 ! "
+            f"nvvidconv ! video/x-raw, format=(string)BGRx ! videoconvert ! "
+            f"video/x-raw, format=(string)BGR ! appsink drop=true max-buffers=1 sync=false")
+
+
+class Picamera2Capture:
+    """Adapter from picamera2 (Raspberry Pi CSI cameras, via libcamera) to the Capture protocol."""
+
+    def __init__(self, index: int, width: int, height: int, fps: float, module=None):
+        if module is None:
+            try:
+                import picamera2 as module  # type: ignore[no-redef]
+            except ImportError:
+                raise RuntimeMissingError(
+                    "csi:// on a Raspberry Pi needs picamera2: `sudo apt install python3-picamera2` and a "
+                    "virtualenv made with --system-site-packages (deploy/install.sh does this)") from None
+        self._cam = module.Picamera2(index)
+        controls = {"FrameRate": float(fps)} if fps else {}
+        # "RGB888" in libcamera terms is B,G,R byte order in memory: what OpenCV calls BGR
+        conf = self._cam.create_video_configuration(main={"size": (width, height), "format": "RGB888"},
+                                                    controls=controls)
+        self._cam.configure(conf)
+        self._cam.start()
+
+    def isOpened(self) -> bool:  # noqa: N802 - cv2 naming
+        return True
+
+    def read(self):
+        return True, self._cam.capture_array("main")
+
+    def release(self) -> None:
+        self._cam.stop()
+        self._cam.close()
+
+
+def default_opener(spec: SourceSpec, width: int, height: int, fps: float,
+                   root: str = "/") -> Callable[[], Optional[Capture]]:
+    """How to open a live source on this machine."""
+    if spec.kind == "csi":
+        if is_jetson(root):
+            pipe = jetson_csi_pipeline(spec.index, width, height, fps)
+            return lambda: cv2.VideoCapture(pipe, cv2.CAP_GSTREAMER)
+        return lambda: Picamera2Capture(spec.index, width, height, fps)
+
+    def open_cv() -> Optional[Capture]:
+        if spec.kind == "stream":
+            cap = cv2.VideoCapture(spec.uri)
+        else:
+            cap = cv2.VideoCapture(spec.index, cv2.CAP_V4L2)
+            if width and height:
+                cap.set(cv2.CAP_PROP_FRAME_WIDTH, width)
+                cap.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
+            if fps:
+                cap.set(cv2.CAP_PROP_FPS, fps)
+            cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+        return cap
+    return open_cv
+
+
+def open_source(uri: str, width: int = 640, height: int = 480, fps: float = 0.0,
+                backoff_max: float = 10.0, opener: Optional[Callable[[], Optional[Capture]]] = None
+                ) -> FrameSource:
+    """Open what ``uri`` names. Raises InputMissingError (66) / DeviceUnavailableError (69)."""
+    spec = parse_source(uri)
+    if spec.live:
+        return LiveSource(opener or default_opener(spec, width, height, fps), spec.uri, backoff_max)
+    if spec.kind == "video":
+        cap = cv2.VideoCapture(spec.uri)
+        ok = cap.isOpened() and cap.read()[0]
+        cap.release()
+        if not ok:
+            raise InputMissingError(f"cannot decode video {spec.uri} (not a video OpenCV can read)")
+        return FiniteSource(_video_frames(spec.uri), spec.uri)
+    if spec.kind == "image" and cv2.imread(spec.uri) is None:
+        raise InputMissingError(f"cannot read image {spec.uri}")
+    return FiniteSource(_image_frames(spec.paths), spec.uri)
+
+
+def list_images(folder: str) -> List[str]:
+    return list(parse_source(folder).paths)

@@ -1,0 +1,76 @@
+"""Config precedence and validation: CLI > environment > file > defaults."""
+
+import pytest
+
+from edgepose import config
+from edgepose.errors import ConfigError
+
+
+def write(tmp_path, text):
+    p = tmp_path / "edgepose.toml"
+    p.write_text(text)
+    return str(p)
+
+
+def test_defaults():
+    cfg = config.load(environ={})
+    assert cfg.model.name == "cpm" and cfg.runtime.xnnpack is True and cfg.output.sink == "stdout"
+    assert cfg.mqtt.qos == 0 and cfg.mqtt.prefix == "edgepose"
+
+
+def test_precedence_cli_over_env_over_file(tmp_path):
+    path = write(tmp_path, '[model]\nname = "hourglass"\n[runtime]\nthreads = 2\nxnnpack = false\n'
+                           '[mqtt]\nport = 1884\n[camera]\nsource = 0\n')
+    env = {"EDGEPOSE_RUNTIME_THREADS": "3", "EDGEPOSE_MQTT_HOST": "broker.lan"}
+    cfg = config.load(path, {"runtime": {"threads": 1}}, environ=env)
+    assert cfg.model.name == "hourglass"           # file
+    assert cfg.runtime.xnnpack is False             # file
+    assert cfg.runtime.threads == 1                 # CLI beats env and file
+    assert cfg.mqtt.host == "broker.lan"            # env
+    assert cfg.mqtt.port == 1884                    # file
+    assert cfg.camera.source == "0"                 # integer camera index accepted as text
+    assert cfg.path == path
+
+
+def test_config_file_from_environment(tmp_path):
+    path = write(tmp_path, '[output]\nsink = "none"\n')
+    assert config.load(environ={"EDGEPOSE_CONFIG": path}).output.sink == "none"
+
+
+@pytest.mark.parametrize("text,needle", [
+    ('[model]\nnam = "cpm"\n', "unknown config key model.nam; allowed keys in [model]: name, dir"),
+    ('[modle]\nname = "cpm"\n', "unknown config section [modle]"),
+    ('[mqtt]\nqos = 2\n', "bad value 2 for mqtt.qos: expected one of 0, 1"),
+    ('[runtime]\nthreads = "two"\n', "runtime.threads: expected an integer"),
+    ('[runtime]\nxnnpack = "yes"\n', "runtime.xnnpack: expected true or false"),
+    ('[output]\nsink = "kafka"\n', "expected one of 'stdout', 'mqtt', 'none'"),
+    ('[mqtt]\nport = 70000\n', "mqtt.port: expected an integer from 1 to 65535"),
+    ('[model]\nname = \n', "is not valid TOML"),
+])
+def test_bad_file_names_the_key_and_allowed_values(tmp_path, text, needle):
+    with pytest.raises(ConfigError) as e:
+        config.load(write(tmp_path, text), environ={})
+    assert needle in str(e.value)
+    assert e.value.exit_code == 78
+
+
+def test_environment_values_are_parsed_and_checked():
+    cfg = config.load(environ={"EDGEPOSE_RUNTIME_XNNPACK": "off", "EDGEPOSE_MQTT_QOS": "1",
+                               "EDGEPOSE_MODEL_MIRROR": "/srv/models"})
+    assert cfg.runtime.xnnpack is False and cfg.mqtt.qos == 1 and cfg.model.mirror == "/srv/models"
+    with pytest.raises(ConfigError, match="EDGEPOSE_MQTT_QOS|mqtt.qos"):
+        config.load(environ={"EDGEPOSE_MQTT_QOS": "5"})
+    with pytest.raises(ConfigError, match="unknown environment variable EDGEPOSE_CAMERAS_SOURCE"):
+        config.load(environ={"EDGEPOSE_CAMERAS_SOURCE": "0"})
+
+
+def test_missing_file():
+    with pytest.raises(ConfigError, match="does not exist"):
+        config.load("/nonexistent/edgepose.toml", environ={})
+
+
+def test_reference_lists_every_key():
+    ref = config.reference_markdown()
+    for section in config.sections():
+        assert f"### [{section.name}]" in ref
+    assert "`score_threshold`" in ref and "`queue_size`" in ref
