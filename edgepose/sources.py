@@ -262,7 +262,8 @@ class LiveSource(FrameSource):
         return cap
 
     def _run(self) -> None:
-        delay = 0.5
+        first_delay = min(0.25, self._backoff_max)
+        delay = first_delay
         while not self._stop.is_set():
             t0 = time.perf_counter()
             try:
@@ -282,7 +283,7 @@ class LiveSource(FrameSource):
                     self._state = "ok"
                     self._lost_since = None
                     self._cond.notify_all()
-                delay = 0.5
+                delay = first_delay
                 continue
             # lost: release and reopen with backoff
             with self._cond:

@@ -1,0 +1,54 @@
+"""The engine on the real upstream models, both delegate settings, and its error paths."""
+
+import numpy as np
+import pytest
+
+from edgepose.engine import Engine, load_runtime
+from edgepose.errors import ModelError, RuntimeMissingError
+
+from conftest import MIRROR
+
+
+@pytest.mark.parametrize("name,grid", [("cpm", 96), ("hourglass", 48)])
+@pytest.mark.parametrize("xnnpack", [True, False])
+def test_engine_discovers_io_and_runs(name, grid, xnnpack):
+    e = Engine(MIRROR / name / "model.tflite", threads=1, xnnpack=xnnpack)
+    assert e.input_size == (192, 192)
+    assert (e.spec.grid_w, e.spec.grid_h, e.spec.num_keypoints) == (grid, grid, 14)
+    assert e.xnnpack is xnnpack
+    d = e.describe()
+    assert d["backend"] in ("litert", "tflite-runtime") and d["threads"] == 1
+    img = np.zeros((192, 192, 3), np.uint8)
+    out = e.run(img)
+    assert out.shape == (grid, grid, 14) and out.dtype == np.float32
+    # the input buffer holds exactly what was written (BGR 0..255 as float)
+    img2 = np.random.default_rng(0).integers(0, 256, (192, 192, 3), dtype=np.uint8)
+    e.set_input(img2)
+    view = e._interp.tensor(e._in_index)()[0]
+    assert np.array_equal(view, img2.astype(np.float32))
+    del view
+
+
+def test_same_output_with_and_without_xnnpack():
+    img = np.random.default_rng(1).integers(0, 256, (192, 192, 3), dtype=np.uint8)
+    a = Engine(MIRROR / "hourglass" / "model.tflite", threads=1, xnnpack=True).run(img)
+    b = Engine(MIRROR / "hourglass" / "model.tflite", threads=1, xnnpack=False).run(img)
+    assert np.abs(a - b).max() < 1e-3
+
+
+def test_corrupt_and_truncated_models_are_model_errors(tmp_path):
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(b"this is not a flatbuffer" * 100)
+    with pytest.raises(ModelError, match="not a valid TFLite model"):
+        Engine(bad)
+    trunc = tmp_path / "trunc.tflite"
+    trunc.write_bytes((MIRROR / "cpm" / "model.tflite").read_bytes()[:200_000])
+    with pytest.raises(ModelError):
+        Engine(trunc)
+    with pytest.raises(ModelError, match="does not exist"):
+        Engine(tmp_path / "none.tflite")
+
+
+def test_unknown_backend_is_reported():
+    with pytest.raises(RuntimeMissingError, match="unknown backend"):
+        load_runtime("onnx")

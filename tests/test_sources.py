@@ -1,0 +1,201 @@
+"""Frame sources: parsing, finite sources in order, live sources keeping the newest frame."""
+
+import threading
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from edgepose import sources
+from edgepose.errors import DeviceUnavailableError, InputMissingError, RuntimeMissingError
+
+from conftest import CALIB, VIDEOS
+
+
+def test_parse_kinds(tmp_path):
+    assert sources.parse_source("0").kind == "camera"
+    assert sources.parse_source("/dev/video2") == sources.SourceSpec("v4l2", "/dev/video2", index=2)
+    assert sources.parse_source("csi://1").index == 1 and sources.parse_source("csi://1").live
+    assert sources.parse_source("rtsp://cam.lan/stream").kind == "stream"
+    assert sources.parse_source(str(VIDEOS / "demo.mp4")).kind == "video"
+    assert sources.parse_source(str(CALIB / "ski.jpg")).kind == "image"
+    folder = sources.parse_source(str(CALIB))
+    assert folder.kind == "images" and list(folder.paths) == sorted(folder.paths) and len(folder.paths) == 13
+    g = sources.parse_source(str(CALIB / "apink*.jpg"))
+    assert [p.rsplit("/", 1)[1] for p in g.paths] == ["apink1.jpg", "apink1_crop.jpg", "apink2.jpg", "apink3.jpg"]
+
+
+@pytest.mark.parametrize("uri,msg", [("/nonexistent/clip.mp4", "does not exist"),
+                                     ("/nonexistent/*.jpg", "no images match"),
+                                     ("", "empty source")])
+def test_parse_errors(uri, msg):
+    with pytest.raises(Exception, match=msg) as e:
+        sources.parse_source(uri)
+    assert e.value.exit_code in (64, 66)
+
+
+def test_empty_folder_and_undecodable_video(tmp_path):
+    with pytest.raises(InputMissingError, match="has no images"):
+        sources.parse_source(str(tmp_path))
+    bad = tmp_path / "clip.mp4"
+    bad.write_bytes(b"\x00" * 1000)
+    with pytest.raises(InputMissingError, match="cannot decode video"):
+        sources.open_source(str(bad))
+
+
+def _drain(src):
+    frames = []
+    while True:
+        f = src.read(timeout=5)
+        if f is None:
+            assert src.exhausted
+            return frames
+        frames.append(f)
+
+
+def test_video_file_yields_every_frame_in_order():
+    src = sources.open_source(str(VIDEOS / "demo.mp4"))
+    frames = _drain(src)
+    src.close()
+    assert [f.index for f in frames] == list(range(5))
+    assert frames[0].size == (960, 540) and not src.live
+    assert all(f2.ts >= f1.ts for f1, f2 in zip(frames, frames[1:]))
+
+
+def test_folder_skips_unreadable_images(tmp_path):
+    for i, name in enumerate(["b.jpg", "a.jpg"]):
+        cv2.imwrite(str(tmp_path / name), np.full((20, 30, 3), i * 100, np.uint8))
+    (tmp_path / "c.jpg").write_bytes(b"not a jpeg")
+    src = sources.open_source(str(tmp_path))
+    frames = _drain(src)
+    assert [int(f.image[0, 0, 0]) for f in frames] == [100, 0]  # a.jpg then b.jpg, c.jpg skipped
+
+
+class FakeCamera:
+    """Stands in for a V4L2 camera (no camera hardware exists on CI): numbered frames at a fixed rate,
+    optionally failing (unplugged) after some frames."""
+
+    def __init__(self, rate=200.0, fail_after=None):
+        self.n = 0
+        self.rate = rate
+        self.fail_after = fail_after
+        self.released = False
+
+    def isOpened(self):
+        return True
+
+    def read(self):
+        time.sleep(1 / self.rate)
+        if self.fail_after is not None and self.n >= self.fail_after:
+            return False, None
+        img = np.full((48, 64, 3), self.n % 256, np.uint8)
+        self.n += 1
+        return True, img
+
+    def release(self):
+        self.released = True
+
+
+def test_live_source_keeps_only_the_newest_frame():
+    cam = FakeCamera(rate=500)
+    src = sources.LiveSource(lambda: cam, "fake0")
+    first = src.read(timeout=2)
+    time.sleep(0.2)  # a slow consumer: ~100 frames arrive meanwhile
+    second = src.read(timeout=2)
+    src.close()
+    assert first is not None and second is not None
+    assert second.index - first.index > 20          # skipped straight to a fresh frame
+    assert src.dropped >= second.index - first.index - 2
+    assert time.time() - second.ts < 0.1             # no growing lag
+    assert cam.released
+
+
+def test_live_source_reopens_a_lost_camera_with_backoff():
+    opened = []
+
+    def opener():
+        # first camera dies after 5 frames, the next two opens fail (unplugged), then it is back
+        opened.append(time.monotonic())
+        if len(opened) == 1:
+            return FakeCamera(fail_after=5)
+        if len(opened) in (2, 3):
+            return None
+        return FakeCamera()
+
+    src = sources.LiveSource(opener, "fake0", backoff_max=2.0)
+    states = set()
+    deadline = time.monotonic() + 10
+    got_back = False
+    while time.monotonic() < deadline:
+        f = src.read(timeout=0.2)
+        states.add(src.state)
+        if src.state == "reconnecting":
+            assert src.lost_for() > 0
+        if f is not None and len(opened) >= 4:
+            got_back = True
+            break
+    src.close()
+    assert "reconnecting" in states and got_back and src.state == "ok"
+    gaps = np.diff(opened[1:])
+    assert gaps[1] > gaps[0] * 1.5  # exponential backoff
+
+
+def test_camera_that_cannot_be_opened_is_exit_69():
+    with pytest.raises(DeviceUnavailableError, match="cannot open camera") as e:
+        sources.LiveSource(lambda: None, "/dev/video9")
+    assert e.value.exit_code == 69
+
+
+def test_jetson_csi_pipeline_and_board_detection(tmp_path):
+    pipe = sources.jetson_csi_pipeline(1, 1280, 720, 30)
+    assert pipe.startswith("nvarguscamerasrc sensor-id=1 ") and "width=(int)1280" in pipe
+    assert pipe.endswith("appsink drop=true max-buffers=1 sync=false")
+    assert not sources.is_jetson(str(tmp_path)) and not sources.is_raspberry_pi(str(tmp_path))
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/nv_tegra_release").write_text("# R35 (release)")
+    assert sources.is_jetson(str(tmp_path))
+    (tmp_path / "proc/device-tree").mkdir(parents=True)
+    (tmp_path / "proc/device-tree/model").write_bytes(b"Raspberry Pi 5 Model B Rev 1.0\0")
+    assert sources.is_raspberry_pi(str(tmp_path))
+
+
+def test_csi_on_a_pi_without_picamera2_says_how_to_install_it():
+    with pytest.raises(RuntimeMissingError, match="python3-picamera2"):
+        sources.Picamera2Capture(0, 640, 480, 30)
+
+
+def test_picamera2_adapter_logic():
+    """picamera2 exists only on a Pi: a stand-in module checks the adapter's calls and BGR format."""
+    calls = []
+
+    class Cam:
+        def __init__(self, idx):
+            calls.append(("open", idx))
+
+        def create_video_configuration(self, main, controls):
+            calls.append(("config", main, controls))
+            return "conf"
+
+        def configure(self, conf):
+            calls.append(("configure", conf))
+
+        def start(self):
+            calls.append(("start",))
+
+        def capture_array(self, stream):
+            return np.zeros((480, 640, 3), np.uint8)
+
+        def stop(self):
+            calls.append(("stop",))
+
+        def close(self):
+            calls.append(("close",))
+
+    mod = type("picamera2", (), {"Picamera2": Cam})
+    cap = sources.Picamera2Capture(0, 640, 480, 15, module=mod)
+    ok, img = cap.read()
+    cap.release()
+    assert ok and img.shape == (480, 640, 3)
+    assert calls[1] == ("config", {"size": (640, 480), "format": "RGB888"}, {"FrameRate": 15.0})
+    assert calls[-2:] == [("stop",), ("close",)]
