@@ -108,10 +108,11 @@ def overrides_from_args(args: argparse.Namespace) -> Dict[str, Dict[str, Any]]:
 
 
 def command(args: argparse.Namespace) -> int:
-    overrides = overrides_from_args(args)
-    cfg = config_mod.load(args.config, overrides)
+    # journal logging first, so a config error (exit 78) is logged with its priority
     level = getattr(args, "log_level", None) or "info"
     systemd.setup_logging(level, os.environ)
+    overrides = overrides_from_args(args)
+    cfg = config_mod.load(args.config, overrides)
     return Daemon(cfg, overrides=overrides).run()
 
 
