@@ -305,7 +305,7 @@ class Daemon:
                     wait = next_due - time.monotonic()
                     if wait > 0 and self.stop_event.wait(wait):
                         break
-                    next_due = max(next_due, time.monotonic() - 1.0) + 1.0 / cfg.runtime.max_fps
+                    next_due = max(next_due, time.monotonic()) + 1.0 / cfg.runtime.max_fps
                 frame = parts.source.read(timeout=0.5)
                 now = time.monotonic()
                 if now - last_status >= 5.0:

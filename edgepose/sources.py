@@ -181,6 +181,7 @@ class FiniteSource(FrameSource):
         if item is _END:
             self._done = True
             return None
+        item.ts = self._clock()  # read ahead: the frame enters the pipeline now
         return item
 
     @property

@@ -1,0 +1,168 @@
+"""`edgepose run` end to end: real models, real clips and photos, every error path with its exit code."""
+
+import json
+import math
+import os
+
+import cv2
+import numpy as np
+import pytest
+
+from edgepose.pose import KEYPOINT_NAMES
+
+from conftest import CALIB, EVAL_ANN, EVAL_IMAGES, MIRROR, REPO, VIDEOS, payloads, run_cli
+
+LATENCY_KEYS = {"capture", "preprocess", "infer", "decode", "total"}
+
+
+def check_payload(p, seq, width, height, model):
+    assert set(p) == {"v", "device", "seq", "ts", "frame", "model", "score", "present", "keypoints", "latency_ms"}
+    assert p["v"] == 1 and p["seq"] == seq and p["model"] == model
+    assert p["frame"] == {"width": width, "height": height}
+    assert isinstance(p["present"], bool) and 0 <= p["score"] <= 1
+    assert [k["name"] for k in p["keypoints"]] == list(KEYPOINT_NAMES)
+    for k in p["keypoints"]:
+        assert -width <= k["x"] <= 2 * width and -height <= k["y"] <= 2 * height and 0 <= k["score"] <= 1
+    assert set(p["latency_ms"]) == LATENCY_KEYS and p["latency_ms"]["infer"] > 0
+    assert abs(p["ts"] - __import__("time").time()) < 600
+
+
+@pytest.mark.parametrize("clip,size", [("demo.mp4", (960, 540)), ("posetrack_000001.mp4", (1280, 720))])
+def test_run_on_shared_clips_gives_one_valid_payload_per_frame(clip, size, edgepose_env):
+    r = run_cli(["run", "--source", VIDEOS / clip, "--model", "hourglass", "--threads", "1"], edgepose_env)
+    assert r.returncode == 0, r.stderr
+    ps = payloads(r.stdout)
+    assert len(ps) == 5
+    for i, p in enumerate(ps):
+        check_payload(p, i, *size, "hourglass")
+    assert "Traceback" not in r.stderr
+
+
+def _person_crops(tmp_path):
+    """Top-down crops around each annotated person (as a camera framing one person would see them)."""
+    ann = json.loads(EVAL_ANN.read_text())
+    files = {im["id"]: im["file_name"] for im in ann["images"]}
+    out = []
+    for i, a in enumerate(ann["annotations"]):
+        x, y, w, h = a["bbox"]
+        if max(w, h) < 150:  # tiny people are what tracking is for; not this test
+            continue
+        img = cv2.imread(str(EVAL_IMAGES.parent / files[a["image_id"]]))
+        cx, cy, side = x + w / 2, y + h / 2, max(w, h) * 1.25
+        x0, y0 = int(max(0, cx - side / 2)), int(max(0, cy - side / 2))
+        x1, y1 = int(min(img.shape[1], cx + side / 2)), int(min(img.shape[0], cy + side / 2))
+        name = f"p{i:02d}.jpg"
+        cv2.imwrite(str(tmp_path / name), img[y0:y1, x0:x1], [cv2.IMWRITE_JPEG_QUALITY, 95])
+        kp = np.array(a["keypoints"], float).reshape(-1, 3)
+        out.append((name, kp[:, :2] - [x0, y0], kp[:, 2] > 0, max(w, h)))
+    return out
+
+
+@pytest.mark.parametrize("model", ["cpm", "hourglass"])
+def test_keypoints_land_on_the_person(model, tmp_path, edgepose_env):
+    crops = _person_crops(tmp_path)
+    assert len(crops) >= 10
+    r = run_cli(["run", "--source", tmp_path, "--model", model, "--no-tracking", "--no-smoothing"],
+                edgepose_env)
+    assert r.returncode == 0, r.stderr
+    ps = payloads(r.stdout)
+    assert len(ps) == len(crops)
+    hits = total = 0
+    for p, (name, gt, vis, size) in zip(ps, crops):
+        pred = np.array([[k["x"], k["y"]] for k in p["keypoints"]])
+        d = np.linalg.norm(pred - gt, axis=1)[vis]
+        hits += int((d <= 0.1 * size).sum())
+        total += int(vis.sum())
+    # "most labelled joints within 10% of the person box"
+    assert hits / total > 0.5, f"{model}: only {hits}/{total} joints within 10% of the box"
+
+
+def test_image_glob_max_frames_and_fps_cap(edgepose_env):
+    import time
+    t0 = time.monotonic()
+    r = run_cli(["run", "--source", str(CALIB / "*.jpg"), "--model", "hourglass", "--max-frames", "4",
+                 "--fps", "10"], edgepose_env)
+    took = time.monotonic() - t0
+    assert r.returncode == 0, r.stderr
+    ps = payloads(r.stdout)
+    assert [p["seq"] for p in ps] == [0, 1, 2, 3]
+    gaps = np.diff([p["ts"] for p in ps])
+    assert gaps.min() > 0.07, gaps  # the cap spaces frames ~0.1 s apart
+    assert took > 0.3
+
+
+def test_config_file_and_environment_reach_the_daemon(tmp_path, edgepose_env):
+    cfg = tmp_path / "e.toml"
+    cfg.write_text(f'[camera]\nsource = "{CALIB / "ski.jpg"}"\n[model]\nname = "hourglass"\n'
+                   f'[output]\ndevice = "porch"\n')
+    env = dict(edgepose_env, EDGEPOSE_MODEL_SCORE_THRESHOLD="0.0")
+    r = run_cli(["run", "--config", cfg], env)
+    assert r.returncode == 0, r.stderr
+    (p,) = payloads(r.stdout)
+    assert p["device"] == "porch" and p["model"] == "hourglass" and p["present"] is True
+
+
+@pytest.mark.parametrize("args,code,message", [
+    (["run", "--camera", "7"], 69, "cannot open camera 7"),
+    (["run", "--source", "/nonexistent/clip.mp4"], 66, "source /nonexistent/clip.mp4 does not exist"),
+    (["run", "--source", "{calib}", "--model", "/nonexistent/m.tflite"], 66, "model file /nonexistent/m.tflite does not exist"),
+    (["run", "--source", "{calib}", "--model", "posenet"], 78, "unknown model 'posenet'"),
+    (["run", "--source", "{calib}", "--model", "{corrupt}"], 65, "not a valid TFLite model"),
+    (["run", "--source", "{calib}", "--config", "{badcfg}"], 78, "unknown config key runtime.thread"),
+    (["run", "--source", "{calib}", "--threads", "-1"], 78, "runtime.threads"),
+    (["run", "--source", "{calib}", "--broker", "host:port"], 78, "bad --broker"),
+    (["frobnicate"], 2, "invalid choice"),
+])
+def test_error_paths_one_line_and_exit_code(args, code, message, tmp_path, edgepose_env):
+    corrupt = tmp_path / "corrupt.tflite"
+    corrupt.write_bytes(os.urandom(4096))
+    badcfg = tmp_path / "bad.toml"
+    badcfg.write_text("[runtime]\nthread = 2\n")
+    args = [a.format(calib=CALIB / "ski.jpg", corrupt=corrupt, badcfg=badcfg) for a in args]
+    r = run_cli(args, edgepose_env)
+    assert r.returncode == code, (r.returncode, r.stderr)
+    assert message in r.stderr
+    assert "Traceback" not in r.stderr
+    errors = [l for l in r.stderr.splitlines() if l.lower().startswith("edgepose: error")]
+    assert len(errors) == 1, r.stderr
+
+
+def test_checksum_mismatch_in_cache_is_exit_65(tmp_path, edgepose_env):
+    cache = tmp_path / "cache"
+    (cache / "hourglass").mkdir(parents=True)
+    data = bytearray((MIRROR / "hourglass" / "model.tflite").read_bytes())
+    data[5000] ^= 0xFF
+    (cache / "hourglass" / "model.tflite").write_bytes(bytes(data))
+    env = dict(edgepose_env, EDGEPOSE_MODEL_DIR=str(cache))
+    r = run_cli(["run", "--source", CALIB / "ski.jpg", "--model", "hourglass"], env)
+    assert r.returncode == 65 and "checksum mismatch" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_first_use_fetches_into_the_cache_from_the_mirror(tmp_path, edgepose_env):
+    cache = tmp_path / "fresh"
+    env = dict(edgepose_env, EDGEPOSE_MODEL_DIR=str(cache))
+    r = run_cli(["run", "--source", CALIB / "ski.jpg", "--model", "hourglass"], env)
+    assert r.returncode == 0, r.stderr
+    assert (cache / "hourglass" / "model.tflite").stat().st_size == 1716000
+    assert "100%" in r.stderr  # the progress bar finished
+
+
+def test_sigterm_stops_cleanly(tmp_path, edgepose_env):
+    import signal
+    import subprocess
+    import sys
+    import time
+    proc = subprocess.Popen([sys.executable, "-m", "edgepose.cli", "run", "--source", str(CALIB),
+                             "--model", "hourglass", "--fps", "2"], env=edgepose_env, cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        line = proc.stdout.readline()
+        assert line and time.monotonic() < deadline
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "SIGTERM received: stopping" in err
+    assert len(payloads(line + out)) < 13  # stopped before the folder ran out
