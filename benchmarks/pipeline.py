@@ -1,0 +1,139 @@
+#!/usr/bin/env python3
+"""Pipeline efficiency, memory and start-up of `edgepose run` (prints numbers; asserts nothing).
+
+    python3 benchmarks/pipeline.py [--model cpm] [--threads 1] [--frames 300]
+
+* efficiency = FPS of `edgepose run` on a 640x480 clip / (1 / median bare invoke()) for the same
+  model, threads and backend, both measured in this run (goal >= 0.90 with 1 thread);
+* peak RSS of the running daemon (goal < 200 MB);
+* time to first payload with a cached model (goal < 3 s).
+
+The clip is made from ../shared/data/calib photos (letterboxed to 640x480, each held for a few
+frames).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+SHARED = Path(os.environ.get("EDGEPOSE_SHARED", REPO.parent / "shared"))
+
+
+def make_clip(path: Path, frames: int, size=(640, 480), hold: int = 5) -> Path:
+    photos = sorted((SHARED / "data" / "calib").glob("*.jpg"))
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30, size)
+    for i in range(frames):
+        img = cv2.imread(str(photos[(i // hold) % len(photos)]))
+        s = min(size[0] / img.shape[1], size[1] / img.shape[0])
+        small = cv2.resize(img, (int(img.shape[1] * s), int(img.shape[0] * s)), interpolation=cv2.INTER_AREA)
+        canvas = np.zeros((size[1], size[0], 3), np.uint8)
+        y, x = (size[1] - small.shape[0]) // 2, (size[0] - small.shape[1]) // 2
+        canvas[y:y + small.shape[0], x:x + small.shape[1]] = small
+        out.write(canvas)
+    out.release()
+    return path
+
+
+def bare_invoke_ms(model_path: Path, threads: int, xnnpack: bool, n: int = 100) -> float:
+    from edgepose.engine import Engine
+    e = Engine(model_path, threads=threads, xnnpack=xnnpack)
+    e.set_input(np.zeros((e.spec.input_h, e.spec.input_w, 3), np.uint8))
+    for _ in range(10):
+        e.invoke()
+    ts = []
+    for _ in range(n):
+        t = time.perf_counter()
+        e.invoke()
+        ts.append(time.perf_counter() - t)
+    return statistics.median(ts) * 1e3
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def run_daemon(args, clip: Path, env: dict, extra=()) -> dict:
+    cmd = [sys.executable, "-m", "edgepose.cli", "run", "--source", str(clip), "--model", args.model,
+           "--threads", str(args.threads), "--sink", "stdout", *extra]
+    if args.no_xnnpack:
+        cmd.append("--no-xnnpack")
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            cwd=REPO)
+    peak = [0.0]
+    done = threading.Event()
+
+    def sample():
+        while not done.wait(0.05):
+            peak[0] = max(peak[0], rss_mb(proc.pid))
+
+    threading.Thread(target=sample, daemon=True).start()
+    arrivals = []
+    for line in proc.stdout:
+        arrivals.append(time.monotonic())
+        if len(arrivals) == 1:
+            json.loads(line)
+    proc.wait()
+    done.set()
+    return {"first_payload_s": arrivals[0] - t0 if arrivals else float("nan"), "frames": len(arrivals),
+            "arrivals": arrivals, "peak_rss_mb": peak[0], "rc": proc.returncode}
+
+
+def fps_of(arrivals, skip: int = 10) -> float:
+    a = arrivals[skip:]
+    return (len(a) - 1) / (a[-1] - a[0])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="cpm")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--frames", type=int, default=300)
+    ap.add_argument("--no-xnnpack", action="store_true")
+    args = ap.parse_args()
+
+    from edgepose import models
+    tmp = Path(tempfile.mkdtemp(prefix="edgepose-bench-"))
+    env = dict(os.environ, EDGEPOSE_MODEL_MIRROR=os.environ.get("EDGEPOSE_MODEL_MIRROR", str(SHARED / "models")))
+    env.setdefault("EDGEPOSE_MODEL_DIR", str(tmp / "models"))
+    path = models.resolve(args.model, cache_dir=env["EDGEPOSE_MODEL_DIR"], mirror=env["EDGEPOSE_MODEL_MIRROR"])
+    clip = make_clip(tmp / "clip640x480.mp4", args.frames)
+    before = bare_invoke_ms(path, args.threads, not args.no_xnnpack)
+    res = run_daemon(args, clip, env)
+    after = bare_invoke_ms(path, args.threads, not args.no_xnnpack)
+    invoke_ms = statistics.median([before, after])
+    fps = fps_of(res["arrivals"]) if res["frames"] > 20 else float("nan")
+    print(f"model {args.model}, threads {args.threads}, xnnpack {not args.no_xnnpack}, clip 640x480 "
+          f"x {args.frames} frames")
+    print(f"bare invoke median: {invoke_ms:.2f} ms (before {before:.2f}, after {after:.2f}) "
+          f"-> {1000 / invoke_ms:.1f} FPS ceiling")
+    print(f"edgepose run: {res['frames']} payloads, {fps:.1f} FPS, exit {res['rc']}")
+    print(f"pipeline efficiency: {fps * invoke_ms / 1000:.3f} (goal >= 0.90)")
+    print(f"peak RSS: {res['peak_rss_mb']:.0f} MB (goal < 200)")
+    print(f"time to first payload (cached model): {res['first_payload_s']:.2f} s (goal < 3)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
