@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Remove the edgepose service installed by deploy/install.sh.
+#
+#   sudo deploy/uninstall.sh [--purge]
+#
+# Stops and disables the service and removes the unit, its drop-ins and the
+# virtualenv in /opt/edgepose.  Keeps /etc/edgepose (config), /var/lib/edgepose
+# (models) and the `edgepose` system user unless --purge.  A mosquitto broker
+# installed with --with-mosquitto is left alone (remove it with apt).
+set -euo pipefail
+
+PURGE=0
+for a in "$@"; do
+    case "$a" in
+        --purge) PURGE=1 ;;
+        -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "edgepose-uninstall: error: unknown option $a (use --purge or --help)" >&2; exit 64 ;;
+    esac
+done
+say() { echo "edgepose-uninstall: $*"; }
+[ "$(id -u)" = 0 ] || { echo "edgepose-uninstall: error: must run as root" >&2; exit 69; }
+
+UNIT=/etc/systemd/system/edgepose.service
+RUNNING=0; [ -d /run/systemd/system ] && RUNNING=1
+if command -v systemctl >/dev/null; then
+    if [ "$RUNNING" = 1 ]; then
+        systemctl disable --now edgepose.service >/dev/null 2>&1 || true
+    else
+        systemctl disable edgepose.service >/dev/null 2>&1 || true
+    fi
+fi
+rm -f "$UNIT"
+rm -rf /etc/systemd/system/edgepose.service.d
+if [ "$RUNNING" = 1 ]; then
+    systemctl daemon-reload
+    systemctl reset-failed edgepose.service >/dev/null 2>&1 || true
+fi
+say "service stopped, disabled and removed"
+rm -rf /opt/edgepose
+say "removed /opt/edgepose"
+if [ "$PURGE" = 1 ]; then
+    rm -rf /etc/edgepose /var/lib/edgepose
+    if id edgepose >/dev/null 2>&1; then userdel edgepose; fi
+    if getent group edgepose >/dev/null; then groupdel edgepose; fi
+    say "purged /etc/edgepose, /var/lib/edgepose and the edgepose user"
+else
+    say "kept /etc/edgepose (config), /var/lib/edgepose (models) and the edgepose user; --purge removes them"
+fi
