@@ -1,0 +1,517 @@
+"""``edgepose models quantize``: frozen TF1 graph -> int8 / float16 / dynamic TFLite.
+
+Steps (each a small function, so tests and benchmarks can use them alone):
+
+1. :func:`cleanup_graph`: semantics-preserving rewrites of the frozen
+   ``GraphDef`` — a ``Relu`` whose input is already a ``Relu6``/``Relu`` is an
+   identity and is removed (consumers are rewired); left in, the converter
+   keeps it as a standalone RELU that splits XNNPACK's int8 graph into dozens
+   of partitions.
+2. :func:`calibration_images`: the calibration photos cropped exactly as the
+   daemon crops (``CropTransform`` + ``crop_to_input``, BGR 0..255) plus
+   augmentation (mirror, zoomed and shifted crops, brightness/contrast).
+3. :func:`convert`: the TensorFlow Lite converter (TensorFlow is imported only
+   here: ``pip install 'edgepose[convert]'``).
+4. :func:`fix_quantization`: post-processes the int8 flatbuffer — activation
+   scales below ``min_scale`` (tiny tensors whose calibration range collapsed)
+   are widened so XNNPACK can prepare the graph, and the output's range is set
+   to cover the heatmap range (``0..output_max``) so peaks are not clipped.
+5. :func:`build_report`: XNNPACK partitions, latency float vs quantized in the
+   same run, keypoint agreement with float and PCK on an evaluation set.
+
+Quantized models are written to the model cache as catalogue entries
+(``cpm-int8`` ...) with ``report.json`` beside them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .errors import InputMissingError, ModelError, RuntimeMissingError, UsageError
+from .geometry import Box, CropTransform, whole_frame_box
+
+log = logging.getLogger(__name__)
+
+MODES = ("int8", "float16", "dynamic")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+# activations whose scale is smaller than this are widened (see fix_quantization)
+MIN_ACTIVATION_SCALE = 1e-3
+AGREEMENT_TOLERANCE = 0.05  # of the person-box size
+
+
+def _tf():
+    """Import TensorFlow lazily (only the workstation converter needs it)."""
+    try:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        import tensorflow as tf  # noqa: PLC0415
+    except ImportError as e:
+        raise RuntimeMissingError(
+            f"quantizing needs the TensorFlow converter ({e}); install it with "
+            "`pip install 'edgepose[convert]'` on a workstation") from None
+    return tf
+
+
+# -- 1. graph clean-up ----------------------------------------------------------
+
+@dataclass(frozen=True)
+class Cleanup:
+    removed_relu: int  # Relu nodes after Relu6/Relu removed
+
+
+def _node_name(ref: str) -> str:
+    return ref.lstrip("^").split(":")[0]
+
+
+def load_graph(pb_path: Path):
+    tf = _tf()
+    gd = tf.compat.v1.GraphDef()
+    try:
+        gd.ParseFromString(Path(pb_path).read_bytes())
+    except OSError as e:
+        raise InputMissingError(f"cannot read frozen graph {pb_path}: {e}") from None
+    except Exception as e:  # protobuf DecodeError
+        raise ModelError(f"{pb_path} is not a frozen TensorFlow graph: {e}") from None
+    return gd
+
+
+def cleanup_graph(graph_def, keep: Sequence[str] = ()) -> Tuple[object, Cleanup]:
+    """Remove identity activations (``Relu`` of a ``Relu6``/``Relu``), rewiring consumers.
+
+    ``keep`` names nodes (the graph outputs) that must survive; an output
+    that is such a ``Relu`` is kept.  Returns a new GraphDef.
+    """
+    tf = _tf()
+    by_name = {n.name: n for n in graph_def.node}
+    replace: Dict[str, str] = {}
+    for n in graph_def.node:
+        if n.op == "Relu" and n.name not in keep and n.input:
+            src = by_name.get(_node_name(n.input[0]))
+            if src is not None and src.op in ("Relu6", "Relu") and ":" not in n.input[0]:
+                replace[n.name] = n.input[0]
+
+    def final(name: str) -> str:
+        while name in replace:
+            name = replace[name]
+        return name
+
+    out = tf.compat.v1.GraphDef()
+    out.versions.CopyFrom(graph_def.versions)
+    out.library.CopyFrom(graph_def.library)
+    for n in graph_def.node:
+        if n.name in replace:
+            continue
+        m = out.node.add()
+        m.CopyFrom(n)
+        for i, ref in enumerate(m.input):
+            ctrl = ref.startswith("^")
+            base = ref.lstrip("^")
+            if base in replace:
+                m.input[i] = ("^" if ctrl else "") + final(base)
+    return out, Cleanup(removed_relu=len(replace))
+
+
+def relu6_name(graph_def, name: str) -> str:
+    """The name a node is reached by after :func:`cleanup_graph` (its Relu6 if it was a redundant Relu)."""
+    by_name = {n.name: n for n in graph_def.node}
+    n = by_name.get(name)
+    while n is not None and n.op == "Relu" and by_name.get(_node_name(n.input[0]), n).op in ("Relu6", "Relu"):
+        name = _node_name(n.input[0])
+        n = by_name.get(name)
+    return name
+
+
+def tensor_ranges(graph_def, input_name: str, names: Sequence[str], images: Sequence[np.ndarray]
+                  ) -> Dict[str, float]:
+    """max |value| of graph tensors over images (float graph, TensorFlow)."""
+    tf = _tf()
+    g = tf.Graph()
+    with g.as_default():
+        tf.compat.v1.import_graph_def(graph_def, name="")
+    fetch = [g.get_tensor_by_name(n if ":" in n else n + ":0") for n in names]
+    feed = g.get_tensor_by_name(input_name + ":0")
+    out = {n: 0.0 for n in names}
+    with tf.compat.v1.Session(graph=g) as sess:
+        for img in images:
+            vals = sess.run(fetch, {feed: img[None].astype(np.float32)})
+            for n, v in zip(names, vals):
+                out[n] = max(out[n], float(np.abs(v).max()))
+    return out
+
+
+def _const_value(by_name: dict, ref: str):
+    """The Const node behind ``ref`` (through Identity nodes) and its value."""
+    from tensorflow.python.framework import tensor_util  # noqa: PLC0415
+
+    n = by_name[_node_name(ref)]
+    while n.op == "Identity":
+        n = by_name[_node_name(n.input[0])]
+    if n.op != "Const":
+        return None, None
+    return n, tensor_util.MakeNdarray(n.attr["value"].tensor)
+
+
+def balance_concats(graph_def, input_name: str, images: Sequence[np.ndarray], ratio: float = 4.0
+                    ) -> Tuple[object, List[str]]:
+    """Scale small-range inputs of a ``ConcatV2`` up and the consuming convolution's weights down.
+
+    int8 TFLite forces every input of a concatenation onto the output's single
+    scale, so a 0..1 heatmap concatenated with 0..20 features keeps ~12
+    levels.  ``concat([B, c*H])`` followed by a convolution whose weights for
+    the ``H`` channels are divided by ``c`` computes exactly the same function,
+    and gives ``H`` the full int8 range.  Applied only where every consumer of
+    the concatenation is a ``Conv2D`` reading it as its data input.
+    """
+    tf = _tf()
+    from tensorflow.python.framework import tensor_util  # noqa: PLC0415
+
+    by_name = {n.name: n for n in graph_def.node}
+    consumers: Dict[str, list] = {}
+    for n in graph_def.node:
+        for i, ref in enumerate(n.input):
+            consumers.setdefault(_node_name(ref), []).append((n, i))
+    candidates = []
+    for n in graph_def.node:
+        if n.op != "ConcatV2":
+            continue
+        users = consumers.get(n.name, [])
+        if not users or any(u.op != "Conv2D" or i != 0 for u, i in users):
+            continue
+        _, axis = _const_value(by_name, n.input[-1])
+        if axis is None or int(axis) not in (3, -1):
+            continue
+        candidates.append(n)
+    if not candidates:
+        return graph_def, []
+    refs = sorted({ref for n in candidates for ref in n.input[:-1]})
+    ranges = tensor_ranges(graph_def, input_name, refs, images)
+    out = tf.compat.v1.GraphDef()
+    out.CopyFrom(graph_def)
+    by_name = {n.name: n for n in out.node}
+    notes = []
+    for cand in candidates:
+        n = by_name[cand.name]
+        data_refs = list(n.input[:-1])
+        top = max(ranges[r] for r in data_refs)
+        # channel offsets of every input (static shapes from the graph)
+        g = tf.Graph()
+        with g.as_default():
+            tf.compat.v1.import_graph_def(graph_def, name="")
+        widths = [int(g.get_tensor_by_name(r if ":" in r else r + ":0").shape[-1]) for r in data_refs]
+        offset = 0
+        for k, (ref, width) in enumerate(zip(data_refs, widths)):
+            r = ranges[ref]
+            if 0 < r and top / r >= ratio:
+                c = float(2.0 ** np.floor(np.log2(top / r)))  # a power of two: exact in float
+                mul = out.node.add()
+                mul.name = f"{n.name}/edgepose_balance_{k}"
+                mul.op = "Mul"
+                mul.attr["T"].type = tf.float32.as_datatype_enum
+                cst = out.node.add()
+                cst.name = mul.name + "/c"
+                cst.op = "Const"
+                cst.attr["dtype"].type = tf.float32.as_datatype_enum
+                cst.attr["value"].tensor.CopyFrom(tensor_util.make_tensor_proto(np.float32(c)))
+                mul.input.extend([ref, cst.name])
+                n.input[k] = mul.name
+                for user, _ in consumers[cand.name]:
+                    conv = by_name[user.name]
+                    wnode, w = _const_value(by_name, conv.input[1])
+                    w = w.copy()
+                    w[:, :, offset:offset + width, :] /= c
+                    new = out.node.add()
+                    new.name = f"{conv.name}/edgepose_weights"
+                    new.op = "Const"
+                    new.attr["dtype"].type = tf.float32.as_datatype_enum
+                    new.attr["value"].tensor.CopyFrom(tensor_util.make_tensor_proto(w.astype(np.float32)))
+                    conv.input[1] = new.name
+                notes.append(f"{n.name}: input {ref} (range {r:.3g}) x{c:g}, {top:.3g} for the others")
+            offset += width
+    return out, notes
+
+
+# -- 2. calibration data -------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Augment:
+    """Calibration augmentation: how many variants per photo and their ranges."""
+
+    variants: int = 6  # per photo, besides the plain whole-frame crop and its mirror
+    zoom: Tuple[float, float] = (0.6, 1.3)  # box size relative to the padded whole frame
+    shift: float = 0.15  # max box-centre shift, fraction of the box
+    gain: Tuple[float, float] = (0.6, 1.4)  # brightness/contrast multiplier
+    bias: Tuple[float, float] = (-30.0, 30.0)
+    seed: int = 0
+
+
+def list_images(folder: Path) -> List[Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputMissingError(f"calibration folder {folder} does not exist")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise InputMissingError(f"calibration folder {folder} has no images ({', '.join(IMAGE_SUFFIXES)})")
+    return files
+
+
+def calibration_images(folder: Path, in_w: int, in_h: int, augment: Optional[Augment] = Augment()
+                       ) -> List[np.ndarray]:
+    """BGR uint8 model inputs made from the photos exactly as the daemon makes them."""
+    import cv2
+
+    from .pipeline import crop_to_input
+
+    rng = np.random.default_rng(augment.seed if augment else 0)
+    out = []
+    for path in list_images(folder):
+        frame = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if frame is None:
+            raise InputMissingError(f"calibration image {path} cannot be decoded")
+        fh, fw = frame.shape[:2]
+        base = whole_frame_box(fw, fh, in_w, in_h)
+        boxes = [(base, False)]
+        if augment:
+            boxes.append((base, True))
+            for _ in range(augment.variants):
+                z = rng.uniform(*augment.zoom)
+                b = Box(base.x, base.y, base.w * z, base.h * z)
+                dx, dy = rng.uniform(-augment.shift, augment.shift, 2) * b.w
+                cx, cy = base.x + base.w / 2 + dx, base.y + base.h / 2 + dy
+                boxes.append((Box(cx - b.w / 2, cy - b.h / 2, b.w, b.h), bool(rng.integers(2))))
+        for i, (box, flip) in enumerate(boxes):
+            img = crop_to_input(frame, CropTransform(box, in_w, in_h))
+            if flip:
+                img = np.ascontiguousarray(img[:, ::-1])
+            if augment and i >= 2:
+                g, b = rng.uniform(*augment.gain), rng.uniform(*augment.bias)
+                img = np.clip(img.astype(np.float32) * g + b, 0, 255).astype(np.uint8)
+            out.append(img)
+    return out
+
+
+# -- 3. conversion -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Recipe:
+    mode: str = "int8"
+    per_channel: bool = True
+    int8_io: bool = True  # int8 input (scale 1, zero -128: lossless for 0..255 pixels) and output
+    min_scale: float = MIN_ACTIVATION_SCALE
+    output_max: float = 0.0  # 0: keep the calibrated output range; >0: widen it to 0..output_max
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise UsageError(f"--mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+
+
+def convert(graph_def, input_name: str, output_name: str, input_shape: Sequence[int], recipe: Recipe,
+            calibration: Sequence[np.ndarray] = ()) -> bytes:
+    """Run the TFLite converter on a (cleaned) frozen graph."""
+    tf = _tf()
+    if recipe.mode == "int8" and not len(calibration):
+        raise UsageError("int8 quantization needs calibration images (--calib DIR)")
+    with tempfile.TemporaryDirectory(prefix="edgepose-convert-") as tmp:
+        pb = Path(tmp) / "graph.pb"
+        pb.write_bytes(graph_def.SerializeToString())
+        conv = tf.compat.v1.lite.TFLiteConverter.from_frozen_graph(
+            str(pb), [input_name], [output_name], input_shapes={input_name: list(input_shape)})
+        if recipe.mode == "float16":
+            conv.optimizations = [tf.lite.Optimize.DEFAULT]
+            conv.target_spec.supported_types = [tf.float16]
+        elif recipe.mode == "dynamic":
+            conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        else:
+            conv.optimizations = [tf.lite.Optimize.DEFAULT]
+            conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+
+            def representative() -> Iterator[List[np.ndarray]]:
+                for img in calibration:
+                    yield [img[None].astype(np.float32)]
+
+            conv.representative_dataset = representative
+            if not recipe.per_channel:
+                conv._experimental_disable_per_channel = True  # noqa: SLF001 (documented converter flag)
+            if recipe.int8_io:
+                conv.inference_input_type = tf.int8
+                conv.inference_output_type = tf.int8
+        try:
+            return conv.convert()
+        except Exception as e:  # the converter raises many types; report one line
+            raise ModelError(f"the TFLite converter failed: {str(e).strip().splitlines()[-1]}") from None
+
+
+# -- 4. flatbuffer post-processing ---------------------------------------------------
+
+@dataclass(frozen=True)
+class QuantFix:
+    tensor: str
+    old_scale: float
+    new_scale: float
+    reason: str
+
+
+def _schema():
+    try:
+        from ai_edge_litert import schema_py_generated as schema  # noqa: PLC0415
+    except ImportError:
+        try:
+            from tensorflow.lite.python import schema_py_generated as schema  # noqa: PLC0415
+        except ImportError:
+            raise RuntimeMissingError("reading TFLite flatbuffers needs ai-edge-litert or tensorflow") from None
+    return schema
+
+
+def read_model(data: bytes):
+    """The flatbuffer as the schema's mutable object tree (``ModelT``)."""
+    schema = _schema()
+    try:
+        if not schema.Model.ModelBufferHasIdentifier(data, 0):
+            raise ModelError("not a TFLite flatbuffer (no TFL3 identifier)")
+        return schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(data, 0))
+    except ModelError:
+        raise
+    except Exception as e:
+        raise ModelError(f"cannot parse TFLite flatbuffer: {e}") from None
+
+
+def write_model(model) -> bytes:
+    import flatbuffers  # noqa: PLC0415 - a dependency of both runtimes
+
+    b = flatbuffers.Builder(1 << 20)
+    b.Finish(model.Pack(b), file_identifier=b"TFL3")
+    return bytes(b.Output())
+
+
+def _name(t) -> str:
+    return t.name.decode() if isinstance(t.name, bytes) else str(t.name)
+
+
+def fix_quantization(data: bytes, min_scale: float = MIN_ACTIVATION_SCALE, output_max: float = 0.0
+                     ) -> Tuple[bytes, List[QuantFix]]:
+    """Widen degenerate int8 activation scales and (optionally) the output range.
+
+    Only *activation* tensors (not weights/biases, which have a buffer) with a
+    single scale are changed; every kernel derives its requantization from the
+    tensor scales at prepare time, so a wider scale is valid, only coarser.
+    Ops whose output must share the input's scale (pooling, resize,
+    concatenation, reshape) are kept consistent by applying the same change
+    along such chains.
+    """
+    schema = _schema()
+    model = read_model(data)
+    g = model.subgraphs[0]
+    ops = g.operators
+    codes = [max(oc.builtinCode, oc.deprecatedBuiltinCode) for oc in model.operatorCodes]
+    B = schema.BuiltinOperator
+    same_scale = {B.MAX_POOL_2D, B.AVERAGE_POOL_2D, B.RESIZE_BILINEAR, B.RESIZE_NEAREST_NEIGHBOR,
+                  B.RESHAPE, B.CONCATENATION}
+    biased = {B.CONV_2D, B.DEPTHWISE_CONV_2D, B.FULLY_CONNECTED}
+    fixes: List[QuantFix] = []
+
+    def is_activation(ti: int) -> bool:
+        t = g.tensors[ti]
+        q = t.quantization
+        buf = model.buffers[t.buffer] if t.buffer < len(model.buffers) else None
+        has_data = buf is not None and buf.data is not None and len(buf.data) > 0
+        return (t.type == schema.TensorType.INT8 and q is not None and q.scale is not None
+                and len(q.scale) == 1 and not has_data)
+
+    # groups of tensors that must share a scale (union-find over same-scale ops)
+    parent = list(range(len(g.tensors)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for op in ops:
+        if codes[op.opcodeIndex] in same_scale:
+            ins = [i for i in op.inputs if i >= 0 and is_activation(i)]
+            if codes[op.opcodeIndex] != B.CONCATENATION:
+                ins = ins[:1]  # the data input (not a size/shape operand)
+            for o in op.outputs:
+                for i in ins:
+                    parent[find(o)] = find(i)
+
+    def rescale_biases(ti: int, old: float, new: float) -> None:
+        """Biases of ops reading ``ti`` are int32 at input_scale * weight_scale: follow the input."""
+        for op in ops:
+            if codes[op.opcodeIndex] in biased and op.inputs[0] == ti and len(op.inputs) > 2 and op.inputs[2] >= 0:
+                bt = g.tensors[op.inputs[2]]
+                buf = model.buffers[bt.buffer]
+                vals = np.frombuffer(bytes(bytearray(buf.data)), dtype=np.int32).astype(np.float64)
+                vals = np.clip(np.rint(vals * (old / new)), -(2 ** 31), 2 ** 31 - 1).astype("<i4")
+                buf.data = np.frombuffer(vals.tobytes(), dtype=np.uint8)
+                bt.quantization.scale = [float(x) * new / old for x in bt.quantization.scale]
+
+    def set_group(ti: int, scale: float, zero: int, reason: str) -> None:
+        root = find(ti)
+        for j in range(len(g.tensors)):
+            if find(j) == root and is_activation(j):
+                q = g.tensors[j].quantization
+                old = float(q.scale[0])
+                fixes.append(QuantFix(_name(g.tensors[j]), old, float(scale), reason))
+                q.scale = [float(scale)]
+                q.zeroPoint = [int(zero)]
+                rescale_biases(j, old, float(scale))
+
+    done = set()
+    for ti, t in enumerate(g.tensors):
+        if not is_activation(ti) or find(ti) in done:
+            continue
+        s = float(t.quantization.scale[0])
+        if s < min_scale:
+            # same zero point, wider scale: the old range stays inside the new one
+            set_group(ti, min_scale, int(t.quantization.zeroPoint[0]), f"scale {s:.3g} below {min_scale:g}")
+            done.add(find(ti))
+    if output_max > 0:
+        for oi in g.outputs:
+            src = oi
+            # an int8 output (or the int8 tensor a final DEQUANTIZE reads)
+            for op in ops:
+                if oi in op.outputs and codes[op.opcodeIndex] == B.DEQUANTIZE:
+                    src = op.inputs[0]
+            if is_activation(src):
+                q = g.tensors[src].quantization
+                hi = (127 - q.zeroPoint[0]) * q.scale[0]
+                if hi < output_max:
+                    set_group(src, output_max / 255.0, -128, f"output range 0..{hi:.3g} widened to 0..{output_max:g}")
+    return write_model(model), fixes
+
+
+# -- 5. report -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Fidelity:
+    agreement: float  # labelled keypoints within AGREEMENT_TOLERANCE * box size of the float prediction
+    pck_float: Dict[str, float]
+    pck_quant: Dict[str, float]
+    keypoints: int
+    people: int
+    decoder: str
+
+
+def fidelity(float_engine, quant_engine, samples, decoder: str = "subpixel",
+             tolerance: float = AGREEMENT_TOLERANCE) -> Fidelity:
+    """Keypoint agreement with the float model and PCK of both, on annotated people."""
+    from .evaluate import evaluate  # noqa: PLC0415
+
+    ref = evaluate(float_engine, samples, decoder)
+    got = evaluate(quant_engine, samples, decoder)
+    dist = np.linalg.norm(got.pred - ref.pred, axis=-1)  # (N, K) frame px
+    ok = dist <= tolerance * ref.box_size[:, None]
+    vis = ref.visible.astype(bool)
+    keys = ("pck@0.1", "pck@0.05", "pckh@0.5")
+    return Fidelity(agreement=float((ok & vis).sum() / max(1, vis.sum())),
+                    pck_float={k: ref.metrics[k] for k in keys},
+                    pck_quant={k: got.metrics[k] for k in keys},
+                    keypoints=int(vis.sum()), people=int(len(samples)), decoder=decoder)
