@@ -120,6 +120,7 @@ class Pipeline:
 
 def from_config(cfg, engine) -> Pipeline:
     """Build the pipeline the config asks for: decoder, box policy (tracking) and smoother."""
+    from . import smoothing, tracking
     from .decode import get_decoder
     from .errors import ConfigError
 
@@ -128,6 +129,6 @@ def from_config(cfg, engine) -> Pipeline:
     except ValueError as e:
         raise ConfigError(f"model.decoder: {e}") from None
     in_w, in_h = engine.input_size
-    box_policy: BoxPolicy = WholeFrame(in_w, in_h, cfg.model.fit)
-    return Pipeline(engine, decoder=decoder, box_policy=box_policy, smoother=None,
-                    threshold=cfg.model.score_threshold)
+    box_policy: BoxPolicy = tracking.from_config(cfg, in_w, in_h) or WholeFrame(in_w, in_h, cfg.model.fit)
+    return Pipeline(engine, decoder=decoder, box_policy=box_policy,
+                    smoother=smoothing.from_config(cfg.smoothing), threshold=cfg.model.score_threshold)

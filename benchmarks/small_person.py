@@ -1,0 +1,73 @@
+"""Small person in a wide view: PCK@0.1 with tracking vs whole-frame input.
+
+Every eval person with >= 8 labelled keypoints is pasted at 1/4 of the frame
+height into a 1280x720 frame and walks across it (20 frames at 30 fps,
+300 px/s, with a vertical bob).  Each clip runs through the real pipeline
+twice: feeding the whole frame (padded to square) and with the Tracker.
+
+    python3 benchmarks/small_person.py [--models cpm hourglass] [--frames 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import numpy as np
+
+import clips
+from edgepose.engine import Engine
+from edgepose.pipeline import Pipeline, WholeFrame
+from edgepose.tracking import Tracker
+
+
+def run(pipe: Pipeline, clip: clips.Clip) -> np.ndarray:
+    return np.stack([pipe.process(f, i / clip.fps).pose.xy() for i, f in enumerate(clip.frames)])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", nargs="+", default=["cpm", "hourglass"])
+    ap.add_argument("--frames", type=int, default=20)
+    ap.add_argument("--decoder", default="subpixel")
+    ap.add_argument("--tile", type=float, default=0.5, help="search tile size (0 = whole frame only)")
+    ap.add_argument("--min-score", type=float, default=0.25)
+    ap.add_argument("--margin", type=float, default=1.7)
+    ap.add_argument("--height", type=float, default=0.25, help="person height / frame height")
+    args = ap.parse_args()
+    logging.disable(logging.WARNING)
+    from edgepose.decode import get_decoder
+    dec = get_decoder(args.decoder)
+    sample_clips = [clips.moving_clip(s, frames=args.frames, height_frac=args.height, seed=i)
+                    for i, s in enumerate(clips.people())]
+    print(f"{len(sample_clips)} clips x {args.frames} frames, 1280x720, person {args.height:g} of "
+          f"frame height, decoder {args.decoder}")
+    print(f"{'model':<10}{'whole frame':>13}{'tracking':>10}{'gain':>7}{'tracked frames':>16}")
+    for name in args.models:
+        eng = Engine(clips.MODELS / name / "model.tflite")
+        in_w, in_h = eng.input_size
+        hits = {"whole": [0, 0], "track": [0, 0]}
+        tracked = 0
+        for c in sample_clips:
+            for mode in hits:
+                tracker = Tracker(in_w, in_h, min_score=args.min_score, margin=args.margin, search=args.tile) if mode == "track" else None
+                pipe = Pipeline(eng, decoder=dec, box_policy=tracker or WholeFrame(in_w, in_h))
+                if tracker is None:
+                    pred = run(pipe, c)
+                else:
+                    pred = []
+                    for i, f in enumerate(c.frames):
+                        tracked += tracker.tracking
+                        pred.append(pipe.process(f, i / c.fps).pose.xy())
+                    pred = np.stack(pred)
+                h, n = clips.pck(pred, c)
+                hits[mode][0] += h
+                hits[mode][1] += n
+        w = 100 * hits["whole"][0] / hits["whole"][1]
+        t = 100 * hits["track"][0] / hits["track"][1]
+        total = len(sample_clips) * args.frames
+        print(f"{name:<10}{w:>13.1f}{t:>10.1f}{t - w:>+7.1f}{tracked:>10d}/{total}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""Person tracking for a single-person model: crop the next frame around the last pose.
+
+A single-person heatmap model sees the whole frame shrunk to 192x192; a person
+who fills a quarter of a 720p frame's height is then ~45 input pixels tall and
+the model barely finds them.  :class:`Tracker` is a box policy for
+:class:`edgepose.pipeline.Pipeline`:
+
+* while the last pose is confident (pose score >= ``min_score``), the next
+  crop is the box around its confident keypoints, grown by ``margin`` (room
+  for the limbs the keypoints do not cover and for motion between frames),
+  fitted to the model's aspect ratio and never smaller than ``min_size``
+  pixels;
+* when the pose is lost it falls back to the whole frame
+  (:func:`edgepose.geometry.whole_frame_box`).  With ``search`` > 0 it also
+  looks at tiles of that fraction of the frame's longer side, one per frame
+  in turn after each whole-frame try, so a person too small for the
+  whole-frame view is still picked up.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import numpy as np
+
+from .geometry import Box, CropTransform, whole_frame_box
+from .pose import Pose
+
+
+def search_boxes(frame_w: int, frame_h: int, in_w: int, in_h: int, fit: str = "pad",
+                 tile: float = 0.4) -> List[Box]:
+    """The whole frame, then a grid of overlapping tiles to look for a person while lost.
+
+    Tiles have the model's aspect ratio and a side of ``tile`` times the
+    frame's longer side (at most the frame); their centres are spread evenly so
+    neighbouring tiles overlap by about half.
+    """
+    out = [whole_frame_box(frame_w, frame_h, in_w, in_h, fit)]
+    if tile <= 0:
+        return out
+    aspect = in_w / in_h
+    side = tile * max(frame_w, frame_h)
+    tw, th = (side, side / aspect) if aspect >= 1 else (side * aspect, side)
+    tw, th = min(tw, frame_w), min(th, frame_h)
+    nx = max(1, int(np.ceil(2 * frame_w / tw)) - 1)
+    ny = max(1, int(np.ceil(2 * frame_h / th)) - 1)
+    for cy in np.linspace(th / 2, frame_h - th / 2, ny):
+        for cx in np.linspace(tw / 2, frame_w - tw / 2, nx):
+            out.append(Box(float(cx - tw / 2), float(cy - th / 2), float(tw), float(th)))
+    return out
+
+
+class Tracker:
+    """Box policy: follow the last confident pose, fall back to the whole frame."""
+
+    def __init__(self, in_w: int, in_h: int, min_score: float = 0.25, margin: float = 1.7,
+                 fit: str = "pad", keypoint_score: float = 0.2, min_keypoints: int = 4,
+                 min_size: float = 48.0, search: float = 0.5, patience: int = 1):
+        self.in_w, self.in_h, self.fit = in_w, in_h, fit
+        self.min_score, self.margin = min_score, margin
+        self.keypoint_score, self.min_keypoints = keypoint_score, min_keypoints
+        self.min_size = min_size
+        self.search = search  # tile size (fraction of the frame's longer side); 0 = whole frame only
+        self.patience = patience  # unconfident frames that keep the last box before giving up
+        self._box: Optional[Box] = None
+        self._misses = 0
+        self._step = 0  # position in the search cycle while lost
+
+    @property
+    def tracking(self) -> bool:
+        return self._box is not None
+
+    def reset(self) -> None:
+        self._box, self._step, self._misses = None, 0, 0
+
+    def crop_box(self, frame_w: int, frame_h: int) -> Box:
+        if self._box is not None:
+            return self._box
+        boxes = search_boxes(frame_w, frame_h, self.in_w, self.in_h, self.fit, self.search)
+        # alternate whole frame / next tile: W T1 W T2 ... so the cheap global view stays frequent
+        tiles = len(boxes) - 1
+        i = self._step % (2 * tiles) if tiles else 0
+        return boxes[0] if i % 2 == 0 or not tiles else boxes[1 + i // 2]
+
+    def box_for(self, pose: Pose) -> Optional[Box]:
+        """The next crop for ``pose``, or None when it is not confident enough to follow."""
+        if not pose.keypoints or pose.score < self.min_score:
+            return None
+        xy, s = pose.xy(), pose.scores()
+        good = s >= self.keypoint_score
+        if good.sum() < self.min_keypoints:
+            return None
+        pts = xy[good]
+        x0, y0 = pts.min(axis=0)
+        x1, y1 = pts.max(axis=0)
+        w, h = max(x1 - x0, self.min_size / self.margin), max(y1 - y0, self.min_size / self.margin)
+        box = Box(float(x0), float(y0), float(w), float(h))
+        box = Box(box.x - (w - (x1 - x0)) / 2, box.y - (h - (y1 - y0)) / 2, w, h)
+        return box.expand(self.margin).to_aspect(self.in_w / self.in_h)
+
+    def update(self, pose: Pose, transform: CropTransform) -> None:
+        box = self.box_for(pose)
+        if box is not None:
+            self._box, self._misses = box, 0
+        elif self._box is not None and self._misses < self.patience:
+            self._misses += 1  # keep the last box for a frame or two (motion blur, a bad frame)
+        elif self._box is not None:
+            self._box, self._misses, self._step = None, 0, 0  # lost: whole frame next
+        else:
+            self._step += 1
+
+
+def from_config(cfg, in_w: int, in_h: int) -> Optional[Tracker]:
+    """The tracker a config asks for (``[tracking]``), or None when tracking is off."""
+    t = cfg.tracking
+    if not t.enabled:
+        return None
+    return Tracker(in_w, in_h, min_score=t.min_score, margin=t.margin, fit=cfg.model.fit,
+                   search=t.search)
