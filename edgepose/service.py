@@ -296,7 +296,13 @@ class Daemon:
         ready = False
         next_due = 0.0
         last_status = 0.0
+        preview = None
         try:
+            if self.cfg.preview.listen:  # the live preview page (edgepose/preview.py); off by default
+                from .preview import PreviewServer
+                preview = PreviewServer(self.cfg.preview.listen, self.cfg.preview.fps, self.status,
+                                        title=f"edgepose {self.device}").start()
+                self.observers.append(preview.observe)
             while not self.stop_event.is_set():
                 if self.reload_event.is_set():
                     self.reload()
@@ -334,6 +340,9 @@ class Daemon:
                 log.info("%s received: stopping", self.stop_reason or "stop")
             if watchdog:
                 watchdog.stop()
+            if preview is not None:
+                self.observers.remove(preview.observe)
+                preview.close()
             self.parts.source.close()
             self.sink.close()
             log.info("stopped after %d frames", self.stats.frames)

@@ -1,0 +1,157 @@
+"""Drawing poses for people: skeleton, keypoint scores, FPS and latency.
+
+Shared by the live preview page (``edgepose run --preview``) and the MQTT
+viewer (``edgepose view``).  Everything works on schema-v1 payload dicts
+(keypoints in frame pixels, pixel k covering [k, k+1)), so a pose received
+over MQTT draws exactly like one fresh from the pipeline.
+
+:func:`render` never modifies the image it is given: it draws on a (possibly
+downscaled) copy.
+"""
+
+from __future__ import annotations
+
+from typing import Any, List, Mapping, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+from .pose import SKELETON
+
+# BGR colours: the person's right side orange, left side cyan, centre line white
+RIGHT = (0, 140, 255)
+LEFT = (255, 200, 0)
+CENTRE = (235, 235, 235)
+LOW = (90, 90, 90)  # keypoints under the threshold
+_SHIFT = 4  # cv2 fixed-point bits: draw at 1/16 pixel
+_ONE = 1 << _SHIFT
+
+
+def keypoint_arrays(payload: Mapping[str, Any]) -> Tuple[List[str], np.ndarray, np.ndarray]:
+    """(names, xy (K,2) frame px, scores (K,)) from a schema-v1 payload."""
+    kps = payload.get("keypoints") or []
+    names = [str(k.get("name", i)) for i, k in enumerate(kps)]
+    xy = np.array([[float(k.get("x", 0.0)), float(k.get("y", 0.0))] for k in kps], np.float64).reshape(-1, 2)
+    scores = np.array([float(k.get("score", 0.0)) for k in kps], np.float64)
+    return names, xy, scores
+
+
+def side_colour(name: str) -> Tuple[int, int, int]:
+    if name.startswith("right"):
+        return RIGHT
+    if name.startswith("left"):
+        return LEFT
+    return CENTRE
+
+
+def _fixed(x: float, y: float, scale: float) -> Tuple[int, int]:
+    """Continuous frame coordinates -> cv2 fixed-point pixel centres (pixel k's centre is k + 0.5)."""
+    return int(round((x * scale - 0.5) * _ONE)), int(round((y * scale - 0.5) * _ONE))
+
+
+def draw_skeleton(img: np.ndarray, names: Sequence[str], xy: np.ndarray, scores: np.ndarray,
+                  skeleton: Sequence[Sequence[int]] = SKELETON, threshold: float = 0.2,
+                  scale: float = 1.0) -> None:
+    """Bones between keypoints that both reach ``threshold``; every keypoint as a dot (grey below it)."""
+    k = len(names)
+    thick = max(1, int(round(min(img.shape[:2]) / 160)))
+    for a, b in skeleton:
+        if a >= k or b >= k or scores[a] < threshold or scores[b] < threshold:
+            continue
+        colour = side_colour(names[b]) if side_colour(names[b]) != CENTRE else side_colour(names[a])
+        cv2.line(img, _fixed(*xy[a], scale), _fixed(*xy[b], scale), colour, thick + 1, cv2.LINE_AA, _SHIFT)
+    for i in range(k):
+        colour = side_colour(names[i]) if scores[i] >= threshold else LOW
+        cv2.circle(img, _fixed(*xy[i], scale), (thick + 2) * _ONE, colour, -1, cv2.LINE_AA, _SHIFT)
+
+
+def draw_scores(img: np.ndarray, xy: np.ndarray, scores: np.ndarray, scale: float = 1.0) -> None:
+    """Each keypoint's score (two decimals) beside it."""
+    size = max(0.35, min(img.shape[:2]) / 1200)
+    for (x, y), s in zip(xy, scores):
+        org = (int(x * scale) + 5, int(y * scale) - 5)
+        _text(img, f"{s:.2f}", org, size, 1)
+
+
+def _text(img: np.ndarray, text: str, org: Tuple[int, int], size: float, thick: int,
+          colour: Tuple[int, int, int] = (255, 255, 255)) -> None:
+    cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, size, (0, 0, 0), thick + 2, cv2.LINE_AA)
+    cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, size, colour, thick, cv2.LINE_AA)
+
+
+def hud_lines(payload: Mapping[str, Any], fps: Optional[float]) -> List[str]:
+    """The text block: FPS, latency and pose score of one payload."""
+    lat = payload.get("latency_ms") or {}
+    lines = []
+    head = f"{fps:.1f} fps" if fps is not None else "-- fps"
+    if "infer" in lat:
+        head += f"  infer {lat['infer']:.1f} ms"
+    if "total" in lat:
+        head += f"  total {lat['total']:.0f} ms"
+    lines.append(head)
+    seen = "person" if payload.get("present") else "no person"
+    lines.append(f"{seen}  score {float(payload.get('score', 0.0)):.2f}  #{payload.get('seq', '?')}")
+    return lines
+
+
+def draw_hud(img: np.ndarray, lines: Sequence[str]) -> None:
+    """Text lines on a dark band at the top left."""
+    size = max(0.45, min(img.shape[:2]) / 900)
+    thick = 1 if size < 0.8 else 2
+    (_, h), base = cv2.getTextSize("Ag", cv2.FONT_HERSHEY_SIMPLEX, size, thick)
+    step = h + base + 4
+    width = max(cv2.getTextSize(t, cv2.FONT_HERSHEY_SIMPLEX, size, thick)[0][0] for t in lines) + 12
+    band = img[:step * len(lines) + 8, :min(width, img.shape[1])]
+    band[:] = (band * 0.35).astype(np.uint8)
+    for i, t in enumerate(lines):
+        _text(img, t, (6, 4 + step * (i + 1) - base), size, thick)
+
+
+def fit_width(image: np.ndarray, max_width: int) -> Tuple[np.ndarray, float]:
+    """A copy no wider than ``max_width`` (0 = any) and the scale applied to coordinates."""
+    w = image.shape[1]
+    if max_width and w > max_width:
+        s = max_width / w
+        return cv2.resize(image, (max_width, max(1, int(round(image.shape[0] * s)))),
+                          interpolation=cv2.INTER_AREA), s
+    return image.copy(), 1.0
+
+
+def render(image: np.ndarray, payload: Mapping[str, Any], fps: Optional[float] = None,
+           skeleton: Sequence[Sequence[int]] = SKELETON, threshold: float = 0.2,
+           max_width: int = 0, scores: bool = True) -> np.ndarray:
+    """A new BGR image: ``image`` (scaled to ``max_width``) with the pose, scores and HUD drawn."""
+    out, s = fit_width(image, max_width)
+    names, xy, sc = keypoint_arrays(payload)
+    if len(names):
+        draw_skeleton(out, names, xy, sc, skeleton, threshold, s)
+        if scores:
+            draw_scores(out, xy, sc, s)
+    draw_hud(out, hud_lines(payload, fps))
+    return out
+
+
+def blank_canvas(width: int, height: int) -> np.ndarray:
+    """A dark frame of the camera's size with a faint 10% grid (the viewer has no camera image)."""
+    img = np.full((max(1, height), max(1, width), 3), 32, np.uint8)
+    for i in range(1, 10):
+        img[:, width * i // 10] = 48
+        img[height * i // 10, :] = 48
+    return img
+
+
+def encode_jpeg(img: np.ndarray, quality: int = 75) -> bytes:
+    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:  # pragma: no cover - only for empty images
+        raise ValueError("JPEG encoding failed")
+    return buf.tobytes()
+
+
+def skeleton_from_meta(meta: Optional[Mapping[str, Any]]) -> Tuple[Tuple[int, int], ...]:
+    """The bones a device announced in its retained meta document (the default layout otherwise)."""
+    edges = (meta or {}).get("skeleton")
+    try:
+        return tuple((int(a), int(b)) for a, b in edges)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        return SKELETON
+
