@@ -95,7 +95,10 @@ class MqttConfig:
     tls_key: str = _opt("", "client key file")
     tls_insecure: bool = _opt(False, "do not check the broker's host name (testing only)")
     reconnect_min: float = _opt(1.0, "first reconnect delay (s)", minimum=0.05)
-    reconnect_max: float = _opt(60.0, "longest reconnect delay (s)", minimum=0.1)
+    reconnect_max: float = _opt(60.0, "longest reconnect delay (s); also the retry delay after the "
+                                      "broker refused the credentials or certificate", minimum=0.1)
+    close_timeout: float = _opt(2.0, "seconds a clean shutdown waits to deliver queued messages "
+                                     "and `offline`", minimum=0)
 
 
 @dataclass

@@ -1,0 +1,435 @@
+"""MqttSink and `edgepose sub` against a real mosquitto started by the tests.
+
+Poses here are synthetic schema-v1 payloads driven straight into
+``publish_pose``; the daemon-level tests (``edgepose run``) are in
+test_mqtt_daemon.py.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import broker as brokers
+from mqtt_util import Collector, MosquittoSub, wait_for
+
+from edgepose import config
+from edgepose.errors import ConfigError, InputMissingError
+from edgepose.mqtt import MqttSink, SeqTracker, Topics, backoff_delay
+from edgepose.pose import KEYPOINT_NAMES
+
+REPO = Path(__file__).resolve().parents[1]
+
+if not brokers.available():  # CI installs them (.ci/run); a silent skip would hide the tests
+    pytest.fail("mosquitto and mosquitto-clients are needed: apt-get install mosquitto mosquitto-clients",
+                pytrace=False)
+
+
+@pytest.fixture
+def broker(tmp_path):
+    b = brokers.Broker(tmp_path, persistence=True).start()
+    yield b
+    b.kill()
+
+
+@pytest.fixture
+def sinks():
+    made = []
+
+    def make(b, device="dev1", status=None, cls=MqttSink, **mqtt):
+        values = {"host": b.host, "port": b.port, "reconnect_min": 0.05, "reconnect_max": 0.5,
+                  "status_interval": 0.5, "keepalive": 5}
+        values.update(mqtt)
+        cfg = config.load(None, {"mqtt": values}, environ={})
+        s = cls(cfg.mqtt, device, {"model": "cpm", "input": {"width": 192, "height": 192}},
+                status or (lambda: {"fps": 30.0, "frames": 7, "camera": "ok"}))
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        s.close()
+
+
+def pose(seq: int, device: str = "dev1") -> dict:
+    return {"v": 1, "device": device, "seq": seq, "ts": time.time(), "frame": {"width": 640, "height": 480},
+            "model": "cpm", "score": 0.5, "present": True,
+            "keypoints": [{"name": n, "x": 10.0 + i, "y": 20.0, "score": 0.5} for i, n in enumerate(KEYPOINT_NAMES)],
+            "latency_ms": {"capture": 1.0, "preprocess": 1.0, "infer": 30.0, "decode": 1.0, "total": 33.0}}
+
+
+def connected(s) -> bool:
+    return s.stats()["connected"]
+
+
+# --------------------------------------------------------------------------- pure parts
+def test_backoff_grows_is_jittered_and_bounded():
+    rng = random.Random(1)
+    for attempt in range(40):
+        d = backoff_delay(attempt, 0.5, 30.0, rng)
+        assert 0.5 <= d <= 30.0
+    assert backoff_delay(0, 0.5, 30.0, rng) == 0.5
+    late = {round(backoff_delay(20, 0.5, 30.0, rng), 3) for _ in range(50)}
+    assert len(late) > 40 and min(late) >= 15.0  # spread over [max/2, max]
+    assert backoff_delay(3, 1.0, 60.0, random.Random(0)) > backoff_delay(1, 1.0, 60.0, random.Random(0))
+
+
+def test_seq_tracker_reports_gaps_and_duplicates():
+    t = SeqTracker()
+    assert t.observe("a", 5) is None and t.observe("a", 6) is None
+    assert "3 message(s) missing (seq 7..9)" in t.observe("a", 10)
+    assert "duplicate" in t.observe("a", 10)
+    assert t.observe("b", 1) is None  # devices are independent
+    assert "restarted" in t.observe("a", 0)
+    assert (t.missing, t.duplicates) == (3, 1)
+
+
+def test_topics_and_bad_names():
+    t = Topics.for_device("home/edgepose", "pi4")
+    assert (t.pose, t.availability, t.status, t.meta) == (
+        "home/edgepose/pi4/pose", "home/edgepose/pi4/availability", "home/edgepose/pi4/status",
+        "home/edgepose/pi4/meta")
+    for prefix, device in (("a/+", "d"), ("a", "x/y"), ("", "d"), ("a", "#"), ("a//b", "d")):
+        with pytest.raises(ConfigError):
+            Topics.for_device(prefix, device)
+
+
+def test_missing_tls_file_is_a_clear_error(sinks, tmp_path):
+    b = brokers.Broker(tmp_path)  # never started: building the sink must not need it
+    with pytest.raises(InputMissingError, match="mqtt.tls_ca file .*nope.pem does not exist"):
+        sinks(b, tls=True, tls_ca=str(tmp_path / "nope.pem"))
+
+
+def test_rate_limit_keeps_the_cadence(sinks, tmp_path):
+    now = [100.0]
+    b = brokers.Broker(tmp_path)
+    values = {"host": b.host, "port": b.port, "qos": 1, "rate_limit": 10.0, "queue_size": 10000}
+    s = MqttSink(config.load(None, {"mqtt": values}, environ={}).mqtt, "d", {}, dict,
+                 clock=lambda: now[0])
+    for i in range(300):  # 10 s of frames at 30 fps, never started: everything stays queued
+        s.publish_pose({"seq": i})
+        now[0] += 1 / 30
+    st = s.stats()
+    assert st["queued"] == 100 and st["rate_limited"] == 200
+
+
+def test_qos0_messages_that_cannot_be_sent_are_counted(sinks, tmp_path):
+    b = brokers.Broker(tmp_path)  # not running
+    s = sinks(b, qos=0)
+    t0 = time.monotonic()
+    s.start()
+    assert time.monotonic() - t0 < 0.5  # start() never waits for the broker
+    for i in range(25):
+        s.publish_pose(pose(i))
+    st = wait_for(lambda: (lambda x: x if x["broker"].startswith("unreachable") else None)(s.stats()), 5)
+    assert st and st["connected"] is False and st["broker"] == "unreachable: connection refused"
+    assert st["dropped_messages"] == 25 and st["published"] == 0 and st["queued"] == 0
+
+
+# --------------------------------------------------------------------------- with a broker
+def test_topics_seen_by_mosquitto_sub(broker, sinks):
+    live = MosquittoSub(broker)
+    time.sleep(0.3)
+    s = sinks(broker, qos=1)
+    s.start()
+    assert wait_for(lambda: connected(s), 5)
+    for i in range(5):
+        s.publish_pose(pose(i))
+    assert wait_for(lambda: len(live.messages("pose")) == 5, 5), live.lines
+    got = [json.loads(p) for r, p in live.messages("pose")]
+    assert [g["seq"] for g in got] == list(range(5)) and got[0] == json.loads(json.dumps(pose(0) | {"ts": got[0]["ts"]}))
+    assert all(not r for r, _ in live.messages("pose"))  # poses are not retained
+    assert wait_for(lambda: any(json.loads(p)["published"] == 5 for _, p in live.messages("status")), 3)
+    live.close()
+
+    # a late subscriber gets availability, meta and status from the broker's retained store
+    late = subprocess.run(["mosquitto_sub", "-h", broker.host, "-p", str(broker.port), "-t", "edgepose/dev1/+",
+                           "-F", "%r %t %p", "--retained-only", "-W", "2"], capture_output=True, text=True)
+    retained = {line.split(" ", 2)[1].rsplit("/", 1)[1]: line.split(" ", 2)[2]
+                for line in late.stdout.splitlines() if line.startswith("1 ")}
+    assert retained["availability"] == "online"
+    meta = json.loads(retained["meta"])
+    assert meta["keypoints"] == list(KEYPOINT_NAMES) and len(meta["skeleton"]) == 13
+    assert meta["model"] == "cpm" and meta["input"] == {"width": 192, "height": 192}
+    status = json.loads(retained["status"])
+    assert status["fps"] == 30.0 and status["camera"] == "ok" and status["published"] == 5
+    assert status["broker"] == "connected" and status["dropped_messages"] == 0
+
+    s.close()
+    assert subprocess.run(["mosquitto_sub", "-h", broker.host, "-p", str(broker.port), "-C", "1", "-W", "3",
+                           "-t", "edgepose/dev1/availability"], capture_output=True, text=True
+                          ).stdout.strip() == "offline"
+    assert s.stats()["broker"] == "closed"
+
+
+def test_broker_down_at_start_then_poses_arrive(tmp_path, sinks):
+    b = brokers.Broker(tmp_path)
+    calls = []
+    s = sinks(b, qos=0, status=lambda: calls.append(1) or {"frames": len(calls)})
+    s.start()
+    try:
+        for i in range(10):  # the capture loop keeps going while the broker is away
+            s.publish_pose(pose(i))
+            time.sleep(0.05)
+        assert not connected(s) and s.stats()["dropped_messages"] == 10
+        assert calls, "status is still computed while disconnected"
+        b.start()
+        c = Collector(b, "edgepose/dev1/#")
+        assert wait_for(lambda: connected(s), 5)
+        for i in range(10, 20):
+            s.publish_pose(pose(i))
+        assert wait_for(lambda: len(c.seqs()) == 10, 5), c.seqs()
+        assert c.seqs() == list(range(10, 20))
+        assert [m.text for m in c.of("availability")] == ["online"]
+        c.close()
+    finally:
+        b.kill()
+
+
+def test_broker_restart_mid_stream(broker, sinks):
+    c = Collector(broker, "edgepose/dev1/#", persistent=True)
+    s = sinks(broker, qos=0)
+    s.start()
+    assert wait_for(lambda: connected(s), 5)
+    seq = iter(range(10**6))
+    s.publish_pose(pose(next(seq)))
+    assert wait_for(lambda: c.seqs(), 3)
+    n_avail = len(c.of("availability"))
+    broker.restart()  # clean broker restart (SIGTERM, start again on the same port)
+    before = len(c.seqs())
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and len(c.seqs()) < before + 5:
+        s.publish_pose(pose(next(seq)))
+        time.sleep(0.03)
+    assert len(c.seqs()) >= before + 5, s.stats()
+    avail = [m.text for m in c.of("availability")][n_avail:]
+    # the broker's shutdown fires the last will (docs/mqtt.md), the reconnect says online again
+    assert avail[0] == "offline" and avail[-1] == "online", avail
+    assert s.stats()["connects"] == 2
+    assert len(c.of("meta")) >= 2  # meta republished on reconnect
+    c.close()
+
+
+def test_qos1_queue_across_restart_drop_oldest(broker, sinks):
+    """Every seq up to the queue bound is delivered, the oldest beyond it are dropped and counted."""
+    c = Collector(broker, "edgepose/dev1/#", persistent=True)
+    s = sinks(broker, qos=1, queue_size=20)
+    s.start()
+    assert wait_for(lambda: connected(s), 5)
+    for i in range(5):
+        s.publish_pose(pose(i))
+    assert wait_for(lambda: c.seqs() == list(range(5)), 5)
+    broker.stop()
+    assert wait_for(lambda: not connected(s), 5)
+    for i in range(5, 55):  # 50 while down, 20 fit
+        s.publish_pose(pose(i))
+    st = s.stats()
+    assert st["queued"] == 20 and st["dropped_messages"] == 30
+    broker.start()
+    expected = list(range(5)) + list(range(35, 55))
+    # QoS 1 is at-least-once: the broker may redeliver what the collector acked just before the
+    # restart (seq shows those duplicates); first deliveries must be complete and in order
+    assert wait_for(lambda: list(dict.fromkeys(c.seqs())) == expected, 10), c.seqs()
+    # the full queue did not keep `online` out, and the drops are in the retained status
+    assert wait_for(lambda: [m.text for m in c.of("availability")][-1:] == ["online"], 5)
+    assert wait_for(lambda: any(m.json()["dropped_messages"] == 30 and m.json()["queued"] == 0
+                                for m in c.of("status")), 5)
+    c.close()
+
+
+def test_close_flushes_queue_then_offline(broker, sinks):
+    c = Collector(broker, "edgepose/dev1/#")
+    s = sinks(broker, qos=1, queue_size=1000)
+    s.start()
+    assert wait_for(lambda: connected(s), 5)
+    for i in range(300):
+        s.publish_pose(pose(i))
+    t0 = time.monotonic()
+    s.close()
+    assert time.monotonic() - t0 < 3.0
+    assert wait_for(lambda: c.of("availability")[-1:] and c.of("availability")[-1].text == "offline", 3)
+    assert c.seqs() == list(range(300))
+    last_pose = c.of("pose")[-1].t
+    assert c.of("availability")[-1].t >= last_pose  # offline comes after the last pose
+    st = s.stats()
+    assert (st["published"], st["queued"], st["dropped_messages"]) == (300, 0, 0)
+    c.close()
+
+
+def test_close_with_broker_down_is_bounded(tmp_path, sinks):
+    b = brokers.Broker(tmp_path)
+    s = sinks(b, qos=1, close_timeout=0.5)
+    s.start()
+    for i in range(5):
+        s.publish_pose(pose(i))
+    t0 = time.monotonic()
+    s.close()
+    assert time.monotonic() - t0 < 2.0
+    assert s.stats()["dropped_messages"] == 5  # undelivered at shutdown: counted
+
+
+def test_wrong_password_one_error_line_and_slow_retry(tmp_path, sinks, caplog):
+    b = brokers.Broker(tmp_path, users={"edge": "s3cret"}).start()
+    try:
+        good = sinks(b, device="good", username="edge", password="s3cret", qos=1)
+        c = Collector(b, "edgepose/#", username="edge", password="s3cret")  # anonymous is off
+        good.start()
+        assert wait_for(lambda: connected(good), 5)
+        good.publish_pose(pose(1, "good"))
+        assert wait_for(lambda: c.seqs() == [1], 5)
+
+        caplog.set_level(logging.INFO, logger="edgepose")
+        bad = sinks(b, device="bad", username="edge", password="wrong", reconnect_max=1.0)
+        bad.start()
+        time.sleep(2.5)
+        st = bad.stats()
+        assert st["connected"] is False and st["broker"] == "refused: not authorized"
+        errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len(errors) == 1 and "refused: not authorized" in errors[0] and "mqtt.password" in errors[0]
+        attempts = b.log().count("disconnected, not authorised")
+        assert 2 <= attempts <= 4, attempts  # retried about every reconnect_max, not in a tight loop
+        assert not [m for m in c.msgs if "/bad/" in m.topic]
+        c.close()
+    finally:
+        b.kill()
+
+
+def test_tls_with_ca_and_client_certificate(tmp_path, sinks, caplog):
+    b = brokers.Broker(tmp_path, tls=True, require_client_cert=True).start()
+    try:
+        plain = Collector(b, "edgepose/#")  # the plain listener sees what arrives over TLS
+        certs = b.certs
+        tls = dict(port=b.tls_port, tls=True, tls_ca=str(certs.ca), tls_cert=str(certs.client_cert),
+                   tls_key=str(certs.client_key), qos=1)
+        s = sinks(b, host="localhost", **tls)
+        s.start()
+        assert wait_for(lambda: connected(s), 5), s.stats()
+        s.publish_pose(pose(3))
+        assert wait_for(lambda: plain.seqs() == [3], 5)
+        plain.close()
+
+        # a broker certificate from another CA is rejected: one clear line, no connection
+        other = brokers.make_certs(tmp_path / "other")
+        caplog.set_level(logging.INFO, logger="edgepose")
+        bad = sinks(b, host="localhost", device="bad", **{**tls, "tls_ca": str(other.ca)})
+        bad.start()
+        assert wait_for(lambda: bad.stats()["broker"].startswith("tls error"), 5)
+        assert "certificate" in bad.stats()["broker"]
+        time.sleep(1.0)
+        assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 1
+        assert not connected(bad)
+
+        # the broker demands a client certificate: without one the handshake fails
+        nocert = sinks(b, host="localhost", device="nocert",
+                       **{k: v for k, v in tls.items() if k not in ("tls_cert", "tls_key")})
+        nocert.start()
+        assert wait_for(lambda: nocert.stats()["broker"].startswith("closed the connection before"), 5)
+        time.sleep(0.5)
+        assert not connected(nocert) and nocert.stats()["connects"] == 0
+    finally:
+        b.kill()
+
+
+class FlakyAnnounce(MqttSink):
+    """Raises inside the on_connect path once (a bug in our own callback code)."""
+
+    fails = 1
+
+    def _announce(self):
+        if self.fails:
+            self.fails -= 1
+            raise RuntimeError("boom in on_connect")
+        super()._announce()
+
+
+def test_callback_exceptions_do_not_kill_the_network_thread(broker, sinks, caplog):
+    c = Collector(broker, "edgepose/dev1/#")
+    calls = []
+
+    def status():
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyError("fps")
+        return {"fps": 1.0}
+
+    s = sinks(broker, qos=1, cls=FlakyAnnounce, status=status, status_interval=0.5)
+    s.start()
+    assert wait_for(lambda: connected(s), 5)
+    for i in range(3):
+        s.publish_pose(pose(i))
+    assert wait_for(lambda: c.seqs() == [0, 1, 2], 5)
+    assert "boom in on_connect" in caplog.text
+    assert s._threads[0].is_alive()
+    # the status thread survived its provider's exception too and reports it once
+    assert wait_for(lambda: any("fps" in m.json() for m in c.of("status")), 5)
+    broker.restart()  # the next connect announces normally
+    assert wait_for(lambda: [m.text for m in c.of("availability")][-1:] == ["online"], 10)
+    c.close()
+
+
+# --------------------------------------------------------------------------- edgepose sub
+def _sub(broker, *args, timeout=20):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env.pop("EDGEPOSE_CONFIG", None)
+    return subprocess.Popen([sys.executable, "-m", "edgepose.cli", "sub", "--host", broker.host,
+                             "--port", str(broker.port), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+
+
+def test_sub_prints_poses_and_notes_gaps(broker, sinks):
+    s = sinks(broker, qos=1)
+    s.start()
+    assert wait_for(lambda: connected(s), 5)
+    p = _sub(broker, "--device", "dev1", "--count", "4", "--timeout", "15")
+    time.sleep(1.0)  # python start-up + subscribe
+    for i in (1, 2, 5, 6):
+        s.publish_pose(pose(i))
+        time.sleep(0.02)
+    out, err = p.communicate(timeout=20)
+    assert p.returncode == 0, err
+    lines = out.splitlines()
+    assert "dev1 is online" in out and "meta: model cpm 192x192, 14 keypoints" in out
+    poses = [line for line in lines if " dev1 #" in line]
+    assert [line.split()[2] for line in poses] == ["#1", "#2", "#5", "#6"]
+    assert "head_top=10,20" in poses[0] and "person score=0.50 33.0ms" in poses[0]
+    assert "gap: 2 message(s) missing (seq 3..4)" in out
+
+    pj = _sub(broker, "--all", "--count", "1", "--json", "--timeout", "15")
+    time.sleep(1.0)
+    s.publish_pose(pose(9))
+    out, err = pj.communicate(timeout=20)
+    assert pj.returncode == 0 and json.loads(out)["seq"] == 9
+    assert "dev1 is online" in err  # informational lines go to stderr in --json mode
+
+
+def test_sub_unreachable_and_refused_exit_69(tmp_path):
+    down = brokers.Broker(tmp_path)
+    p = _sub(down, "--count", "1")
+    out, err = p.communicate(timeout=20)
+    assert p.returncode == 69 and out == ""
+    assert err.strip().splitlines() == [
+        f"edgepose: ERROR: cannot connect to the MQTT broker at {down.host}:{down.port}: "
+        "unreachable: connection refused"]
+
+    b = brokers.Broker(tmp_path, users={"u": "right"}).start()
+    try:
+        p = _sub(b, "--username", "u", "--password", "wrong", "--count", "1")
+        out, err = p.communicate(timeout=20)
+        assert p.returncode == 69 and "refused the connection: not authorized" in err
+        assert len(err.strip().splitlines()) == 1
+    finally:
+        b.kill()
+
+
+def test_sub_timeout_without_poses_exits_75(broker):
+    p = _sub(broker, "--count", "1", "--timeout", "1")
+    out, err = p.communicate(timeout=20)
+    assert p.returncode == 75 and "received 0 of 1 poses" in err
