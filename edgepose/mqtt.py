@@ -33,9 +33,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Deque, Dict, Optional
 
-from . import __version__
 from .errors import ConfigError, DeviceUnavailableError, EX_TEMPFAIL, InputMissingError
-from .pose import KEYPOINT_NAMES, SKELETON
 from .sinks import StatusProvider, to_json
 
 log = logging.getLogger("edgepose.mqtt")
@@ -71,19 +69,6 @@ def check_device(device: str) -> str:
     if not device or any(c in device for c in "/+#\0"):
         raise ConfigError(f"bad device id {device!r}: it may not be empty or contain '/', '+', '#'")
     return device
-
-
-def device_meta(meta: Dict[str, Any], device: str) -> Dict[str, Any]:
-    """The retained meta document: the daemon's ``meta`` over the keypoint layout defaults."""
-    out: Dict[str, Any] = {
-        "v": 1,
-        "device": device,
-        "keypoints": list(KEYPOINT_NAMES),
-        "skeleton": [list(e) for e in SKELETON],
-        "edgepose": __version__,
-    }
-    out.update(meta)
-    return out
 
 
 # --------------------------------------------------------------------------- connection
@@ -168,7 +153,7 @@ class MqttSink:
             raise ConfigError("mqtt.reconnect_max must be >= mqtt.reconnect_min")
         self.device = device
         self.topics = Topics.for_device(mqtt_cfg.prefix, device)
-        self.meta = device_meta(meta, device)
+        self.meta = dict(meta)  # payload.make_meta(): keypoint names, skeleton, model, input size
         try:
             self._meta_json = to_json(self.meta)
         except (TypeError, ValueError) as e:

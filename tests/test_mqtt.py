@@ -24,6 +24,7 @@ from mqtt_util import Collector, MosquittoSub, wait_for
 from edgepose import config
 from edgepose.errors import ConfigError, InputMissingError
 from edgepose.mqtt import MqttSink, SeqTracker, Topics, backoff_delay
+from edgepose.payload import make_meta
 from edgepose.pose import KEYPOINT_NAMES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,8 +50,8 @@ def sinks():
                   "status_interval": 0.5, "keepalive": 5}
         values.update(mqtt)
         cfg = config.load(None, {"mqtt": values}, environ={})
-        s = cls(cfg.mqtt, device, {"model": "cpm", "input": {"width": 192, "height": 192}},
-                status or (lambda: {"fps": 30.0, "frames": 7, "camera": "ok"}))
+        meta = make_meta(device, "cpm", KEYPOINT_NAMES, (192, 192), (96, 96), "test")
+        s = cls(cfg.mqtt, device, meta, status or (lambda: {"fps": 30.0, "frames": 7, "camera": "ok"}))
         made.append(s)
         return s
 

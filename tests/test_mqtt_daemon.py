@@ -1,0 +1,113 @@
+"""`edgepose run --sink mqtt` end to end: a real daemon, a real model, a real mosquitto.
+
+The source is a long folder of symlinks to ../shared/data/calib photos, read at a
+capped frame rate, so the daemon keeps running while the broker is stopped,
+restarted, or the daemon itself is killed.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import broker as brokers
+from conftest import CALIB, REPO
+from mqtt_util import Collector, wait_for
+
+if not brokers.available():
+    pytest.fail("mosquitto and mosquitto-clients are needed: apt-get install mosquitto mosquitto-clients",
+                pytrace=False)
+
+
+@pytest.fixture
+def long_folder(tmp_path, shared):
+    """~600 frames (13 calib photos, repeated) for a run that outlives the test."""
+    d = tmp_path / "frames"
+    d.mkdir()
+    photos = sorted(CALIB.glob("*.jpg"))
+    for i in range(600):
+        (d / f"{i:04d}.jpg").symlink_to(photos[i % len(photos)])
+    return d
+
+
+def start_daemon(b, folder, env, device="cam1", fps=15, extra=()):
+    env = dict(env, EDGEPOSE_MQTT_RECONNECT_MIN="0.1", EDGEPOSE_MQTT_RECONNECT_MAX="0.5",
+               EDGEPOSE_MQTT_STATUS_INTERVAL="0.5", EDGEPOSE_MQTT_QOS="1")
+    return subprocess.Popen([sys.executable, "-m", "edgepose.cli", "run", "--source", str(folder),
+                             "--model", "hourglass", "--fps", str(fps), "--sink", "mqtt",
+                             "--broker", f"{b.host}:{b.port}", "--device", device, *extra],
+                            env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def texts(c, suffix):
+    return [m.text for m in c.of(suffix)]
+
+
+def test_daemon_broker_down_at_start_restart_and_sigterm(tmp_path, long_folder, edgepose_env):
+    b = brokers.Broker(tmp_path, persistence=True)
+    proc = start_daemon(b, long_folder, edgepose_env)
+    try:
+        time.sleep(2.0)  # model loaded, frames flowing, broker still absent
+        assert proc.poll() is None, proc.communicate()[1]
+        b.start()
+        c = Collector(b, "edgepose/cam1/#", persistent=True)
+        assert wait_for(lambda: len(c.seqs()) >= 5, 20), (texts(c, "availability"), proc.poll())
+        assert texts(c, "availability")[-1] == "online"
+        meta = c.of("meta")[-1].json()
+        assert meta["model"] == "hourglass" and len(meta["keypoints"]) == 14 and meta["input"]["width"] == 192
+        st = wait_for(lambda: [m.json() for m in c.of("status") if m.json().get("frames")], 5)[-1]
+        for key in ("fps", "infer_ms", "frames", "dropped_frames", "published", "queued", "dropped_messages",
+                    "camera", "model", "backend", "backend_version", "xnnpack", "threads", "uptime_s",
+                    "version", "broker"):
+            assert key in st, key
+        assert st["broker"] == "connected" and st["model"] == "hourglass"
+
+        # broker restart mid-stream: availability back to online, poses resume
+        n_avail = len(c.of("availability"))
+        b.restart()
+        seen = len(c.seqs())
+        assert wait_for(lambda: len(c.seqs()) >= seen + 5, 20)
+        assert wait_for(lambda: texts(c, "availability")[n_avail:][-1:] == ["online"], 10)
+        assert len(c.of("meta")) >= 2
+
+        # SIGTERM: offline published, exit 0
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+        assert proc.returncode == 0, err
+        assert wait_for(lambda: texts(c, "availability")[-1:] == ["offline"], 5)
+        assert "Traceback" not in err
+        # QoS 1 from one daemon run: seq has no gaps (duplicates are allowed after a restart)
+        first = list(dict.fromkeys(c.seqs()))
+        assert first == list(range(first[0], first[0] + len(first)))
+        c.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        b.kill()
+
+
+def test_daemon_kill_9_fires_the_last_will(tmp_path, long_folder, edgepose_env):
+    b = brokers.Broker(tmp_path).start()
+    proc = start_daemon(b, long_folder, edgepose_env, device="cam2")
+    try:
+        c = Collector(b, "edgepose/cam2/#")
+        assert wait_for(lambda: len(c.seqs()) >= 3, 30), proc.poll()
+        assert texts(c, "availability") == ["online"]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        assert wait_for(lambda: texts(c, "availability")[-1:] == ["offline"], 5)
+        # and it stays retained for subscribers that come later
+        late = subprocess.run(["mosquitto_sub", "-h", b.host, "-p", str(b.port), "-C", "1", "-W", "3",
+                               "-t", "edgepose/cam2/availability", "-F", "%r %p"], capture_output=True, text=True)
+        assert late.stdout.strip() == "1 offline"
+        c.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        b.kill()
