@@ -104,8 +104,10 @@ class MqttConfig:
 @dataclass
 class SmoothingConfig:
     enabled: bool = _opt(True, "One Euro smoothing of keypoints")
-    min_cutoff: float = _opt(1.0, "One Euro minimum cutoff frequency (Hz)", minimum=0.0001)
-    beta: float = _opt(0.05, "One Euro speed coefficient", minimum=0)
+    min_cutoff: float = _opt(0.5, "One Euro cutoff frequency (Hz) of a still keypoint (lower = smoother)",
+                             minimum=0.0001)
+    beta: float = _opt(5.0, "One Euro speed coefficient, per pose size per second (higher = less lag)",
+                       minimum=0)
     d_cutoff: float = _opt(1.0, "One Euro derivative cutoff (Hz)", minimum=0.0001)
 
 

@@ -59,7 +59,7 @@ class OneEuroSmoother:
     lag.  ``d_cutoff`` (Hz): cutoff of the speed estimate.
     """
 
-    def __init__(self, min_cutoff: float = 1.0, beta: float = 0.05, d_cutoff: float = 1.0,
+    def __init__(self, min_cutoff: float = 0.5, beta: float = 5.0, d_cutoff: float = 1.0,
                  score_floor: float = 0.1, score_full: float = 0.4, max_gap: float = 1.0):
         if min_cutoff <= 0 or d_cutoff <= 0 or beta < 0:
             raise ValueError("min_cutoff and d_cutoff must be > 0 and beta >= 0")
