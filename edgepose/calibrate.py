@@ -1,0 +1,1056 @@
+"""``edgepose calibrate-fps``: find the fastest configuration this board sustains, and save it.
+
+The sweep covers every *available* variant of the chosen model family
+(``cpm``, ``cpm-int8``, ``cpm-float16`` ...), interpreter threads ``1..cores``
+and XNNPACK on/off.  Each candidate is measured through the real pipeline
+(:class:`~edgepose.engine.Engine` + :func:`edgepose.pipeline.from_config`, so
+the configured decoder, tracking and smoothing are included) on the frames of
+the configured camera, a file, or synthetic frames.
+
+How frames are fed (a deliberate choice, see docs/calibrate.md):
+
+* a **camera** is opened once with :func:`edgepose.sources.open_source` and read
+  live for every candidate; ``capture`` is the time the pipeline waits in
+  ``read()`` for a new frame, so a camera slower than the model shows up as
+  capture time and caps the sustained FPS, as it does in the service;
+* a **file** is decoded once through ``open_source`` (its decode time is
+  reported as ``source.decode_ms``) and its frames (up to 64 MB) are replayed
+  from memory; every replayed frame is a fresh copy, like a buffer handed
+  over by a camera driver, and that copy is the ``capture`` stage.  Decoding a
+  video is not what the service does on a board, and a decoder thread would
+  steal cores from the candidates unevenly;
+* ``synthetic[:WxH]`` makes frames in memory and replays them the same way.
+
+Measurement is made robust to a noisy machine: a short *screening* round
+measures every candidate once; the contenders (within ``keep`` of the best
+eligible one) are then measured again in several *final* rounds, in
+alternating order (so slow drift, e.g. heating, does not favour one
+candidate), and their FPS is the median of the final rounds.
+
+Selection never trades accuracy silently: a quantized variant is eligible
+only when the fidelity report beside it in the model cache
+(``<cache>/<name>/report.json``) says ``"fidelity": {"passed": true}``;
+float32 upstream models are verified by definition.  ``--allow-unverified``
+lifts that.  The recommended frame-rate cap is ``headroom`` (90%) of the
+chosen configuration's sustained FPS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from . import board, config as config_mod, models
+from . import pipeline as pipeline_mod
+from .engine import Engine, default_threads
+from .errors import (ConfigError, DeviceUnavailableError, EdgeposeError, InputMissingError, ModelError,
+                     RuntimeMissingError, UsageError)
+from .sources import Frame, FrameSource, open_source, parse_source
+
+log = logging.getLogger(__name__)
+
+STAGES = ("capture", "preprocess", "infer", "decode", "total")
+REPORT_VERSION = 1
+SERVICE_UNIT = "edgepose"
+PRELOAD_BYTES = 64 << 20  # most memory a replayed file may take
+PRELOAD_FRAMES = 120
+
+
+# --- model variants and candidates ---------------------------------------------------------
+
+@dataclass(frozen=True)
+class Variant:
+    """One model file of the family, and whether it may be chosen without --allow-unverified."""
+
+    name: str  # catalogue name, or the path the user gave
+    kind: str  # float32, int8, float16, dynamic, or "file" for a path
+    path: Path
+    verified: bool
+    why: str  # one line: why it is (not) verified
+
+
+@dataclass(frozen=True)
+class Skipped:
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Candidate:
+    variant: Variant
+    threads: int
+    xnnpack: bool
+
+    @property
+    def label(self) -> str:
+        return f"{self.variant.name} t{self.threads} xnnpack {'on' if self.xnnpack else 'off'}"
+
+
+def family_of(name: str) -> str:
+    """``cpm-int8`` -> ``cpm``: a family is the float catalogue entry its variants are named after."""
+    return name.split("-", 1)[0]
+
+
+def fidelity_verdict(report: Any) -> Tuple[bool, str]:
+    """Read the verdict of a quantized model's ``report.json`` (written by ``edgepose models quantize``).
+
+    The documented key is ``report["fidelity"]["passed"]`` (a bool); anything
+    else (missing, not a bool) is *not verified*.
+    """
+    fid = report.get("fidelity") if isinstance(report, Mapping) else None
+    if not isinstance(fid, Mapping):
+        return False, "its report.json has no fidelity results"
+    passed = fid.get("passed")
+    detail = ""
+    if isinstance(fid.get("agreement"), (int, float)):
+        detail = f" (keypoint agreement with float {fid['agreement']:.1%})"
+    if passed is True:
+        return True, "passes its fidelity report" + detail
+    if passed is False:
+        why = fid.get("failed") or fid.get("reasons") or ""
+        if isinstance(why, (list, tuple)):
+            why = "; ".join(map(str, why))
+        return False, "fails its fidelity goals" + detail + (f": {why}" if why else "")
+    return False, "its report.json has no verdict (fidelity.passed)"
+
+
+def read_verdict(model_path: Path) -> Tuple[bool, str]:
+    report = Path(model_path).parent / "report.json"
+    if not report.is_file():
+        return False, f"no fidelity report ({report} is missing)"
+    try:
+        data = json.loads(report.read_text())
+    except (OSError, ValueError) as e:
+        return False, f"unreadable fidelity report {report}: {e}"
+    return fidelity_verdict(data)
+
+
+def find_variants(model: str, cache_dir: Optional[Path] = None, mirror: str = "",
+                  catalogue: Optional[Dict[str, models.ModelEntry]] = None,
+                  kinds: Optional[Sequence[str]] = None,
+                  progress: Optional[models.Progress] = None) -> Tuple[List[Variant], List[Skipped]]:
+    """Every available variant of ``model``'s family (float fetched on first use; quantized ones
+    only when already built in the cache).  A path is swept alone (the user chose that file)."""
+    if models.looks_like_path(model):
+        path = models.resolve(model)
+        verdict = read_verdict(path) if (path.parent / "report.json").is_file() else (
+            True, "given as a path (your choice; only threads and XNNPACK are swept)")
+        return [Variant(str(path), "file", path, *verdict)], []
+    catalogue = models.load_catalogue() if catalogue is None else catalogue
+    if model not in catalogue:
+        raise ConfigError(f"unknown model {model!r}: expected a path to a .tflite file or one of "
+                          + ", ".join(n for n, e in catalogue.items() if e.format == "tflite"))
+    family = family_of(model)
+    cache = Path(cache_dir) if cache_dir else models.default_cache_dir()
+    entries = [e for n, e in catalogue.items()
+               if e.format == "tflite" and (n == family or n.startswith(family + "-"))]
+    variants: List[Variant] = []
+    skipped: List[Skipped] = []
+    for e in entries:
+        kind = e.recipe or "float32"
+        if kinds and kind not in kinds:
+            skipped.append(Skipped(e.name, f"{kind} not in --variants"))
+            continue
+        if e.local_only:
+            path = e.cache_file(cache)
+            if not path.is_file():
+                skipped.append(Skipped(e.name, f"not built (make it with `edgepose models quantize "
+                                               f"{e.source or family} --mode {e.recipe}`)"))
+                continue
+            variants.append(Variant(e.name, kind, path, *read_verdict(path)))
+        else:
+            path = models.resolve(e.name, cache_dir=cache, mirror=mirror, progress=progress, catalogue=catalogue)
+            variants.append(Variant(e.name, kind, path, True, "float32 upstream model"))
+    if not variants:
+        raise InputMissingError(f"no variant of model family {family!r} is available"
+                                + "".join(f"; {s.name}: {s.reason}" for s in skipped))
+    return variants, skipped
+
+
+def parse_int_list(text: str, what: str, lo: int = 1, hi: int = 64) -> List[int]:
+    """``"1,2"`` or ``"1-4"`` -> sorted unique ints."""
+    out = set()
+    try:
+        for part in str(text).split(","):
+            part = part.strip()
+            if "-" in part:
+                a, b = part.split("-", 1)
+                out.update(range(int(a), int(b) + 1))
+            elif part:
+                out.add(int(part))
+    except ValueError:
+        raise UsageError(f"bad {what} {text!r}: expected numbers like 1,2 or 1-4") from None
+    if not out or min(out) < lo or max(out) > hi:
+        raise UsageError(f"bad {what} {text!r}: expected numbers from {lo} to {hi}")
+    return sorted(out)
+
+
+def enumerate_candidates(variants: Sequence[Variant], threads: Sequence[int],
+                         xnnpack: Sequence[bool] = (True, False)) -> List[Candidate]:
+    return [Candidate(v, t, x) for v in variants for t in threads for x in xnnpack]
+
+
+# --- frames -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SourceInfo:
+    uri: str
+    kind: str  # camera | file | synthetic
+    live: bool
+    width: int
+    height: int
+    frames: int = 0  # frames replayed from memory (0 for a camera)
+    decode_ms: Optional[float] = None  # median decode time of a file frame
+
+    def describe(self) -> str:
+        if self.live:
+            return f"{self.uri} (camera, {self.width}x{self.height})"
+        extra = f", decoded in {self.decode_ms:.1f} ms/frame" if self.decode_ms is not None else ""
+        return f"{self.uri} ({self.kind}, {self.frames} frames {self.width}x{self.height} replayed from memory{extra})"
+
+
+class ReplaySource(FrameSource):
+    """Frames held in memory, handed out forever in a loop, each as a fresh copy."""
+
+    live = False
+
+    def __init__(self, images: Sequence[np.ndarray], clock: Callable[[], float] = time.time):
+        if not images:
+            raise InputMissingError("no frames to replay")
+        self._images = list(images)
+        self._i = 0
+        self._clock = clock
+
+    def read(self, timeout: float = 1.0) -> Optional[Frame]:
+        t0 = time.perf_counter()
+        img = self._images[self._i % len(self._images)].copy()
+        self._i += 1
+        return Frame(img, self._clock(), self._i - 1, (time.perf_counter() - t0) * 1e3)
+
+
+def synthetic_frames(width: int, height: int, n: int = 8, seed: int = 0) -> List[np.ndarray]:
+    """Smooth random colour fields (cheap, deterministic, not blank: the decoder sees real values)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        small = rng.integers(0, 256, (max(2, height // 16), max(2, width // 16), 3), dtype=np.uint8)
+        out.append(cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC))
+    return out
+
+
+def parse_synthetic(uri: str, width: int, height: int) -> Optional[Tuple[int, int]]:
+    """``synthetic`` or ``synthetic:WxH`` -> (w, h); None for anything else."""
+    if uri != "synthetic" and not uri.startswith("synthetic:"):
+        return None
+    size = uri.partition(":")[2]
+    if not size:
+        return width, height
+    try:
+        w, h = (int(v) for v in size.lower().split("x"))
+    except ValueError:
+        raise UsageError(f"bad source {uri!r}: expected synthetic or synthetic:WIDTHxHEIGHT") from None
+    if not (16 <= w <= 8192 and 16 <= h <= 8192):
+        raise UsageError(f"bad source {uri!r}: width and height must be 16..8192")
+    return w, h
+
+
+def open_frames(cfg: config_mod.Config, opener=None) -> Tuple[FrameSource, SourceInfo]:
+    """The frame source for the sweep (see the module docstring for why files are replayed)."""
+    uri = str(cfg.camera.source)
+    synth = parse_synthetic(uri, cfg.camera.width, cfg.camera.height)
+    if synth:
+        frames = synthetic_frames(*synth)
+        return ReplaySource(frames), SourceInfo(uri, "synthetic", False, synth[0], synth[1], len(frames))
+    spec = parse_source(uri)  # 66 for a missing file, before anything is opened
+    src = open_source(uri, width=cfg.camera.width, height=cfg.camera.height, fps=cfg.camera.fps,
+                      backoff_max=cfg.camera.reopen_backoff_max, opener=opener)
+    if spec.live:
+        first = src.read(timeout=5.0)
+        if first is None:
+            src.close()
+            raise DeviceUnavailableError(f"camera {uri} opened but delivered no frame in 5 s")
+        h, w = first.image.shape[:2]
+        return src, SourceInfo(uri, "camera", True, w, h)
+    images: List[np.ndarray] = []
+    decode: List[float] = []
+    try:
+        while len(images) < PRELOAD_FRAMES and sum(i.nbytes for i in images) < PRELOAD_BYTES:
+            f = src.read(timeout=10.0)
+            if f is None:
+                break
+            images.append(f.image)
+            decode.append(f.capture_ms)
+    finally:
+        src.close()
+    if not images:
+        raise InputMissingError(f"source {uri} has no readable frames")
+    h, w = images[0].shape[:2]
+    return ReplaySource(images), SourceInfo(uri, "file", False, w, h, len(images),
+                                            round(statistics.median(decode), 2))
+
+
+# --- measuring one candidate -----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ThermalSample:
+    throttle: board.Throttle
+    temp_c: Optional[float]
+
+
+class ThermalProbe:
+    """Temperature and throttling before/after each measurement (injectable root and runner)."""
+
+    def __init__(self, root: str = "/", run: Optional[board.Runner] = None):
+        self.root, self.run = root, run
+
+    def sample(self) -> ThermalSample:
+        return ThermalSample(board.throttled(self.root, self.run), board.cpu_temperature(self.root))
+
+
+def throttled_between(before: board.Throttle, after: board.Throttle) -> bool:
+    """Throttled during a measurement: at either end, or a Pi 'since boot' bit appeared meanwhile."""
+    if before.now or after.now:
+        return True
+    if before.raw is not None and after.raw is not None:
+        return bool((after.raw & ~before.raw) >> 16)
+    return False
+
+
+@dataclass
+class Slice:
+    """One measurement of one candidate."""
+
+    fps: float
+    frames: int
+    seconds: float
+    latency_ms: Dict[str, List[float]]
+    setup_s: float  # engine load + warm-up (not measured)
+    xnnpack_active: bool
+    backend: str
+    throttled: bool = False
+    reasons: Tuple[str, ...] = ()
+    temp_c: Tuple[Optional[float], Optional[float]] = (None, None)
+
+
+def measure(cand: Candidate, cfg: config_mod.Config, source: FrameSource, seconds: float,
+            warmup: int = 3, min_frames: int = 3, clock: Callable[[], float] = time.perf_counter,
+            engine_factory: Callable[..., Engine] = Engine) -> Slice:
+    """Load the candidate, warm it up, then run the full pipeline for ``seconds`` (and ``min_frames``).
+
+    Sustained FPS = frames / wall time of the measured loop (capture wait +
+    preprocess + infer + decode + smoothing for every frame).
+    """
+    t_setup = clock()
+    engine = engine_factory(cand.variant.path, threads=cand.threads, xnnpack=cand.xnnpack,
+                            backend=cfg.runtime.backend)
+    pipe = pipeline_mod.from_config(cfg, engine)
+
+    def next_frame() -> Frame:
+        f = source.read(timeout=2.0)
+        if f is None:
+            raise DeviceUnavailableError(f"source {cfg.camera.source} stopped delivering frames "
+                                         f"during calibration")
+        return f
+
+    for _ in range(warmup):
+        f = next_frame()
+        pipe.process(f.image, f.ts)
+    lat: Dict[str, List[float]] = {k: [] for k in STAGES}
+    start = clock()
+    setup_s = start - t_setup
+    n = 0
+    while True:
+        t0 = clock()
+        f = next_frame()
+        t1 = clock()
+        r = pipe.process(f.image, f.ts)
+        t2 = clock()
+        lat["capture"].append((t1 - t0) * 1e3)
+        for k in ("preprocess", "infer", "decode"):
+            lat[k].append(r.latency_ms[k])
+        lat["total"].append((t2 - t0) * 1e3)
+        n += 1
+        if t2 - start >= seconds and n >= min_frames:
+            break
+    elapsed = t2 - start
+    return Slice(n / elapsed, n, elapsed, lat, setup_s, engine.xnnpack, engine.runtime.name)
+
+
+def percentiles(values: Sequence[float]) -> Dict[str, Optional[float]]:
+    if not values:
+        return {"p50": None, "p95": None}
+    a = np.asarray(values, dtype=np.float64)
+    return {"p50": round(float(np.percentile(a, 50)), 2), "p95": round(float(np.percentile(a, 95)), 2)}
+
+
+@dataclass
+class Result:
+    """Everything measured for one candidate."""
+
+    candidate: Candidate
+    screen: Optional[Slice] = None
+    finals: List[Slice] = field(default_factory=list)
+    error: str = ""
+
+    @property
+    def slices(self) -> List[Slice]:
+        return ([self.screen] if self.screen else []) + self.finals
+
+    @property
+    def finalist(self) -> bool:
+        return bool(self.finals)
+
+    @property
+    def fps(self) -> float:
+        """Median FPS of the final rounds (the screening slice only when it never got that far)."""
+        use = self.finals or self.slices
+        return statistics.median(s.fps for s in use) if use else 0.0
+
+    @property
+    def throttled(self) -> bool:
+        return any(s.throttled for s in self.slices)
+
+    def latency(self) -> Dict[str, Dict[str, Optional[float]]]:
+        use = self.finals or self.slices
+        return {k: percentiles([v for s in use for v in s.latency_ms[k]]) for k in STAGES}
+
+
+# --- the sweep ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Plan:
+    """How the time budget is spent."""
+
+    budget_s: float = 90.0  # measurement time (engine loading and warm-up included)
+    screen_share: float = 0.35  # of the budget spent screening every candidate once
+    final_rounds: int = 3
+    keep: float = 0.80  # candidates within this fraction of the best eligible screen FPS go on
+    max_finalists: int = 6
+    warmup: int = 3
+    min_frames: int = 3
+    min_slice_s: float = 0.3
+    setup_guess_s: float = 0.4  # engine load + warm-up, until measured
+
+    @classmethod
+    def quick(cls, budget_s: float = 20.0) -> "Plan":
+        return cls(budget_s=budget_s, screen_share=0.4, final_rounds=2, keep=0.85, max_finalists=4,
+                   warmup=2, min_frames=2, min_slice_s=0.2)
+
+
+@dataclass(frozen=True)
+class Progress:
+    done: int  # measurements made so far
+    label: str
+    fps: Optional[float]  # None: the candidate failed to load
+    elapsed_s: float
+    eta_s: float  # estimated time left
+    phase: str  # screen | final
+
+    @property
+    def fraction(self) -> float:
+        total = self.elapsed_s + self.eta_s
+        return 1.0 if total <= 0 else min(1.0, self.elapsed_s / total)
+
+
+ProgressFn = Callable[[Progress], None]
+SliceFn = Callable[[Candidate, float, Plan], Slice]
+
+
+def eligible(cand: Candidate, allow_unverified: bool) -> bool:
+    return cand.variant.verified or allow_unverified
+
+
+def sweep(candidates: Sequence[Candidate], run_slice: SliceFn, plan: Plan, allow_unverified: bool = False,
+          progress: Optional[ProgressFn] = None, clock: Callable[[], float] = time.monotonic) -> List[Result]:
+    """Screen every candidate once, then measure the contenders in alternating-order final rounds.
+
+    Unverified variants are screened (so the table shows what they would
+    give) but go to the final rounds only with ``allow_unverified``.  A
+    candidate that fails to load (e.g. a model XNNPACK cannot run) is kept
+    with its error and never chosen.
+    """
+    results = [Result(c) for c in candidates]
+    n = len(results)
+    if n == 0:
+        return results
+    setups: List[float] = []
+
+    def setup_s() -> float:
+        return statistics.median(setups) if setups else plan.setup_guess_s
+
+    screen_s = max(plan.min_slice_s, plan.budget_s * plan.screen_share / n - plan.setup_guess_s)
+    state = {"done": 0}
+    started = clock()
+
+    def one(res: Result, seconds: float, phase: str, remaining_after: int, slice_after_s: float) -> None:
+        try:
+            s = run_slice(res.candidate, seconds, plan)
+        except EdgeposeError as e:
+            if isinstance(e, DeviceUnavailableError):
+                raise  # the camera is gone: nothing else can be measured either
+            res.error = str(e)
+            log.warning("%s: %s", res.candidate.label, e)
+            s = None
+        if s is not None:
+            setups.append(s.setup_s)
+            if phase == "screen":
+                res.screen = s
+            else:
+                res.finals.append(s)
+        state["done"] += 1
+        if progress:
+            eta = remaining_after * (slice_after_s + setup_s())
+            progress(Progress(state["done"], res.candidate.label, s.fps if s else None,
+                              clock() - started, eta, phase))
+
+    final_guess = max(plan.min_slice_s, plan.budget_s * (1 - plan.screen_share)
+                      / max(1, plan.final_rounds * min(n, plan.max_finalists)))
+    for i, res in enumerate(results):
+        left_screen = n - i - 1
+        one(res, screen_s, "screen", left_screen + plan.final_rounds * min(n, plan.max_finalists),
+            screen_s if left_screen else final_guess)
+
+    ok = [r for r in results if r.screen is not None and eligible(r.candidate, allow_unverified)]
+    if not ok:
+        return results
+    best = max(r.screen.fps for r in ok)
+    finalists = sorted((r for r in ok if r.screen.fps >= plan.keep * best), key=lambda r: -r.screen.fps)
+    finalists = finalists[:plan.max_finalists]
+    spent_per = screen_s + setup_s()
+    left_s = max(0.0, plan.budget_s - n * spent_per)
+    final_s = max(plan.min_slice_s, left_s / (plan.final_rounds * len(finalists)) - setup_s())
+    for rnd in range(plan.final_rounds):
+        order = finalists if rnd % 2 == 0 else finalists[::-1]
+        for j, res in enumerate(order):
+            remaining = (plan.final_rounds - rnd - 1) * len(finalists) + len(order) - j - 1
+            one(res, final_s, "final", remaining, final_s)
+    return results
+
+
+# --- selection ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Choice:
+    result: Result
+    max_fps: float
+    near_ties: int  # how many eligible finalists were within the tie band
+
+
+def select(results: Sequence[Result], allow_unverified: bool = False, tie: float = 0.02) -> Choice:
+    """The fastest eligible finalist; within ``tie`` of it, fewer threads then XNNPACK on win
+    (less CPU for the same speed keeps the board cooler and leaves room for capture and MQTT)."""
+    pool = [r for r in results if r.finalist and eligible(r.candidate, allow_unverified)]
+    if not pool:
+        unverified = [r for r in results if r.slices and not r.candidate.variant.verified]
+        if unverified and not allow_unverified:
+            raise ModelError("no verified configuration could be measured; "
+                             + "; ".join(sorted({f"{r.candidate.variant.name} {r.candidate.variant.why}"
+                                                 for r in unverified}))
+                             + " (use --allow-unverified to choose among them anyway)")
+        errors = "; ".join(sorted({f"{r.candidate.label}: {r.error}" for r in results if r.error}))
+        raise ModelError("no configuration could be measured" + (f": {errors}" if errors else ""))
+    best = max(r.fps for r in pool)
+    near = [r for r in pool if r.fps >= best * (1 - tie)]
+    pick = min(near, key=lambda r: (r.candidate.threads, not r.candidate.xnnpack, -r.fps))
+    return Choice(pick, recommend_cap(pick.fps), len(near))
+
+
+def recommend_cap(fps: float, headroom: float = 0.9) -> float:
+    """A frame-rate cap below the sustained rate (rounded down to 0.1 fps) so the board keeps cool."""
+    if fps <= 0:
+        return 0.0
+    return max(0.1, math.floor(fps * headroom * 10) / 10)
+
+
+def chosen_values(choice: Choice, headroom_cap: Optional[float] = None) -> Dict[str, Dict[str, Any]]:
+    """The config keys calibrate-fps owns, as ``{section: {key: value}}``."""
+    c = choice.result.candidate
+    cap = choice.max_fps if headroom_cap is None else headroom_cap
+    return {"model": {"name": c.variant.name},
+            "runtime": {"threads": int(c.threads), "xnnpack": bool(c.xnnpack), "max_fps": float(cap)}}
+
+
+# --- writing the config ----------------------------------------------------------------------------
+
+def update_toml(text: str, values: Mapping[str, Mapping[str, Any]], origin: str = "config") -> str:
+    """Set ``values`` in a TOML document, keeping every other key, comment and the layout (tomlkit).
+
+    The result is checked to be a valid edgepose config before it is returned.
+    """
+    import tomlkit
+    from tomlkit.exceptions import TOMLKitError
+
+    try:
+        doc = tomlkit.parse(text)
+    except TOMLKitError as e:
+        raise ConfigError(f"{origin} is not valid TOML: {e}") from None
+    for section, kv in values.items():
+        if section not in doc:
+            doc.add(section, tomlkit.table())
+        tbl = doc[section]
+        if not isinstance(tbl, Mapping):
+            raise ConfigError(f"{origin}: {section} is not a table")
+        for key, value in kv.items():
+            tbl[key] = value
+    out = tomlkit.dumps(doc)
+    try:
+        import tomllib as _toml
+    except ImportError:  # pragma: no cover - Python < 3.11
+        import tomli as _toml  # type: ignore[no-redef]
+    config_mod.apply_mapping(config_mod.Config(), _toml.loads(out), origin)
+    return out
+
+
+def check_writable(path: str) -> bool:
+    """Raise ConfigError unless ``path`` can be updated (or created); returns whether it exists."""
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"cannot write {path}: it is a directory")
+    if not p.parent.is_dir():
+        raise ConfigError(f"cannot write {path}: directory {p.parent} does not exist (is the service "
+                          f"installed? give --write FILE to write another config)")
+    exists = p.is_file()
+    if not os.access(p if exists else p.parent, os.W_OK):
+        raise ConfigError(f"cannot write {path}: permission denied (run with sudo, or give --write FILE)")
+    return exists
+
+
+def write_config(path: str, values: Mapping[str, Mapping[str, Any]]) -> None:
+    """Update ``path`` in place (atomically, keeping its mode and owner); create it if it is missing."""
+    p = Path(path)
+    exists = check_writable(path)
+    try:
+        text = p.read_text() if exists else ""
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read {path}: {e}") from None
+    new = update_toml(text, values, str(path))
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(new)
+        if exists:
+            st = p.stat()
+            os.chmod(tmp, st.st_mode & 0o7777)
+            if hasattr(os, "chown") and os.geteuid() == 0:
+                os.chown(tmp, st.st_uid, st.st_gid)
+        os.replace(tmp, p)
+    except OSError as e:
+        raise ConfigError(f"cannot write {path}: {e}") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def restart_service(unit: str = SERVICE_UNIT, run: Optional[board.Runner] = None) -> str:
+    """``systemctl try-restart UNIT`` (restarts only if it runs); returns what happened."""
+    run = run or board.run_command
+    try:
+        run(["systemctl", "is-active", "--quiet", unit])
+        active = True
+    except FileNotFoundError:
+        raise RuntimeMissingError(f"systemctl not found: restart the {unit} service yourself to use the "
+                                  f"new settings") from None
+    except OSError:
+        active = False
+    if not active:
+        return f"{unit} is not running; it will use the new settings when it starts"
+    try:
+        run(["systemctl", "try-restart", unit])
+    except OSError as e:
+        raise DeviceUnavailableError(f"could not restart {unit}: {e}") from None
+    return f"restarted {unit}"
+
+
+# --- the report --------------------------------------------------------------------------------
+
+_LAT = {"type": "object", "required": ["p50", "p95"],
+        "properties": {"p50": {"type": ["number", "null"]}, "p95": {"type": ["number", "null"]}}}
+_CONFIG = {"type": "object", "required": ["model", "variant", "threads", "xnnpack"],
+           "properties": {"model": {"type": "string"}, "variant": {"type": "string"},
+                          "threads": {"type": "integer", "minimum": 1}, "xnnpack": {"type": "boolean"}}}
+REPORT_SCHEMA: Dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "edgepose calibrate-fps report",
+    "type": "object",
+    "required": ["v", "board", "cores", "source", "family", "budget_s", "elapsed_s", "candidates",
+                 "skipped", "choice", "fastest", "thermal", "warnings", "written", "service"],
+    "properties": {
+        "v": {"const": REPORT_VERSION},
+        "board": {"type": "string"},
+        "cores": {"type": "integer", "minimum": 1},
+        "source": {"type": "object", "required": ["uri", "kind", "live", "width", "height", "frames"],
+                   "properties": {"uri": {"type": "string"},
+                                  "kind": {"enum": ["camera", "file", "synthetic"]},
+                                  "live": {"type": "boolean"}, "width": {"type": "integer"},
+                                  "height": {"type": "integer"}, "frames": {"type": "integer"},
+                                  "decode_ms": {"type": ["number", "null"]}}},
+        "family": {"type": "string"},
+        "budget_s": {"type": "number"},
+        "elapsed_s": {"type": "number"},
+        "candidates": {"type": "array", "items": {
+            "type": "object",
+            "required": ["model", "variant", "threads", "xnnpack", "verified", "verification", "fps",
+                         "fps_rounds", "frames", "stage", "latency_ms", "throttled", "error"],
+            "properties": {
+                "model": {"type": "string"}, "variant": {"type": "string"},
+                "threads": {"type": "integer", "minimum": 1}, "xnnpack": {"type": "boolean"},
+                "xnnpack_active": {"type": ["boolean", "null"]}, "backend": {"type": ["string", "null"]},
+                "verified": {"type": "boolean"}, "verification": {"type": "string"},
+                "fps": {"type": "number", "minimum": 0}, "fps_rounds": {"type": "array", "items": {"type": "number"}},
+                "frames": {"type": "integer", "minimum": 0},
+                "stage": {"enum": ["final", "screen", "failed"]},
+                "latency_ms": {"type": "object", "required": list(STAGES),
+                               "properties": {k: _LAT for k in STAGES}},
+                "throttled": {"type": "boolean"},
+                "temp_c_max": {"type": ["number", "null"]},
+                "error": {"type": "string"}}}},
+        "skipped": {"type": "array", "items": {"type": "object", "required": ["model", "reason"]}},
+        "choice": {"allOf": [_CONFIG, {"type": "object", "required": ["fps", "max_fps", "verified", "config"],
+                                       "properties": {"fps": {"type": "number"},
+                                                      "max_fps": {"type": "number"},
+                                                      "verified": {"type": "boolean"},
+                                                      "config": {"type": "object"}}}]},
+        "fastest": {"allOf": [_CONFIG, {"type": "object", "required": ["fps", "verified"]}]},
+        "thermal": {"type": "object", "required": ["available", "source", "throttled", "temp_c_max"],
+                    "properties": {"available": {"type": "boolean"}, "source": {"type": "string"},
+                                   "throttled": {"type": "boolean"},
+                                   "temp_c_max": {"type": ["number", "null"]}}},
+        "warnings": {"type": "array", "items": {"type": "string"}},
+        "written": {"type": ["string", "null"]},
+        "service": {"type": ["string", "null"]},
+    },
+}
+
+
+def _config_dict(c: Candidate) -> Dict[str, Any]:
+    return {"model": c.variant.name, "variant": c.variant.kind, "threads": c.threads, "xnnpack": c.xnnpack}
+
+
+def result_dict(r: Result) -> Dict[str, Any]:
+    c = r.candidate
+    last = r.slices[-1] if r.slices else None
+    temps = [t for s in r.slices for t in s.temp_c if t is not None]
+    return {**_config_dict(c),
+            "xnnpack_active": last.xnnpack_active if last else None,
+            "backend": last.backend if last else None,
+            "verified": c.variant.verified, "verification": c.variant.why,
+            "fps": round(r.fps, 2), "fps_rounds": [round(s.fps, 2) for s in (r.finals or r.slices)],
+            "frames": sum(s.frames for s in r.slices),
+            "stage": "final" if r.finalist else ("screen" if r.slices else "failed"),
+            "latency_ms": r.latency(), "throttled": r.throttled,
+            "temp_c_max": max(temps) if temps else None, "error": r.error}
+
+
+def build_report(results: Sequence[Result], choice: Choice, skipped: Sequence[Skipped], source: SourceInfo,
+                 family: str, plan: Plan, elapsed_s: float, thermal: Sequence[ThermalSample],
+                 board_name: str, cores: int, warnings: Sequence[str] = ()) -> Dict[str, Any]:
+    measured = [r for r in results if r.slices]
+    fastest = max(measured, key=lambda r: r.fps)
+    temps = [t.temp_c for t in thermal if t.temp_c is not None]
+    th = [t.throttle for t in thermal]
+    ordered = sorted(results, key=lambda r: (not r.finalist, -r.fps))
+    pick = choice.result
+    return {
+        "v": REPORT_VERSION, "board": board_name, "cores": cores,
+        "source": {"uri": source.uri, "kind": source.kind, "live": source.live, "width": source.width,
+                   "height": source.height, "frames": source.frames, "decode_ms": source.decode_ms},
+        "family": family, "budget_s": plan.budget_s, "elapsed_s": round(elapsed_s, 1),
+        "candidates": [result_dict(r) for r in ordered],
+        "skipped": [{"model": s.name, "reason": s.reason} for s in skipped],
+        "choice": {**_config_dict(pick.candidate), "fps": round(pick.fps, 2), "max_fps": choice.max_fps,
+                   "verified": pick.candidate.variant.verified,
+                   "config": chosen_values(choice)},
+        "fastest": {**_config_dict(fastest.candidate), "fps": round(fastest.fps, 2),
+                    "verified": fastest.candidate.variant.verified},
+        "thermal": {"available": any(t.available for t in th),
+                    "source": next((t.source for t in th if t.available), ""),
+                    "throttled": any(r.throttled for r in results),
+                    "temp_c_max": max(temps) if temps else None},
+        "warnings": list(warnings), "written": None, "service": None,
+    }
+
+
+def _ms(d: Dict[str, Optional[float]], both: bool = False) -> str:
+    if d["p50"] is None:
+        return "-"
+    return f"{d['p50']:.1f}/{d['p95']:.1f}" if both else f"{d['p50']:.1f}"
+
+
+def format_table(report: Dict[str, Any]) -> str:
+    """The human-readable summary (stdout of ``edgepose calibrate-fps``)."""
+    src = report["source"]
+    lines = [f"edgepose calibrate-fps on {report['board']} ({report['cores']} cores), source {src['uri']} "
+             f"({src['kind']}, {src['width']}x{src['height']}), {report['elapsed_s']:.0f} s", ""]
+    head = ("model", "threads", "xnnpack", "fps", "capture", "preproc", "infer p50/p95", "decode",
+            "total p50/p95", "verified", "")
+    rows = [head]
+    ch = report["choice"]
+    for c in report["candidates"]:
+        lat = c["latency_ms"]
+        mark = "<- chosen" if (c["model"], c["threads"], c["xnnpack"]) == (ch["model"], ch["threads"],
+                                                                          ch["xnnpack"]) else ""
+        if c["stage"] == "screen":
+            mark = mark or "(screened out)"
+        if c["stage"] == "failed":
+            mark = f"failed: {c['error']}"
+        if c["throttled"]:
+            mark += " THROTTLED"
+        rows.append((c["model"], str(c["threads"]), "on" if c["xnnpack"] else "off",
+                     f"{c['fps']:.1f}" if c["stage"] != "failed" else "-",
+                     _ms(lat["capture"]), _ms(lat["preprocess"]), _ms(lat["infer"], True), _ms(lat["decode"]),
+                     _ms(lat["total"], True), "yes" if c["verified"] else "NO", mark.strip()))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    right = {1, 3, 4, 5, 6, 7, 8}
+    for r in rows:
+        cells = [r[i].rjust(widths[i]) if i in right else r[i].ljust(widths[i]) for i in range(len(head))]
+        lines.append("  ".join(cells).rstrip())
+    lines.append("")
+    for s in report["skipped"]:
+        lines.append(f"not swept: {s['model']}: {s['reason']}")
+    lines.append(f"latency in ms (p50, or p50/p95); fps = sustained frames per second of the whole pipeline")
+    th = report["thermal"]
+    if th["available"] or th["temp_c_max"] is not None:
+        temp = f", max {th['temp_c_max']:.1f} C" if th["temp_c_max"] is not None else ""
+        lines.append(f"thermal: {'THROTTLED during the sweep' if th['throttled'] else 'not throttled'}"
+                     f" ({th['source'] or 'temperature only'}{temp})")
+    else:
+        lines.append("thermal: this board reports no temperature or throttling")
+    fastest = report["fastest"]
+    lines.append("")
+    lines.append(f"chosen: {ch['model']}, {ch['threads']} thread(s), XNNPACK {'on' if ch['xnnpack'] else 'off'}: "
+                 f"{ch['fps']:.1f} fps sustained; recommended cap {ch['max_fps']:.1f} fps")
+    if not fastest["verified"] and fastest["fps"] > ch["fps"]:
+        lines.append(f"  ({fastest['model']} would give {fastest['fps']:.1f} fps but is not verified: "
+                     f"see its fidelity report, or pass --allow-unverified)")
+    for w in report["warnings"]:
+        lines.append(f"warning: {w}")
+    if report["written"]:
+        lines.append(f"wrote model.name, runtime.threads, runtime.xnnpack, runtime.max_fps to {report['written']}")
+    elif not report["written"]:
+        lines.append("not saved: add --write [CONFIG] to save it (or --apply to also restart the service)")
+    if report["service"]:
+        lines.append(report["service"])
+    return "\n".join(lines) + "\n"
+
+
+# --- the progress bar ------------------------------------------------------------------------------
+
+def progress_printer(stream=None) -> ProgressFn:
+    stream = stream or sys.stderr
+    tty = hasattr(stream, "isatty") and stream.isatty()
+
+    def show(p: Progress) -> None:
+        width = 24
+        filled = int(width * p.fraction)
+        eta = f"{int(p.eta_s // 60)}:{int(p.eta_s % 60):02d}"
+        fps = f"{p.fps:6.1f} fps" if p.fps is not None else "  failed  "
+        line = (f"[{'#' * filled}{'.' * (width - filled)}] {p.fraction:4.0%} #{p.done:<3} {p.phase:<6} "
+                f"{p.label:<34} {fps}  about {eta} left")
+        if tty:
+            stream.write("\r" + line + ("\n" if p.eta_s <= 0 else ""))
+        else:
+            stream.write(line + "\n")
+        stream.flush()
+
+    return show
+
+
+# --- putting it together ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Options:
+    plan: Plan = Plan()
+    threads: Optional[Sequence[int]] = None  # default 1..cores
+    xnnpack: Sequence[bool] = (True, False)
+    kinds: Optional[Sequence[str]] = None
+    allow_unverified: bool = False
+    headroom: float = 0.9
+
+
+def calibrate(cfg: config_mod.Config, opts: Options = Options(), probe: Optional[ThermalProbe] = None,
+              progress: Optional[ProgressFn] = None, catalogue=None, opener=None,
+              engine_factory: Callable[..., Engine] = Engine, board_root: str = "/") -> Dict[str, Any]:
+    """Run the whole calibration and return the report dict (nothing is written)."""
+    t0 = time.monotonic()
+    probe = probe or ThermalProbe(board_root)
+    source, info = open_frames(cfg, opener)  # the camera first: fail fast without one
+    try:
+        variants, skipped = find_variants(cfg.model.name, Path(cfg.model.dir) if cfg.model.dir else None,
+                                          cfg.model.mirror, catalogue, opts.kinds,
+                                          models.stderr_progress())
+        if not opts.allow_unverified and not any(v.verified for v in variants):
+            raise ModelError("no verified model variant to choose from: "
+                             + "; ".join(f"{v.name} {v.why}" for v in variants)
+                             + " (use --allow-unverified to choose among them anyway)")
+        cores = default_threads()
+        threads = list(opts.threads or range(1, cores + 1))
+        candidates = enumerate_candidates(variants, threads, opts.xnnpack)
+        samples: List[ThermalSample] = []
+
+        def run_slice(cand: Candidate, seconds: float, plan: Plan) -> Slice:
+            before = probe.sample()
+            s = measure(cand, cfg, source, seconds, plan.warmup, plan.min_frames, engine_factory=engine_factory)
+            after = probe.sample()
+            samples.extend((before, after))
+            s.throttled = throttled_between(before.throttle, after.throttle)
+            s.reasons = tuple(dict.fromkeys(before.throttle.reasons + after.throttle.reasons))
+            s.temp_c = (before.temp_c, after.temp_c)
+            if s.throttled:
+                log.warning("%s was measured while throttled (%s)", cand.label, ", ".join(s.reasons) or "?")
+            return s
+
+        log.info("sweeping %d configurations of %s on %s (about %.0f s)", len(candidates),
+                 family_of(cfg.model.name) if not models.looks_like_path(cfg.model.name) else cfg.model.name,
+                 info.describe(), opts.plan.budget_s)
+        results = sweep(candidates, run_slice, opts.plan, opts.allow_unverified, progress)
+    finally:
+        source.close()
+    choice = select(results, opts.allow_unverified)
+    choice = Choice(choice.result, recommend_cap(choice.result.fps, opts.headroom), choice.near_ties)
+    warnings = []
+    if any(r.throttled for r in results):
+        bad = [r.candidate.label for r in results if r.throttled]
+        reasons = sorted({x for r in results for s in r.slices for x in s.reasons})
+        warnings.append(f"throttled during {len(bad)} measurement(s) ({', '.join(reasons) or 'unknown reason'}): "
+                        f"numbers are lower than a cool board gives; improve cooling or the power supply "
+                        f"and run again")
+    if choice.result.throttled:
+        warnings.append("the chosen configuration itself was measured while throttled")
+    family = cfg.model.name if models.looks_like_path(cfg.model.name) else family_of(cfg.model.name)
+    return build_report(results, choice, skipped, info, family, opts.plan, time.monotonic() - t0, samples,
+                        board.board_name(board_root), default_threads(), warnings)
+
+
+# --- the command -------------------------------------------------------------------------------------
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--camera", metavar="N", help="camera index (default: the config's camera.source)")
+    src.add_argument("--source", metavar="URI", help="video file, image(s), /dev/videoN, csi://N, rtsp://..., "
+                                                     "or synthetic[:WxH] (generated frames)")
+    p.add_argument("--config", metavar="FILE",
+                   help=f"config to read (default $EDGEPOSE_CONFIG, else {config_mod.SERVICE_CONFIG_PATH} "
+                        f"if it exists)")
+    p.add_argument("--model", metavar="NAME|PATH",
+                   help="model family to sweep (cpm, hourglass; any variant name selects its family) or a "
+                        ".tflite path (default: the config's model.name)")
+    p.add_argument("--model-mirror", metavar="DIR|URL", help="fetch models from this mirror")
+    p.add_argument("--backend", choices=["auto", "litert", "tflite-runtime"], help="TFLite runtime")
+    p.add_argument("--threads", metavar="LIST", help="thread counts to sweep, e.g. 1,2 or 1-4 (default 1..cores)")
+    p.add_argument("--xnnpack", choices=["both", "on", "off"], default="both", help="XNNPACK settings to sweep")
+    p.add_argument("--variants", metavar="LIST", help="variant kinds to sweep, e.g. float32,int8 "
+                                                      "(default: every available one)")
+    p.add_argument("--seconds", type=float, metavar="S",
+                   help="measurement budget in seconds (default 90; 20 with --quick)")
+    p.add_argument("--quick", action="store_true", help="short sweep: fewer, shorter rounds")
+    p.add_argument("--headroom", type=float, default=0.9, metavar="F",
+                   help="recommended frame-rate cap as a fraction of the sustained rate (default 0.9)")
+    p.add_argument("--allow-unverified", action="store_true",
+                   help="may choose a quantized variant without a passing fidelity report")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--write", nargs="?", const=config_mod.SERVICE_CONFIG_PATH, metavar="CONFIG",
+                   help=f"save the choice into a TOML config, keeping everything else "
+                        f"(default {config_mod.SERVICE_CONFIG_PATH})")
+    p.add_argument("--apply", action="store_true",
+                   help=f"--write, then restart the {SERVICE_UNIT} service if it is running")
+
+
+def overrides_from_args(args: argparse.Namespace) -> Dict[str, Dict[str, Any]]:
+    o: Dict[str, Dict[str, Any]] = {"camera": {}, "model": {}, "runtime": {}}
+    if args.camera is not None:
+        o["camera"]["source"] = args.camera
+    if args.source is not None:
+        o["camera"]["source"] = args.source
+    if args.model:
+        o["model"]["name"] = args.model
+    if args.model_mirror:
+        o["model"]["mirror"] = args.model_mirror
+    if args.backend:
+        o["runtime"]["backend"] = args.backend
+    return {k: v for k, v in o.items() if v}
+
+
+def options_from_args(args: argparse.Namespace) -> Options:
+    if args.seconds is not None and not (1 <= args.seconds <= 3600):
+        raise UsageError(f"--seconds must be from 1 to 3600, not {args.seconds:g}")
+    if not (0.1 <= args.headroom <= 1.0):
+        raise UsageError(f"--headroom must be from 0.1 to 1.0, not {args.headroom:g}")
+    if args.quick:
+        plan = Plan.quick(args.seconds or 20.0)
+    else:
+        plan = Plan(budget_s=args.seconds or 90.0)
+    kinds = None
+    if args.variants:
+        kinds = [k.strip() for k in args.variants.split(",") if k.strip()]
+        allowed = ("float32", "int8", "float16", "dynamic")
+        bad = [k for k in kinds if k not in allowed]
+        if bad or not kinds:
+            raise UsageError(f"bad --variants {args.variants!r}: choose from {', '.join(allowed)}")
+    return Options(plan=plan,
+                   threads=parse_int_list(args.threads, "--threads") if args.threads else None,
+                   xnnpack={"both": (True, False), "on": (True,), "off": (False,)}[args.xnnpack],
+                   kinds=kinds, allow_unverified=args.allow_unverified, headroom=args.headroom)
+
+
+def config_to_read(args: argparse.Namespace, environ: Mapping[str, str]) -> Optional[str]:
+    """--config, else $EDGEPOSE_CONFIG, else the service's config when it exists (what the service uses)."""
+    if args.config:
+        return args.config
+    if environ.get("EDGEPOSE_CONFIG"):
+        return environ["EDGEPOSE_CONFIG"]
+    return config_mod.SERVICE_CONFIG_PATH if os.path.isfile(config_mod.SERVICE_CONFIG_PATH) else None
+
+
+def command(args: argparse.Namespace, runner: Optional[board.Runner] = None) -> int:
+    opts = options_from_args(args)
+    target = args.write or (config_mod.SERVICE_CONFIG_PATH if args.apply else None)
+    if target:  # fail before a two-minute sweep, not after it
+        check_writable(target)
+    path = config_to_read(args, os.environ)
+    cfg = config_mod.load(path, overrides_from_args(args))
+    report = calibrate(cfg, opts, progress=progress_printer())
+    if target:
+        values = report["choice"]["config"]
+        write_config(target, values)
+        report["written"] = str(target)
+        if values["model"]["name"] and not models.looks_like_path(values["model"]["name"]):
+            _warn_model_location(target, values["model"]["name"], cfg, report)
+    if args.apply:
+        report["service"] = restart_service(run=runner)
+    if args.json:
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+    else:
+        sys.stdout.write(format_table(report))
+    return 0
+
+
+def _warn_model_location(target: str, name: str, cfg: config_mod.Config, report: Dict[str, Any]) -> None:
+    """A locally built (quantized) model must be in the cache the written config points at."""
+    try:
+        entry = models.load_catalogue().get(name)
+        written = config_mod.load(target, environ={})
+    except EdgeposeError:
+        return
+    if entry is None or not entry.local_only:
+        return
+    there = entry.cache_file(Path(written.model.dir) if written.model.dir else models.default_cache_dir())
+    if not there.is_file():
+        here = entry.cache_file(Path(cfg.model.dir) if cfg.model.dir else models.default_cache_dir())
+        msg = (f"{name} is not in the model cache {there.parent.parent} that {target} uses: copy "
+               f"{here.parent} there (with its report.json)")
+        log.warning("%s", msg)
+        report["warnings"].append(msg)
