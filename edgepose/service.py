@@ -187,7 +187,8 @@ class Daemon:
     # -- building -----------------------------------------------------
     def build_model(self, cfg: config_mod.Config):
         """Resolve (fetch on first use) and load the model; build the pipeline around it."""
-        progress = models.stderr_progress()
+        # no progress bar in the journal: the "copying/downloading" log line is enough there
+        progress = None if systemd.under_systemd(self.environ) else models.stderr_progress()
         path = models.resolve(cfg.model.name, cache_dir=cfg.model.dir or None, mirror=cfg.model.mirror,
                               progress=progress)
         engine = Engine(path, threads=cfg.runtime.threads, xnnpack=cfg.runtime.xnnpack,
