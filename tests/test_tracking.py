@@ -1,0 +1,73 @@
+"""Tracker: crops around a confident pose, falls back to the whole frame when the person is lost."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import MIRROR, REPO
+from edgepose.geometry import CropTransform, whole_frame_box
+from edgepose.pose import KEYPOINT_NAMES, Pose
+from edgepose.tracking import Tracker, search_boxes
+
+W, H = 1280, 720
+
+
+def pose_at(cx, cy, height=180.0, score=0.8):
+    rng = np.random.default_rng(0)
+    xy = np.stack([cx + rng.uniform(-0.2, 0.2, 14) * height, cy + np.linspace(-0.5, 0.5, 14) * height], 1)
+    return Pose.from_arrays(KEYPOINT_NAMES, xy, np.full(14, score), 0.3)
+
+
+def test_starts_whole_frame_then_follows_a_confident_pose():
+    tr = Tracker(192, 192, min_score=0.25, margin=1.5, search=0)
+    whole = whole_frame_box(W, H, 192, 192)
+    assert tr.crop_box(W, H) == whole
+    tr.update(pose_at(400, 300), CropTransform(whole, 192, 192))
+    b = tr.crop_box(W, H)
+    assert b.w == pytest.approx(b.h) and b.h == pytest.approx(180 * 1.5)
+    assert b.x + b.w / 2 == pytest.approx(400, abs=40) and b.y + b.h / 2 == pytest.approx(300, abs=1)
+
+
+def test_falls_back_after_patience_and_searches_tiles():
+    tr = Tracker(192, 192, patience=1, search=0.5)
+    whole = whole_frame_box(W, H, 192, 192)
+    t = CropTransform(whole, 192, 192)
+    tr.update(pose_at(400, 300), t)
+    kept = tr.crop_box(W, H)
+    tr.update(pose_at(400, 300, score=0.05), t)  # one bad frame: keep the box
+    assert tr.crop_box(W, H) == kept
+    tr.update(pose_at(400, 300, score=0.05), t)  # still bad: lost
+    assert not tr.tracking and tr.crop_box(W, H) == whole
+    tiles = search_boxes(W, H, 192, 192, tile=0.5)[1:]
+    seen = []
+    for _ in range(2 * len(tiles)):
+        tr.update(pose_at(0, 0, score=0.0), t)
+        seen.append(tr.crop_box(W, H))
+    assert set(seen) == set(tiles) | {whole}  # whole frame alternates with every tile
+    assert all(b.x >= 0 and b.y >= 0 and b.x + b.w <= W and b.y + b.h <= H for b in tiles)
+
+
+def test_pipeline_falls_back_when_the_person_leaves_the_frame():
+    """Real CPM model on frames built from an eval photo; then the person walks out of view."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import clips
+    from edgepose.engine import Engine
+    from edgepose.pipeline import Pipeline
+
+    eng = Engine(Path(MIRROR) / "cpm" / "model.tflite", threads=2)
+    person = max(clips.people(), key=lambda s: s.visible.sum() + s.box.h / 1000)
+    clip = clips.moving_clip(person, frame_w=640, frame_h=480, height_frac=0.6, frames=4, seed=1)
+    empty = clips.background(640, 480, seed=1)
+    tr = Tracker(192, 192, search=0)
+    pipe = Pipeline(eng, box_policy=tr)
+    whole = whole_frame_box(640, 480, 192, 192)
+    boxes = []
+    for i, f in enumerate(clip.frames + [empty] * 4):
+        boxes.append(pipe.process(f, i / 30).transform.box)
+    assert boxes[0] == whole
+    assert any(b != whole for b in boxes[1:4])  # the person was followed
+    assert boxes[-1] == whole and not tr.tracking  # gone: back to the whole frame
