@@ -37,7 +37,7 @@ setup(
         "convert": ["tensorflow-cpu>=2.15; platform_machine == 'x86_64'",
                     "tensorflow>=2.15; platform_machine != 'x86_64'"],
         "systemd": ["systemd-python>=234"],
-        "test": ["pytest>=7"],
+        "test": ["pytest>=7", "selenium>=4.10"],  # selenium drives headless Chromium (preview page tests)
     },
     entry_points={"console_scripts": ["edgepose=edgepose.cli:entry_point"]},
     classifiers=[

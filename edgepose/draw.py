@@ -74,8 +74,17 @@ def draw_scores(img: np.ndarray, xy: np.ndarray, scores: np.ndarray, scale: floa
 
 
 def _text(img: np.ndarray, text: str, org: Tuple[int, int], size: float, thick: int,
-          colour: Tuple[int, int, int] = (255, 255, 255)) -> None:
-    cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, size, (0, 0, 0), thick + 2, cv2.LINE_AA)
+          colour: Tuple[int, int, int] = (255, 255, 255), box: bool = True) -> None:
+    """Text at ``org`` (bottom left), on a dark box so it reads on any background.
+
+    (No outline drawn with a thicker stroke: OpenCV 5 lays thick text out wider than thin text.)
+    """
+    (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, size, thick)
+    # keep it inside the image (a keypoint may sit on the border or outside it)
+    org = (min(max(2, org[0]), max(2, img.shape[1] - w - 2)), min(max(h + 2, org[1]), img.shape[0] - base))
+    if box:
+        roi = img[org[1] - h - 2:org[1] + base, org[0] - 2:org[0] + w + 2]
+        roi[:] = (roi * 0.35).astype(np.uint8)
     cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, size, colour, thick, cv2.LINE_AA)
 
 
@@ -102,9 +111,9 @@ def draw_hud(img: np.ndarray, lines: Sequence[str]) -> None:
     step = h + base + 4
     width = max(cv2.getTextSize(t, cv2.FONT_HERSHEY_SIMPLEX, size, thick)[0][0] for t in lines) + 12
     band = img[:step * len(lines) + 8, :min(width, img.shape[1])]
-    band[:] = (band * 0.35).astype(np.uint8)
+    band[:] = 24  # opaque: the text must read over anything drawn below it
     for i, t in enumerate(lines):
-        _text(img, t, (6, 4 + step * (i + 1) - base), size, thick)
+        _text(img, t, (6, 4 + step * (i + 1) - base), size, thick, box=False)
 
 
 def fit_width(image: np.ndarray, max_width: int) -> Tuple[np.ndarray, float]:
