@@ -192,8 +192,8 @@ def score(pred: np.ndarray, gt: np.ndarray, visible: np.ndarray, box_size: np.nd
         n = int(mask.sum())
         return float((mask_ok & mask).sum() / n) if n else None
 
-    def median(mask: np.ndarray) -> Optional[float]:
-        return float(np.median(norm[mask])) if mask.any() else None
+    def median(values: np.ndarray, mask: np.ndarray) -> Optional[float]:
+        return float(np.median(values[mask])) if mask.any() else None
 
     names = list(names)
     head = [names.index(n) if n in names else None for n in ("head_top", "neck")]
@@ -209,9 +209,9 @@ def score(pred: np.ndarray, gt: np.ndarray, visible: np.ndarray, box_size: np.nd
     for j, name in enumerate(names):
         m = vis[:, j]
         per_joint[name] = {"count": int(m.sum()), "pck@0.1": frac(norm[:, j] <= 0.1, m),
-                           "pck@0.05": frac(norm[:, j] <= 0.05, m), "median_error": median(m)}
+                           "pck@0.05": frac(norm[:, j] <= 0.05, m), "median_error": median(norm[:, j], m)}
     return {"pck@0.1": frac(norm <= 0.1, vis), "pck@0.05": frac(norm <= 0.05, vis), "pckh@0.5": pckh,
-            "median_error": median(vis), "people": int(len(gt)), "keypoints": int(vis.sum()),
+            "median_error": median(norm, vis), "people": int(len(gt)), "keypoints": int(vis.sum()),
             "per_joint": per_joint}
 
 
