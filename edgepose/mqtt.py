@@ -601,12 +601,9 @@ def format_status(device: str, s: Dict[str, Any]) -> str:
     return f"{_clock_text(s.get('ts'))} {device} status: " + ", ".join(p for p in parts if p)
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
+def add_connection_arguments(p: argparse.ArgumentParser) -> None:
+    """``--config`` and the broker flags (shared by ``edgepose sub`` and ``edgepose view``)."""
     p.add_argument("--config", metavar="PATH", help="config file (for the [mqtt] connection settings)")
-    who = p.add_mutually_exclusive_group()
-    who.add_argument("--device", metavar="ID", help="device id (default: output.device from the "
-                     "config, else all devices)")
-    who.add_argument("--all", action="store_true", help="all devices under the prefix")
     p.add_argument("--host", help="broker host (mqtt.host)")
     p.add_argument("--port", type=int, help="broker port (mqtt.port)")
     p.add_argument("--prefix", help="topic prefix (mqtt.prefix)")
@@ -618,6 +615,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tls-key", metavar="FILE", help="client key (mqtt.tls_key)")
     p.add_argument("--tls-insecure", action="store_true", default=None,
                    help="do not check the broker's host name (testing only)")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_connection_arguments(p)
+    who = p.add_mutually_exclusive_group()
+    who.add_argument("--device", metavar="ID", help="device id (default: output.device from the "
+                     "config, else all devices)")
+    who.add_argument("--all", action="store_true", help="all devices under the prefix")
     p.add_argument("--count", type=int, default=0, metavar="N", help="exit after N poses")
     p.add_argument("--timeout", type=float, default=0, metavar="S",
                    help="give up after S seconds (exit 75 if --count was not reached)")
@@ -625,7 +630,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="print pose payloads as JSON lines (status/availability go to stderr)")
 
 
-def _sub_config(args):
+def connection_config(args):
+    """The config with the flags of :func:`add_connection_arguments` applied to ``[mqtt]``."""
     from . import config
     keys = {"host": args.host, "port": args.port, "prefix": args.prefix, "username": args.username,
             "password": args.password, "tls": args.tls, "tls_ca": args.tls_ca,
@@ -634,7 +640,7 @@ def _sub_config(args):
 
 
 def command(args) -> int:
-    cfg = _sub_config(args)
+    cfg = connection_config(args)
     device = "+" if args.all else (args.device or cfg.output.device or "+")
     if device != "+":
         check_device(device)
