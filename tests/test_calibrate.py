@@ -1,0 +1,405 @@
+"""`edgepose calibrate-fps`: the sweep with a real model and a real clip, selection and the fidelity
+gate, the JSON schema, the TOML writer round trip, --apply, and every error path with its exit code.
+
+Speeds are never asserted (the machine is shared); only the logic on the numbers measured here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+
+import pytest
+
+from edgepose import calibrate as cal
+from edgepose import config as config_mod, models
+from edgepose.errors import ConfigError, ModelError, RuntimeMissingError, UsageError
+
+from conftest import MIRROR, REPO, VIDEOS, run_cli
+
+CLIP = VIDEOS / "demo.mp4"
+TINY = cal.Plan(budget_s=2.5, screen_share=0.4, final_rounds=2, keep=0.5, max_finalists=4, warmup=1,
+                min_frames=2, min_slice_s=0.1)
+
+
+def _cfg(model_cache, source=CLIP, model="hourglass", **sections):
+    cfg = config_mod.load(None, {"camera": {"source": str(source)},
+                                 "model": {"name": model, "dir": str(model_cache), "mirror": str(MIRROR)},
+                                 **sections}, environ={})
+    return cfg
+
+
+def _check_schema(report):
+    jsonschema = pytest.importorskip("jsonschema")
+    jsonschema.validate(report, cal.REPORT_SCHEMA)
+
+
+# --- the sweep on a real model and clip ---------------------------------------------------------------
+
+def test_sweep_measures_every_configuration_of_the_family_on_a_real_clip(model_cache):
+    cfg = _cfg(model_cache)
+    seen = []
+    report = cal.calibrate(cfg, cal.Options(plan=TINY), progress=seen.append)
+    cores = cal.default_threads()
+    combos = {(c["model"], c["threads"], c["xnnpack"]) for c in report["candidates"]}
+    # the catalogue has no built quantized hourglass in this fresh cache: float32 x 1..cores x on/off
+    assert combos == {("hourglass", t, x) for t in range(1, cores + 1) for x in (True, False)}
+    assert report["source"] == {"uri": str(CLIP), "kind": "file", "live": False, "width": 960, "height": 540,
+                                "frames": 5, "decode_ms": report["source"]["decode_ms"]}
+    assert report["source"]["decode_ms"] > 0
+    for c in report["candidates"]:
+        assert c["error"] == "" and c["fps"] > 0 and c["frames"] >= TINY.min_frames
+        assert c["verified"] and c["backend"] == "litert"
+        for stage in cal.STAGES:
+            lat = c["latency_ms"][stage]
+            assert 0 <= lat["p50"] <= lat["p95"], (stage, lat)
+        assert c["latency_ms"]["infer"]["p50"] > 0
+        # sustained fps is frames over wall time: it cannot beat 1 / mean frame time by much
+        assert c["fps"] <= 1.5 * 1000 / c["latency_ms"]["total"]["p50"]
+    finals = [c for c in report["candidates"] if c["stage"] == "final"]
+    assert finals and all(len(c["fps_rounds"]) == TINY.final_rounds for c in finals)
+    ch = report["choice"]
+    best = max(c["fps"] for c in finals)
+    assert ch["fps"] >= 0.98 * best - 0.01  # the tie band of select()
+    assert (ch["model"], ch["threads"], ch["xnnpack"]) in {(c["model"], c["threads"], c["xnnpack"]) for c in finals}
+    assert 0 <= ch["fps"] * 0.9 - ch["max_fps"] < 0.11  # 90% of sustained, rounded down to 0.1 fps
+    assert ch["config"] == {"model": {"name": "hourglass"},
+                            "runtime": {"threads": ch["threads"], "xnnpack": ch["xnnpack"],
+                                        "max_fps": ch["max_fps"]}}
+    # progress: one report per measurement, time left shrinking to zero at the end
+    assert len(seen) == sum(1 + len(c["fps_rounds"]) if c["stage"] == "final" else 1
+                            for c in report["candidates"])
+    assert seen[-1].eta_s == 0 and seen[-1].fraction == 1.0
+    _check_schema(report)
+
+
+def test_synthetic_frames_replay_as_fresh_copies():
+    src = cal.ReplaySource(cal.synthetic_frames(64, 48, n=3))
+    a, b, c, d = (src.read() for _ in range(4))
+    assert a.image.shape == (48, 64, 3) and a.image.std() > 5  # not blank
+    assert d.image is not a.image and (d.image == a.image).all()  # looped, as a copy
+    assert [f.index for f in (a, b, c, d)] == [0, 1, 2, 3]
+    assert cal.parse_synthetic("synthetic:320x240", 640, 480) == (320, 240)
+    assert cal.parse_synthetic("synthetic", 640, 480) == (640, 480)
+    assert cal.parse_synthetic("clip.mp4", 640, 480) is None
+    with pytest.raises(UsageError):
+        cal.parse_synthetic("synthetic:big", 640, 480)
+
+
+# --- selection and the fidelity gate --------------------------------------------------------------------
+
+def _variant(name, verified, kind="float32"):
+    return cal.Variant(name, kind, MIRROR / "hourglass" / "model.tflite", verified, "test")
+
+
+def _result(variant, threads, xnnpack, fps_list):
+    r = cal.Result(cal.Candidate(variant, threads, xnnpack))
+    mk = lambda f: cal.Slice(f, 10, 10 / f, {k: [1.0] for k in cal.STAGES}, 0.1, xnnpack, "litert")  # noqa: E731
+    r.screen = mk(fps_list[0])
+    r.finals = [mk(f) for f in fps_list[1:]]
+    return r
+
+
+def test_select_never_picks_an_unverified_variant_unless_allowed():
+    f32, q = _variant("hourglass", True), _variant("hourglass-int8", False, "int8")
+    results = [_result(f32, 2, True, [30, 31, 29, 30]), _result(q, 2, True, [60, 61, 59, 60])]
+    choice = cal.select(results)
+    assert choice.result.candidate.variant.name == "hourglass" and choice.max_fps == 27.0
+    assert cal.select(results, allow_unverified=True).result.candidate.variant.name == "hourglass-int8"
+    with pytest.raises(ModelError, match="--allow-unverified"):
+        cal.select([results[1]])
+
+
+def test_select_prefers_fewer_threads_within_the_tie_band_and_uses_final_medians():
+    v = _variant("hourglass", True)
+    results = [_result(v, 1, True, [50, 40.0, 40.2, 39.8]),  # fast screen, median of finals 40.0
+               _result(v, 2, True, [30, 40.5, 40.6, 40.4]),  # 40.5: within 2% of it
+               _result(v, 2, False, [60])]  # screened only: never chosen
+    pick = cal.select(results).result
+    assert (pick.candidate.threads, pick.fps) == (1, 40.0)
+    results[1] = _result(v, 2, True, [30, 45, 45, 45])  # clearly faster now
+    assert cal.select(results).result.candidate.threads == 2
+
+
+def test_sweep_screens_then_measures_contenders_in_alternating_order():
+    v = _variant("hourglass", True)
+    q = _variant("hourglass-int8", False, "int8")
+    speed = {("hourglass", 1): 10.0, ("hourglass", 2): 19.0, ("hourglass-int8", 2): 40.0, ("hourglass", 3): 20.0}
+    calls = []
+
+    def fake_slice(cand, seconds, plan):  # the measurement itself is tested with the real model above
+        calls.append((cand.variant.name, cand.threads, round(seconds, 3)))
+        return cal.Slice(speed[(cand.variant.name, cand.threads)], 5, seconds, {k: [1.0] for k in cal.STAGES},
+                         0.05, True, "litert")
+
+    cands = [cal.Candidate(v, 1, True), cal.Candidate(v, 2, True), cal.Candidate(v, 3, True),
+             cal.Candidate(q, 2, True)]
+    plan = cal.Plan(budget_s=10, final_rounds=3, keep=0.8)
+    results = cal.sweep(cands, fake_slice, plan)
+    screen = calls[:4]
+    assert [c[:2] for c in screen] == [("hourglass", 1), ("hourglass", 2), ("hourglass", 3), ("hourglass-int8", 2)]
+    finals = [c[:2] for c in calls[4:]]
+    # within 80% of the best *verified* screen (20): threads 2 and 3; int8 unverified stays out
+    assert finals == [("hourglass", 3), ("hourglass", 2), ("hourglass", 2), ("hourglass", 3),
+                      ("hourglass", 3), ("hourglass", 2)]
+    assert [r.finalist for r in results] == [False, True, True, False]
+    # the time budget is spent: screening + finals ~ budget (setup 0.05 s each)
+    assert sum(c[2] + 0.05 for c in calls) == pytest.approx(plan.budget_s, rel=0.1)
+
+
+def _quantized_stand_in(cache, name, report):
+    """A cached 'quantized' variant: a copy of the float file stands in for the model (the gate reads
+    only report.json beside it; building a real int8 model needs TensorFlow, see quantize tests)."""
+    d = cache / name
+    d.mkdir(parents=True, exist_ok=True)
+    shutil.copy(MIRROR / "hourglass" / "model.tflite", d / "model.tflite")
+    if report is not None:
+        (d / "report.json").write_text(report if isinstance(report, str) else json.dumps(report))
+    return d / "model.tflite"
+
+
+def _catalogue_with_variants():
+    cat = models.load_catalogue()
+    cat = {k: v for k, v in cat.items() if not k.startswith("hourglass-") or k == "hourglass-pb"}
+    for name, recipe in (("hourglass-int8", "int8"), ("hourglass-float16", "float16"),
+                         ("hourglass-dynamic", "dynamic")):
+        cat[name] = models.ModelEntry(name=name, description="test", recipe=recipe, source="hourglass-pb")
+    return cat
+
+
+def test_find_variants_reads_the_fidelity_report_beside_each_quantized_model(tmp_path):
+    cache = tmp_path / "cache"
+    _quantized_stand_in(cache, "hourglass-int8", {"fidelity": {"passed": True, "agreement": 0.97}})
+    _quantized_stand_in(cache, "hourglass-float16", {"fidelity": {"passed": False, "failed": ["pck@0.1 drop 4%"]}})
+    cat = _catalogue_with_variants()  # hourglass-dynamic is not built
+    variants, skipped = cal.find_variants("hourglass-int8", cache, str(MIRROR), cat)
+    by = {v.name: v for v in variants}
+    assert set(by) == {"hourglass", "hourglass-int8", "hourglass-float16"}
+    assert by["hourglass"].verified and by["hourglass"].kind == "float32"
+    assert by["hourglass-int8"].verified and "97.0%" in by["hourglass-int8"].why
+    assert not by["hourglass-float16"].verified and "pck@0.1 drop 4%" in by["hourglass-float16"].why
+    assert [s.name for s in skipped] == ["hourglass-dynamic"]
+    assert "edgepose models quantize hourglass-pb --mode dynamic" in skipped[0].reason
+    only, skipped = cal.find_variants("hourglass", cache, str(MIRROR), cat, kinds=["int8"])
+    assert [v.name for v in only] == ["hourglass-int8"]
+
+
+@pytest.mark.parametrize("report,why", [
+    (None, "no fidelity report"),
+    ("{not json", "unreadable fidelity report"),
+    ({"latency": {}}, "no fidelity results"),
+    ({"fidelity": {"agreement": 0.99}}, "no verdict"),
+    ({"fidelity": {"passed": "yes"}}, "no verdict"),
+])
+def test_a_missing_or_incomplete_report_is_not_verified(tmp_path, report, why):
+    path = _quantized_stand_in(tmp_path, "hourglass-int8", report)
+    ok, text = cal.read_verdict(path)
+    assert not ok and why in text
+
+
+def test_calibrate_refuses_a_model_without_passing_report_unless_allowed(tmp_path, edgepose_env):
+    path = _quantized_stand_in(tmp_path, "mine", {"fidelity": {"passed": False}})
+    args = ["calibrate-fps", "--source", "synthetic:320x240", "--model", path, "--config", os.devnull,
+            "--quick", "--seconds", "1", "--threads", "1", "--xnnpack", "on"]
+    r = run_cli(args, edgepose_env)
+    assert r.returncode == 65, r.stderr
+    assert "fails its fidelity goals" in r.stderr and "--allow-unverified" in r.stderr
+    assert "Traceback" not in r.stderr and r.stdout == ""
+    r = run_cli(args + ["--allow-unverified", "--json"], edgepose_env)
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    assert rep["choice"]["model"] == str(path) and rep["choice"]["verified"] is False
+
+
+# --- the CLI, JSON and the table ---------------------------------------------------------------------------
+
+def test_cli_json_report_matches_the_schema(edgepose_env, tmp_path):
+    r = run_cli(["calibrate-fps", "--source", CLIP, "--model", "hourglass", "--config", os.devnull,
+                 "--quick", "--seconds", "2", "--json"], edgepose_env)
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)  # stdout is exactly one JSON document
+    _check_schema(rep)
+    assert rep["written"] is None and rep["service"] is None and rep["family"] == "hourglass"
+    assert "about" in r.stderr and "left" in r.stderr  # the progress bar with time left
+    assert rep["thermal"]["available"] is False  # this VM exposes no thermal zones or vcgencmd
+
+
+def test_cli_table_names_the_choice_and_the_cap(edgepose_env):
+    r = run_cli(["calibrate-fps", "--source", "synthetic", "--model", "hourglass", "--config", os.devnull,
+                 "--quick", "--seconds", "1", "--threads", "1"], edgepose_env)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    header = next(line for line in lines if line.startswith("model"))
+    for col in ("threads", "xnnpack", "fps", "capture", "infer p50/p95", "total p50/p95", "verified"):
+        assert col in header
+    assert sum("<- chosen" in line for line in lines) == 1
+    chosen = next(line for line in lines if line.startswith("chosen: hourglass, 1 thread(s)"))
+    assert "fps sustained; recommended cap" in chosen
+    assert "not saved: add --write" in r.stdout
+
+
+# --- writing the config ------------------------------------------------------------------------------------
+
+VALUES = {"model": {"name": "hourglass-int8"}, "runtime": {"threads": 3, "xnnpack": False, "max_fps": 12.5}}
+
+
+def _flat(text):
+    import tomllib
+    return {(s, k): v for s, t in tomllib.loads(text).items() for k, v in t.items()}
+
+
+def test_update_toml_changes_only_the_chosen_keys_and_keeps_comments():
+    original = (REPO / "deploy" / "edgepose.toml").read_text()
+    new = cal.update_toml(original, VALUES)
+    before, after = _flat(original), _flat(new)
+    changed = {(s, k) for s, kv in VALUES.items() for k in kv}
+    assert {k: v for k, v in after.items() if k in changed} == {(s, k): v for s, kv in VALUES.items()
+                                                               for k, v in kv.items()}
+    assert {k: v for k, v in after.items() if k not in changed} == {k: v for k, v in before.items()
+                                                                   if k not in changed}
+    comments = [line for line in original.splitlines() if line.strip().startswith("#")]
+    assert comments and all(c in new.splitlines() for c in comments)
+    assert cal.update_toml(new, VALUES) == new  # idempotent
+
+
+def test_update_toml_adds_missing_sections_and_keeps_trailing_comments():
+    text = '# mine\n[camera]\nsource = "1"  # the USB one\n\n[runtime]\nthreads = 1  # keep me\n'
+    new = cal.update_toml(text, VALUES)
+    assert 'source = "1"  # the USB one' in new and "threads = 3  # keep me" in new
+    assert _flat(new)[("model", "name")] == "hourglass-int8"
+    assert cal.update_toml("", VALUES)  # a new file
+    inline = cal.update_toml('runtime = { threads = 1 }\n', VALUES)
+    assert _flat(inline)[("runtime", "threads")] == 3
+
+
+@pytest.mark.parametrize("text,values,msg", [
+    ("[runtime\nthreads = 1\n", VALUES, "not valid TOML"),
+    ("runtime = 3\n", VALUES, "not a table"),
+    ("", {"runtime": {"threads": 100}}, "runtime.threads"),
+    ("[camera]\nbogus = 1\n", VALUES, "unknown config key camera.bogus"),
+])
+def test_update_toml_refuses_to_write_a_broken_config(text, values, msg):
+    with pytest.raises(ConfigError, match=msg):
+        cal.update_toml(text, values, "t.toml")
+
+
+def test_cli_write_round_trip_keeps_the_rest_of_the_file(edgepose_env, tmp_path):
+    target = tmp_path / "edgepose.toml"
+    shutil.copy(REPO / "deploy" / "edgepose.toml", target)
+    target.chmod(0o640)
+    original = target.read_text()
+    r = run_cli(["calibrate-fps", "--source", "synthetic:320x240", "--model", "hourglass", "--config", os.devnull,
+                 "--quick", "--seconds", "1", "--threads", "1", "--json", "--write", target], edgepose_env)
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    assert rep["written"] == str(target)
+    ch = rep["choice"]
+    after, before = _flat(target.read_text()), _flat(original)
+    assert after[("model", "name")] == "hourglass"
+    assert after[("runtime", "threads")] == ch["threads"] == 1
+    assert after[("runtime", "xnnpack")] is ch["xnnpack"]
+    assert after[("runtime", "max_fps")] == ch["max_fps"] > 0
+    owned = {("model", "name"), ("runtime", "threads"), ("runtime", "xnnpack"), ("runtime", "max_fps")}
+    assert {k: v for k, v in after.items() if k not in owned} == {k: v for k, v in before.items() if k not in owned}
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640
+    assert [p.name for p in tmp_path.iterdir()] == ["edgepose.toml"]  # no temp file left behind
+    cfg = config_mod.load(str(target), environ={})  # the service can read it
+    assert cfg.runtime.max_fps == ch["max_fps"] and cfg.mqtt.host == "localhost"
+
+
+def test_write_errors_are_clear_and_come_before_the_sweep(edgepose_env, tmp_path):
+    r = run_cli(["calibrate-fps", "--source", "synthetic", "--config", os.devnull,
+                 "--write", tmp_path / "no" / "dir" / "x.toml"], edgepose_env, timeout=30)
+    assert r.returncode == 78 and "directory" in r.stderr and "does not exist" in r.stderr
+    assert "sweeping" not in r.stderr and "Traceback" not in r.stderr
+    with pytest.raises(ConfigError, match="is a directory"):
+        cal.check_writable(str(tmp_path))
+
+
+# --- --apply -------------------------------------------------------------------------------------------
+
+class Systemctl:
+    """Records systemctl calls (the test must not restart a real service on this machine)."""
+
+    def __init__(self, active=True, missing=False):
+        self.calls, self.active, self.missing = [], active, missing
+
+    def __call__(self, argv):
+        self.calls.append(list(argv))
+        if self.missing:
+            raise FileNotFoundError("systemctl not found")
+        if argv[1] == "is-active" and not self.active:
+            raise OSError("inactive")
+        return ""
+
+
+def test_restart_service_only_restarts_a_running_service():
+    run = Systemctl(active=True)
+    assert cal.restart_service(run=run) == "restarted edgepose"
+    assert run.calls == [["systemctl", "is-active", "--quiet", "edgepose"], ["systemctl", "try-restart", "edgepose"]]
+    run = Systemctl(active=False)
+    assert "not running" in cal.restart_service(run=run) and len(run.calls) == 1
+    with pytest.raises(RuntimeMissingError, match="systemctl not found"):
+        cal.restart_service(run=Systemctl(missing=True))
+
+
+def test_apply_writes_then_restarts(model_cache, tmp_path, monkeypatch, capsys):
+    from edgepose import cli
+
+    target = tmp_path / "svc.toml"
+    target.write_text("[model]\nname = \"cpm\"\n")
+    monkeypatch.setenv("EDGEPOSE_MODEL_DIR", str(model_cache))
+    monkeypatch.setenv("EDGEPOSE_MODEL_MIRROR", str(MIRROR))
+    argv = ["calibrate-fps", "--source", "synthetic:320x240", "--model", "hourglass", "--config", os.devnull,
+            "--quick", "--seconds", "1", "--threads", "1", "--xnnpack", "on", "--write", str(target), "--apply"]
+    args = cli.build_parser(argv).parse_args(argv)
+    run = Systemctl(active=True)
+    assert cal.command(args, runner=run) == 0
+    out = capsys.readouterr().out
+    assert "restarted edgepose" in out and f"to {target}" in out
+    assert run.calls[-1] == ["systemctl", "try-restart", "edgepose"]
+    assert _flat(target.read_text())[("model", "name")] == "hourglass"
+
+
+# --- error paths ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args,code,msg", [
+    (["--camera", "0"], 69, "cannot open camera 0"),  # this machine has no camera (real, not mocked)
+    (["--source", "/dev/video7"], 69, "cannot open camera /dev/video7"),
+    (["--source", "/nonexistent/clip.mp4"], 66, "does not exist"),
+    (["--source", "synthetic", "--model", "/nonexistent/model.tflite"], 66, "does not exist"),
+    (["--source", "synthetic", "--model", "nosuchmodel"], 78, "unknown model 'nosuchmodel'"),
+    (["--source", "synthetic", "--threads", "0"], 64, "--threads"),
+    (["--source", "synthetic", "--variants", "int4"], 64, "--variants"),
+    (["--source", "synthetic", "--seconds", "0"], 64, "--seconds"),
+    (["--source", "synthetic", "--model", "hourglass", "--variants", "int8"], 66, "no variant of model family"),
+])
+def test_error_paths_exit_with_one_clear_line(edgepose_env, args, code, msg):
+    r = run_cli(["calibrate-fps", "--config", os.devnull, "--quick", "--seconds", "1", *args]
+                if "--seconds" not in args else ["calibrate-fps", "--config", os.devnull, *args],
+                edgepose_env, timeout=60)
+    assert r.returncode == code, (r.returncode, r.stderr)
+    errors = [line for line in r.stderr.splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and msg in errors[0], r.stderr
+    assert "Traceback" not in r.stderr and r.stdout == ""
+
+
+def test_a_file_that_is_not_a_model_fails_clearly(edgepose_env, tmp_path):
+    bad = tmp_path / "broken.tflite"
+    bad.write_bytes(b"not a flatbuffer" * 100)
+    r = run_cli(["calibrate-fps", "--config", os.devnull, "--source", "synthetic", "--model", bad,
+                 "--quick", "--seconds", "1", "--threads", "1"], edgepose_env, timeout=60)
+    assert r.returncode == 65 and "no configuration could be measured" in r.stderr, r.stderr
+    assert "not a valid TFLite model" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_parse_helpers():
+    assert cal.parse_int_list("1-3,5", "--threads") == [1, 2, 3, 5]
+    assert cal.parse_int_list("2,2", "--threads") == [2]
+    with pytest.raises(UsageError):
+        cal.parse_int_list("a", "--threads")
+    assert cal.recommend_cap(33.37) == 30.0 and cal.recommend_cap(33.37, 1.0) == 33.3
+    assert cal.recommend_cap(0.05) == 0.1 and cal.recommend_cap(0) == 0.0
+    assert cal.family_of("cpm-int8") == "cpm" and cal.family_of("hourglass") == "hourglass"
