@@ -346,24 +346,27 @@ class Slice:
     temp_c: Tuple[Optional[float], Optional[float]] = (None, None)
 
 
-def measure(cand: Candidate, cfg: config_mod.Config, source: FrameSource, seconds: float,
-            warmup: int = 3, min_frames: int = 3, clock: Callable[[], float] = time.perf_counter,
-            engine_factory: Callable[..., Engine] = Engine) -> Slice:
-    """Load the candidate, warm it up, then run the full pipeline for ``seconds`` (and ``min_frames``).
+def load_candidate(cand: Candidate, cfg: config_mod.Config,
+                   engine_factory: Callable[..., Engine] = Engine) -> pipeline_mod.Pipeline:
+    """The candidate's engine inside the pipeline the config asks for (decoder, tracking, smoothing)."""
+    engine = engine_factory(cand.variant.path, threads=cand.threads, xnnpack=cand.xnnpack,
+                            backend=cfg.runtime.backend)
+    return pipeline_mod.from_config(cfg, engine)
+
+
+def measure(pipe: pipeline_mod.Pipeline, source: FrameSource, seconds: float, warmup: int = 3,
+            min_frames: int = 3, clock: Callable[[], float] = time.perf_counter, setup_s: float = 0.0) -> Slice:
+    """Warm the pipeline up, then run it for ``seconds`` (and at least ``min_frames``).
 
     Sustained FPS = frames / wall time of the measured loop (capture wait +
     preprocess + infer + decode + smoothing for every frame).
     """
     t_setup = clock()
-    engine = engine_factory(cand.variant.path, threads=cand.threads, xnnpack=cand.xnnpack,
-                            backend=cfg.runtime.backend)
-    pipe = pipeline_mod.from_config(cfg, engine)
 
     def next_frame() -> Frame:
         f = source.read(timeout=2.0)
         if f is None:
-            raise DeviceUnavailableError(f"source {cfg.camera.source} stopped delivering frames "
-                                         f"during calibration")
+            raise DeviceUnavailableError("the source stopped delivering frames during calibration")
         return f
 
     for _ in range(warmup):
@@ -371,7 +374,7 @@ def measure(cand: Candidate, cfg: config_mod.Config, source: FrameSource, second
         pipe.process(f.image, f.ts)
     lat: Dict[str, List[float]] = {k: [] for k in STAGES}
     start = clock()
-    setup_s = start - t_setup
+    setup_s += start - t_setup
     n = 0
     while True:
         t0 = clock()
@@ -387,7 +390,41 @@ def measure(cand: Candidate, cfg: config_mod.Config, source: FrameSource, second
         if t2 - start >= seconds and n >= min_frames:
             break
     elapsed = t2 - start
+    engine = pipe.engine
     return Slice(n / elapsed, n, elapsed, lat, setup_s, engine.xnnpack, engine.runtime.name)
+
+
+class Bench:
+    """Measures candidates on one source; finalists keep their loaded pipeline between rounds
+    (so final rounds can be short and many, interleaving candidates finely)."""
+
+    def __init__(self, cfg: config_mod.Config, source: FrameSource, probe: "ThermalProbe",
+                 engine_factory: Callable[..., Engine] = Engine):
+        self.cfg, self.source, self.probe, self.engine_factory = cfg, source, probe, engine_factory
+        self.loaded: Dict[Candidate, pipeline_mod.Pipeline] = {}
+        self.samples: List[ThermalSample] = []
+
+    def __call__(self, cand: Candidate, seconds: float, plan: "Plan", phase: str = "screen") -> Slice:
+        t0 = time.perf_counter()
+        pipe = self.loaded.get(cand)
+        warmup = plan.warmup if pipe is None else 1
+        if pipe is None:
+            pipe = load_candidate(cand, self.cfg, self.engine_factory)
+            if phase == "final":
+                self.loaded[cand] = pipe
+        before = self.probe.sample()
+        s = measure(pipe, self.source, seconds, warmup, plan.min_frames, setup_s=time.perf_counter() - t0)
+        after = self.probe.sample()
+        self.samples.extend((before, after))
+        s.throttled = throttled_between(before.throttle, after.throttle)
+        s.reasons = tuple(dict.fromkeys(before.throttle.reasons + after.throttle.reasons))
+        s.temp_c = (before.temp_c, after.temp_c)
+        if s.throttled:
+            log.warning("%s was measured while throttled (%s)", cand.label, ", ".join(s.reasons) or "?")
+        return s
+
+    def release(self) -> None:
+        self.loaded.clear()
 
 
 def percentiles(values: Sequence[float]) -> Dict[str, Optional[float]]:
@@ -437,9 +474,10 @@ class Plan:
 
     budget_s: float = 90.0  # measurement time (engine loading and warm-up included)
     screen_share: float = 0.35  # of the budget spent screening every candidate once
-    final_rounds: int = 3
-    keep: float = 0.80  # candidates within this fraction of the best eligible screen FPS go on
-    max_finalists: int = 6
+    final_rounds: int = 3  # at least this many final rounds ...
+    final_slice_s: float = 1.0  # ... and more while the budget allows slices of about this length
+    keep: float = 0.70  # candidates within this fraction of the best eligible screen FPS go on
+    max_finalists: int = 4
     warmup: int = 3
     min_frames: int = 3
     min_slice_s: float = 0.3
@@ -447,8 +485,8 @@ class Plan:
 
     @classmethod
     def quick(cls, budget_s: float = 20.0) -> "Plan":
-        return cls(budget_s=budget_s, screen_share=0.4, final_rounds=2, keep=0.85, max_finalists=4,
-                   warmup=2, min_frames=2, min_slice_s=0.2)
+        return cls(budget_s=budget_s, screen_share=0.4, final_rounds=2, final_slice_s=0.5, keep=0.75,
+                   max_finalists=3, warmup=2, min_frames=2, min_slice_s=0.2)
 
 
 @dataclass(frozen=True)
@@ -467,7 +505,7 @@ class Progress:
 
 
 ProgressFn = Callable[[Progress], None]
-SliceFn = Callable[[Candidate, float, Plan], Slice]
+SliceFn = Callable[[Candidate, float, Plan, str], Slice]  # (candidate, seconds, plan, phase)
 
 
 def eligible(cand: Candidate, allow_unverified: bool) -> bool:
@@ -498,7 +536,7 @@ def sweep(candidates: Sequence[Candidate], run_slice: SliceFn, plan: Plan, allow
 
     def one(res: Result, seconds: float, phase: str, remaining_after: int, slice_after_s: float) -> None:
         try:
-            s = run_slice(res.candidate, seconds, plan)
+            s = run_slice(res.candidate, seconds, plan, phase)
         except EdgeposeError as e:
             if isinstance(e, DeviceUnavailableError):
                 raise  # the camera is gone: nothing else can be measured either
@@ -530,13 +568,16 @@ def sweep(candidates: Sequence[Candidate], run_slice: SliceFn, plan: Plan, allow
     best = max(r.screen.fps for r in ok)
     finalists = sorted((r for r in ok if r.screen.fps >= plan.keep * best), key=lambda r: -r.screen.fps)
     finalists = finalists[:plan.max_finalists]
-    spent_per = screen_s + setup_s()
-    left_s = max(0.0, plan.budget_s - n * spent_per)
-    final_s = max(plan.min_slice_s, left_s / (plan.final_rounds * len(finalists)) - setup_s())
-    for rnd in range(plan.final_rounds):
+    k = len(finalists)
+    left_s = max(0.0, plan.budget_s - (clock() - started) - k * setup_s())  # finalists load once
+    rounds = max(plan.final_rounds, int(left_s / (k * plan.final_slice_s)))
+    final_s = max(plan.min_slice_s, left_s / (rounds * k))
+    setups.clear()
+    setups.append(0.0)  # loaded finalists start at once (one warm-up frame)
+    for rnd in range(rounds):
         order = finalists if rnd % 2 == 0 else finalists[::-1]
         for j, res in enumerate(order):
-            remaining = (plan.final_rounds - rnd - 1) * len(finalists) + len(order) - j - 1
+            remaining = (rounds - rnd - 1) * k + k - j - 1
             one(res, final_s, "final", remaining, final_s)
     return results
 
@@ -899,24 +940,12 @@ def calibrate(cfg: config_mod.Config, opts: Options = Options(), probe: Optional
         cores = default_threads()
         threads = list(opts.threads or range(1, cores + 1))
         candidates = enumerate_candidates(variants, threads, opts.xnnpack)
-        samples: List[ThermalSample] = []
-
-        def run_slice(cand: Candidate, seconds: float, plan: Plan) -> Slice:
-            before = probe.sample()
-            s = measure(cand, cfg, source, seconds, plan.warmup, plan.min_frames, engine_factory=engine_factory)
-            after = probe.sample()
-            samples.extend((before, after))
-            s.throttled = throttled_between(before.throttle, after.throttle)
-            s.reasons = tuple(dict.fromkeys(before.throttle.reasons + after.throttle.reasons))
-            s.temp_c = (before.temp_c, after.temp_c)
-            if s.throttled:
-                log.warning("%s was measured while throttled (%s)", cand.label, ", ".join(s.reasons) or "?")
-            return s
-
+        bench = Bench(cfg, source, probe, engine_factory)
         log.info("sweeping %d configurations of %s on %s (about %.0f s)", len(candidates),
                  family_of(cfg.model.name) if not models.looks_like_path(cfg.model.name) else cfg.model.name,
                  info.describe(), opts.plan.budget_s)
-        results = sweep(candidates, run_slice, opts.plan, opts.allow_unverified, progress)
+        results = sweep(candidates, bench, opts.plan, opts.allow_unverified, progress)
+        bench.release()
     finally:
         source.close()
     choice = select(results, opts.allow_unverified)
@@ -931,7 +960,7 @@ def calibrate(cfg: config_mod.Config, opts: Options = Options(), probe: Optional
     if choice.result.throttled:
         warnings.append("the chosen configuration itself was measured while throttled")
     family = cfg.model.name if models.looks_like_path(cfg.model.name) else family_of(cfg.model.name)
-    return build_report(results, choice, skipped, info, family, opts.plan, time.monotonic() - t0, samples,
+    return build_report(results, choice, skipped, info, family, opts.plan, time.monotonic() - t0, bench.samples,
                         board.board_name(board_root), default_threads(), warnings)
 
 

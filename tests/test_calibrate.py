@@ -128,20 +128,23 @@ def test_sweep_screens_then_measures_contenders_in_alternating_order():
     q = _variant("hourglass-int8", False, "int8")
     speed = {("hourglass", 1): 10.0, ("hourglass", 2): 19.0, ("hourglass-int8", 2): 40.0, ("hourglass", 3): 20.0}
     calls = []
+    now = [0.0]
 
-    def fake_slice(cand, seconds, plan):  # the measurement itself is tested with the real model above
-        calls.append((cand.variant.name, cand.threads, round(seconds, 3)))
+    def fake_slice(cand, seconds, plan, phase):  # the measurement itself is tested with the real model above
+        calls.append((cand.variant.name, cand.threads, round(seconds, 3), phase))
+        now[0] += seconds + 0.05
         return cal.Slice(speed[(cand.variant.name, cand.threads)], 5, seconds, {k: [1.0] for k in cal.STAGES},
                          0.05, True, "litert")
 
     cands = [cal.Candidate(v, 1, True), cal.Candidate(v, 2, True), cal.Candidate(v, 3, True),
              cal.Candidate(q, 2, True)]
     plan = cal.Plan(budget_s=10, final_rounds=3, keep=0.8)
-    results = cal.sweep(cands, fake_slice, plan)
+    results = cal.sweep(cands, fake_slice, plan, clock=lambda: now[0])
     screen = calls[:4]
     assert [c[:2] for c in screen] == [("hourglass", 1), ("hourglass", 2), ("hourglass", 3), ("hourglass-int8", 2)]
     finals = [c[:2] for c in calls[4:]]
-    # within 80% of the best *verified* screen (20): threads 2 and 3; int8 unverified stays out
+    assert {c[3] for c in screen} == {"screen"} and {c[3] for c in calls[4:]} == {"final"}
+    # within 80% (keep) of the best *verified* screen (20): threads 2 and 3; int8 unverified stays out
     assert finals == [("hourglass", 3), ("hourglass", 2), ("hourglass", 2), ("hourglass", 3),
                       ("hourglass", 3), ("hourglass", 2)]
     assert [r.finalist for r in results] == [False, True, True, False]
