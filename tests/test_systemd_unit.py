@@ -1,0 +1,152 @@
+"""deploy/: the unit file checked by the real systemd-analyze, the default
+config, and the installer's refusals (the full install runs in
+tests/rehearsal/arm64.sh)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+from edgepose import config as config_mod
+
+DEPLOY = REPO / "deploy"
+UNIT = DEPLOY / "edgepose.service"
+EXEC = "/opt/edgepose/venv/bin/edgepose"
+
+needs_analyze = pytest.mark.skipif(shutil.which("systemd-analyze") is None,
+                                   reason="systemd-analyze is not installed (apt install systemd)")
+
+
+def directives(text: str) -> dict:
+    """Unit file -> {key: [values]} (systemd allows repeated keys)."""
+    out: dict = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith(("#", ";", "[")) and "=" in line:
+            k, v = line.split("=", 1)
+            out.setdefault(k.strip(), []).append(v.strip())
+    return out
+
+
+def unit_for_host(tmp_path: Path) -> Path:
+    """The unit with ExecStart pointing at an executable that exists here
+    (install.sh creates the real one); nothing else is changed."""
+    fake = tmp_path / "bin" / "edgepose"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\nexit 0\n")
+    fake.chmod(0o755)
+    text = UNIT.read_text()
+    assert text.count(EXEC) == 1
+    out = tmp_path / "edgepose.service"
+    out.write_text(text.replace(EXEC, str(fake)))
+    return out
+
+
+@needs_analyze
+def test_unit_verifies_clean(tmp_path):
+    r = subprocess.run(["systemd-analyze", "verify", str(unit_for_host(tmp_path))],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and not r.stdout.strip() and not r.stderr.strip(), r.stdout + r.stderr
+
+
+def exposure(path: Path) -> float:
+    r = subprocess.run(["systemd-analyze", "security", "--offline=true", "--no-pager", str(path)],
+                       capture_output=True, text=True, timeout=60)
+    m = re.search(r"Overall exposure level for \S+: ([0-9.]+)", r.stdout)
+    assert m, r.stdout + r.stderr
+    return float(m.group(1))
+
+
+@needs_analyze
+def test_unit_exposure_is_at_most_2(tmp_path):
+    assert exposure(UNIT) <= 2.0
+
+
+@needs_analyze
+def test_unit_with_the_jetson_drop_in_stays_at_most_2(tmp_path):
+    merged = tmp_path / "edgepose.service"
+    dropin = (DEPLOY / "jetson.conf").read_text()
+    merged.write_text(UNIT.read_text() + "\n" + dropin)
+    assert exposure(merged) <= 2.0
+
+
+def test_unit_contract():
+    d = directives(UNIT.read_text())
+    assert d["Type"] == ["notify"] and d["NotifyAccess"] == ["main"]
+    assert d["Restart"] == ["on-failure"]
+    assert int(d["WatchdogSec"][0]) >= 10
+    # the stop timeout leaves room for one emulated/slow frame plus the MQTT flush
+    assert int(d["TimeoutStopSec"][0]) >= 10
+    assert "78" in d["RestartPreventExitStatus"][0].split()
+    assert "StartLimitIntervalSec" in d and "StartLimitBurst" in d
+    assert d["ExecStart"][0].startswith(EXEC + " run --config /etc/edgepose/edgepose.toml")
+    assert d["User"] == ["edgepose"] and d["SupplementaryGroups"] == ["video"]
+    assert "char-video4linux rw" in d["DeviceAllow"] and d["DevicePolicy"] == ["closed"]
+    assert "PrivateDevices" not in d  # it would hide /dev/video*
+    assert d["StateDirectory"] == ["edgepose"]
+    assert d["WantedBy"] == ["multi-user.target"]
+
+
+def test_default_service_config_loads_with_service_defaults():
+    cfg = config_mod.load(str(DEPLOY / "edgepose.toml"), environ={})
+    assert cfg.output.sink == "mqtt"
+    assert cfg.model.dir == "/var/lib/edgepose/models"
+    assert cfg.service.watchdog is True
+    # pings stop well before systemd's WatchdogSec expires
+    wd = int(directives(UNIT.read_text())["WatchdogSec"][0])
+    assert cfg.service.stall_timeout < wd
+
+
+def run_script(name, *args, user=None, env=None):
+    cmd = ["bash", str(DEPLOY / name), *args]
+    if user is not None:
+        cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *cmd]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env)
+
+
+@pytest.mark.parametrize("script", ["install.sh", "uninstall.sh"])
+def test_scripts_parse_and_have_help(script):
+    assert subprocess.run(["bash", "-n", str(DEPLOY / script)]).returncode == 0
+    r = run_script(script, "--help")
+    assert r.returncode == 0, r.stderr
+    assert ("--purge" if script == "uninstall.sh" else "--from DIR") in r.stdout
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["--bogus"], 64, "unknown option: --bogus"),
+    (["--broker", "host:port:x"], 64, "--broker must be HOST or HOST:PORT"),
+    (["--offline"], 64, "--offline needs --from DIR"),
+    (["--platform", "amiga"], 64, "--platform must be"),
+])
+def test_install_usage_errors(args, code, message):
+    r = run_script("install.sh", *args)
+    assert r.returncode == code and message in r.stderr, r.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv")
+def test_install_refuses_non_root():
+    r = run_script("install.sh", user=65534)
+    assert r.returncode == 69 and "must run as root" in r.stderr, r.stderr
+    r = run_script("uninstall.sh", user=65534)
+    assert r.returncode == 69 and "must run as root" in r.stderr, r.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the check after the root check needs root")
+@pytest.mark.skipif(Path("/run/systemd/system").is_dir(), reason="systemd is running on this machine")
+def test_install_refuses_without_systemd():
+    r = run_script("install.sh")
+    assert r.returncode == 69 and "systemd is not running" in r.stderr and "--no-start" in r.stderr, r.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the check after the root check needs root")
+def test_install_refuses_missing_python_and_bundle(tmp_path):
+    r = run_script("install.sh", "--no-start", "--python", "/nonexistent/python3")
+    assert r.returncode == 69 and "/nonexistent/python3 not found" in r.stderr, r.stderr
+    r = run_script("install.sh", "--no-start", "--from", str(tmp_path / "missing"))
+    assert r.returncode == 66 and "is not a directory" in r.stderr, r.stderr
