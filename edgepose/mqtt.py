@@ -7,9 +7,10 @@ Topics (``<prefix>/<device>/...``, see docs/mqtt.md):
 * ``status``        retained JSON every ``mqtt.status_interval`` seconds
 * ``meta``          retained JSON: keypoint names, skeleton, model and input size
 
-Threading model of :class:`MqttSink`: the capture loop only serialises a
-payload and appends it to a bounded queue (``publish_pose`` never touches the
-network).  One network thread owns the paho client: it connects (never
+Threading model of :class:`MqttSink`: the capture loop only appends the
+payload dict to a bounded queue (``publish_pose`` never touches the network
+and does not even encode JSON).  One network thread owns the paho client: it
+encodes payloads (while the capture thread sits in inference), connects (never
 blocking the caller), reconnects with bounded exponential backoff plus jitter,
 runs the socket with ``select`` and moves queued messages to the broker.  A
 status thread calls the daemon's ``status_provider`` on its own timer, so
@@ -174,7 +175,7 @@ class MqttSink:
         self._client = c
 
         self._lock = threading.Lock()
-        self._queue: Deque[bytes] = deque()     # pose payloads not yet handed to paho
+        self._queue: Deque[Any] = deque()       # pose payloads not yet handed to paho
         self._pending: Dict[int, int] = {}      # paho mid -> qos of pose messages on their way
         self._connected = False
         self._state = "not started"
@@ -211,14 +212,18 @@ class MqttSink:
             self._threads.append(t)
 
     def publish_pose(self, payload: Dict[str, Any]) -> None:
-        """Queue one pose (cheap; never blocks on the network)."""
+        """Queue one pose (a few microseconds; never blocks on the network).
+
+        The dict is encoded to JSON later by the network thread (in parallel
+        with the next inference), so the caller must not modify it afterwards.
+        """
         if self._closed:
             return
         if self.cfg.rate_limit > 0 and not self._rate_ok(self._clock()):
             with self._lock:
                 self._counts["rate_limited"] += 1
             return
-        data = to_json(payload).encode()
+        data = payload
         with self._lock:
             if not self._connected and self.cfg.qos == 0:
                 self._counts["dropped_messages"] += 1  # QoS 0 cannot wait: counted, not hidden
@@ -430,13 +435,14 @@ class MqttSink:
             self._drop_connection()
             return
         if self._wake_r in r:
-            with self._lock:
-                self._woken = False
             try:
                 while self._wake_r.recv(4096):
                     pass
             except OSError:
                 pass
+            # clear the flag only after draining: a wake-up sent meanwhile stays in the pipe
+            with self._lock:
+                self._woken = False
         if buffered or sock in r:
             c.loop_read()
         if c.socket() is not None and (sock in w or c.want_write()):
@@ -459,6 +465,14 @@ class MqttSink:
                 if not self._queue or len(self._pending) >= POSE_INFLIGHT:
                     return
                 data = self._queue.popleft()
+            if isinstance(data, dict):
+                try:
+                    data = to_json(data).encode()
+                except (TypeError, ValueError) as e:  # e.g. NaN: a bug upstream, never a crash here
+                    log.error("mqtt: dropping a pose that cannot be encoded as JSON: %s", e)
+                    with self._lock:
+                        self._counts["dropped_messages"] += 1
+                    continue
             info = c.publish(self.topics.pose, data, qos=qos)
             with self._lock:
                 if info.rc != 0:  # the connection went away under us

@@ -364,9 +364,11 @@ def test_callback_exceptions_do_not_kill_the_network_thread(broker, sinks, caplo
     s = sinks(broker, qos=1, cls=FlakyAnnounce, status=status, status_interval=0.5)
     s.start()
     assert wait_for(lambda: connected(s), 5)
-    for i in range(3):
-        s.publish_pose(pose(i))
-    assert wait_for(lambda: c.seqs() == [0, 1, 2], 5)
+    s.publish_pose(pose(0))
+    s.publish_pose(pose(1) | {"score": float("nan")})  # not valid JSON: dropped and counted, no crash
+    s.publish_pose(pose(2))
+    assert wait_for(lambda: c.seqs() == [0, 2], 5)
+    assert s.stats()["dropped_messages"] == 1 and "cannot be encoded as JSON" in caplog.text
     assert "boom in on_connect" in caplog.text
     assert s._threads[0].is_alive()
     # the status thread survived its provider's exception too and reports it once

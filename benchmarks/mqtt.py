@@ -1,0 +1,182 @@
+#!/usr/bin/env python3
+"""MQTT publishing cost and latency against a real local mosquitto (prints numbers; asserts nothing).
+
+    python3 benchmarks/mqtt.py [--qos 0] [--messages 600] [--latency-model hourglass]
+                               [--model cpm] [--threads 1] [--frames 300]
+
+1. publish cost: ``MqttSink.publish_pose`` timed in this process (what the capture loop
+   pays per message: JSON encoding + bounded queue + wake-up), ``--messages`` real
+   schema-v1 payloads at 30 msg/s; also the sink -> loopback subscriber latency.
+2. end-to-end latency: ``edgepose run --fps 30 --sink mqtt`` (``--latency-model``, fast
+   enough for 30 FPS here) on a 640x480 clip; a loopback subscriber computes
+   ``receive time - payload ts`` (ts = when the frame entered the pipeline).
+3. pipeline efficiency with MQTT on: ``edgepose run --sink mqtt`` uncapped with ``--model``
+   and ``--threads``; FPS counted at the subscriber / (1 / median bare invoke()), as in
+   benchmarks/pipeline.py (goal >= 0.90).
+
+mosquitto is started on a free loopback port with tests/broker.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import paho.mqtt.client as paho  # noqa: E402
+
+import broker as brokers  # noqa: E402  (tests/broker.py)
+import pipeline as pipebench  # noqa: E402  (benchmarks/pipeline.py: clip, bare invoke, fps)
+
+
+def pct(values, q):
+    v = sorted(values)
+    return v[min(len(v) - 1, int(round(q / 100 * (len(v) - 1))))]
+
+
+class Subscriber:
+    """Loopback subscriber recording (receive time, payload) for every pose."""
+
+    def __init__(self, b, topic):
+        self.got = []
+        self.c = paho.Client(paho.CallbackAPIVersion.VERSION2)
+        self.c.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, 1)
+        self.c.on_message = lambda c, u, m: self.got.append((time.time(), time.monotonic(), m.payload))
+        self.c.connect(b.host, b.port)
+        self.c.loop_start()
+        time.sleep(0.3)
+
+    def close(self):
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
+def publish_cost(b, qos: int, n: int):
+    from edgepose import config
+    from edgepose.mqtt import MqttSink
+    from edgepose.payload import make_meta, make_payload
+    from edgepose.pose import KEYPOINT_NAMES, Pose
+    import numpy as np
+
+    cfg = config.load(None, {"mqtt": {"host": b.host, "port": b.port, "qos": qos}}, environ={})
+    sink = MqttSink(cfg.mqtt, "bench-sink", make_meta("bench-sink", "cpm", KEYPOINT_NAMES, (192, 192),
+                                                         (96, 96), "bench"), dict)
+    sub = Subscriber(b, "edgepose/bench-sink/pose")
+    sink.start()
+    while not sink.stats()["connected"]:
+        time.sleep(0.01)
+    rng = np.random.default_rng(0)
+    cost, sent = [], {}
+    t_next = time.monotonic()
+    for seq in range(n):
+        pose = Pose.from_arrays(KEYPOINT_NAMES, rng.uniform(0, 640, (14, 2)), rng.uniform(0, 1, 14), 0.3)
+        payload = make_payload("bench-sink", seq, time.time(), (640, 480), "cpm", pose,
+                               {"capture": 1.0, "preprocess": 1.0, "infer": 30.0, "decode": 0.2, "total": 33.0})
+        t0 = time.perf_counter()
+        sink.publish_pose(payload)
+        cost.append((time.perf_counter() - t0) * 1e6)
+        sent[seq] = time.monotonic()
+        t_next += 1 / 30
+        time.sleep(max(0.0, t_next - time.monotonic()))
+    time.sleep(0.5)
+    net_cpu_s = thread_cpu_s(sink._threads[0].native_id)
+    sink.close()
+    sub.close()
+    lat = [(mono - sent[json.loads(p)["seq"]]) * 1e3 for _, mono, p in sub.got]
+    return cost, lat, net_cpu_s
+
+
+def thread_cpu_s(tid: int) -> float:
+    """user+system CPU seconds of one thread of this process (from /proc, 10 ms ticks)."""
+    fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_daemon(b, clip, env, model, threads, fps, device):
+    sub = Subscriber(b, f"edgepose/{device}/pose")
+    cmd = [sys.executable, "-m", "edgepose.cli", "run", "--source", str(clip), "--model", model,
+           "--threads", str(threads), "--sink", "mqtt", "--broker", f"{b.host}:{b.port}",
+           "--device", device]
+    if fps:
+        cmd += ["--fps", str(fps)]
+    rc = subprocess.run(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
+    time.sleep(0.3)
+    sub.close()
+    got = [(wall, mono, json.loads(p)) for wall, mono, p in sub.got]
+    return rc, got
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--qos", type=int, default=0, choices=(0, 1))
+    ap.add_argument("--messages", type=int, default=600)
+    ap.add_argument("--latency-model", default="hourglass")
+    ap.add_argument("--model", default="cpm")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--frames", type=int, default=300)
+    args = ap.parse_args()
+    if not brokers.available():
+        print("mosquitto is not installed (apt-get install mosquitto mosquitto-clients)")
+        return 69
+
+    from edgepose import models
+    tmp = Path(tempfile.mkdtemp(prefix="edgepose-mqtt-bench-"))
+    env = dict(os.environ, EDGEPOSE_MODEL_MIRROR=os.environ.get("EDGEPOSE_MODEL_MIRROR",
+                                                                str(pipebench.SHARED / "models")),
+               EDGEPOSE_MQTT_QOS=str(args.qos))
+    env.setdefault("EDGEPOSE_MODEL_DIR", str(tmp / "models"))
+    env.pop("EDGEPOSE_CONFIG", None)
+    b = brokers.Broker(tmp).start()
+    try:
+        version = subprocess.run([brokers.MOSQUITTO, "-h"], capture_output=True, text=True).stdout.split("\n")[0]
+        print(f"broker: {version} on {b.host}:{b.port} (loopback), pose QoS {args.qos}")
+
+        cost, lat, net_cpu = publish_cost(b, args.qos, args.messages)
+        print(f"publish_pose cost ({args.messages} payloads at 30 msg/s, in-process MqttSink): "
+              f"p50 {pct(cost, 50):.1f} us, p99 {pct(cost, 99):.1f} us, max {max(cost):.1f} us")
+        print(f"network thread CPU (JSON encoding + MQTT I/O): {net_cpu / args.messages * 1e6:.0f} us per message "
+              f"(whole run incl. connect and status, 10 ms /proc ticks)")
+        print(f"sink -> loopback subscriber: {len(lat)}/{args.messages} received, "
+              f"p50 {pct(lat, 50):.2f} ms, p99 {pct(lat, 99):.2f} ms")
+
+        clip = pipebench.make_clip(tmp / "clip640x480.mp4", args.frames)
+        for m in {args.latency_model, args.model}:
+            models.resolve(m, cache_dir=env["EDGEPOSE_MODEL_DIR"], mirror=env["EDGEPOSE_MODEL_MIRROR"])
+        rc, got = run_daemon(b, clip, env, args.latency_model, args.threads, 30, "bench-e2e")
+        e2e = [(wall - p["ts"]) * 1e3 for wall, _, p in got]
+        rate = (len(got) - 1) / (got[-1][1] - got[0][1]) if len(got) > 1 else float("nan")
+        print(f"edgepose run --fps 30 --model {args.latency_model} --threads {args.threads} --sink mqtt: "
+              f"{len(got)}/{args.frames} poses at the subscriber, {rate:.1f} msg/s, exit {rc}")
+        print(f"end-to-end capture -> loopback subscriber: p50 {pct(e2e, 50):.1f} ms, "
+              f"p99 {pct(e2e, 99):.1f} ms")
+
+        path = models.resolve(args.model, cache_dir=env["EDGEPOSE_MODEL_DIR"], mirror=env["EDGEPOSE_MODEL_MIRROR"])
+        before = pipebench.bare_invoke_ms(path, args.threads, True)
+        rc, got = run_daemon(b, clip, env, args.model, args.threads, 0, "bench-eff")
+        after = pipebench.bare_invoke_ms(path, args.threads, True)
+        invoke_ms = statistics.median([before, after])
+        fps = pipebench.fps_of([mono for _, mono, _ in got]) if len(got) > 20 else float("nan")
+        print(f"bare invoke median ({args.model}, {args.threads} thread(s)): {invoke_ms:.2f} ms "
+              f"(before {before:.2f}, after {after:.2f}) -> {1000 / invoke_ms:.1f} FPS ceiling")
+        print(f"edgepose run --sink mqtt (uncapped): {len(got)}/{args.frames} poses at the subscriber, "
+              f"{fps:.1f} FPS, exit {rc}")
+        print(f"pipeline efficiency with MQTT on: {fps * invoke_ms / 1000:.3f} (goal >= 0.90)")
+    finally:
+        b.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
