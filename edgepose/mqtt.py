@@ -671,7 +671,6 @@ def command(args) -> int:
     def on_connect(c, userdata, flags, reason_code, properties):
         if reason_code.is_failure:
             state["refused"] = _reason_text(reason_code)
-            c.disconnect()
             return
         c.subscribe([(f"{base}/{t}", 1) for t in ("pose", "availability", "status", "meta")])
 
@@ -701,8 +700,6 @@ def command(args) -> int:
                 write(f"{_clock_text(None)} {dev} {note}", info)
             write(to_json(doc) if args.json else format_pose(doc))
             state["poses"] += 1
-            if args.count and state["poses"] >= args.count:
-                c.disconnect()
 
     client.on_connect = on_connect
     client.on_message = on_message
@@ -711,22 +708,33 @@ def command(args) -> int:
     except Exception as e:
         raise DeviceUnavailableError(f"cannot connect to the MQTT broker at {cfg.mqtt.host}:"
                                      f"{cfg.mqtt.port}: {describe_error(e)}") from None
-    timer = None
-    if args.timeout > 0:
-        def expire():
-            state["timed_out"] = True
-            client.disconnect()
-        timer = threading.Timer(args.timeout, expire)
-        timer.daemon = True
-        timer.start()
+    deadline = time.monotonic() + args.timeout if args.timeout > 0 else None
+
+    def done() -> bool:
+        return bool(state["refused"] or (args.count and state["poses"] >= args.count))
+
     try:
-        client.loop_forever(retry_first_connection=False)
+        while not done():
+            if deadline is not None and time.monotonic() >= deadline:
+                state["timed_out"] = True
+                break
+            if client.loop(timeout=0.2) != 0 and not done():  # connection lost: keep trying
+                log.warning("connection to %s:%s lost; reconnecting", cfg.mqtt.host, cfg.mqtt.port)
+                while not done() and (deadline is None or time.monotonic() < deadline):
+                    time.sleep(1.0)
+                    try:
+                        client.reconnect()
+                        break
+                    except Exception as e:
+                        log.debug("reconnect failed: %s", describe_error(e))
     except KeyboardInterrupt:
-        client.disconnect()
-        return 0
+        pass  # Ctrl-C is the normal way to stop watching
     finally:
-        if timer:
-            timer.cancel()
+        try:
+            client.disconnect()
+            client.loop(timeout=0.1)
+        except Exception:
+            pass
     if state["refused"]:
         raise DeviceUnavailableError(f"the MQTT broker at {cfg.mqtt.host}:{cfg.mqtt.port} refused the "
                                      f"connection: {state['refused']}")

@@ -13,6 +13,7 @@ import os
 import random
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -436,3 +437,34 @@ def test_sub_timeout_without_poses_exits_75(broker):
     p = _sub(broker, "--count", "1", "--timeout", "1")
     out, err = p.communicate(timeout=20)
     assert p.returncode == 75 and "received 0 of 1 poses" in err
+
+
+def test_sub_survives_a_broker_restart_and_ctrl_c_exits_0(broker, sinks):
+    import signal
+    s = sinks(broker, qos=1)
+    s.start()
+    assert wait_for(lambda: connected(s), 5)
+    p = _sub(broker, "--device", "dev1", "--count", "2", "--timeout", "20")
+    lines = []
+    reader = threading.Thread(target=lambda: lines.extend(p.stdout), daemon=True)
+    reader.start()
+    assert wait_for(lambda: any("dev1 is online" in x for x in lines), 10)
+    s.publish_pose(pose(1))
+    broker.restart()
+    assert wait_for(lambda: s.stats()["connects"] == 2, 10)
+    # resubscribed: the broker hands it the retained availability again
+    assert wait_for(lambda: sum("dev1 is online" in x for x in lines) >= 2, 10), lines
+    s.publish_pose(pose(2))
+    p.wait(25)
+    reader.join(5)
+    err = p.stderr.read()
+    assert p.returncode == 0, err
+    assert [x.split()[2] for x in lines if " dev1 #" in x] == ["#1", "#2"]
+    assert "lost; reconnecting" in err
+
+    w = _sub(broker, "--all")
+    assert wait_for(lambda: False, 1.5) is None  # let it subscribe
+    w.send_signal(signal.SIGINT)
+    out, err = w.communicate(timeout=10)
+    assert w.returncode == 0 and "Traceback" not in err
+    assert "dev1 is online" in out
