@@ -114,12 +114,40 @@ def delegation(path: Path, runtime: Optional[Runtime] = None, threads: int = 0) 
     if error:
         return Delegation(0, 0, 0, False, _summary(log_text + "\n" + error))
     ops = interp._get_ops_details()  # noqa: SLF001 - the only op-level API of both runtimes
-    delegates = sum(1 for o in ops if o["op_name"] == "DELEGATE")
-    total = len(ops) - delegates
+    inputs = {d["index"] for d in interp.get_input_details()}
+    outputs = {d["index"] for d in interp.get_output_details()}
+    delegates = [o for o in ops if o["op_name"] == "DELEGATE"]
+    kept = undelegated_ops(ops, inputs, outputs)
+    total = len(ops) - len(delegates)
     m = _REPLACING.search(log_text)
     if m:
         return Delegation(int(m.group(4)), int(m.group(1)), int(m.group(2)), True, m.group(0))
-    return Delegation(delegates, total if delegates else 0, total, True)
+    return Delegation(len(delegates), total - len(kept) if delegates else 0, total, True)
+
+
+def undelegated_ops(ops: List[dict], graph_inputs: set, graph_outputs: set) -> List[dict]:
+    """The original ops the runtime still executes itself after delegation.
+
+    Walks back from every delegate input and graph output that no delegate
+    produces, through the producing ops, until delegate outputs, graph inputs
+    or constants are reached.
+    """
+    delegates = [o for o in ops if o["op_name"] == "DELEGATE"]
+    d_out = {int(t) for o in delegates for t in o["outputs"]}
+    d_in = {int(t) for o in delegates for t in o["inputs"]}
+    producer = {int(t): o for o in ops if o["op_name"] != "DELEGATE" for t in o["outputs"]}
+    if not delegates:
+        return [o for o in ops]
+    todo = [t for t in (d_in | set(graph_outputs)) if t not in d_out and t not in graph_inputs and t in producer]
+    found: Dict[int, dict] = {}
+    while todo:
+        op = producer[todo.pop()]
+        if op["index"] in found:
+            continue
+        found[op["index"]] = op
+        todo += [int(i) for i in op["inputs"]
+                 if i >= 0 and int(i) not in d_out and int(i) not in graph_inputs and int(i) in producer]
+    return sorted(found.values(), key=lambda o: o["index"])
 
 
 def _summary(text: str) -> str:

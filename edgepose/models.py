@@ -231,6 +231,44 @@ def cache_state(entry: ModelEntry, cache_dir: Path) -> str:
     return "cached"
 
 
+def report_path(model_path: Path) -> Path:
+    """The JSON report written beside a locally built model: ``<stem>.report.json``."""
+    model_path = Path(model_path)
+    return model_path.with_name(model_path.stem + ".report.json")
+
+
+def verify_local(path: Path) -> None:
+    """Check a locally built model against the sha256 its report recorded."""
+    import json
+
+    rp = report_path(path)
+    try:
+        report = json.loads(rp.read_text())
+        want = report["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ModelError(f"{path} has no readable report {rp.name}; rebuild it with `edgepose models quantize`") from None
+    got = sha256_of(path)
+    if got != want:
+        raise ModelError(f"checksum mismatch for {path}: sha256 {got}, its report says {want}")
+
+
+def verify_cache(cache_dir: Path, catalogue: Optional[Dict[str, ModelEntry]] = None) -> List[tuple]:
+    """(name, state) for every catalogue entry: "ok", "not cached" or the problem."""
+    catalogue = load_catalogue() if catalogue is None else catalogue
+    out = []
+    for name, entry in catalogue.items():
+        p = entry.cache_file(Path(cache_dir))
+        if not p.is_file():
+            out.append((name, "not cached"))
+            continue
+        try:
+            verify_local(p) if entry.local_only else verify_file(p, entry)
+            out.append((name, "ok"))
+        except ModelError as e:
+            out.append((name, f"BAD: {e}"))
+    return out
+
+
 def remove_cached(entry: ModelEntry, cache_dir: Path) -> None:
     d = entry.cache_file(cache_dir).parent
     if d.is_dir():

@@ -41,7 +41,7 @@ from .geometry import Box, CropTransform, whole_frame_box
 
 log = logging.getLogger(__name__)
 
-MODES = ("int8", "float16", "dynamic")
+MODES = ("int8", "float16", "dynamic", "float32")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 # activations whose scale is smaller than this are widened (see fix_quantization)
 MIN_ACTIVATION_SCALE = 1e-3
@@ -127,6 +127,109 @@ def relu6_name(graph_def, name: str) -> str:
         name = _node_name(n.input[0])
         n = by_name.get(name)
     return name
+
+
+def _const_node(graph_def, name: str, value: np.ndarray):
+    tf = _tf()
+    from tensorflow.python.framework import tensor_util  # noqa: PLC0415
+
+    n = graph_def.node.add()
+    n.name, n.op = name, "Const"
+    n.attr["dtype"].type = tf.as_dtype(value.dtype).as_datatype_enum
+    n.attr["value"].tensor.CopyFrom(tensor_util.make_tensor_proto(value))
+    return n
+
+
+def _static_shapes(graph_def, names: Sequence[str]) -> Dict[str, Tuple[int, ...]]:
+    tf = _tf()
+    g = tf.Graph()
+    with g.as_default():
+        tf.compat.v1.import_graph_def(graph_def, name="")
+    return {n: tuple(g.get_tensor_by_name(n if ":" in n else n + ":0").shape.as_list()) for n in names}
+
+
+def split_depthwise(graph_def, max_taps: int = 25) -> Tuple[object, List[str]]:
+    """Rewrite depthwise convolutions with more than ``max_taps`` taps as sums of row bands.
+
+    XNNPACK has fast single-pass depthwise kernels up to 25 taps; a 7x7 (49
+    taps) depthwise convolution takes ~6x longer than the same work done as
+    ``pad -> 3 x (slice rows -> 3x7 / 3x7 / 1x7 VALID depthwise) -> add``.
+    The result is the same function (float summation order aside: ~1e-6).
+    Only stride-1, undilated, NHWC ``SAME`` convolutions with static shapes
+    are rewritten.
+    """
+    tf = _tf()
+    by_name = {n.name: n for n in graph_def.node}
+    todo = []
+    for n in graph_def.node:
+        if n.op != "DepthwiseConv2dNative" or n.attr["padding"].s != b"SAME":
+            continue
+        if list(n.attr["strides"].list.i) not in ([1, 1, 1, 1], []) or \
+                any(d != 1 for d in n.attr["dilations"].list.i) or n.attr["data_format"].s not in (b"", b"NHWC"):
+            continue
+        wnode, w = _const_value(by_name, n.input[1])
+        if w is None or w.shape[0] * w.shape[1] <= max_taps or w.shape[1] > max_taps:
+            continue
+        todo.append((n.name, w))
+    if not todo:
+        return graph_def, []
+    shapes = _static_shapes(graph_def, [by_name[name].input[0] for name, _ in todo])
+    out = tf.compat.v1.GraphDef()
+    out.CopyFrom(graph_def)
+    by_name = {n.name: n for n in out.node}
+    notes = []
+    for name, w in todo:
+        n = by_name[name]
+        src = n.input[0]
+        shape = shapes[src]
+        if None in shape[1:3]:
+            continue
+        h, wd = shape[1], shape[2]
+        kh, kw = w.shape[:2]
+        band = max(1, max_taps // kw)
+        pt, pl = (kh - 1) // 2, (kw - 1) // 2
+        _const_node(out, f"{name}/edgepose_split/pads",
+                    np.array([[0, 0], [pt, kh - 1 - pt], [pl, kw - 1 - pl], [0, 0]], np.int32))
+        pad = out.node.add()
+        pad.name, pad.op = f"{name}/edgepose_split/pad", "Pad"
+        pad.input.extend([src, f"{name}/edgepose_split/pads"])
+        pad.attr["T"].type = tf.float32.as_datatype_enum
+        pad.attr["Tpaddings"].type = tf.int32.as_datatype_enum
+        parts = []
+        for k, r0 in enumerate(range(0, kh, band)):
+            rows = min(band, kh - r0)
+            base = f"{name}/edgepose_split/band{k}"
+            _const_node(out, base + "/begin", np.array([0, r0, 0, 0], np.int32))
+            # explicit sizes: XNNPACK does not delegate an int8 SLICE with -1 sizes
+            _const_node(out, base + "/size", np.array([shape[0] or 1, h + rows - 1, wd + kw - 1, w.shape[2]],
+                                                      np.int32))
+            sl = out.node.add()
+            sl.name, sl.op = base + "/slice", "Slice"
+            sl.input.extend([pad.name, base + "/begin", base + "/size"])
+            sl.attr["T"].type = tf.float32.as_datatype_enum
+            sl.attr["Index"].type = tf.int32.as_datatype_enum
+            _const_node(out, base + "/weights", np.ascontiguousarray(w[r0:r0 + rows]).astype(np.float32))
+            dw = out.node.add()
+            dw.CopyFrom(n)
+            dw.name = base + "/depthwise"
+            del dw.input[:]
+            dw.input.extend([sl.name, base + "/weights"])
+            dw.attr["padding"].s = b"VALID"
+            parts.append(dw.name)
+        acc = parts[0]
+        for k, part in enumerate(parts[1:], 1):
+            add = out.node.add() if k < len(parts) - 1 else n
+            if add is n:
+                n.Clear()
+                n.name = name
+            else:
+                add.name = f"{name}/edgepose_split/sum{k}"
+            add.op = "AddV2"
+            add.input.extend([acc, part])
+            add.attr["T"].type = tf.float32.as_datatype_enum
+            acc = add.name
+        notes.append(f"{name}: {kh}x{kw} depthwise -> {len(parts)} bands of <= {band} rows")
+    return out, notes
 
 
 def tensor_ranges(graph_def, input_name: str, names: Sequence[str], images: Sequence[np.ndarray]
@@ -306,6 +409,9 @@ class Recipe:
     int8_io: bool = True  # int8 input (scale 1, zero -128: lossless for 0..255 pixels) and output
     min_scale: float = MIN_ACTIVATION_SCALE
     output_max: float = 0.0  # 0: keep the calibrated output range; >0: widen it to 0..output_max
+    float_layers: Tuple[str, ...] = ()  # int8: ops whose output name contains one of these stay float
+    split_depthwise: bool = True  # rewrite >25-tap depthwise convolutions (see split_depthwise)
+    balance_concats: bool = True
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -323,7 +429,9 @@ def convert(graph_def, input_name: str, output_name: str, input_shape: Sequence[
         pb.write_bytes(graph_def.SerializeToString())
         conv = tf.compat.v1.lite.TFLiteConverter.from_frozen_graph(
             str(pb), [input_name], [output_name], input_shapes={input_name: list(input_shape)})
-        if recipe.mode == "float16":
+        if recipe.mode == "float32":
+            pass  # the graph rewrites only
+        elif recipe.mode == "float16":
             conv.optimizations = [tf.lite.Optimize.DEFAULT]
             conv.target_spec.supported_types = [tf.float16]
         elif recipe.mode == "dynamic":
@@ -339,6 +447,8 @@ def convert(graph_def, input_name: str, output_name: str, input_shape: Sequence[
             conv.representative_dataset = representative
             if not recipe.per_channel:
                 conv._experimental_disable_per_channel = True  # noqa: SLF001 (documented converter flag)
+            if recipe.float_layers:
+                return _convert_mixed(tf, conv, representative, recipe.float_layers)
             if recipe.int8_io:
                 conv.inference_input_type = tf.int8
                 conv.inference_output_type = tf.int8
@@ -346,6 +456,53 @@ def convert(graph_def, input_name: str, output_name: str, input_shape: Sequence[
             return conv.convert()
         except Exception as e:  # the converter raises many types; report one line
             raise ModelError(f"the TFLite converter failed: {str(e).strip().splitlines()[-1]}") from None
+
+
+def _convert_mixed(tf, conv, representative, patterns: Sequence[str]) -> bytes:
+    """int8 except the ops whose output tensor name contains one of ``patterns`` (float32 I/O)."""
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+    try:
+        plain = read_model(conv.convert())
+    except Exception as e:
+        raise ModelError(f"the TFLite converter failed: {str(e).strip().splitlines()[-1]}") from None
+    g = plain.subgraphs[0]
+    names = [_name(g.tensors[op.outputs[0]]) for op in g.operators]
+    keep = [n for n in names if any(p in n for p in patterns)]
+    if not keep:
+        raise UsageError(f"no layer matches --float-layers {','.join(patterns)}")
+    log.info("keeping %d of %d ops in float", len(keep), len(names))
+    opts = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=keep)
+    dbg = tf.lite.experimental.QuantizationDebugger(converter=conv, debug_dataset=representative,
+                                                    debug_options=opts)
+    try:
+        return dbg.get_nondebug_quantized_model()
+    except Exception as e:
+        raise ModelError(f"the TFLite converter failed: {str(e).strip().splitlines()[-1]}") from None
+
+
+@dataclass
+class Build:
+    model: bytes
+    notes: List[str]
+    fixes: List[QuantFix]
+
+
+def build(pb_path: Path, input_name: str, output_name: str, input_shape: Sequence[int], recipe: Recipe,
+          calibration: Sequence[np.ndarray] = ()) -> Build:
+    """Frozen graph -> clean-ups -> converter -> quantization fixes."""
+    gd, cleanup = cleanup_graph(load_graph(pb_path), keep=[output_name])
+    notes = [f"removed {cleanup.removed_relu} redundant Relu after Relu6"]
+    if recipe.split_depthwise:
+        gd, more = split_depthwise(gd)
+        notes += more
+    if recipe.mode == "int8" and recipe.balance_concats:
+        gd, more = balance_concats(gd, input_name, calibration[::4] or calibration)
+        notes += more
+    data = convert(gd, input_name, output_name, input_shape, recipe, calibration)
+    fixes: List[QuantFix] = []
+    if recipe.mode == "int8":
+        data, fixes = fix_quantization(data, recipe.min_scale, recipe.output_max)
+    return Build(data, notes, fixes)
 
 
 # -- 4. flatbuffer post-processing ---------------------------------------------------
@@ -515,3 +672,95 @@ def fidelity(float_engine, quant_engine, samples, decoder: str = "subpixel",
                     pck_float={k: ref.metrics[k] for k in keys},
                     pck_quant={k: got.metrics[k] for k in keys},
                     keypoints=int(vis.sum()), people=int(len(samples)), decoder=decoder)
+
+
+@dataclass(frozen=True)
+class Goals:
+    """The acceptance goals a report is checked against (issue #5)."""
+
+    partitions: int = 1
+    agreement: float = 0.97
+    max_pck_drop: float = 0.01  # PCK@0.1, absolute
+
+
+def check_goals(report: dict, goals: Goals = Goals()) -> Dict[str, Optional[bool]]:
+    """Goal name -> met (None when the report has no numbers for it)."""
+    x = report.get("xnnpack", {}).get("quantized") or {}
+    out: Dict[str, Optional[bool]] = {
+        "one_xnnpack_partition": bool(x.get("prepared")) and x.get("partitions") == goals.partitions
+        and x.get("delegated_nodes") == x.get("total_nodes")}
+    fid = report.get("fidelity")
+    if fid:
+        out["agreement"] = fid["agreement"] >= goals.agreement
+        out["pck_drop"] = (fid["pck_float"]["pck@0.1"] - fid["pck_quant"]["pck@0.1"]) <= goals.max_pck_drop + 1e-9
+    else:
+        out["agreement"] = out["pck_drop"] = None
+    return out
+
+
+def make_report(*, name: str, source: str, source_path: Path, model_path: Path, recipe: Recipe,
+                built: Build, calib_dir: Optional[Path], calib_count: int, float_engine, quant_engine,
+                samples=None, decoder: str = "subpixel", runs: int = 30, image: Optional[np.ndarray] = None,
+                float_path: Optional[Path] = None) -> dict:
+    """Everything measured about a built model, in one JSON-able dict (measured in this run)."""
+    from . import models  # noqa: PLC0415
+    from .modelinfo import delegation, latency_interleaved  # noqa: PLC0415
+
+    if image is None:
+        image = np.random.default_rng(0).integers(0, 256, (quant_engine.spec.input_h,
+                                                           quant_engine.spec.input_w, 3), dtype=np.uint8)
+    lat = latency_interleaved({"float": float_engine, "quantized": quant_engine}, image, runs=runs)
+    report = {
+        "model": name, "path": str(model_path), "sha256": models.sha256_of(model_path),
+        "size_bytes": Path(model_path).stat().st_size,
+        "source": source, "source_sha256": models.sha256_of(source_path),
+        "recipe": asdict(recipe), "rewrites": built.notes,
+        "quantization_fixes": [asdict(f) for f in built.fixes],
+        "calibration": {"dir": str(calib_dir) if calib_dir else None, "images": calib_count},
+        "float_reference": str(float_path or float_engine.path),
+        "runtime": {"backend": quant_engine.runtime.name, "version": quant_engine.runtime.version,
+                    "threads": quant_engine.threads},
+        "xnnpack": {"float": asdict(delegation(float_engine.path, float_engine.runtime, float_engine.threads)),
+                    "quantized": asdict(delegation(model_path, quant_engine.runtime, quant_engine.threads))},
+        "latency_ms": {k: asdict(v) for k, v in lat.items()},
+        "speedup_vs_float": lat["float"].median_ms / lat["quantized"].median_ms,
+        "speedup_vs_float_min": lat["float"].min_ms / lat["quantized"].min_ms,
+        "output_grid": [quant_engine.spec.grid_h, quant_engine.spec.grid_w],
+        "fidelity": None,
+    }
+    if samples:
+        report["fidelity"] = asdict(fidelity(float_engine, quant_engine, samples, decoder))
+    report["goals"] = check_goals(report)
+    return report
+
+
+def write_report(report: dict, model_path: Path) -> Path:
+    from .models import report_path  # noqa: PLC0415
+
+    path = report_path(model_path)
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_text(json.dumps(report, indent=1, default=float) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def format_report(report: dict) -> str:
+    x = report["xnnpack"]["quantized"]
+    lat = report["latency_ms"]
+    lines = [f"{report['model']}: {report['path']} ({report['size_bytes'] / 1e6:.2f} MB, sha256 {report['sha256'][:16]}...)",
+             f"  xnnpack     {x['partitions']} partition(s), {x['delegated_nodes']}/{x['total_nodes']} nodes"
+             + ("" if x["prepared"] else f"  FAILED: {x['message']}"),
+             f"  latency     float {lat['float']['median_ms']:.2f} ms, {report['recipe']['mode']} "
+             f"{lat['quantized']['median_ms']:.2f} ms median (min {lat['float']['min_ms']:.2f} / "
+             f"{lat['quantized']['min_ms']:.2f}) -> {report['speedup_vs_float']:.2f}x "
+             f"({report['runtime']['backend']}, {report['runtime']['threads']} threads, same run)"]
+    fid = report.get("fidelity")
+    if fid:
+        lines.append(f"  agreement   {100 * fid['agreement']:.1f}% of {fid['keypoints']} labelled keypoints within "
+                     f"{100 * AGREEMENT_TOLERANCE:.0f}% of the box size of the float prediction")
+        lines.append(f"  pck@0.1     float {100 * fid['pck_float']['pck@0.1']:.1f}  quantized "
+                     f"{100 * fid['pck_quant']['pck@0.1']:.1f}  ({fid['people']} people, decoder {fid['decoder']})")
+    goals = report.get("goals", {})
+    lines.append("  goals       " + ", ".join(f"{k} {'met' if v else ('n/a' if v is None else 'NOT met')}"
+                                            for k, v in goals.items()))
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,216 @@
+"""``edgepose models``: list, pull, info, verify and quantize models.
+
+* ``list``: the catalogue with each entry's cache state;
+* ``pull NAME``: fetch from the mirror (directory or http(s) URL) or upstream,
+  verify size and sha256, with a progress bar;
+* ``info NAME|PATH``: inputs/outputs, dtypes, quantization, op histogram,
+  FLOPs, XNNPACK partitions, size;
+* ``verify``: checksums of everything in the cache (exit 65 if any is bad);
+* ``quantize NAME --calib DIR``: build a local variant (``cpm-int8`` ...)
+  from the upstream frozen graph and write a JSON report beside it (needs
+  ``pip install 'edgepose[convert]'``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Dict, Optional
+
+from . import models
+from .errors import ConfigError, ModelError, UsageError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default=None, help="config file (model dir/mirror, runtime)")
+    parser.add_argument("--model-dir", default=None, help="model cache directory (default: model.dir, "
+                        "$EDGEPOSE_MODEL_DIR or ~/.cache/edgepose/models)")
+    parser.add_argument("--mirror", default=None, help="mirror directory or http(s) URL (default: model.mirror)")
+    sub = parser.add_subparsers(dest="action", metavar="ACTION")
+    p = sub.add_parser("list", help="the catalogue and what is in the cache")
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("pull", help="download (or copy from the mirror) and verify a model")
+    p.add_argument("name")
+    p.add_argument("--force", action="store_true", help="fetch again even if cached")
+    p = sub.add_parser("info", help="inputs/outputs, quantization, ops, FLOPs, XNNPACK partitions")
+    p.add_argument("name", metavar="NAME|PATH")
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("verify", help="check the checksums of every cached model")
+    p = sub.add_parser("quantize", help="build an int8/float16/dynamic/float32 variant with a report")
+    p.add_argument("name", help="model family (cpm, hourglass) or variant name (cpm-int8, ...)")
+    p.add_argument("--calib", default=None, metavar="DIR", help="calibration photos (required for int8)")
+    p.add_argument("--mode", default=None, choices=("int8", "float16", "dynamic", "float32"),
+                   help="recipe (default int8, or the variant's recipe)")
+    p.add_argument("--out", default=None, metavar="PATH",
+                   help="write here instead of the cache entry (report beside it)")
+    p.add_argument("--eval", default=None, metavar="FILE.json",
+                   help="COCO keypoints to measure agreement with float and PCK (never the calibration set)")
+    p.add_argument("--float-layers", default=None, metavar="PAT,PAT",
+                   help="int8: keep ops whose name contains one of these in float")
+    p.add_argument("--no-augment", action="store_true", help="calibrate on the plain photos only")
+    p.add_argument("--runs", type=int, default=30, help="timed runs per model for the report (default 30)")
+    p.add_argument("--threads", type=int, default=None, help="interpreter threads (default: runtime.threads)")
+
+
+def _context(args):
+    from . import config as config_mod
+
+    cfg = config_mod.load(args.config)
+    cache = Path(args.model_dir or cfg.model.dir or models.default_cache_dir())
+    mirror = args.mirror if args.mirror is not None else cfg.model.mirror
+    return cfg, cache, mirror
+
+
+def command(args: argparse.Namespace) -> int:
+    action = getattr(args, "action", None)
+    if not action:
+        raise UsageError("choose an action: edgepose models {list,pull,info,verify,quantize}")
+    cfg, cache, mirror = _context(args)
+    return {"list": _list, "pull": _pull, "info": _info, "verify": _verify,
+            "quantize": _quantize}[action](args, cfg, cache, mirror)
+
+
+def _out(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def _list(args, cfg, cache: Path, mirror: str) -> int:
+    cat = models.load_catalogue()
+    rows = []
+    for name, e in cat.items():
+        rows.append({"name": name, "state": models.cache_state(e, cache),
+                     "kind": f"local ({e.recipe} from {e.source})" if e.local_only else e.format,
+                     "size": e.size, "description": e.description, "path": str(e.cache_file(cache))})
+    if args.json:
+        _out(json.dumps(rows, indent=1) + "\n")
+        return 0
+    _out(f"model cache: {cache}\n")
+    w = max(len(r["name"]) for r in rows)
+    for r in rows:
+        _out(f"  {r['name']:<{w}}  {r['state']:<10}  {r['kind']:<28}  {r['description']}\n")
+    return 0
+
+
+def _pull(args, cfg, cache: Path, mirror: str) -> int:
+    cat = models.load_catalogue()
+    if args.name not in cat:
+        raise ConfigError(f"unknown model {args.name!r}; `edgepose models list` shows the catalogue")
+    entry = cat[args.name]
+    if args.force and not entry.local_only:
+        target = entry.cache_file(cache)
+        if target.is_file():
+            target.unlink()
+    path = models.resolve(args.name, cache_dir=cache, mirror=mirror, progress=models.stderr_progress(),
+                          catalogue=cat)
+    _out(f"{args.name}: {path} ({models.cache_state(entry, cache)})\n")
+    return 0
+
+
+def _info(args, cfg, cache: Path, mirror: str) -> int:
+    from . import modelinfo
+
+    path = models.resolve(args.name, cache_dir=cache, mirror=mirror, progress=models.stderr_progress())
+    if path.suffix == ".pb":
+        raise UsageError(f"{path} is a frozen TensorFlow graph; `info` reads .tflite models")
+    info = modelinfo.inspect(path)
+    if args.json:
+        _out(json.dumps(info.to_dict(), indent=1) + "\n")
+    else:
+        _out(modelinfo.format_info(info))
+    return 0
+
+
+def _verify(args, cfg, cache: Path, mirror: str) -> int:
+    results = models.verify_cache(cache)
+    bad = 0
+    for name, state in results:
+        _out(f"  {name:<20} {state}\n")
+        bad += state not in ("ok", "not cached")
+    _out(f"{len(results)} entries, {bad} bad ({cache})\n")
+    if bad:
+        raise ModelError(f"{bad} cached model(s) failed verification; `edgepose models pull NAME --force` "
+                         "fetches them again")
+    return 0
+
+
+def variant_for(name: str, mode: Optional[str], catalogue: Dict[str, models.ModelEntry]) -> models.ModelEntry:
+    """``cpm`` + ``int8`` -> the ``cpm-int8`` entry; ``cpm-int8`` -> itself."""
+    if name in catalogue and catalogue[name].local_only:
+        e = catalogue[name]
+        if mode and mode != e.recipe:
+            raise UsageError(f"{name} is the {e.recipe} variant; drop --mode or choose another name")
+        return e
+    mode = mode or "int8"
+    family = name[:-3] if name.endswith("-pb") else name
+    for e in catalogue.values():
+        if e.local_only and e.recipe == mode and e.source in (f"{family}-pb", family):
+            return e
+    choices = sorted({e.source[:-3] if e.source.endswith("-pb") else e.source
+                      for e in catalogue.values() if e.local_only})
+    raise ConfigError(f"no {mode} recipe for {name!r} in the catalogue (models: {', '.join(choices)})")
+
+
+def _quantize(args, cfg, cache: Path, mirror: str) -> int:
+    from . import quantize as q
+    from .engine import Engine
+
+    cat = models.load_catalogue()
+    entry = variant_for(args.name, args.mode, cat)
+    src = cat.get(entry.source)
+    if src is None:
+        raise ConfigError(f"catalogue entry {entry.name} names an unknown source {entry.source!r}")
+    ref_name = entry.extra.get("reference", entry.source[:-3] if entry.source.endswith("-pb") else entry.source)
+    float_layers = tuple(p for p in (args.float_layers.split(",") if args.float_layers is not None
+                                     else entry.extra.get("float_layers", [])) if p)
+    recipe = q.Recipe(mode=entry.recipe, float_layers=float_layers,
+                      output_max=float(entry.extra.get("output_max", 0.0)),
+                      split_depthwise=bool(entry.extra.get("split_depthwise", True)))
+    if recipe.mode == "int8" and not args.calib:
+        raise UsageError("int8 quantization needs calibration photos: --calib DIR")
+    if args.runs < 1:
+        raise UsageError("--runs must be at least 1")
+    pb = models.resolve(entry.source, cache_dir=cache, mirror=mirror, progress=models.stderr_progress(),
+                        catalogue=cat)
+    float_path = models.resolve(ref_name, cache_dir=cache, mirror=mirror, progress=models.stderr_progress(),
+                                catalogue=cat)
+    threads = args.threads if args.threads is not None else cfg.runtime.threads
+    float_engine = Engine(float_path, threads=threads, backend=cfg.runtime.backend)
+    in_w, in_h = float_engine.input_size
+    calib = []
+    if args.calib:
+        calib = q.calibration_images(Path(args.calib), in_w, in_h,
+                                     augment=None if args.no_augment else q.Augment())
+    samples = None
+    if args.eval:
+        from .evaluate import load_annotations
+
+        samples = load_annotations(args.eval)
+    inp = src.input or {}
+    outp = src.output or {}
+    try:
+        in_name, out_name = inp["name"], outp["name"]
+        shape = list(inp["shape"])
+    except KeyError as e:
+        raise ConfigError(f"catalogue entry {src.name} lacks input/output {e}") from None
+    sys.stderr.write(f"building {entry.name} ({recipe.mode}) from {pb} ...\n")
+    built = q.build(pb, in_name, out_name, shape, recipe, calib)
+    out = Path(args.out) if args.out else entry.cache_file(cache)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".part")
+        tmp.write_bytes(built.model)
+        tmp.replace(out)
+    except OSError as e:
+        raise ConfigError(f"cannot write {out}: {e}") from None
+    quant_engine = Engine(out, threads=threads, backend=cfg.runtime.backend)
+    report = q.make_report(name=entry.name, source=entry.source, source_path=pb, model_path=out,
+                           recipe=recipe, built=built, calib_dir=Path(args.calib) if args.calib else None,
+                           calib_count=len(calib), float_engine=float_engine, quant_engine=quant_engine,
+                           samples=samples, runs=args.runs, float_path=float_path)
+    rp = q.write_report(report, out)
+    _out(q.format_report(report))
+    _out(f"report: {rp}\n")
+    return 0

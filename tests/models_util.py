@@ -1,0 +1,67 @@
+"""Session-scoped quantized models for the tests (built once per test session).
+
+Building runs the real `edgepose models quantize` command (TensorFlow
+converter, calibration on ../shared/data/calib, report measured on
+../shared/data/eval) into a session model cache fed from ../shared/models.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from conftest import CALIB, EVAL_ANN, MIRROR, run_cli
+
+
+def tensorflow_available() -> bool:
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+needs_tf = pytest.mark.skipif(not tensorflow_available() and not os.environ.get("CI"),
+                              reason="the converter extra is not installed: pip install -e '.[convert]'")
+
+
+@pytest.fixture(scope="session")
+def quant_cache(tmp_path_factory, shared) -> Path:
+    return tmp_path_factory.mktemp("quantized")
+
+
+@pytest.fixture(scope="session")
+def quant_env(quant_cache) -> dict:
+    env = dict(os.environ)
+    env.update({"EDGEPOSE_MODEL_DIR": str(quant_cache), "EDGEPOSE_MODEL_MIRROR": str(MIRROR),
+                "PYTHONUNBUFFERED": "1"})
+    env.pop("EDGEPOSE_CONFIG", None)
+    return env
+
+
+class Built:
+    """Build each (family, mode) once per session; returns (model path, report dict, CLI result)."""
+
+    def __init__(self, cache: Path, env: dict):
+        self.cache, self.env, self.done = cache, env, {}
+
+    def __call__(self, family: str, mode: str = "int8"):
+        key = (family, mode)
+        if key not in self.done:
+            args = ["models", "quantize", family, "--mode", mode, "--eval", EVAL_ANN, "--runs", "5"]
+            if mode == "int8":
+                args += ["--calib", CALIB]
+            r = run_cli(args, self.env, timeout=900)
+            assert r.returncode == 0, r.stderr[-3000:]
+            path = self.cache / f"{family}-{mode}" / "model.tflite"
+            report = json.loads((path.parent / "model.report.json").read_text())
+            self.done[key] = (path, report, r)
+        return self.done[key]
+
+
+@pytest.fixture(scope="session")
+def built(quant_cache, quant_env) -> Built:
+    return Built(quant_cache, quant_env)

@@ -1,0 +1,185 @@
+"""Quantization: graph rewrites are exact, conversion of both models, the report against the goals.
+
+Conversions use TensorFlow (the `convert` extra) and the real upstream frozen
+graphs; each model is built once per session (tests/models_util.py).
+Speed is not asserted here: `python3 benchmarks/quantized.py` prints it.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from edgepose import models
+from edgepose import quantize as q
+from edgepose.engine import Engine
+from edgepose.errors import ModelError, UsageError
+from edgepose.modelinfo import delegation, inspect
+
+from conftest import CALIB, MIRROR, run_cli
+from models_util import built, needs_tf, quant_cache, quant_env  # noqa: F401 (fixtures)
+
+pytestmark = needs_tf
+
+OUTPUTS = {"cpm": "Convolutional_Pose_Machine/stage_5_out", "hourglass": "hourglass_out_3"}
+
+
+def _run_graph(graph_def, output: str, image: np.ndarray) -> np.ndarray:
+    tf = q._tf()
+    g = tf.Graph()
+    with g.as_default():
+        tf.compat.v1.import_graph_def(graph_def, name="")
+    with tf.compat.v1.Session(graph=g) as s:
+        return s.run(output + ":0", {"image:0": image[None].astype(np.float32)})[0]
+
+
+@pytest.fixture(scope="module")
+def calib_images():
+    return q.calibration_images(CALIB, 192, 192)
+
+
+def test_calibration_images_are_daemon_crops_with_augmentation(calib_images):
+    plain = q.calibration_images(CALIB, 192, 192, augment=None)
+    n = len(q.list_images(CALIB))
+    assert len(plain) == n and len(calib_images) == n * (2 + q.Augment().variants)
+    assert all(i.shape == (192, 192, 3) and i.dtype == np.uint8 for i in calib_images)
+    # the first two per photo: the whole-frame crop and its mirror image
+    assert np.array_equal(calib_images[0], plain[0])
+    assert np.array_equal(calib_images[1], plain[0][:, ::-1])
+    # deterministic for a seed
+    again = q.calibration_images(CALIB, 192, 192)
+    assert all(np.array_equal(a, b) for a, b in zip(again, calib_images))
+
+
+def test_calibration_folder_errors(tmp_path):
+    with pytest.raises(Exception, match="does not exist"):
+        q.calibration_images(tmp_path / "nope", 192, 192)
+    with pytest.raises(Exception, match="has no images"):
+        q.calibration_images(tmp_path, 192, 192)
+
+
+@pytest.mark.parametrize("family", ["cpm", "hourglass"])
+def test_graph_rewrites_preserve_the_output(family, calib_images):
+    """Relu removal, 7x7 depthwise split and concat balancing compute the same function."""
+    gd = q.load_graph(MIRROR / family / "model.pb")
+    out = OUTPUTS[family]
+    clean, c = q.cleanup_graph(gd, keep=[out])
+    assert c.removed_relu == 52
+    assert sum(n.op == "Relu" for n in clean.node) == sum(n.op == "Relu" for n in gd.node) - 52
+    split, notes = q.split_depthwise(clean)
+    if family == "cpm":
+        assert len(notes) == 15  # three 7x7 depthwise convolutions in each of stages 1..5
+    else:
+        assert notes == []  # hourglass has no depthwise kernel above 25 taps
+    balanced, bnotes = q.balance_concats(split, "image", calib_images[::8])
+    assert len(bnotes) == (5 if family == "cpm" else 0)
+    for img in calib_images[:3]:
+        ref = _run_graph(gd, out, img)
+        for g in (clean, split, balanced):
+            got = _run_graph(g, out, img)
+            assert got.shape == ref.shape
+            assert np.abs(got - ref).max() < 1e-4 * max(1.0, float(np.abs(ref).max()))
+
+
+def test_cleanup_keeps_an_output_relu():
+    gd = q.load_graph(MIRROR / "cpm" / "model.pb")
+    relu = "Convolutional_Pose_Machine/stage_5_mv1/stage_5_mv1_2_pointwise/Relu"
+    clean, c = q.cleanup_graph(gd, keep=[relu])
+    assert c.removed_relu == 51 and any(n.name == relu for n in clean.node)
+
+
+def test_not_a_graph(tmp_path):
+    bad = tmp_path / "x.pb"
+    bad.write_bytes(b"\xff" * 100)
+    with pytest.raises(ModelError):
+        q.load_graph(bad)
+    with pytest.raises(UsageError):
+        q.Recipe(mode="int4")
+
+
+@pytest.mark.parametrize("family", ["cpm", "hourglass"])
+def test_int8_conversion_meets_the_partition_and_fidelity_goals(built, quant_cache, family):
+    path, report, r = built(family, "int8")
+    # the model is where the catalogue says, and --model cpm-int8 resolves to it
+    assert models.resolve(f"{family}-int8", cache_dir=quant_cache) == path
+    assert report["sha256"] == models.sha256_of(path)
+    assert dict(models.verify_cache(quant_cache))[f"{family}-int8"] == "ok"
+    info = inspect(path)
+    assert info.quantized == "int8"
+    assert info.inputs[0].dtype == "int8" and info.inputs[0].quantization == (1.0, -128)  # lossless 0..255
+    assert "RELU" not in info.ops
+    # hard goals: one XNNPACK partition with every node, fidelity against float
+    x = report["xnnpack"]["quantized"]
+    assert x["prepared"] and x["partitions"] == 1 and x["delegated_nodes"] == x["total_nodes"]
+    assert delegation(path).whole
+    fid = report["fidelity"]
+    assert fid["keypoints"] == 270 and fid["people"] == 23
+    assert report["goals"]["one_xnnpack_partition"] is True
+    assert fid["agreement"] >= 0.97, fid
+    assert fid["pck_float"]["pck@0.1"] - fid["pck_quant"]["pck@0.1"] <= 0.01 + 1e-9, fid
+    # the report's speed numbers exist and are positive (benchmarks/quantized.py prints them)
+    assert report["latency_ms"]["float"]["median_ms"] > 0 and report["latency_ms"]["quantized"]["median_ms"] > 0
+    assert "agreement" in r.stdout and "partition" in r.stdout
+    # the engine runs it through the daemon's path, with XNNPACK
+    e = Engine(path, threads=1)
+    assert e.xnnpack and e.spec.input_dtype == np.int8
+    out = e.run(np.zeros((192, 192, 3), np.uint8))
+    assert out.dtype == np.float32 and out.shape[2] == 14
+
+
+def test_hourglass_degenerate_scales_are_fixed(built):
+    """Hourglass has always-zero tensors whose calibrated scale collapses to ~1e-8."""
+    path, report, _ = built("hourglass", "int8")
+    assert any("below" in f["reason"] and f["old_scale"] < 1e-6 for f in report["quantization_fixes"])
+    # put one collapsed scale back: XNNPACK refuses the graph; the fix makes it prepare again
+    m = q.read_model(path.read_bytes())
+    g = m.subgraphs[0]
+    fixed_names = {f["tensor"] for f in report["quantization_fixes"]}
+    t = next(t for t in g.tensors if q._name(t) in fixed_names and t.quantization.scale is not None)
+    t.quantization.scale = [7.8e-9]
+    broken = path.parent / "broken.tflite"
+    broken.write_bytes(q.write_model(m))
+    assert not delegation(broken).prepared
+    repaired, fixes = q.fix_quantization(broken.read_bytes())
+    assert fixes and fixes[0].new_scale == q.MIN_ACTIVATION_SCALE
+    broken.write_bytes(repaired)
+    assert delegation(broken).whole
+
+
+def test_float32_rewrite_is_exact_and_whole(built):
+    path, report, _ = built("cpm", "float32")
+    assert report["xnnpack"]["quantized"]["partitions"] == 1
+    assert report["fidelity"]["agreement"] == 1.0
+    img = np.random.default_rng(3).integers(0, 256, (192, 192, 3), dtype=np.uint8)
+    a = Engine(MIRROR / "cpm" / "model.tflite", threads=1).run(img)
+    b = Engine(path, threads=1).run(img)
+    assert a.shape == b.shape and np.abs(a - b).max() < 1e-4
+
+
+@pytest.mark.parametrize("family", ["hourglass"])
+def test_float16_variant(built, family):
+    path, report, _ = built(family, "float16")
+    assert inspect(path, with_delegation=False).weight_dtypes.get("float16", 0) > 0
+    assert report["xnnpack"]["quantized"]["partitions"] == 1
+    assert report["fidelity"]["agreement"] >= 0.99
+
+
+def test_quantize_command_errors(quant_env):
+    r = run_cli(["models", "quantize", "cpm"], quant_env)  # int8 without --calib
+    assert r.returncode == 64 and "--calib" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli(["models", "quantize", "nosuch", "--calib", CALIB], quant_env)
+    assert r.returncode == 78 and "Traceback" not in r.stderr
+    r = run_cli(["models", "quantize", "cpm-int8", "--mode", "float16"], quant_env)
+    assert r.returncode == 64 and "Traceback" not in r.stderr
+
+
+def test_report_goal_check_is_strict():
+    rep = {"xnnpack": {"quantized": {"prepared": True, "partitions": 2, "delegated_nodes": 5, "total_nodes": 5}},
+           "fidelity": {"agreement": 0.969, "pck_float": {"pck@0.1": 0.70}, "pck_quant": {"pck@0.1": 0.68}}}
+    assert q.check_goals(rep) == {"one_xnnpack_partition": False, "agreement": False, "pck_drop": False}
+    rep["xnnpack"]["quantized"]["partitions"] = 1
+    rep["fidelity"].update(agreement=0.97, pck_quant={"pck@0.1": 0.69})
+    assert q.check_goals(rep) == {"one_xnnpack_partition": True, "agreement": True, "pck_drop": True}
+    assert json.dumps(rep)
