@@ -999,18 +999,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def overrides_from_args(args: argparse.Namespace) -> Dict[str, Dict[str, Any]]:
-    o: Dict[str, Dict[str, Any]] = {"camera": {}, "model": {}, "runtime": {}}
-    if args.camera is not None:
-        o["camera"]["source"] = args.camera
-    if args.source is not None:
-        o["camera"]["source"] = args.source
-    if args.model:
-        o["model"]["name"] = args.model
-    if args.model_mirror:
-        o["model"]["mirror"] = args.model_mirror
-    if args.backend:
-        o["runtime"]["backend"] = args.backend
-    return {k: v for k, v in o.items() if v}
+    """The flags shared with ``edgepose run`` (source, model, mirror, backend) as config overrides."""
+    from .service import overrides_from_args as run_overrides
+
+    unset = dict(decoder=None, threads=None, no_xnnpack=False, fps=None, max_frames=None, sink=None,
+                 device=None, broker=None, no_smoothing=False, no_tracking=False, preview=None)
+    return run_overrides(argparse.Namespace(**unset, camera=args.camera, source=args.source, model=args.model,
+                                            model_mirror=args.model_mirror, backend=args.backend))
 
 
 def options_from_args(args: argparse.Namespace) -> Options:
