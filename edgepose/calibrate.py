@@ -98,42 +98,55 @@ class Candidate:
         return f"{self.variant.name} t{self.threads} xnnpack {'on' if self.xnnpack else 'off'}"
 
 
-def family_of(name: str) -> str:
-    """``cpm-int8`` -> ``cpm``: a family is the float catalogue entry its variants are named after."""
-    return name.split("-", 1)[0]
+def family_of(name: str, catalogue: Optional[Mapping[str, models.ModelEntry]] = None) -> str:
+    """``cpm-int8`` -> ``cpm``: the float model a variant's report compares against (its catalogue
+    ``reference``), else the part of the name before the first ``-``."""
+    entry = (catalogue or {}).get(name)
+    ref = entry.extra.get("reference") if entry is not None else None
+    return str(ref) if ref else name.split("-", 1)[0]
+
+
+FIDELITY_GOALS = ("agreement", "pck_drop")  # of quantize.check_goals: the accuracy goals (not speed)
 
 
 def fidelity_verdict(report: Any) -> Tuple[bool, str]:
-    """Read the verdict of a quantized model's ``report.json`` (written by ``edgepose models quantize``).
+    """Whether a locally built model's report (``edgepose models quantize``) shows it keeps accuracy.
 
-    The documented key is ``report["fidelity"]["passed"]`` (a bool); anything
-    else (missing, not a bool) is *not verified*.
+    The goals are re-checked from the numbers in the report with
+    :func:`edgepose.quantize.check_goals` (keypoint agreement with the float
+    model, PCK@0.1 drop); both must be met.  No fidelity numbers (the model
+    was built without ``--eval``) means *not verified*.
     """
-    fid = report.get("fidelity") if isinstance(report, Mapping) else None
-    if not isinstance(fid, Mapping):
-        return False, "its report.json has no fidelity results"
-    passed = fid.get("passed")
-    detail = ""
-    if isinstance(fid.get("agreement"), (int, float)):
-        detail = f" (keypoint agreement with float {fid['agreement']:.1%})"
-    if passed is True:
-        return True, "passes its fidelity report" + detail
-    if passed is False:
-        why = fid.get("failed") or fid.get("reasons") or ""
-        if isinstance(why, (list, tuple)):
-            why = "; ".join(map(str, why))
-        return False, "fails its fidelity goals" + detail + (f": {why}" if why else "")
-    return False, "its report.json has no verdict (fidelity.passed)"
+    from .quantize import check_goals
+
+    if not isinstance(report, Mapping) or not isinstance(report.get("fidelity"), Mapping):
+        return False, "its report has no fidelity results (build it with `edgepose models quantize ... --eval`)"
+    try:
+        goals = check_goals(dict(report))
+    except (KeyError, TypeError, AttributeError) as e:
+        return False, f"its report's fidelity results are incomplete ({e})"
+    fid = report["fidelity"]
+    detail = f"keypoint agreement with float {fid['agreement']:.1%}" if isinstance(
+        fid.get("agreement"), (int, float)) else ""
+    missed = [g for g in FIDELITY_GOALS if goals.get(g) is not True]
+    if not missed:
+        return True, "passes its fidelity goals" + (f" ({detail})" if detail else "")
+    return False, "fails its fidelity goals: " + ", ".join(missed) + (f" ({detail})" if detail else "")
 
 
 def read_verdict(model_path: Path) -> Tuple[bool, str]:
-    report = Path(model_path).parent / "report.json"
+    """The verdict of the report beside ``model_path`` (which must describe this very file)."""
+    report = models.report_path(model_path)
     if not report.is_file():
-        return False, f"no fidelity report ({report} is missing)"
+        return False, f"no fidelity report ({report.name} is missing)"
     try:
         data = json.loads(report.read_text())
     except (OSError, ValueError) as e:
         return False, f"unreadable fidelity report {report}: {e}"
+    try:
+        models.verify_local(Path(model_path))
+    except ModelError as e:
+        return False, f"its report describes another file ({e})"
     return fidelity_verdict(data)
 
 
@@ -145,17 +158,16 @@ def find_variants(model: str, cache_dir: Optional[Path] = None, mirror: str = ""
     only when already built in the cache).  A path is swept alone (the user chose that file)."""
     if models.looks_like_path(model):
         path = models.resolve(model)
-        verdict = read_verdict(path) if (path.parent / "report.json").is_file() else (
+        verdict = read_verdict(path) if models.report_path(path).is_file() else (
             True, "given as a path (your choice; only threads and XNNPACK are swept)")
         return [Variant(str(path), "file", path, *verdict)], []
     catalogue = models.load_catalogue() if catalogue is None else catalogue
     if model not in catalogue:
         raise ConfigError(f"unknown model {model!r}: expected a path to a .tflite file or one of "
                           + ", ".join(n for n, e in catalogue.items() if e.format == "tflite"))
-    family = family_of(model)
+    family = family_of(model, catalogue)
     cache = Path(cache_dir) if cache_dir else models.default_cache_dir()
-    entries = [e for n, e in catalogue.items()
-               if e.format == "tflite" and (n == family or n.startswith(family + "-"))]
+    entries = [e for n, e in catalogue.items() if e.format == "tflite" and family_of(n, catalogue) == family]
     variants: List[Variant] = []
     skipped: List[Skipped] = []
     for e in entries:
@@ -928,6 +940,10 @@ def calibrate(cfg: config_mod.Config, opts: Options = Options(), probe: Optional
     """Run the whole calibration and return the report dict (nothing is written)."""
     t0 = time.monotonic()
     probe = probe or ThermalProbe(board_root)
+    by_path = models.looks_like_path(cfg.model.name)
+    if catalogue is None and not by_path:
+        catalogue = models.load_catalogue()
+    family = cfg.model.name if by_path else family_of(cfg.model.name, catalogue)
     source, info = open_frames(cfg, opener)  # the camera first: fail fast without one
     try:
         variants, skipped = find_variants(cfg.model.name, Path(cfg.model.dir) if cfg.model.dir else None,
@@ -941,8 +957,7 @@ def calibrate(cfg: config_mod.Config, opts: Options = Options(), probe: Optional
         threads = list(opts.threads or range(1, cores + 1))
         candidates = enumerate_candidates(variants, threads, opts.xnnpack)
         bench = Bench(cfg, source, probe, engine_factory)
-        log.info("sweeping %d configurations of %s on %s (about %.0f s)", len(candidates),
-                 family_of(cfg.model.name) if not models.looks_like_path(cfg.model.name) else cfg.model.name,
+        log.info("sweeping %d configurations of %s on %s (about %.0f s)", len(candidates), family,
                  info.describe(), opts.plan.budget_s)
         results = sweep(candidates, bench, opts.plan, opts.allow_unverified, progress)
         bench.release()
@@ -959,7 +974,6 @@ def calibrate(cfg: config_mod.Config, opts: Options = Options(), probe: Optional
                         f"and run again")
     if choice.result.throttled:
         warnings.append("the chosen configuration itself was measured while throttled")
-    family = cfg.model.name if models.looks_like_path(cfg.model.name) else family_of(cfg.model.name)
     return build_report(results, choice, skipped, info, family, opts.plan, time.monotonic() - t0, bench.samples,
                         board.board_name(board_root), default_threads(), warnings)
 
