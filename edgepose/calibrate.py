@@ -178,8 +178,9 @@ def find_variants(model: str, cache_dir: Optional[Path] = None, mirror: str = ""
         if e.local_only:
             path = e.cache_file(cache)
             if not path.is_file():
-                skipped.append(Skipped(e.name, f"not built (make it with `edgepose models quantize "
-                                               f"{e.source or family} --mode {e.recipe}`)"))
+                calib = " --calib DIR" if e.recipe == "int8" else ""
+                skipped.append(Skipped(e.name, f"not built (make it with `edgepose models quantize {e.name}"
+                                               f"{calib} --eval FILE.json`)"))
                 continue
             variants.append(Variant(e.name, kind, path, *read_verdict(path)))
         else:
@@ -381,9 +382,11 @@ def measure(pipe: pipeline_mod.Pipeline, source: FrameSource, seconds: float, wa
             raise DeviceUnavailableError("the source stopped delivering frames during calibration")
         return f
 
-    for _ in range(warmup):
+    for _ in range(warmup):  # a very slow candidate is not warmed up for longer than it is measured
         f = next_frame()
         pipe.process(f.image, f.ts)
+        if clock() - t_setup >= seconds:
+            break
     lat: Dict[str, List[float]] = {k: [] for k in STAGES}
     start = clock()
     setup_s += start - t_setup
@@ -604,8 +607,9 @@ class Choice:
 
 
 def select(results: Sequence[Result], allow_unverified: bool = False, tie: float = 0.02) -> Choice:
-    """The fastest eligible finalist; within ``tie`` of it, fewer threads then XNNPACK on win
-    (less CPU for the same speed keeps the board cooler and leaves room for capture and MQTT)."""
+    """The fastest eligible finalist; within ``tie`` of it, fewer threads, then XNNPACK on, then a
+    float32 model win (less CPU for the same speed keeps the board cooler and leaves room for
+    capture and MQTT; an unchanged float model is the safer one)."""
     pool = [r for r in results if r.finalist and eligible(r.candidate, allow_unverified)]
     if not pool:
         unverified = [r for r in results if r.slices and not r.candidate.variant.verified]
@@ -618,7 +622,8 @@ def select(results: Sequence[Result], allow_unverified: bool = False, tie: float
         raise ModelError("no configuration could be measured" + (f": {errors}" if errors else ""))
     best = max(r.fps for r in pool)
     near = [r for r in pool if r.fps >= best * (1 - tie)]
-    pick = min(near, key=lambda r: (r.candidate.threads, not r.candidate.xnnpack, -r.fps))
+    pick = min(near, key=lambda r: (r.candidate.threads, not r.candidate.xnnpack,
+                                    r.candidate.variant.kind != "float32", -r.fps))
     return Choice(pick, recommend_cap(pick.fps), len(near))
 
 

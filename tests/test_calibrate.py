@@ -197,7 +197,7 @@ def test_find_variants_reads_the_fidelity_report_beside_each_quantized_model(tmp
     assert by["hourglass-int8"].verified and "97.5%" in by["hourglass-int8"].why
     assert not by["hourglass-float16"].verified and "pck_drop" in by["hourglass-float16"].why
     assert [s.name for s in skipped] == ["hourglass-dynamic"]
-    assert "edgepose models quantize hourglass-pb --mode dynamic" in skipped[0].reason
+    assert "`edgepose models quantize hourglass-dynamic --eval FILE.json`" in skipped[0].reason
     only, skipped = cal.find_variants("hourglass", cache, str(MIRROR), cat, kinds=["int8"])
     assert [v.name for v in only] == ["hourglass-int8"]
 
