@@ -31,26 +31,30 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=20)
     ap.add_argument("--decoder", default="subpixel")
     ap.add_argument("--tile", type=float, default=0.5, help="search tile size (0 = whole frame only)")
-    ap.add_argument("--min-score", type=float, default=0.25)
+    ap.add_argument("--min-score", type=float, default=0.25, help="for CPM; times the model's score_scale")
+    ap.add_argument("--score-scale", type=float, default=None,
+                    help="override the model's catalogue score_scale (1 = raw thresholds)")
     ap.add_argument("--margin", type=float, default=1.7)
     ap.add_argument("--height", type=float, default=0.25, help="person height / frame height")
     args = ap.parse_args()
     logging.disable(logging.WARNING)
-    from edgepose.decode import get_decoder
-    dec = get_decoder(args.decoder)
+    from edgepose.decode import heatmap_meta, model_decoder
     sample_clips = [clips.moving_clip(s, frames=args.frames, height_frac=args.height, seed=i)
                     for i, s in enumerate(clips.people())]
     print(f"{len(sample_clips)} clips x {args.frames} frames, 1280x720, person {args.height:g} of "
           f"frame height, decoder {args.decoder}")
-    print(f"{'model':<10}{'whole frame':>13}{'tracking':>10}{'gain':>7}{'tracked frames':>16}")
+    print(f"{'model':<10}{'score_scale':>12}{'whole frame':>13}{'tracking':>10}{'gain':>7}{'tracked frames':>16}")
     for name in args.models:
         eng = Engine(clips.MODELS / name / "model.tflite")
         in_w, in_h = eng.input_size
+        dec = model_decoder(args.decoder, name)
+        scale = heatmap_meta(name).score_scale if args.score_scale is None else args.score_scale
         hits = {"whole": [0, 0], "track": [0, 0]}
         tracked = 0
         for c in sample_clips:
             for mode in hits:
-                tracker = Tracker(in_w, in_h, min_score=args.min_score, margin=args.margin, search=args.tile) if mode == "track" else None
+                tracker = Tracker(in_w, in_h, min_score=args.min_score, margin=args.margin, search=args.tile,
+                                  score_scale=scale) if mode == "track" else None
                 pipe = Pipeline(eng, decoder=dec, box_policy=tracker or WholeFrame(in_w, in_h))
                 if tracker is None:
                     pred = run(pipe, c)
@@ -66,7 +70,7 @@ def main() -> None:
         w = 100 * hits["whole"][0] / hits["whole"][1]
         t = 100 * hits["track"][0] / hits["track"][1]
         total = len(sample_clips) * args.frames
-        print(f"{name:<10}{w:>13.1f}{t:>10.1f}{t - w:>+7.1f}{tracked:>10d}/{total}")
+        print(f"{name:<10}{scale:>12.2f}{w:>13.1f}{t:>10.1f}{t - w:>+7.1f}{tracked:>10d}/{total}")
 
 
 if __name__ == "__main__":

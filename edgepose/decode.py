@@ -14,7 +14,11 @@ Decoders (``DECODERS``):
     DARK, Zhang et al. 2020); the blur is evaluated only in the 3x3 cells
     around each peak, for all channels at once.  For a Gaussian-shaped peak
     the log is exactly quadratic, so the step lands on the true sub-cell
-    maximum.
+    maximum.  Where the map is a bilinear upsampling made inside the model
+    (CPM: 24x24 -> 96x96; see :func:`knot_factors`), the step is taken on
+    the coarse map recovered from the upsampled one: the upsampled map is
+    piecewise linear, its maxima sit on the coarse grid's knots and a Taylor
+    step on it only sees flat ramps.
 ``argmax``
     Integer peak, placed at the cell centre.
 ``upstream``
@@ -25,11 +29,22 @@ Decoders (``DECODERS``):
     Kept for comparison only.
 
 Every decoder's score is the raw (unblurred) maximum of its channel.
+
+Upsampling geometry.  TensorFlow's ``ResizeBilinear`` with
+``align_corners=False`` and no ``half_pixel_centers`` (what the CPM graph
+uses) maps output index ``i`` to source index ``i / f``: source cell ``u``
+lands on output index ``f * u`` (continuous ``f * u + 0.5``) and the last
+``f - 1`` rows/columns repeat the last source cell.  A model whose graph was
+cut before such a resize (``cut_upsample`` below) outputs the coarse map
+itself; its keypoints are still placed in the geometry the model was trained
+in, ``u + 0.5 / f`` in the coarse map's own coordinates.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Sequence, Tuple
+import functools
+from dataclasses import dataclass
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -39,10 +54,12 @@ from .pose import Pose
 
 Decoder = Callable[[np.ndarray], Tuple[np.ndarray, np.ndarray]]
 
-# blur before the Taylor step, as a fraction of the map's longer side: 1 cell on a 48x48
-# Hourglass map, 2 cells on CPM's 96x96 map (a 4x upsampling of 24x24); 4 input pixels for both.
+# blur before the Taylor step, as a fraction of the (coarse) map's longer side: 1 cell on a 48x48
+# Hourglass map, 0.5 cell on the 24x24 map under CPM's 4x upsampled 96x96; 4 input pixels for both.
 SUBPIXEL_SIGMA = 1.0 / 48
 UPSTREAM_SIGMA = 5.0  # cells; upstream's gaussian_filter(heat, sigma=5)
+UPSAMPLING_FACTORS = (4, 2)  # tried largest first by knot_factors
+UPSAMPLING_RTOL = 0.01  # linearity tolerance, relative to the peak (int8 outputs round to ~1/255)
 
 
 def _channels_first(maps: np.ndarray) -> np.ndarray:
@@ -83,23 +100,35 @@ def argmax_decoder(heatmaps: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     return xy, _raw_scores(heatmaps)
 
 
+@functools.lru_cache(maxsize=32)
+def _blur_band(sigma: float, half: int, truncate: float) -> np.ndarray:
+    """(P, 2h+1) matrix B with B[i + j, j] = Gaussian tap i: ``patch_row @ B`` blurs a row at 2h+1 cells."""
+    r = max(1, int(truncate * sigma + 0.5))
+    kern = cv2.getGaussianKernel(2 * r + 1, sigma, cv2.CV_64F)[:, 0]
+    band = np.zeros((2 * (r + half) + 1, 2 * half + 1))
+    for j in range(2 * half + 1):
+        band[j:j + 2 * r + 1, j] = kern
+    band.setflags(write=False)
+    return band
+
+
 def blurred_windows(heatmaps: np.ndarray, rows: np.ndarray, cols: np.ndarray, sigma: float,
                     half: int = 1, truncate: float = 3.0) -> np.ndarray:
     """The Gaussian-blurred map in a (2*half+1)^2 window around each channel's (row, col).
 
     Equal to :func:`gaussian_blur` (replicated border) evaluated there, but only
     the cells needed are computed: one gathered patch per channel and two small
-    separable products, for all channels at once.  Returns (K, 2h+1, 2h+1).
+    matrix products (``B.T @ patch @ B``, B a band of Gaussian taps), for all
+    channels at once.  Returns (K, 2h+1, 2h+1).
     """
     h, w, k = heatmaps.shape
-    r = max(1, int(truncate * sigma + 0.5))
-    kern = cv2.getGaussianKernel(2 * r + 1, sigma, cv2.CV_64F)[:, 0]
-    offs = np.arange(-(r + half), r + half + 1)
+    band = _blur_band(float(sigma), int(half), float(truncate))
+    reach = (band.shape[0] - 1) // 2
+    offs = np.arange(-reach, reach + 1)
     ys = np.clip(rows[:, None] + offs, 0, h - 1)
     xs = np.clip(cols[:, None] + offs, 0, w - 1)
     patch = heatmaps[ys[:, :, None], xs[:, None, :], np.arange(k)[:, None, None]].astype(np.float64)
-    win = np.lib.stride_tricks.sliding_window_view(patch, 2 * r + 1, axis=1) @ kern  # (K, 2h+1, P)
-    return np.lib.stride_tricks.sliding_window_view(win, 2 * r + 1, axis=2) @ kern  # (K, 2h+1, 2h+1)
+    return band.T @ patch @ band
 
 
 def taylor_step(log_win: np.ndarray) -> np.ndarray:
@@ -122,31 +151,100 @@ def taylor_step(log_win: np.ndarray) -> np.ndarray:
     return np.stack([dx, dy], axis=1)
 
 
-def subpixel_decoder(heatmaps: np.ndarray, sigma: float = SUBPIXEL_SIGMA,
-                     max_step: float = 1.0) -> Tuple[np.ndarray, np.ndarray]:
-    """Integer peak, then a Newton step on the log of the map blurred by ``sigma``.
+def knot_factors(heatmaps: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+                 factors: Sequence[int] = UPSAMPLING_FACTORS, rtol: float = UPSAMPLING_RTOL) -> np.ndarray:
+    """Per channel, the factor ``f`` by which the map around its peak is a bilinear upsampling.
 
-    ``sigma`` is a fraction of the map's longer side.  The blur (evaluated only
-    around the peaks) turns the model's blocky or flat-topped peaks into
-    smooth bumps whose log is close to quadratic, so one Taylor step finds the
-    sub-cell maximum (DARK, Zhang et al. 2020).  Offsets are clipped to
-    ``max_step`` cells and are 0 along an axis where the peak is on the border.
+    ``rows, cols``: each channel's integer peak.  Only TensorFlow's legacy
+    resize (``align_corners=False``, no half-pixel centres; see the module
+    notes) is recognised: the peak of such a map sits on a knot (row and
+    column multiples of ``f``), and along the row and the column through it
+    the map equals the linear interpolation of the knots, within ``rtol`` of
+    the peak, over the ``f`` cells on either side.  Factors are tried largest
+    first; 1 = not upsampled there.  CPM's whole map is a 4x upsampling;
+    Hourglass' 48x48 output is a 2x upsampling plus a skip branch that is
+    often zero (ReLU) around the peaks, where the test then holds too.
     """
-    h, w, _ = heatmaps.shape
-    rows, cols = _peaks(heatmaps)
-    xy = np.stack([cols + 0.5, rows + 0.5], axis=1).astype(np.float64)
+    h, w, k = heatmaps.shape
+    ch = np.arange(k)[:, None]
+    peak = np.abs(heatmaps[rows, cols, ch[:, 0]].astype(np.float64))
+    tol = rtol * peak[:, None] + 1e-7
+    out = np.ones(k, dtype=np.int64)
+    for f in factors:
+        if h % f or w % f or h // f < 3 or w // f < 3:
+            continue
+        ok = (out == 1) & (rows % f == 0) & (cols % f == 0)
+        if not ok.any():
+            continue
+        t = np.arange(-f, f + 1)
+        # along the peak's row, then its column: fine cells, the knot at/before, the next knot
+        x = np.clip(cols[:, None] + t, 0, w - 1)  # (K, 2f+1)
+        y = np.clip(rows[:, None] + t, 0, h - 1)
+        x0, y0 = np.minimum(x // f * f, w - f), np.minimum(y // f * f, h - f)  # last knot repeats
+        r, c = rows[:, None], cols[:, None]
+        line = np.stack([heatmaps[r, x, ch], heatmaps[y, c, ch]])  # (2, K, 2f+1)
+        a = np.stack([heatmaps[r, x0, ch], heatmaps[y0, c, ch]])
+        b = np.stack([heatmaps[r, np.minimum(x0 + f, w - f), ch], heatmaps[np.minimum(y0 + f, h - f), c, ch]])
+        frac = np.stack([x - x0, y - y0]) / f
+        ok &= (np.abs(line - a - frac * (b - a)) <= tol).all(axis=(0, 2))
+        out[ok] = f
+    return out
+
+
+def _refine(maps: np.ndarray, rows: np.ndarray, cols: np.ndarray, sigma: float,
+            max_step: float) -> np.ndarray:
+    """Sub-cell peak (K, 2) from integer peaks: Newton step on the log of the blurred map."""
+    h, w, k = maps.shape
     cells = sigma * max(h, w)
     if cells > 0:
-        win = blurred_windows(heatmaps, rows, cols, cells)
+        win = blurred_windows(maps, rows, cols, cells)
     else:
         ys = np.clip(rows[:, None] + np.arange(-1, 2), 0, h - 1)
         xs = np.clip(cols[:, None] + np.arange(-1, 2), 0, w - 1)
-        win = heatmaps[ys[:, :, None], xs[:, None, :], np.arange(len(rows))[:, None, None]]
+        win = maps[ys[:, :, None], xs[:, None, :], np.arange(k)[:, None, None]]
     step = taylor_step(np.log(np.maximum(win, 1e-10)))
     inside = np.stack([(cols > 0) & (cols < w - 1), (rows > 0) & (rows < h - 1)], axis=1)
     step = np.where(inside & np.isfinite(step), np.clip(step, -max_step, max_step), 0.0)
-    scores = heatmaps[rows, cols, np.arange(len(rows))].astype(np.float64)
-    return xy + step, scores
+    return np.stack([cols + 0.5, rows + 0.5], axis=1) + step
+
+
+def subpixel_decoder(heatmaps: np.ndarray, sigma: float = SUBPIXEL_SIGMA, max_step: float = 1.0,
+                     upsampled: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """Integer peak, then a Newton step on the log of the map blurred by ``sigma``.
+
+    ``sigma`` is a fraction of the (coarse) map's longer side.  The blur
+    (evaluated only around the peaks) turns the model's blocky or flat-topped
+    peaks into smooth bumps whose log is close to quadratic, so one Taylor
+    step finds the sub-cell maximum (DARK, Zhang et al. 2020).  Offsets are
+    clipped to ``max_step`` cells and are 0 along an axis where the peak is on
+    the border.
+
+    ``upsampled``: the factor by which the map is a legacy bilinear upsampling
+    of a coarser map (None: detect it per channel with :func:`knot_factors`;
+    1: not upsampled).  Where it is ``f`` > 1 the step is taken on the coarse
+    map read off the knots (``heatmaps[::f, ::f]``, exact for this resize)
+    and mapped back (coarse cell centre ``u + 0.5`` -> ``f * u + 0.5``).
+    """
+    h, w, k = heatmaps.shape
+    rows, cols = _peaks(heatmaps)
+    if upsampled is None:
+        fac = knot_factors(heatmaps, rows, cols)
+    else:
+        fac = np.full(k, max(1, int(upsampled)), dtype=np.int64)
+    scores = heatmaps[rows, cols, np.arange(k)].astype(np.float64)
+    xy = np.empty((k, 2))
+    for f in sorted(set(fac.tolist())):
+        sel = fac == f
+        if f == 1:
+            xy[sel] = _refine(heatmaps, rows, cols, sigma, max_step)[sel]
+            continue
+        coarse = heatmaps[::f, ::f]
+        if upsampled is None:
+            r, c = rows // f, cols // f  # detected: the peaks are on knots
+        else:
+            r, c = _peaks(coarse)
+        xy[sel] = f * (_refine(coarse, r, c, sigma, max_step)[sel] - 0.5) + 0.5
+    return xy, scores
 
 
 def upstream_decoder(heatmaps: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -168,11 +266,84 @@ DECODERS: Dict[str, Decoder] = {
 }
 
 
-def get_decoder(name: str) -> Decoder:
+def get_decoder(name: str, cut_upsample: int = 1) -> Decoder:
+    """The decoder called ``name``.
+
+    ``cut_upsample`` > 1: the model's graph ends just before a legacy bilinear
+    upsampling by that factor (e.g. a CPM variant that outputs the 24x24 map
+    instead of its 96x96 upsampling).  The returned decoder places keypoints
+    where the upsampled map would have put them (``+ 0.5 / f - 0.5`` cells),
+    so both variants give the same frame coordinates.
+    """
     try:
-        return DECODERS[name]
+        dec = DECODERS[name]
     except KeyError:
         raise ValueError(f"unknown decoder {name!r}; choose one of {', '.join(DECODERS)}") from None
+    f = int(cut_upsample)
+    if f < 1:
+        raise ValueError(f"cut_upsample must be >= 1, not {cut_upsample!r}")
+    if f == 1:
+        return dec
+    shift = 0.5 / f - 0.5
+
+    def cut_decoder(heatmaps: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        xy, scores = dec(heatmaps)
+        return xy + shift, scores
+
+    return cut_decoder
+
+
+@dataclass(frozen=True)
+class HeatmapMeta:
+    """How to read a model's heatmaps, from its catalogue entry's ``output`` table.
+
+    ``cut_upsample``: the graph ends before a legacy bilinear upsampling by
+    this factor (see :func:`get_decoder`).  ``score_scale``: the model's
+    typical confident score relative to CPM's (Hourglass' peaks are about
+    0.6 of CPM's on the same people; ``python3 benchmarks/score_scale.py``);
+    thresholds on scores that were set for CPM are multiplied by it.
+    """
+
+    cut_upsample: int = 1
+    score_scale: float = 1.0
+
+
+def heatmap_meta(model: str, catalogue=None) -> HeatmapMeta:
+    """:class:`HeatmapMeta` of a catalogue model (keys missing there come from its ``source``).
+
+    Paths and unknown names get the defaults.  ``catalogue``: a loaded
+    catalogue (default: the packaged one).
+    """
+    from .errors import ModelError
+    from .models import load_catalogue
+
+    if catalogue is None:
+        try:
+            catalogue = load_catalogue()
+        except ModelError:  # an unreadable catalogue is reported where the model is resolved
+            catalogue = {}
+    values: Dict[str, object] = {}
+    seen = set()
+    entry = catalogue.get(model)
+    while entry is not None and entry.name not in seen:
+        seen.add(entry.name)
+        for key in ("cut_upsample", "score_scale"):
+            if key in entry.output:
+                values.setdefault(key, entry.output[key])
+        entry = catalogue.get(entry.source) if entry.source else None
+    try:
+        meta = HeatmapMeta(int(values.get("cut_upsample", 1)), float(values.get("score_scale", 1.0)))
+    except (TypeError, ValueError):
+        raise ModelError(f"catalogue entry {model!r}: cut_upsample must be an integer and "
+                         f"score_scale a number") from None
+    if meta.cut_upsample < 1 or meta.score_scale <= 0:
+        raise ModelError(f"catalogue entry {model!r}: cut_upsample must be >= 1 and score_scale > 0")
+    return meta
+
+
+def model_decoder(name: str, model: str, catalogue=None) -> Decoder:
+    """The decoder ``name`` for model ``model`` (catalogue name or path), see :class:`HeatmapMeta`."""
+    return get_decoder(name, heatmap_meta(model, catalogue).cut_upsample)
 
 
 def decode_pose(heatmaps: np.ndarray, transform: CropTransform, names: Sequence[str],

@@ -6,6 +6,12 @@ a fraction of the box added around it), fitted to the model's input aspect
 cropped with :func:`edgepose.pipeline.crop_to_input`; the heatmaps are decoded
 with :func:`edgepose.decode.decode_pose` — the same geometry the daemon uses.
 
+Keypoint coordinates are read as integer pixel *indices* by default (COCO and
+AI Challenger label a pixel by its index; detectron2 makes the same
+assumption), i.e. the pixel covering ``[i, i + 1)``, and moved to its centre
+``i + 0.5`` — the continuous coordinates of :mod:`edgepose.geometry` that
+decoders return.  ``keypoint_coords="continuous"`` takes them as they are.
+
 Keypoints are matched *by name* between the annotation file's category and the
 model's keypoints, so files with another keypoint set (e.g. COCO's 17) work:
 model keypoints the file does not have are simply not scored.
@@ -32,7 +38,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .decode import DECODERS, Decoder, decode_pose, get_decoder
+from .decode import DECODERS, Decoder, decode_pose, get_decoder, model_decoder
 from .errors import EX_DATAERR, EdgeposeError, InputMissingError, UsageError
 from .geometry import Box, CropTransform
 from .pose import KEYPOINT_NAMES
@@ -40,6 +46,7 @@ from .pose import KEYPOINT_NAMES
 log = logging.getLogger(__name__)
 
 ASPECTS = ("pad", "stretch")
+KEYPOINT_COORDS = ("index", "continuous")  # integer pixel indices (+0.5) or continuous coordinates
 DEFAULT_PADDING = 0.25
 DEFAULT_ASPECT = "pad"
 
@@ -82,12 +89,17 @@ def _norm_name(name: str) -> str:
 
 
 def load_annotations(path: Union[str, Path], images_dir: Union[str, Path, None] = None,
-                     names: Sequence[str] = KEYPOINT_NAMES) -> List[Sample]:
+                     names: Sequence[str] = KEYPOINT_NAMES, keypoint_coords: str = "index") -> List[Sample]:
     """Read a COCO keypoint file into :class:`Sample` s in the order of ``names``.
 
     ``images_dir`` defaults to the annotation file's folder; ``file_name`` is
     relative to it.  Annotations without labelled keypoints are skipped.
+    ``keypoint_coords``: ``"index"`` (pixel indices, moved to pixel centres by
+    +0.5) or ``"continuous"`` (used as they are); see the module notes.
     """
+    if keypoint_coords not in KEYPOINT_COORDS:
+        raise ValueError(f"keypoint_coords must be one of {KEYPOINT_COORDS}, not {keypoint_coords!r}")
+    offset = 0.5 if keypoint_coords == "index" else 0.0
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -132,7 +144,7 @@ def load_annotations(path: Union[str, Path], images_dir: Union[str, Path, None] 
             if name in model:
                 dst = model.index(name)
                 matched_any = True
-                xy[dst] = kp[src, :2]
+                xy[dst] = kp[src, :2] + offset
                 vis[dst] = kp[src, 2] > 0
         if not vis.any():
             continue
@@ -256,6 +268,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--aspect", default=DEFAULT_ASPECT, choices=ASPECTS,
                         help="fit the padded box to the input by growing its short side (pad) or "
                              "resizing it as it is (stretch)")
+    parser.add_argument("--keypoint-coords", default="index", choices=KEYPOINT_COORDS,
+                        help="annotation keypoints are integer pixel indices (COCO, AI Challenger; "
+                             "moved to pixel centres) or continuous coordinates")
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
     parser.add_argument("--config", default=None, help="config file (model dir/mirror, runtime)")
 
@@ -292,8 +307,8 @@ def command(args: argparse.Namespace) -> int:
                           mirror=cfg.model.mirror, progress=models.stderr_progress())
     engine = Engine(path, threads=cfg.runtime.threads, xnnpack=cfg.runtime.xnnpack,
                     backend=cfg.runtime.backend)
-    samples = load_annotations(args.annotations, args.images)
-    result = evaluate(engine, samples, decoder, args.padding, args.aspect)
+    samples = load_annotations(args.annotations, args.images, keypoint_coords=args.keypoint_coords)
+    result = evaluate(engine, samples, model_decoder(decoder, name), args.padding, args.aspect)
     if args.json:
         out = dict(result.metrics, model=name, decoder=decoder, padding=args.padding, aspect=args.aspect)
         sys.stdout.write(json.dumps(out, indent=1) + "\n")

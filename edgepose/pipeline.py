@@ -121,14 +121,16 @@ class Pipeline:
 def from_config(cfg, engine) -> Pipeline:
     """Build the pipeline the config asks for: decoder, box policy (tracking) and smoother."""
     from . import smoothing, tracking
-    from .decode import get_decoder
+    from .decode import get_decoder, heatmap_meta
     from .errors import ConfigError
 
+    meta = heatmap_meta(cfg.model.name)  # catalogue: output geometry and score scale
     try:
-        decoder = get_decoder(cfg.model.decoder)
+        decoder = get_decoder(cfg.model.decoder, meta.cut_upsample)
     except ValueError as e:
         raise ConfigError(f"model.decoder: {e}") from None
     in_w, in_h = engine.input_size
-    box_policy: BoxPolicy = tracking.from_config(cfg, in_w, in_h) or WholeFrame(in_w, in_h, cfg.model.fit)
+    box_policy: BoxPolicy = (tracking.from_config(cfg, in_w, in_h, meta.score_scale)
+                             or WholeFrame(in_w, in_h, cfg.model.fit))
     return Pipeline(engine, decoder=decoder, box_policy=box_policy,
                     smoother=smoothing.from_config(cfg.smoothing), threshold=cfg.model.score_threshold)

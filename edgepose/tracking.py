@@ -15,6 +15,11 @@ the model barely finds them.  :class:`Tracker` is a box policy for
   looks at tiles of that fraction of the frame's longer side, one per frame
   in turn after each whole-frame try, so a person too small for the
   whole-frame view is still picked up.
+
+Score thresholds are set for CPM and multiplied by the model's
+``score_scale`` (:class:`edgepose.decode.HeatmapMeta`): Hourglass' peaks are
+about 0.6 of CPM's on the same people, so a fixed 0.25 would drop a
+Hourglass pose that is as good as a CPM one.
 """
 
 from __future__ import annotations
@@ -55,10 +60,15 @@ class Tracker:
 
     def __init__(self, in_w: int, in_h: int, min_score: float = 0.25, margin: float = 1.7,
                  fit: str = "pad", keypoint_score: float = 0.2, min_keypoints: int = 4,
-                 min_size: float = 48.0, search: float = 0.5, patience: int = 1):
+                 min_size: float = 48.0, search: float = 0.5, patience: int = 1,
+                 score_scale: float = 1.0):
+        if score_scale <= 0:
+            raise ValueError("score_scale must be > 0")
         self.in_w, self.in_h, self.fit = in_w, in_h, fit
-        self.min_score, self.margin = min_score, margin
-        self.keypoint_score, self.min_keypoints = keypoint_score, min_keypoints
+        self.margin = margin
+        # thresholds are given for CPM-like scores; score_scale adapts them to the model
+        self.min_score, self.keypoint_score = min_score * score_scale, keypoint_score * score_scale
+        self.min_keypoints = min_keypoints
         self.min_size = min_size
         self.search = search  # tile size (fraction of the frame's longer side); 0 = whole frame only
         self.patience = patience  # unconfident frames that keep the last box before giving up
@@ -110,10 +120,13 @@ class Tracker:
             self._step += 1
 
 
-def from_config(cfg, in_w: int, in_h: int) -> Optional[Tracker]:
-    """The tracker a config asks for (``[tracking]``), or None when tracking is off."""
+def from_config(cfg, in_w: int, in_h: int, score_scale: float = 1.0) -> Optional[Tracker]:
+    """The tracker a config asks for (``[tracking]``), or None when tracking is off.
+
+    ``score_scale``: the model's (:func:`edgepose.decode.heatmap_meta`).
+    """
     t = cfg.tracking
     if not t.enabled:
         return None
     return Tracker(in_w, in_h, min_score=t.min_score, margin=t.margin, fit=cfg.model.fit,
-                   search=t.search)
+                   search=t.search, score_scale=score_scale)

@@ -105,3 +105,112 @@ def test_decode_pose_maps_to_frame_pixels():
 def test_unknown_decoder():
     with pytest.raises(ValueError, match="subpixel"):
         decode.get_decoder("nope")
+
+
+def legacy_upsample(low, f):
+    """TensorFlow ResizeBilinear(align_corners=False, half_pixel_centers=False): out[i] = low(i / f)."""
+    n_h, n_w = low.shape[:2]
+
+    def axis(n):
+        s = np.arange(n * f) / f
+        j0 = np.floor(s).astype(int)
+        return j0, np.minimum(j0 + 1, n - 1), (s - j0)
+
+    r0, r1, ty = axis(n_h)
+    c0, c1, tx = axis(n_w)
+    rows = low[r0] * (1 - ty)[:, None, None] + low[r1] * ty[:, None, None]
+    out = rows[:, c0] * (1 - tx)[None, :, None] + rows[:, c1] * tx[None, :, None]
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def test_knot_factors_detect_legacy_upsampling_only():
+    import cv2
+    rng = np.random.default_rng(5)
+    low = gaussian_maps(24, rng.uniform(4, 20, size=(14, 2)), 0.75)
+    up = legacy_upsample(low, 4)
+    rows, cols = decode._peaks(up)
+    assert (rows % 4 == 0).all() and (cols % 4 == 0).all()  # maxima of the upsampled map sit on knots
+    assert decode.knot_factors(up, rows, cols).tolist() == [4] * 14
+    # something added away from the peaks (like Hourglass' skip branch) does not matter
+    bumped = up.copy()
+    bumped[:3, :3] += 0.2
+    assert decode.knot_factors(bumped, *decode._peaks(bumped)).tolist() == [4] * 14
+    # half-pixel-centre resize, native Gaussians and noise are not taken for it
+    for maps in (cv2.resize(low, (96, 96), interpolation=cv2.INTER_LINEAR),
+                 gaussian_maps(96, rng.uniform(8, 88, size=(14, 2)), 3.0),
+                 rng.random((96, 96, 14)).astype(np.float32)):
+        assert (decode.knot_factors(maps, *decode._peaks(maps)) == 1).all()
+
+
+def test_subpixel_refines_an_upsampled_map_on_its_knots():
+    rng = np.random.default_rng(11)
+    centres = rng.uniform(5, 19, size=(14, 2))  # continuous coords of the 24x24 map
+    up = legacy_upsample(gaussian_maps(24, centres, 0.75), 4)
+    # coarse cell centre u + 0.5 sits on fine index 4u, i.e. continuous 4u + 0.5
+    want = 4 * (centres - 0.5) + 0.5
+    xy, scores = decode.subpixel_decoder(up)
+    assert np.abs(xy - want).max() < 0.25  # fine cells (= 1/16 of a coarse cell)
+    assert np.allclose(scores, up.reshape(-1, 14).max(axis=0))
+    plain, _ = decode.subpixel_decoder(up, upsampled=1)  # the Taylor step on the ramps of the fine map
+    assert np.abs(plain - want).max() > 0.6
+    forced, _ = decode.subpixel_decoder(up, upsampled=4)
+    assert np.allclose(forced, xy)
+
+
+@pytest.mark.parametrize("name", ["subpixel", "argmax"])
+def test_cut_model_gives_the_same_frame_coordinates(name):
+    """A model cut before its 4x resize (24x24 output) decodes to where the 96x96 model's keypoints are."""
+    rng = np.random.default_rng(2)
+    low = gaussian_maps(24, rng.uniform(4, 20, size=(14, 2)), 0.75)
+    t = CropTransform(Box(40.0, 10.0, 300.0, 300.0), 192, 192)
+    full = decode.decode_pose(legacy_upsample(low, 4), t, [f"k{i}" for i in range(14)], 0.0,
+                              decode.get_decoder(name))
+    cut = decode.decode_pose(low, t, [f"k{i}" for i in range(14)], 0.0, decode.get_decoder(name, cut_upsample=4))
+    plain = decode.decode_pose(low, t, [f"k{i}" for i in range(14)], 0.0, decode.get_decoder(name))
+    assert np.abs(cut.xy() - full.xy()).max() < 1e-6 * 300
+    assert np.abs(plain.xy() - full.xy()).max() > 4  # 3/8 of a 24-cell = 4.7 frame px off without it
+    with pytest.raises(ValueError):
+        decode.get_decoder(name, cut_upsample=0)
+
+
+def test_heatmap_meta_from_the_catalogue(tmp_path):
+    from edgepose.errors import ModelError
+    from edgepose.models import load_catalogue
+
+    cat = tmp_path / "catalogue.toml"
+    cat.write_text('[base]\ndescription = "b"\noutput = { shape = [1, 48, 48, 14], score_scale = 0.5 }\n'
+                   '[cut]\ndescription = "c"\nrecipe = "int8"\nsource = "base"\n'
+                   'output = { shape = [1, 24, 24, 14], cut_upsample = 4 }\n'
+                   '[bad]\ndescription = "x"\noutput = { score_scale = "high" }\n')
+    c = load_catalogue(cat)
+    assert decode.heatmap_meta("cut", c) == decode.HeatmapMeta(cut_upsample=4, score_scale=0.5)
+    assert decode.heatmap_meta("base", c) == decode.HeatmapMeta(1, 0.5)
+    assert decode.heatmap_meta("/some/model.tflite", c) == decode.HeatmapMeta()
+    with pytest.raises(ModelError, match="bad"):
+        decode.heatmap_meta("bad", c)
+    maps = gaussian_maps(24, [(10.5, 12.5)], 0.75)  # peak cell (10, 12), centre 10.5, 12.5
+    assert decode.model_decoder("argmax", "cut", c)(maps)[0].tolist() == [[10.125, 12.125]]  # 0.5 - 3/8
+    assert decode.heatmap_meta("hourglass").score_scale < 1  # the packaged catalogue
+
+
+def test_real_cpm_output_is_refined_on_its_24x24_knots():
+    import sys
+
+    from conftest import MIRROR, REPO
+    from edgepose.engine import Engine
+    from edgepose.geometry import whole_frame_box
+    from edgepose.pipeline import crop_to_input
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import clips
+
+    person = clips.people()[0]
+    import cv2
+    img = cv2.imread(str(person.image_path))
+    t = CropTransform(whole_frame_box(img.shape[1], img.shape[0], 192, 192), 192, 192)
+    hm = Engine(MIRROR / "cpm" / "model.tflite", threads=2).run(crop_to_input(img, t)).copy()
+    assert hm.shape == (96, 96, 14)
+    assert decode.knot_factors(hm, *decode._peaks(hm)).tolist() == [4] * 14
+    xy, _ = decode.subpixel_decoder(hm)
+    cut, _ = decode.get_decoder("subpixel", cut_upsample=4)(np.ascontiguousarray(hm[::4, ::4]))
+    assert np.abs(xy - 4 * cut).max() < 1e-6  # both paths agree (96-cells = 4 x 24-cells)

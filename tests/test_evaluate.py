@@ -58,8 +58,14 @@ def test_keypoints_map_by_name(tmp_path):
     [s] = load_annotations(p, imgs)
     assert s.image_path == imgs / "a.jpg" and s.box == Box(10, 20, 40, 80) and s.box_size == 80
     assert s.visible.sum() == 2
-    assert s.keypoints[7].tolist() == [30, 40] and s.visible[7]  # left_wrist
-    assert s.keypoints[2].tolist() == [15, 16] and s.visible[2]  # right_shoulder
+    # pixel indices by default: moved to the pixel centre
+    assert s.keypoints[7].tolist() == [30.5, 40.5] and s.visible[7]  # left_wrist
+    assert s.keypoints[2].tolist() == [15.5, 16.5] and s.visible[2]  # right_shoulder
+    [c] = load_annotations(p, imgs, keypoint_coords="continuous")
+    assert c.keypoints[7].tolist() == [30, 40] and c.keypoints[2].tolist() == [15, 16]
+    assert not c.keypoints[0].any()  # not labelled in the file: stays 0 either way
+    with pytest.raises(ValueError, match="keypoint_coords"):
+        load_annotations(p, imgs, keypoint_coords="pixels")
 
 
 def test_bad_annotation_files(tmp_path):

@@ -71,3 +71,20 @@ def test_pipeline_falls_back_when_the_person_leaves_the_frame():
     assert boxes[0] == whole
     assert any(b != whole for b in boxes[1:4])  # the person was followed
     assert boxes[-1] == whole and not tr.tracking  # gone: back to the whole frame
+
+
+def test_score_scale_adapts_thresholds_to_the_model():
+    """Hourglass-like scores (about 0.6 of CPM's) are followed once the thresholds are scaled."""
+    whole = CropTransform(whole_frame_box(W, H, 192, 192), 192, 192)
+    pose = pose_at(400, 300, score=0.2)  # pose score 0.2 < min_score 0.25
+    raw = Tracker(192, 192, min_score=0.25, search=0)
+    raw.update(pose, whole)
+    assert not raw.tracking
+    scaled = Tracker(192, 192, min_score=0.25, search=0, score_scale=0.59)
+    scaled.update(pose, whole)
+    assert scaled.tracking
+    scaled.update(pose_at(400, 300, score=0.1), whole)  # 0.1 < 0.25 * 0.59: a miss (patience 1)
+    scaled.update(pose_at(400, 300, score=0.1), whole)
+    assert not scaled.tracking
+    with pytest.raises(ValueError):
+        Tracker(192, 192, score_scale=0)

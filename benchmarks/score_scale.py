@@ -1,0 +1,54 @@
+"""Each model's typical confident pose score on the calibration photos, relative to CPM's.
+
+Runs every model on the whole frame of each ../shared/data/calib photo and
+prints the median pose score (mean keypoint peak) and its ratio to CPM's: the
+``score_scale`` of the model's catalogue entry (``[<model>] output.score_scale``),
+by which thresholds set for CPM (tracking) are multiplied.  Calibration
+photos only: the eval set is never used to set a parameter.
+
+    python3 benchmarks/score_scale.py [--models cpm hourglass]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import cv2
+import numpy as np
+
+import clips
+from edgepose.engine import Engine
+from edgepose.geometry import CropTransform, whole_frame_box
+from edgepose.pipeline import crop_to_input
+
+CALIB = clips.SHARED / "data" / "calib"
+
+
+def median_pose_score(engine: Engine) -> float:
+    in_w, in_h = engine.input_size
+    scores = []
+    for path in sorted(CALIB.iterdir()):
+        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if img is None:
+            continue
+        t = CropTransform(whole_frame_box(img.shape[1], img.shape[0], in_w, in_h), in_w, in_h)
+        hm = engine.run(crop_to_input(img, t))
+        scores.append(float(hm.reshape(-1, hm.shape[2]).max(axis=0).mean()))
+    return float(np.median(scores))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", nargs="+", default=["cpm", "hourglass"])
+    args = ap.parse_args()
+    logging.disable(logging.WARNING)
+    ref = median_pose_score(Engine(clips.MODELS / "cpm" / "model.tflite"))
+    print(f"{'model':<12}{'median pose score':>18}{'score_scale':>13}")
+    for name in args.models:
+        m = ref if name == "cpm" else median_pose_score(Engine(clips.MODELS / name / "model.tflite"))
+        print(f"{name:<12}{m:>18.3f}{m / ref:>13.2f}")
+
+
+if __name__ == "__main__":
+    main()
