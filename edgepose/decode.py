@@ -181,12 +181,10 @@ def knot_factors(heatmaps: np.ndarray, rows: np.ndarray, cols: np.ndarray,
         x = np.clip(cols[:, None] + t, 0, w - 1)  # (K, 2f+1)
         y = np.clip(rows[:, None] + t, 0, h - 1)
         x0, y0 = np.minimum(x // f * f, w - f), np.minimum(y // f * f, h - f)  # last knot repeats
-        r, c = rows[:, None], cols[:, None]
-        line = np.stack([heatmaps[r, x, ch], heatmaps[y, c, ch]])  # (2, K, 2f+1)
-        a = np.stack([heatmaps[r, x0, ch], heatmaps[y0, c, ch]])
-        b = np.stack([heatmaps[r, np.minimum(x0 + f, w - f), ch], heatmaps[np.minimum(y0 + f, h - f), c, ch]])
-        frac = np.stack([x - x0, y - y0]) / f
-        ok &= (np.abs(line - a - frac * (b - a)) <= tol).all(axis=(0, 2))
+        along_row = heatmaps[rows[:, None], np.stack([x, x0, np.minimum(x0 + f, w - f)]), ch]  # (3, K, 2f+1)
+        along_col = heatmaps[np.stack([y, y0, np.minimum(y0 + f, h - f)]), cols[:, None], ch]
+        for (v, a, b), frac in ((along_row, (x - x0) / f), (along_col, (y - y0) / f)):
+            ok &= (np.abs(v - a - frac * (b - a)) <= tol).all(axis=1)
         out[ok] = f
     return out
 
