@@ -304,13 +304,22 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Cache-Control", "no-store")
             self.send_header("Connection", "close")
             self.end_headers()
-            seq = 0
+            # each part is followed at once by the next boundary: browsers show a part only once
+            # they see where it ends, and the daemon may not send another for a while
+            self.wfile.write(f"--{BOUNDARY}\r\n".encode())
+            seq, last = 0, None
             while not pv._closed.is_set():
                 jpeg, seq = pv._next_jpeg(seq, timeout=1.0)
                 if jpeg is None:
-                    continue
-                self.wfile.write(f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
-                                 f"Content-Length: {len(jpeg)}\r\n\r\n".encode() + jpeg + b"\r\n")
+                    # nothing new for a second (a paused daemon, a quiet device): send the last picture
+                    # again, so a browser that waits for the next part still shows it, and so a client
+                    # that went away is noticed
+                    if last is None:
+                        continue
+                    jpeg = last
+                last = jpeg
+                self.wfile.write(f"Content-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n".encode()
+                                 + jpeg + f"\r\n--{BOUNDARY}\r\n".encode())
                 self.wfile.flush()
         finally:
             pv._remove_client()
@@ -335,7 +344,7 @@ td:first-child{color:#999}pre{font-size:12px;max-width:40em;white-space:pre-wrap
 </style></head><body>
 <header><h1>{{title}}</h1><span id="state">connecting</span></header>
 <main>
-<img id="live" src="stream.mjpg" alt="live camera picture with the detected pose">
+<img id="live" alt="live camera picture with the detected pose">
 <section><table id="status"><tbody>
 <tr><td>fps</td><td id="st-fps">-</td></tr>
 <tr><td>inference p50 / p95 (ms)</td><td id="st-infer">-</td></tr>
@@ -369,6 +378,8 @@ async function poll() {
   setTimeout(poll, 1000);
 }
 img.onerror = () => setTimeout(() => { img.src = "stream.mjpg?" + Date.now(); }, 1000);
+// the stream never ends: start it after the page has loaded, so it does not hold up the load event
+window.addEventListener("load", () => { img.src = "stream.mjpg"; });
 poll();
 </script></body></html>
 """

@@ -1,0 +1,317 @@
+"""``edgepose view``: watch a device's poses from a laptop.
+
+Subscribes to ``<prefix>/<device>/{pose,meta,status,availability}`` (see
+docs/mqtt.md) and draws each pose with :mod:`edgepose.draw` on a blank canvas
+of the device's frame size (the camera picture never leaves the device), to
+
+* a window, when there is a display and OpenCV has GUI support;
+* ``--out FILE.jpg`` (the newest pose, rewritten atomically) or ``--out FILE.mp4``
+  (one video frame per pose);
+* ``--serve [HOST:]PORT``: the same page as ``edgepose run --preview``, with the
+  device's retained status as the status numbers.
+
+Without a display and without ``--out``/``--serve`` the page is served on
+127.0.0.1:8090.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+from . import draw, mqtt
+from .errors import EX_TEMPFAIL, DeviceUnavailableError, UsageError
+from .preview import PreviewServer, RateMeter, parse_listen
+
+log = logging.getLogger(__name__)
+
+FALLBACK_SERVE = "127.0.0.1:8090"
+WINDOW = "edgepose view"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    mqtt.add_connection_arguments(p)
+    p.add_argument("--device", metavar="ID", help="device to show (default: output.device from the config, "
+                                                  "else the first device that sends a pose)")
+    to = p.add_mutually_exclusive_group()
+    to.add_argument("--window", action="store_true", help="draw in a window (needs a display and an OpenCV "
+                                                          "with GUI support; the default when both exist)")
+    to.add_argument("--out", metavar="FILE", help="write FILE.jpg (newest pose) or FILE.mp4 (one frame per pose)")
+    to.add_argument("--serve", metavar="[HOST:]PORT", help="serve the preview page (host defaults to 127.0.0.1)")
+    p.add_argument("--fps", type=float, default=10.0, metavar="F",
+                   help="frame rate of an .mp4, and most frames drawn per second elsewhere (default 10)")
+    p.add_argument("--count", type=int, default=0, metavar="N", help="exit after N poses")
+    p.add_argument("--timeout", type=float, default=0, metavar="S",
+                   help="exit after S seconds (exit 75 if --count was not reached)")
+
+
+def window_problem(environ: Mapping[str, str]) -> Optional[str]:
+    """None when a window can be opened here, else why not."""
+    if not (environ.get("DISPLAY") or environ.get("WAYLAND_DISPLAY")):
+        return "no display ($DISPLAY is not set)"
+    import cv2
+    try:
+        cv2.namedWindow(WINDOW, cv2.WINDOW_NORMAL)
+    except cv2.error:
+        return "this OpenCV has no GUI support (opencv-python-headless)"
+    return None
+
+
+# --- what arrives over MQTT ---------------------------------------------------------------
+
+class DeviceView:
+    """The newest pose, meta, status and availability of one device (filled by paho's thread)."""
+
+    def __init__(self, device: str = ""):
+        self.device = device  # "" = lock onto the first device that sends a pose
+        self.meta: Dict[str, Any] = {}
+        self.status: Dict[str, Any] = {}
+        self.availability = "unknown"
+        self.pending: "collections.deque[Dict[str, Any]]" = collections.deque(maxlen=256)
+        self.poses = 0
+        self.cond = threading.Condition()
+
+    def on_message(self, topic: str, payload: bytes) -> None:
+        parts = topic.split("/")
+        if len(parts) < 3:
+            return
+        dev, kind = parts[-2], parts[-1]
+        with self.cond:
+            if not self.device:
+                if kind != "pose":
+                    return
+                self.device = dev
+                log.info("showing device %s (choose another with --device)", dev)
+            if dev != self.device:
+                return
+            text = payload.decode("utf-8", "replace")
+            if kind == "availability":
+                self.availability = text
+                return
+            try:
+                doc = json.loads(text)
+            except ValueError:
+                log.warning("%s %s: not JSON: %r", dev, kind, text[:80])
+                return
+            if not isinstance(doc, dict):
+                return
+            if kind == "meta":
+                self.meta = doc
+            elif kind == "status":
+                self.status = doc
+            elif kind == "pose" and isinstance(doc.get("keypoints"), list):
+                self.pending.append(doc)
+                self.poses += 1
+                self.cond.notify_all()
+
+    def take_poses(self, timeout: float) -> List[Dict[str, Any]]:
+        """The poses that arrived since the last call, oldest first (waits up to ``timeout`` for one)."""
+        with self.cond:
+            if not self.pending:
+                self.cond.wait(timeout)
+            poses = list(self.pending)
+            self.pending.clear()
+            return poses
+
+    def status_doc(self) -> Dict[str, Any]:
+        """What the page's status panel shows: the device's retained status, meta and availability."""
+        with self.cond:
+            st = dict(self.status)
+            st.setdefault("device", self.device or None)
+            st.setdefault("model", self.meta.get("model"))
+            st["availability"] = self.availability
+            st["poses_received"] = self.poses
+            return st
+
+
+# --- where the drawings go ------------------------------------------------------------------
+
+class Canvas:
+    """Blank frames of the device's size (cached; never drawn on: draw.render copies)."""
+
+    def __init__(self):
+        self._size: Tuple[int, int] = (0, 0)
+        self._img = None
+
+    def for_pose(self, pose: Mapping[str, Any]):
+        fr = pose.get("frame") or {}
+        size = (int(fr.get("width") or 640), int(fr.get("height") or 480))
+        if size != self._size:
+            self._size, self._img = size, draw.blank_canvas(*size)
+        return self._img
+
+
+class JpegOut:
+    def __init__(self, path: Path):
+        self.path = path
+        self.tmp = path.with_name(f".{path.name}.tmp")
+        self.written = 0
+
+    def show(self, img) -> None:
+        self.tmp.write_bytes(draw.encode_jpeg(img, 90))
+        os.replace(self.tmp, self.path)  # readers never see half a file
+        self.written += 1
+
+    def close(self) -> None:
+        if self.written:
+            log.info("wrote %s", self.path)
+
+
+class Mp4Out:
+    def __init__(self, path: Path, fps: float):
+        self.path, self.fps = path, fps
+        self.writer = None
+        self.size: Tuple[int, int] = (0, 0)
+        self.written = 0
+
+    def show(self, img) -> None:
+        import cv2
+        if self.writer is None:
+            self.size = (img.shape[1], img.shape[0])
+            self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, self.size)
+            if not self.writer.isOpened():
+                raise DeviceUnavailableError(f"cannot write {self.path} (mp4v video)")
+        if (img.shape[1], img.shape[0]) != self.size:
+            img = cv2.resize(img, self.size)
+        self.writer.write(img)
+        self.written += 1
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+            log.info("wrote %s (%d frames)", self.path, self.written)
+
+
+class WindowOut:
+    def __init__(self, stop: threading.Event):
+        self.stop = stop
+
+    def show(self, img) -> None:
+        import cv2
+        cv2.imshow(WINDOW, img)
+        if cv2.waitKey(1) & 0xFF in (27, ord("q")):
+            self.stop.set()
+
+    def close(self) -> None:
+        import cv2
+        cv2.destroyAllWindows()
+
+
+def _open_output(args, view: DeviceView, stop: threading.Event, environ: Mapping[str, str]):
+    """(output, preview server or None) for the chosen destination."""
+    if args.out:
+        path = Path(args.out)
+        if not path.parent.is_dir():
+            raise UsageError(f"--out {args.out}: folder {path.parent} does not exist")
+        suffix = path.suffix.lower()
+        if suffix in (".jpg", ".jpeg"):
+            return JpegOut(path), None
+        if suffix == ".mp4":
+            return Mp4Out(path, args.fps), None
+        raise UsageError(f"--out {args.out}: expected a .jpg or .mp4 file name")
+    listen = args.serve
+    if not listen:
+        problem = window_problem(environ)
+        if problem is None:
+            return WindowOut(stop), None
+        if args.window:
+            raise DeviceUnavailableError(f"cannot open a window: {problem}; use --out FILE or --serve PORT")
+        log.info("%s: serving the view instead (or use --out FILE.jpg|FILE.mp4)", problem)
+        listen = FALLBACK_SERVE
+    server = PreviewServer(listen, args.fps, view.status_doc, title=f"edgepose view {args.device or ''}".strip())
+    return None, server.start()
+
+
+# --- the command ---------------------------------------------------------------------------
+
+def command(args: argparse.Namespace, environ: Optional[Mapping[str, str]] = None) -> int:
+    environ = os.environ if environ is None else environ
+    cfg = mqtt.connection_config(args)
+    device = args.device or cfg.output.device or ""
+    if device:
+        mqtt.check_device(device)
+    prefix = mqtt.check_prefix(cfg.mqtt.prefix)
+    if args.serve:
+        parse_listen(args.serve, "--serve")  # a bad value fails before anything connects
+    view = DeviceView(device)
+    stop = threading.Event()
+    state: Dict[str, Any] = {"refused": None}
+    client = mqtt.make_client(cfg.mqtt, f"edgepose-view-{os.getpid()}")
+
+    def on_connect(c, userdata, flags, reason_code, properties):
+        if reason_code.is_failure:
+            state["refused"] = str(reason_code).lower()
+            stop.set()
+            return
+        who = device or "+"
+        c.subscribe([(f"{prefix}/{who}/{t}", 0) for t in ("pose", "meta", "status", "availability")])
+        log.info("subscribed to %s/%s/{pose,meta,status,availability} on %s:%d", prefix, who,
+                 cfg.mqtt.host, cfg.mqtt.port)
+
+    client.on_connect = on_connect
+    client.on_message = lambda c, u, msg: view.on_message(msg.topic, msg.payload)
+    try:
+        client.connect(cfg.mqtt.host, cfg.mqtt.port, cfg.mqtt.keepalive)
+    except Exception as e:
+        raise DeviceUnavailableError(f"cannot connect to the MQTT broker at {cfg.mqtt.host}:{cfg.mqtt.port}: "
+                                     f"{mqtt.describe_error(e)}") from None
+    out, server = _open_output(args, view, stop, environ)
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+    client.loop_start()
+    deadline = time.monotonic() + args.timeout if args.timeout > 0 else None
+    canvas = Canvas()
+    meter = RateMeter()
+    period = 1.0 / max(args.fps, 0.1)
+    seen, last_drawn, undrawn = 0, 0.0, None
+
+    def show(pose) -> None:
+        out.show(draw.render(canvas.for_pose(pose), pose, meter.add(pose), draw.skeleton_from_meta(view.meta)))
+
+    try:
+        while not stop.is_set():
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            poses = view.take_poses(min(0.2, period))
+            if args.count:
+                poses = poses[:args.count - seen]
+            seen += len(poses)
+            done = bool(args.count) and seen >= args.count
+            if server is not None:
+                if poses:
+                    server.skeleton = draw.skeleton_from_meta(view.meta)
+                    server.submit(canvas.for_pose(poses[-1]), poses[-1])  # drawn by the server when watched
+            elif isinstance(out, Mp4Out):
+                for pose in poses:  # a video gets every pose
+                    show(pose)
+            else:  # a file or a window: the newest pose, at most --fps times a second
+                undrawn = poses[-1] if poses else undrawn
+                if undrawn is not None and (done or time.monotonic() - last_drawn >= period):
+                    show(undrawn)
+                    undrawn, last_drawn = None, time.monotonic()
+            if done:
+                break
+    finally:
+        client.loop_stop()
+        client.disconnect()
+        if out is not None:
+            out.close()
+        if server is not None:
+            server.close()
+    if state["refused"]:
+        raise DeviceUnavailableError(f"the MQTT broker at {cfg.mqtt.host}:{cfg.mqtt.port} refused the "
+                                     f"connection: {state['refused']}")
+    if args.count and seen < args.count and not stop.is_set():
+        log.error("timed out after %g s: received %d of %d poses", args.timeout, seen, args.count)
+        return EX_TEMPFAIL
+    return 0
+

@@ -1,0 +1,123 @@
+"""`edgepose view`: a real daemon publishing to a real mosquitto, the viewer drawing what arrives to a
+JPEG, an MP4 and the preview page (checked over HTTP and in headless Chromium).  No mocks."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+import broker as broker_mod
+from broker import Broker
+from conftest import REPO, VIDEOS, run_cli
+from preview_util import chromium, chromium_available, decode, free_port, get, status, wait_http
+
+pytestmark = pytest.mark.skipif(not broker_mod.available(), reason="mosquitto is not installed (see .ci/run)")
+
+
+@pytest.fixture
+def broker(tmp_path):
+    with Broker(tmp_path) as b:
+        yield b
+
+
+def _viewer(broker, tmp_path, *args) -> subprocess.Popen:
+    err = open(tmp_path / "viewer.err", "w")
+    p = subprocess.Popen([sys.executable, "-m", "edgepose.cli", "view", "--host", broker.host,
+                          "--port", str(broker.port), "--device", "cam1", *map(str, args)],
+                         cwd=REPO, stdout=subprocess.DEVNULL, stderr=err)
+    deadline = time.monotonic() + 20
+    while "subscribed to edgepose/cam1/" not in (tmp_path / "viewer.err").read_text():
+        assert p.poll() is None and time.monotonic() < deadline, (tmp_path / "viewer.err").read_text()
+        time.sleep(0.05)
+    return p
+
+
+def _publish(broker, env, clip="demo.mp4"):
+    r = run_cli(["run", "--source", VIDEOS / clip, "--model", "hourglass", "--fps", "10", "--sink", "mqtt",
+                 "--broker", f"{broker.host}:{broker.port}", "--device", "cam1"], env)
+    assert r.returncode == 0, r.stderr
+
+
+def test_view_to_jpeg_and_mp4(broker, edgepose_env, tmp_path):
+    jpg, mp4 = tmp_path / "pose.jpg", tmp_path / "pose.mp4"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    v1 = _viewer(broker, tmp_path / "a", "--out", jpg, "--count", 5, "--timeout", 60)
+    v2 = _viewer(broker, tmp_path / "b", "--out", mp4, "--count", 5, "--timeout", 60)
+    _publish(broker, edgepose_env)  # demo.mp4: 5 frames of 960x540
+    assert v1.wait(30) == 0, (tmp_path / "a" / "viewer.err").read_text()
+    assert v2.wait(30) == 0, (tmp_path / "b" / "viewer.err").read_text()
+    img = cv2.imread(str(jpg))
+    assert img.shape == (540, 960, 3)  # the device's frame size
+    blank = np.full_like(img, 32)
+    drawn = (np.abs(img.astype(int) - blank).sum(axis=2) > 60).sum()
+    assert drawn > 2000  # keypoints, scores and the FPS/latency text
+    cap = cv2.VideoCapture(str(mp4))
+    frames = []
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            break
+        frames.append(f)
+    assert len(frames) == 5 and frames[0].shape == (540, 960, 3)
+    assert any(np.abs(a.astype(int) - b).mean() > 0.5 for a, b in zip(frames, frames[1:]))  # the poses move
+    for d in ("a", "b"):
+        assert "Traceback" not in (tmp_path / d / "viewer.err").read_text()
+
+
+def test_view_serves_the_preview_page(broker, edgepose_env, tmp_path):
+    port = free_port()
+    v = _viewer(broker, tmp_path, "--serve", f"127.0.0.1:{port}")
+    base = f"http://127.0.0.1:{port}/"
+    try:
+        assert wait_http(base, timeout=10)
+        _publish(broker, edgepose_env, "posetrack_000001.mp4")  # 5 frames of 1280x720
+        code, ctype, body = get(base + "frame.jpg")
+        assert code == 200 and decode(body).shape == (360, 640, 3)  # downscaled to the preview width
+        st = status(base)
+        assert st["poses_received"] == 5 and st["availability"] == "offline"  # the daemon has finished
+        assert st["model"] == "hourglass" and st["device"] == "cam1" and "frames" in st  # retained status
+        why = chromium_available()
+        if why:
+            pytest.fail(why)
+        driver = chromium()
+        try:
+            driver.get(base)
+            from selenium.webdriver.support.ui import WebDriverWait
+            WebDriverWait(driver, 15).until(
+                lambda d: d.execute_script("return document.getElementById('live').naturalWidth") == 640)
+            WebDriverWait(driver, 15).until(lambda d: d.find_element("id", "st-model").text == "hourglass")
+        finally:
+            driver.quit()
+        v.send_signal(signal.SIGTERM)
+        assert v.wait(15) == 0
+    finally:
+        if v.poll() is None:
+            v.kill()
+            v.wait()
+
+
+def test_view_errors(broker, edgepose_env, tmp_path):
+    env = {k: v for k, v in edgepose_env.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    args = ["view", "--host", broker.host, "--port", broker.port, "--device", "cam1"]
+    cases = [
+        (["view", "--host", "127.0.0.1", "--port", free_port(), "--out", tmp_path / "x.jpg"], env, 69,
+         "cannot connect to the MQTT broker"),
+        (args + ["--window"], env, 69, "no display"),
+        # a display is claimed, but opencv-python-headless has no GUI: detected, not crashed
+        (args + ["--window"], dict(env, DISPLAY=":99"), 69, "no GUI support"),
+        (args + ["--out", tmp_path / "x.gif"], env, 64, "expected a .jpg or .mp4"),
+        (args + ["--serve", "nope"], env, 78, "bad --serve 'nope'"),
+        (args + ["--out", tmp_path / "x.jpg", "--count", 1, "--timeout", 0.5], env, 75, "received 0 of 1"),
+    ]
+    for argv, e, code, text in cases:
+        r = run_cli(argv, e, timeout=30)
+        assert r.returncode == code and text in r.stderr, (argv, r.returncode, r.stderr)
+        assert "Traceback" not in r.stderr
