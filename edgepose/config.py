@@ -114,7 +114,8 @@ class SmoothingConfig:
 @dataclass
 class TrackingConfig:
     enabled: bool = _opt(True, "crop the next frame around a confident pose")
-    min_score: float = _opt(0.25, "pose score needed to keep tracking", minimum=0, maximum=1)
+    min_score: float = _opt(0.25, "pose score needed to keep tracking (set for CPM; multiplied by the "
+                                  "model's catalogue score_scale, 0.59 for Hourglass)", minimum=0, maximum=1)
     margin: float = _opt(1.7, "crop size as a multiple of the keypoint box", minimum=1.0)
     search: float = _opt(0.5, "while lost, also try tiles of this fraction of the frame's longer side "
                               "in turn with the whole frame (0 = whole frame only)", minimum=0, maximum=1)
