@@ -26,7 +26,7 @@
 #   --platform P        auto (default), pi, jetson or generic
 #   --python PATH       interpreter for the venv (default python3; 3.9 or newer)
 #
-# Exit codes: 64 usage, 69 missing prerequisite (not root, no systemd, Python
+# Exit codes: 64 usage, 66 --from bundle missing, 69 missing prerequisite (not root, no systemd, Python
 # too old, apt/pip failure), 78 bad config; 1 the service failed to start.
 set -euo pipefail
 
@@ -46,7 +46,7 @@ PLATFORM=auto PYTHON=python3
 
 say() { echo "edgepose-install: $*"; }
 die() { local code=$1; shift; echo "edgepose-install: error: $*" >&2; exit "$code"; }
-usage() { sed -n '2,29p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,30p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 while [ $# -gt 0 ]; do
     case "$1" in

@@ -5,15 +5,17 @@
 #
 # Stops and disables the service and removes the unit, its drop-ins and the
 # virtualenv in /opt/edgepose.  Keeps /etc/edgepose (config), /var/lib/edgepose
-# (models) and the `edgepose` system user unless --purge.  A mosquitto broker
-# installed with --with-mosquitto is left alone (remove it with apt).
+# (models) and the `edgepose` system user unless --purge.  apt packages the
+# installer added (python3-venv; on a Pi python3-numpy, python3-systemd,
+# python3-picamera2; mosquitto with --with-mosquitto) are left alone: other
+# software may use them (remove them with apt).
 set -euo pipefail
 
 PURGE=0
 for a in "$@"; do
     case "$a" in
         --purge) PURGE=1 ;;
-        -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "edgepose-uninstall: error: unknown option $a (use --purge or --help)" >&2; exit 64 ;;
     esac
 done
