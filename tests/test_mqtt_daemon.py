@@ -34,6 +34,21 @@ def long_folder(tmp_path, shared):
     return d
 
 
+@pytest.fixture
+def cleanup():
+    """Things to end after a test, last added first: daemons, brokers, subscribers."""
+    things = []
+    yield things
+    for p in reversed(things):
+        if isinstance(p, brokers.Broker):
+            p.kill()
+        elif isinstance(p, Collector):
+            p.close()
+        elif p.poll() is None:
+            p.kill()
+            p.wait()
+
+
 def start_daemon(b, folder, env, log, device="cam1", fps=15, extra=()):
     """`edgepose run` on ``folder`` publishing to ``b``; its stderr goes to the file ``log``."""
     env = dict(env, EDGEPOSE_MQTT_RECONNECT_MIN="0.1", EDGEPOSE_MQTT_RECONNECT_MAX="0.5",
@@ -48,71 +63,61 @@ def texts(c, suffix):
     return [m.text for m in c.of(suffix)]
 
 
-def test_daemon_broker_down_at_start_restart_and_sigterm(tmp_path, long_folder, edgepose_env):
+def test_daemon_broker_down_at_start_restart_and_sigterm(tmp_path, long_folder, edgepose_env, cleanup):
     b = brokers.Broker(tmp_path, persistence=True)
     log = tmp_path / "daemon.log"
     proc = start_daemon(b, long_folder, edgepose_env, log)
-    try:
-        # frames flow while the broker is still absent (timeouts are generous for a loaded CI machine)
-        assert wait_for(lambda: "first pose decoded" in log.read_text() or proc.poll() is not None, 60)
-        assert proc.poll() is None, log.read_text()
-        b.start()
-        c = Collector(b, "edgepose/cam1/#", persistent=True)
-        assert wait_for(lambda: len(c.seqs()) >= 5, 60), (texts(c, "availability"), log.read_text())
-        assert texts(c, "availability")[-1] == "online"
-        meta = c.of("meta")[-1].json()
-        assert meta["model"] == "hourglass" and len(meta["keypoints"]) == 14 and meta["input"]["width"] == 192
-        st = wait_for(lambda: [m.json() for m in c.of("status") if m.json().get("frames")], 30)[-1]
-        for key in ("fps", "infer_ms", "frames", "dropped_frames", "published", "queued", "dropped_messages",
-                    "camera", "model", "backend", "backend_version", "xnnpack", "threads", "uptime_s",
-                    "version", "broker"):
-            assert key in st, key
-        assert st["broker"] == "connected" and st["model"] == "hourglass"
+    cleanup += [proc, b]
+    # frames flow while the broker is still absent (timeouts are generous for a loaded CI machine)
+    assert wait_for(lambda: "first pose decoded" in log.read_text() or proc.poll() is not None, 60)
+    assert proc.poll() is None, log.read_text()
+    b.start()
+    c = Collector(b, "edgepose/cam1/#", persistent=True)
+    cleanup.append(c)
+    assert wait_for(lambda: len(c.seqs()) >= 5, 60), (texts(c, "availability"), log.read_text())
+    assert texts(c, "availability")[-1] == "online"
+    meta = c.of("meta")[-1].json()
+    assert meta["model"] == "hourglass" and len(meta["keypoints"]) == 14 and meta["input"]["width"] == 192
+    st = wait_for(lambda: [m.json() for m in c.of("status") if m.json().get("frames")], 30)[-1]
+    for key in ("fps", "infer_ms", "frames", "dropped_frames", "published", "queued", "dropped_messages",
+                "camera", "model", "backend", "backend_version", "xnnpack", "threads", "uptime_s",
+                "version", "broker"):
+        assert key in st, key
+    assert st["broker"] == "connected" and st["model"] == "hourglass"
 
-        # broker restart mid-stream: availability back to online, poses resume
-        n_avail = len(c.of("availability"))
-        b.restart()
-        seen = len(c.seqs())
-        assert wait_for(lambda: len(c.seqs()) >= seen + 5, 60), log.read_text()
-        assert wait_for(lambda: texts(c, "availability")[n_avail:][-1:] == ["online"], 30)
-        assert len(c.of("meta")) >= 2
+    # broker restart mid-stream: availability back to online, poses resume
+    n_avail = len(c.of("availability"))
+    b.restart()
+    seen = len(c.seqs())
+    assert wait_for(lambda: len(c.seqs()) >= seen + 5, 60), log.read_text()
+    assert wait_for(lambda: texts(c, "availability")[n_avail:][-1:] == ["online"], 30)
+    assert len(c.of("meta")) >= 2
 
-        # SIGTERM: offline published, exit 0
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(60)
-        err = log.read_text()
-        assert proc.returncode == 0, err
-        assert wait_for(lambda: texts(c, "availability")[-1:] == ["offline"], 10)
-        assert "Traceback" not in err
-        # QoS 1 from one daemon run: seq has no gaps (duplicates are allowed after a restart)
-        first = list(dict.fromkeys(c.seqs()))
-        assert first == list(range(first[0], first[0] + len(first))), (first, err)
-        c.close()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        b.kill()
+    # SIGTERM: offline published, exit 0
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(60)
+    err = log.read_text()
+    assert proc.returncode == 0, err
+    assert wait_for(lambda: texts(c, "availability")[-1:] == ["offline"], 10)
+    assert "Traceback" not in err
+    # QoS 1 from one daemon run: seq has no gaps (duplicates are allowed after a restart)
+    first = list(dict.fromkeys(c.seqs()))
+    assert first == list(range(first[0], first[0] + len(first))), (first, err)
 
 
-def test_daemon_kill_9_fires_the_last_will(tmp_path, long_folder, edgepose_env):
+def test_daemon_kill_9_fires_the_last_will(tmp_path, long_folder, edgepose_env, cleanup):
     b = brokers.Broker(tmp_path).start()
     log = tmp_path / "daemon.log"
     proc = start_daemon(b, long_folder, edgepose_env, log, device="cam2")
-    try:
-        c = Collector(b, "edgepose/cam2/#")
-        assert wait_for(lambda: len(c.seqs()) >= 3, 60), log.read_text()
-        assert texts(c, "availability") == ["online"]
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-        assert wait_for(lambda: texts(c, "availability")[-1:] == ["offline"], 10)
-        # and it stays retained for subscribers that come later
-        late = subprocess.run(["mosquitto_sub", "-h", b.host, "-p", str(b.port), "-C", "1", "-W", "3",
-                               "-t", "edgepose/cam2/availability", "-F", "%r %p"], capture_output=True, text=True)
-        assert late.stdout.strip() == "1 offline"
-        c.close()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        b.kill()
+    cleanup += [proc, b]
+    c = Collector(b, "edgepose/cam2/#")
+    cleanup.append(c)
+    assert wait_for(lambda: len(c.seqs()) >= 3, 60), log.read_text()
+    assert texts(c, "availability") == ["online"]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    assert wait_for(lambda: texts(c, "availability")[-1:] == ["offline"], 10)
+    # and it stays retained for subscribers that come later
+    late = subprocess.run(["mosquitto_sub", "-h", b.host, "-p", str(b.port), "-C", "1", "-W", "3",
+                           "-t", "edgepose/cam2/availability", "-F", "%r %p"], capture_output=True, text=True)
+    assert late.stdout.strip() == "1 offline"
