@@ -31,21 +31,26 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 
 def long_clip(path: Path, repeats: int = 15) -> Path:
     """A 640x480 clip of calibration photos, 26 frames (each photo held 2 frames) repeated."""
-    base = make_clip(path.with_name("base_" + path.name), 26, hold=2)
-    frames = []
-    cap = cv2.VideoCapture(str(base))
-    while True:
-        ok, img = cap.read()
-        if not ok:
-            break
-        frames.append(img)
-    cap.release()
+    frames = read_frames(make_clip(path.with_name("base_" + path.name), 26, hold=2))
     out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30, (640, 480))
     for _ in range(repeats):
         for f in frames:
             out.write(f)
     out.release()
     return path
+
+
+def read_frames(path: Path) -> list:
+    """Every frame of a video file."""
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, img = cap.read()
+        if not ok:
+            break
+        frames.append(img)
+    cap.release()
+    return frames
 
 
 def start_daemon(clip: Path, port: int, env: dict, log_dir: Path, extra=()) -> subprocess.Popen:

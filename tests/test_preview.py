@@ -273,3 +273,10 @@ def test_sigterm_with_a_viewer_connected_stops_cleanly(daemon):
     ps = payloads((d / "daemon.out").read_text())
     assert [p["seq"] for p in ps] == list(range(len(ps)))
     assert "Traceback" not in (d / "daemon.err").read_text()
+
+
+def test_the_installed_service_leaves_the_preview_off():
+    from edgepose import config
+    from conftest import REPO
+    assert config.load(str(REPO / "deploy" / "edgepose.toml"), environ={}).preview.listen == ""
+    assert "--preview" not in (REPO / "deploy" / "edgepose.service").read_text()

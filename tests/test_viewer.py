@@ -16,7 +16,7 @@ import pytest
 import broker as broker_mod
 from broker import Broker
 from conftest import REPO, VIDEOS, run_cli
-from preview_util import chromium, chromium_available, decode, free_port, get, status, wait_http
+from preview_util import chromium, chromium_available, decode, free_port, get, read_frames, status, wait_http
 
 pytestmark = pytest.mark.skipif(not broker_mod.available(), reason="mosquitto is not installed (see .ci/run)")
 
@@ -59,13 +59,7 @@ def test_view_to_jpeg_and_mp4(broker, edgepose_env, tmp_path):
     blank = np.full_like(img, 32)
     drawn = (np.abs(img.astype(int) - blank).sum(axis=2) > 60).sum()
     assert drawn > 2000  # keypoints, scores and the FPS/latency text
-    cap = cv2.VideoCapture(str(mp4))
-    frames = []
-    while True:
-        ok, f = cap.read()
-        if not ok:
-            break
-        frames.append(f)
+    frames = read_frames(mp4)
     assert len(frames) == 5 and frames[0].shape == (540, 960, 3)
     assert any(np.abs(a.astype(int) - b).mean() > 0.5 for a, b in zip(frames, frames[1:]))  # the poses move
     for d in ("a", "b"):
