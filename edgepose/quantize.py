@@ -232,6 +232,39 @@ def split_depthwise(graph_def, max_taps: int = 25) -> Tuple[object, List[str]]:
     return out, notes
 
 
+def split_wide_concats(graph_def, max_inputs: int = 4) -> Tuple[object, List[str]]:
+    """Nest a ``ConcatV2`` of more than ``max_inputs`` tensors: concat(concat(a, b, c, d), e).
+
+    Pure data movement, so exactly the same output; older XNNPACK builds
+    (tflite-runtime 2.14) delegate concatenations of at most 4 inputs and
+    leave wider ones to the CPU kernels, splitting the graph.
+    """
+    tf = _tf()
+    out = tf.compat.v1.GraphDef()
+    out.CopyFrom(graph_def)
+    notes = []
+    for n in list(out.node):
+        data = list(n.input[:-1])
+        if n.op != "ConcatV2" or len(data) <= max_inputs:
+            continue
+        axis = n.input[-1]
+        inner = out.node.add()
+        inner.CopyFrom(n)
+        inner.name = f"{n.name}/edgepose_head"
+        del inner.input[:]
+        inner.input.extend(data[:max_inputs] + [axis])
+        inner.attr["N"].i = max_inputs
+        del n.input[:]
+        rest = data[max_inputs:]
+        n.input.extend([inner.name] + rest + [axis])
+        n.attr["N"].i = 1 + len(rest)
+        notes.append(f"{n.name}: {len(data)}-input concatenation nested as {max_inputs} + {len(rest)}")
+    if notes:  # a remainder may still be too wide
+        more_out, more = split_wide_concats(out, max_inputs)
+        return more_out, notes + more
+    return out, notes
+
+
 def tensor_ranges(graph_def, input_name: str, names: Sequence[str], images: Sequence[np.ndarray]
                   ) -> Dict[str, float]:
     """max |value| of graph tensors over images (float graph, TensorFlow)."""
@@ -495,6 +528,8 @@ def build(pb_path: Path, input_name: str, output_name: str, input_shape: Sequenc
     if recipe.split_depthwise:
         gd, more = split_depthwise(gd)
         notes += more
+    gd, more = split_wide_concats(gd)
+    notes += more
     if recipe.mode == "int8" and recipe.balance_concats:
         gd, more = balance_concats(gd, input_name, calibration[::4] or calibration)
         notes += more
