@@ -2,7 +2,7 @@
 """Does `edgepose calibrate-fps` pick (nearly) the fastest configuration? Prints numbers; asserts nothing.
 
     python3 benchmarks/calibrate_vs_exhaustive.py [--model hourglass] [--source CLIP] [--seconds 90]
-                                                  [--per-config 4] [--reps 5] [--repeat]
+                                                  [--per-config 3] [--reps 6] [--repeat]
 
 1. runs `edgepose calibrate-fps --json` as a user would (subprocess, default budget);
 2. runs an independent exhaustive sweep over the same options (every model variant, thread count
@@ -125,7 +125,7 @@ def exhaustive(configs, frames, args, env) -> dict:
             f = daemon_fps(k, frames, args.per_config, args.warmup, env)
             fps[k].append(f)
             print(f"  rep {rep + 1}/{args.reps}  {label(k):<34} {f:7.1f} fps", file=sys.stderr, flush=True)
-    return {k: statistics.median(v) for k, v in fps.items()}
+    return fps
 
 
 def main() -> None:
@@ -133,8 +133,8 @@ def main() -> None:
     ap.add_argument("--model", default="hourglass", help="model family (default hourglass)")
     ap.add_argument("--source", type=Path, default=SHARED / "data" / "video" / "demo.mp4")
     ap.add_argument("--seconds", type=float, default=0, help="calibrate-fps budget (default: its default)")
-    ap.add_argument("--per-config", type=float, default=4.0, help="exhaustive seconds per configuration and rep")
-    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--per-config", type=float, default=3.0, help="exhaustive seconds per configuration and rep")
+    ap.add_argument("--reps", type=int, default=6)
     ap.add_argument("--warmup", type=int, default=5, help="frames not timed at the start of each run")
     ap.add_argument("--repeat", action="store_true", help="also check repeatability (a second calibrate run)")
     args = ap.parse_args()
@@ -160,14 +160,19 @@ def main() -> None:
     print(f"exhaustive sweep: {len(configs)} configurations x {args.reps} reps x {args.per_config:g} s "
           f"(service loop) ...", file=sys.stderr, flush=True)
     frames = load_frames(args.source)
-    ex = exhaustive(configs, frames, args, env)
+    reps = exhaustive(configs, frames, args, env)
+    ex = {k: statistics.median(v) for k, v in reps.items()}
 
     print(f"\nmachine: {first['board']}, {first['cores']} cores; source {args.source.name}; load average "
           f"{os.getloadavg()[0]:.1f} at the end")
-    print(f"{'configuration':<36} {'calibrate fps':>13} {'exhaustive fps':>15}  verified")
+    print(f"{'configuration':<36} {'calibrate fps':>13} {'exhaustive fps':>15} {'reps min..max':>15}  verified")
     cal_fps = {key(c): c["fps"] for c in first["candidates"]}
     for k in sorted(configs, key=lambda k: -ex[k]):
-        print(f"{label(k):<36} {cal_fps.get(k, 0):13.1f} {ex[k]:15.1f}  {'yes' if verified[k] else 'no'}")
+        lo, hi = min(reps[k]), max(reps[k])
+        print(f"{label(k):<36} {cal_fps.get(k, 0):13.1f} {ex[k]:15.1f} {f'{lo:.1f}..{hi:.1f}':>15}  "
+              f"{'yes' if verified[k] else 'no'}")
+    spread = statistics.median((max(v) - min(v)) / statistics.median(v) for v in reps.values())
+    print(f"noise: median spread (max-min)/median of a configuration's repetitions {spread:.0%}")
     best_v = max((k for k in configs if verified[k]), key=lambda k: ex[k])
     best_all = max(configs, key=lambda k: ex[k])
     for i, rep in enumerate(runs, 1):
@@ -179,6 +184,10 @@ def main() -> None:
         if best_all != best_v:
             print(f"  fastest overall incl. unverified:      {ex[best_all]:7.1f}  {label(best_all)}")
         print(f"  ratio pick / fastest verified:         {ex[pick] / ex[best_v]:7.3f}  (goal >= 0.95)")
+        if pick != best_v:
+            overlap = max(reps[pick]) >= min(reps[best_v])
+            print(f"  repetitions of the two {'overlap' if overlap else 'do not overlap'} "
+                  f"({min(reps[pick]):.1f}..{max(reps[pick]):.1f} vs {min(reps[best_v]):.1f}..{max(reps[best_v]):.1f})")
     if len(runs) == 2:
         a, b = key(runs[0]["choice"]), key(runs[1]["choice"])
         ratio = min(ex[a], ex[b]) / max(ex[a], ex[b])
