@@ -24,6 +24,7 @@ import errno
 import html
 import json
 import logging
+import os
 import socket
 import threading
 import time
@@ -43,6 +44,7 @@ MAX_CLIENTS = 32  # open streams at once; more get 503
 DEMAND_S = 3.0  # a /frame.jpg request keeps the encoder running this long
 SEND_TIMEOUT_S = 10.0  # a client that takes longer to accept data is dropped
 BOUNDARY = "edgeposeframe"
+ENCODER_NICE = 10  # the drawing/encoding thread runs at this (lower) CPU priority
 
 StatusProvider = Callable[[], Dict[str, Any]]
 
@@ -188,6 +190,10 @@ class PreviewServer:
     def _encoder_main(self) -> None:
         from . import draw  # cv2 and numpy: only loaded once the preview is on
 
+        try:  # Linux nice values are per thread: inference keeps precedence over drawing
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), ENCODER_NICE)
+        except (AttributeError, OSError):
+            pass
         meter = RateMeter()
         last = None
         next_due = 0.0

@@ -27,13 +27,14 @@ def broker(tmp_path):
         yield b
 
 
-def _viewer(broker, tmp_path, *args) -> subprocess.Popen:
+def _viewer(broker, tmp_path, *args, device="cam1") -> subprocess.Popen:
     err = open(tmp_path / "viewer.err", "w")
+    who = ["--device", device] if device else []
     p = subprocess.Popen([sys.executable, "-m", "edgepose.cli", "view", "--host", broker.host,
-                          "--port", str(broker.port), "--device", "cam1", *map(str, args)],
+                          "--port", str(broker.port), *who, *map(str, args)],
                          cwd=REPO, stdout=subprocess.DEVNULL, stderr=err)
     deadline = time.monotonic() + 20
-    while "subscribed to edgepose/cam1/" not in (tmp_path / "viewer.err").read_text():
+    while f"subscribed to edgepose/{device or '+'}/" not in (tmp_path / "viewer.err").read_text():
         assert p.poll() is None and time.monotonic() < deadline, (tmp_path / "viewer.err").read_text()
         time.sleep(0.05)
     return p
@@ -49,11 +50,12 @@ def test_view_to_jpeg_and_mp4(broker, edgepose_env, tmp_path):
     jpg, mp4 = tmp_path / "pose.jpg", tmp_path / "pose.mp4"
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    v1 = _viewer(broker, tmp_path / "a", "--out", jpg, "--count", 5, "--timeout", 60)
+    v1 = _viewer(broker, tmp_path / "a", "--out", jpg, "--count", 5, "--timeout", 60, device=None)
     v2 = _viewer(broker, tmp_path / "b", "--out", mp4, "--count", 5, "--timeout", 60)
     _publish(broker, edgepose_env)  # demo.mp4: 5 frames of 960x540
     assert v1.wait(30) == 0, (tmp_path / "a" / "viewer.err").read_text()
     assert v2.wait(30) == 0, (tmp_path / "b" / "viewer.err").read_text()
+    assert "showing device cam1" in (tmp_path / "a" / "viewer.err").read_text()  # the first that sent a pose
     img = cv2.imread(str(jpg))
     assert img.shape == (540, 960, 3)  # the device's frame size
     blank = np.full_like(img, 32)
