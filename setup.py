@@ -37,7 +37,7 @@ setup(
         "convert": ["tensorflow-cpu>=2.15; platform_machine == 'x86_64'",
                     "tensorflow>=2.15; platform_machine != 'x86_64'"],
         "systemd": ["systemd-python>=234"],
-        "test": ["pytest>=7", "selenium>=4.10"],  # selenium drives headless Chromium (preview page tests)
+        "test": ["pytest>=7", "selenium>=4.10", "jsonschema>=4"],  # selenium: preview page tests; jsonschema: report schemas
     },
     entry_points={"console_scripts": ["edgepose=edgepose.cli:entry_point"]},
     classifiers=[
