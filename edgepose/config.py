@@ -53,7 +53,8 @@ class ModelConfig:
     name: str = _opt("cpm", "catalogue name (cpm, hourglass, cpm-int8, ...) or path to a .tflite file")
     dir: str = _opt("", "model cache directory (default ~/.cache/edgepose/models)")
     mirror: str = _opt("", "local mirror directory or http(s) URL to fetch models from")
-    score_threshold: float = _opt(0.3, "pose score at or above which `present` is true",
+    score_threshold: float = _opt(0.3, "pose score at or above which `present` is true (set for CPM; "
+                                       "multiplied by the catalogue's score_scale for other models)",
                                   minimum=0, maximum=1)
     decoder: str = _opt("subpixel", "heatmap decoder", choices=("subpixel", "argmax", "upstream"))
     fit: str = _opt("pad", "how a whole frame is fitted to the square model input",

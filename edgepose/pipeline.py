@@ -133,4 +133,5 @@ def from_config(cfg, engine) -> Pipeline:
     box_policy: BoxPolicy = (tracking.from_config(cfg, in_w, in_h, meta.score_scale)
                              or WholeFrame(in_w, in_h, cfg.model.fit))
     return Pipeline(engine, decoder=decoder, box_policy=box_policy,
-                    smoother=smoothing.from_config(cfg.smoothing), threshold=cfg.model.score_threshold)
+                    smoother=smoothing.from_config(cfg.smoothing),
+                    threshold=cfg.model.score_threshold * meta.score_scale)
