@@ -52,6 +52,7 @@ def _tf():
     """Import TensorFlow lazily (only the workstation converter needs it)."""
     try:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # deterministic calibration runs
         import tensorflow as tf  # noqa: PLC0415
     except ImportError as e:
         raise RuntimeMissingError(

@@ -196,3 +196,11 @@ def test_report_goal_check_is_strict():
     rep["fidelity"].update(agreement=0.97, pck_quant={"pck@0.1": 0.69})
     assert q.check_goals(rep) == {"one_xnnpack_partition": True, "agreement": True, "pck_drop": True}
     assert json.dumps(rep)
+
+
+def test_daemon_runs_the_built_variant_by_name(built, quant_env):
+    built("cpm", "int8")
+    r = run_cli(["run", "--model", "cpm-int8", "--source", CALIB / "ski.jpg"], quant_env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    payload = json.loads(r.stdout.splitlines()[0])
+    assert payload["model"] == "cpm-int8" and len(payload["keypoints"]) == 14
