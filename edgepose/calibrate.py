@@ -549,7 +549,7 @@ def sweep(candidates: Sequence[Candidate], run_slice: SliceFn, plan: Plan, allow
     state = {"done": 0}
     started = clock()
 
-    def one(res: Result, seconds: float, phase: str, remaining_after: int, slice_after_s: float) -> None:
+    def one(res: Result, seconds: float, phase: str, eta: Callable[[], float]) -> None:
         try:
             s = run_slice(res.candidate, seconds, plan, phase)
         except EdgeposeError as e:
@@ -566,16 +566,13 @@ def sweep(candidates: Sequence[Candidate], run_slice: SliceFn, plan: Plan, allow
                 res.finals.append(s)
         state["done"] += 1
         if progress:
-            eta = remaining_after * (slice_after_s + setup_s())
             progress(Progress(state["done"], res.candidate.label, s.fps if s else None,
-                              clock() - started, eta, phase))
+                              clock() - started, max(0.0, eta()), phase))
 
-    final_guess = max(plan.min_slice_s, plan.budget_s * (1 - plan.screen_share)
-                      / max(1, plan.final_rounds * min(n, plan.max_finalists)))
     for i, res in enumerate(results):
-        left_screen = n - i - 1
-        one(res, screen_s, "screen", left_screen + plan.final_rounds * min(n, plan.max_finalists),
-            screen_s if left_screen else final_guess)
+        # the final rounds take what is left of the budget
+        one(res, screen_s, "screen", lambda i=i: max((n - i - 1) * (screen_s + setup_s()),
+                                                     plan.budget_s - (clock() - started)))
 
     ok = [r for r in results if r.screen is not None and eligible(r.candidate, allow_unverified)]
     if not ok:
@@ -593,7 +590,7 @@ def sweep(candidates: Sequence[Candidate], run_slice: SliceFn, plan: Plan, allow
         order = finalists if rnd % 2 == 0 else finalists[::-1]
         for j, res in enumerate(order):
             remaining = (rounds - rnd - 1) * k + k - j - 1
-            one(res, final_s, "final", remaining, final_s)
+            one(res, final_s, "final", lambda m=remaining: m * (final_s + setup_s()))
     return results
 
 
