@@ -433,3 +433,18 @@ def test_parse_helpers():
     assert cal.recommend_cap(33.37) == 30.0 and cal.recommend_cap(33.37, 1.0) == 33.3
     assert cal.recommend_cap(0.05) == 0.1 and cal.recommend_cap(0) == 0.0
     assert cal.family_of("cpm-int8") == "cpm" and cal.family_of("hourglass") == "hourglass"
+
+
+def test_writing_a_locally_built_choice_warns_when_the_service_cache_lacks_it(edgepose_env, tmp_path):
+    cache = tmp_path / "cache"
+    _quantized_stand_in(cache, "hourglass-int8", _report(0.99))  # passes its goals
+    target = tmp_path / "svc.toml"
+    target.write_text(f'[model]\nname = "cpm"\ndir = "{tmp_path / "service-cache"}"\n')
+    env = dict(edgepose_env, EDGEPOSE_MODEL_DIR=str(cache))
+    r = run_cli(["calibrate-fps", "--source", "synthetic:320x240", "--model", "hourglass", "--config", os.devnull,
+                 "--variants", "int8", "--quick", "--seconds", "1", "--threads", "1", "--xnnpack", "on",
+                 "--write", target], env)
+    assert r.returncode == 0, r.stderr
+    assert "chosen: hourglass-int8" in r.stdout
+    assert f"hourglass-int8 is not in the model cache {tmp_path / 'service-cache'}" in r.stdout
+    assert _flat(target.read_text())[("model", "name")] == "hourglass-int8"
