@@ -12,7 +12,8 @@
    ``receive time - payload ts`` (ts = when the frame entered the pipeline).
 3. pipeline efficiency with MQTT on: ``edgepose run --sink mqtt`` uncapped with ``--model``
    and ``--threads``; FPS counted at the subscriber / (1 / median bare invoke()), as in
-   benchmarks/pipeline.py (goal >= 0.90).
+   benchmarks/pipeline.py (goal >= 0.90), and the same run with ``--sink stdout`` right after
+   it for comparison under the same machine load.
 
 mosquitto is started on a free loopback port with tests/broker.py.
 """
@@ -141,7 +142,8 @@ def main() -> int:
     b = brokers.Broker(tmp).start()
     try:
         version = subprocess.run([brokers.MOSQUITTO, "-h"], capture_output=True, text=True).stdout.split("\n")[0]
-        print(f"broker: {version} on {b.host}:{b.port} (loopback), pose QoS {args.qos}")
+        print(f"broker: {version} on {b.host}:{b.port} (loopback), pose QoS {args.qos}; "
+              f"load average (1 min) {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
 
         cost, lat, net_cpu = publish_cost(b, args.qos, args.messages)
         print(f"publish_pose cost ({args.messages} payloads at 30 msg/s, in-process MqttSink): "
@@ -165,6 +167,8 @@ def main() -> int:
         path = models.resolve(args.model, cache_dir=env["EDGEPOSE_MODEL_DIR"], mirror=env["EDGEPOSE_MODEL_MIRROR"])
         before = pipebench.bare_invoke_ms(path, args.threads, True)
         rc, got = run_daemon(b, clip, env, args.model, args.threads, 0, "bench-eff")
+        ref = pipebench.run_daemon(argparse.Namespace(model=args.model, threads=args.threads, no_xnnpack=False),
+                                   clip, env)  # the same run with --sink stdout, right after
         after = pipebench.bare_invoke_ms(path, args.threads, True)
         invoke_ms = statistics.median([before, after])
         fps = pipebench.fps_of([mono for _, mono, _ in got]) if len(got) > 20 else float("nan")
@@ -173,6 +177,9 @@ def main() -> int:
         print(f"edgepose run --sink mqtt (uncapped): {len(got)}/{args.frames} poses at the subscriber, "
               f"{fps:.1f} FPS, exit {rc}")
         print(f"pipeline efficiency with MQTT on: {fps * invoke_ms / 1000:.3f} (goal >= 0.90)")
+        ref_fps = pipebench.fps_of(ref["arrivals"]) if ref["frames"] > 20 else float("nan")
+        print(f"same run with --sink stdout: {ref_fps:.1f} FPS -> MQTT/stdout throughput {fps / ref_fps:.3f}")
+        print(f"load average (1 min) at the end: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     finally:
         b.stop()
     return 0
