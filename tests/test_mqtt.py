@@ -468,3 +468,19 @@ def test_sub_survives_a_broker_restart_and_ctrl_c_exits_0(broker, sinks):
     out, err = w.communicate(timeout=10)
     assert w.returncode == 0 and "Traceback" not in err
     assert "dev1 is online" in out
+
+
+def test_tls_host_name_check_and_insecure_flag(tmp_path, sinks):
+    b = brokers.Broker(tmp_path, tls=True, tls_names="DNS:broker.invalid").start()
+    try:
+        tls = dict(port=b.tls_port, tls=True, tls_ca=str(b.certs.ca), qos=1)
+        strict = sinks(b, device="strict", **tls)  # host 127.0.0.1 is not in the certificate
+        strict.start()
+        assert wait_for(lambda: strict.stats()["broker"].startswith("tls error"), 5)
+        assert "127.0.0.1" in strict.stats()["broker"]  # "... not valid for '127.0.0.1'"
+        lax = sinks(b, device="lax", tls_insecure=True, **tls)
+        lax.start()
+        assert wait_for(lambda: connected(lax), 5), lax.stats()
+        assert not connected(strict)
+    finally:
+        b.kill()
