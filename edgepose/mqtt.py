@@ -372,7 +372,7 @@ class MqttSink:
             except Exception as e:  # OSError, ssl.SSLError, ValueError (bad host)
                 problem = describe_error(e)
                 self._set_state(problem)
-                slow = problem.startswith("tls error")
+                slow = problem.startswith("tls error: certificate")  # will not fix itself
                 delay = self.cfg.reconnect_max if slow else backoff_delay(
                     attempt, self.cfg.reconnect_min, self.cfg.reconnect_max, self._rng)
                 attempt += 1
