@@ -172,6 +172,18 @@ def test_topics_seen_by_mosquitto_sub(broker, sinks):
     assert s.stats()["broker"] == "closed"
 
 
+def test_status_keeps_flowing_without_poses(broker, sinks):
+    """Status has its own timer: a capture loop stuck on a camera still reports."""
+    c = Collector(broker, "edgepose/dev1/status")
+    s = sinks(broker, status_interval=0.5, status=lambda: {"camera": "reconnecting", "frames": 0})
+    s.start()
+    assert wait_for(lambda: len(c.of("status")) >= 4, 5)  # the connect one + one every 0.5 s
+    docs = [m.json() for m in c.of("status")]
+    assert all(d["camera"] == "reconnecting" for d in docs)
+    assert [d["ts"] for d in docs] == sorted(d["ts"] for d in docs) and docs[-1]["ts"] > docs[0]["ts"]
+    c.close()
+
+
 def test_broker_down_at_start_then_poses_arrive(tmp_path, sinks):
     b = brokers.Broker(tmp_path)
     calls = []
