@@ -604,7 +604,7 @@ def format_pose(p: Dict[str, Any]) -> str:
 def format_status(device: str, s: Dict[str, Any]) -> str:
     infer = s.get("infer_ms") or {}
     parts = [f"{s.get('fps', 0):.1f} fps" if isinstance(s.get("fps"), (int, float)) else None,
-             f"infer p50 {infer.get('p50')} ms p95 {infer.get('p95')} ms" if infer else None,
+             f"infer p50 {infer.get('p50')} ms p95 {infer.get('p95')} ms" if infer.get("p50") is not None else None,
              f"frames {s.get('frames')}" if "frames" in s else None,
              f"dropped frames {s.get('dropped_frames')}" if "dropped_frames" in s else None,
              f"published {s.get('published')}", f"queued {s.get('queued')}",
