@@ -413,6 +413,7 @@ def test_sub_prints_poses_and_notes_gaps(broker, sinks):
     assert p.returncode == 0, err
     lines = out.splitlines()
     assert "dev1 is online" in out and "meta: model cpm 192x192, 14 keypoints" in out
+    assert "dev1 status: 30.0 fps, frames 7, published " in out and "camera ok" in out
     poses = [line for line in lines if " dev1 #" in line]
     assert [line.split()[2] for line in poses] == ["#1", "#2", "#5", "#6"]
     assert "head_top=10,20" in poses[0] and "person score=0.50 33.0ms" in poses[0]
