@@ -7,7 +7,8 @@
 For every variant: XNNPACK partitions, latency (median and min, all models
 timed round-robin in one loop so machine load hits them alike) and speed-up
 over the upstream float model of its family, keypoint agreement with float
-(labelled keypoints within 5% of the box size) and PCK@0.1 on
+(labelled keypoints within 5% of the box size; "conf." counts only keypoints whose
+float heatmap peak is >= 0.1) and PCK@0.1 on
 ../shared/data/eval.  Variants come from the model cache
 (``edgepose models quantize``); ``--build`` builds the missing ones first
 (calibration on ../shared/data/calib).  ``--tflite-runtime PY`` also loads
@@ -78,7 +79,7 @@ def main() -> int:
     lat = latency_interleaved(engines, img, runs=args.runs, warmup=5)
     samples = load_annotations(EVAL)
     print(f"{'model':<18} {'kind':<16} {'xnnpack':<14} {'median ms':>9} {'min ms':>7} {'speed-up':>9} "
-          f"{'(min)':>6} {'agree':>6} {'PCK@0.1':>8} {'float':>6}  grid")
+          f"{'(min)':>6} {'agree':>6} {'conf.':>6} {'PCK@0.1':>8} {'float':>6}  grid")
     for fam in families:
         for name in [fam] + [n for n in args.models if cat[n].extra.get("reference") == fam]:
             e = engines[name]
@@ -87,13 +88,14 @@ def main() -> int:
             kind = inspect(paths[name], with_delegation=False).quantized.split(" (")[0]
             sp = lat[fam].median_ms / lat[name].median_ms
             spm = lat[fam].min_ms / lat[name].min_ms
-            agree = pck = pckf = ""
+            agree = conf = pck = pckf = ""
             if name != fam:
                 f = q.fidelity(engines[fam], e, samples)
                 agree = f"{100 * f.agreement:5.1f}%"
+                conf = f"{100 * f.agreement_confident:5.1f}%"
                 pck, pckf = f"{100 * f.pck_quant['pck@0.1']:7.1f}", f"{100 * f.pck_float['pck@0.1']:6.1f}"
             print(f"{name:<18} {kind[:16]:<16} {xnn:<14} {lat[name].median_ms:9.2f} {lat[name].min_ms:7.2f} "
-                  f"{sp:8.2f}x {spm:5.2f}x {agree:>6} {pck:>8} {pckf:>6}  {e.spec.grid_h}x{e.spec.grid_w}")
+                  f"{sp:8.2f}x {spm:5.2f}x {agree:>6} {conf:>6} {pck:>8} {pckf:>6}  {e.spec.grid_h}x{e.spec.grid_w}")
     if args.tflite_runtime:
         check = ROOT / "benchmarks" / "tflite_runtime_check.py"
         print(f"\ntflite-runtime check ({args.tflite_runtime}):", flush=True)

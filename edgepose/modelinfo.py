@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -198,6 +198,7 @@ def inspect(path: Path, runtime: Optional[Runtime] = None, with_delegation: bool
     hist: Counter = Counter()
     flops = 0
     produced = set()
+    acts: Counter = Counter()
     for o in ops:
         if o["op_name"] == "DELEGATE":
             continue
@@ -206,6 +207,8 @@ def inspect(path: Path, runtime: Optional[Runtime] = None, with_delegation: bool
         outs = [tuple(int(x) for x in details[i]["shape"]) for i in o["outputs"]]
         flops += _flops(o["op_name"], ins, outs)
         produced.update(int(i) for i in o["outputs"])
+        if o["op_name"] not in ("QUANTIZE", "DEQUANTIZE"):
+            acts.update(np.dtype(details[i]["dtype"]).name for i in o["outputs"])
     inputs_idx = {d["index"] for d in interp.get_input_details()}
     consts = [t for i, t in details.items() if i not in produced and i not in inputs_idx
               and len(t["shape"]) > 0]
@@ -215,14 +218,15 @@ def inspect(path: Path, runtime: Optional[Runtime] = None, with_delegation: bool
         inputs=[tinfo(t) for t in interp.get_input_details()],
         outputs=[tinfo(t) for t in interp.get_output_details()],
         ops=dict(hist.most_common()), flops=int(flops), weight_dtypes=dict(wd),
-        quantized=_kind(hist, wd),
+        quantized=_kind(acts, wd),
         delegation=delegation(path, runtime) if with_delegation else None)
     return info
 
 
-def _kind(hist: Counter, weights: Counter) -> str:
-    if weights.get("int8") and hist.get("QUANTIZE", 0) + hist.get("DEQUANTIZE", 0) <= 2 and not weights.get("float32", 0) > 4:
-        return "int8"
+def _kind(activations: Counter, weights: Counter) -> str:
+    """What the model computes in, from the dtypes of op outputs and constant tensors."""
+    if activations.get("int8") or activations.get("uint8"):
+        return "int8" if not activations.get("float32") else "mixed int8/float32"
     if weights.get("float16"):
         return "float16 weights (dequantized to float32 at load)"
     if weights.get("int8"):

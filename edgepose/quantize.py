@@ -29,10 +29,9 @@ import json
 import logging
 import os
 import tempfile
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -46,6 +45,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 # activations whose scale is smaller than this are widened (see fix_quantization)
 MIN_ACTIVATION_SCALE = 1e-3
 AGREEMENT_TOLERANCE = 0.05  # of the person-box size
+CONFIDENT = 0.1  # float heatmap peak at or above which a keypoint counts as detected (diagnostics)
 
 
 def _tf():
@@ -118,16 +118,6 @@ def cleanup_graph(graph_def, keep: Sequence[str] = ()) -> Tuple[object, Cleanup]
             if base in replace:
                 m.input[i] = ("^" if ctrl else "") + final(base)
     return out, Cleanup(removed_relu=len(replace))
-
-
-def relu6_name(graph_def, name: str) -> str:
-    """The name a node is reached by after :func:`cleanup_graph` (its Relu6 if it was a redundant Relu)."""
-    by_name = {n.name: n for n in graph_def.node}
-    n = by_name.get(name)
-    while n is not None and n.op == "Relu" and by_name.get(_node_name(n.input[0]), n).op in ("Relu6", "Relu"):
-        name = _node_name(n.input[0])
-        n = by_name.get(name)
-    return name
 
 
 def _const_node(graph_def, name: str, value: np.ndarray):
@@ -691,6 +681,8 @@ class Fidelity:
     keypoints: int
     people: int
     decoder: str
+    agreement_confident: float = 0.0  # the same over keypoints whose float score >= CONFIDENT
+    confident_keypoints: int = 0
 
 
 def fidelity(float_engine, quant_engine, samples, decoder: str = "subpixel",
@@ -704,7 +696,10 @@ def fidelity(float_engine, quant_engine, samples, decoder: str = "subpixel",
     ok = dist <= tolerance * ref.box_size[:, None]
     vis = ref.visible.astype(bool)
     keys = ("pck@0.1", "pck@0.05", "pckh@0.5")
+    conf = vis & (ref.scores >= CONFIDENT)
     return Fidelity(agreement=float((ok & vis).sum() / max(1, vis.sum())),
+                    agreement_confident=float((ok & conf).sum() / max(1, conf.sum())),
+                    confident_keypoints=int(conf.sum()),
                     pck_float={k: ref.metrics[k] for k in keys},
                     pck_quant={k: got.metrics[k] for k in keys},
                     keypoints=int(vis.sum()), people=int(len(samples)), decoder=decoder)
@@ -794,6 +789,8 @@ def format_report(report: dict) -> str:
     if fid:
         lines.append(f"  agreement   {100 * fid['agreement']:.1f}% of {fid['keypoints']} labelled keypoints within "
                      f"{100 * AGREEMENT_TOLERANCE:.0f}% of the box size of the float prediction")
+        lines.append(f"              {100 * fid['agreement_confident']:.1f}% of the {fid['confident_keypoints']} whose "
+                     f"float peak is >= {CONFIDENT}")
         lines.append(f"  pck@0.1     float {100 * fid['pck_float']['pck@0.1']:.1f}  quantized "
                      f"{100 * fid['pck_quant']['pck@0.1']:.1f}  ({fid['people']} people, decoder {fid['decoder']})")
     goals = report.get("goals", {})
