@@ -39,7 +39,7 @@ from edgepose.modelinfo import delegation, inspect, latency_interleaved  # noqa:
 SHARED = Path(os.environ.get("EDGEPOSE_SHARED", ROOT.parent / "shared"))
 EVAL = SHARED / "data" / "eval" / "annotations.json"
 CALIB = SHARED / "data" / "calib"
-DEFAULT = ["cpm-int8", "cpm-dynamic", "cpm-float16", "cpm-float32",
+DEFAULT = ["cpm-int8", "cpm-int8-mixed", "cpm-dynamic", "cpm-float16", "cpm-float32",
            "hourglass-int8", "hourglass-dynamic", "hourglass-float16"]
 
 
