@@ -291,7 +291,7 @@ def balance_concats(graph_def, input_name: str, images: Sequence[np.ndarray], ra
     """Scale small-range inputs of a ``ConcatV2`` up and the consuming convolution's weights down.
 
     int8 TFLite forces every input of a concatenation onto the output's single
-    scale, so a 0..1 heatmap concatenated with 0..20 features keeps ~12
+    scale, so a 0..1 heatmap concatenated with 0..18 features keeps ~13
     levels.  ``concat([B, c*H])`` followed by a convolution whose weights for
     the ``H`` channels are divided by ``c`` computes exactly the same function,
     and gives ``H`` the full int8 range.  Applied only where every consumer of
