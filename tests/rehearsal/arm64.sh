@@ -26,7 +26,8 @@
 # seccomp, so SystemCallFilter=/RestrictAddressFamilies=/MemoryDenyWriteExecute=
 # are skipped by systemd here (tests/test_systemd_unit.py checks the unit
 # statically); there is no camera, so the source is a video clip.
-set -euo pipefail
+set -eEuo pipefail
+trap 'echo "REHEARSAL FAILED: line $LINENO: $BASH_COMMAND (exit $?)" >&2' ERR
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
@@ -166,6 +167,7 @@ in_root() {
 }
 cleanup() {
     set +e
+    trap - ERR
     [ -n "$SDPID" ] && kill -9 "$SDPID" 2>/dev/null        # systemd ignores SIGTERM as PID 1
     [ -n "$UNSHARE_PID" ] && wait "$UNSHARE_PID" 2>/dev/null
     [ -n "$SUB_PID" ] && kill "$SUB_PID" 2>/dev/null
@@ -283,7 +285,7 @@ ok "systemd $(in_root systemctl --version | head -1 | cut -d' ' -f2) is PID 1 (h
 # every path outside apt's files (apt packages the installer adds stay, as documented)
 SNAP_EXCLUDE='^/(tmp|var/tmp|var/log|var/cache|var/lib/apt|var/lib/dpkg|var/lib/systemd|var/lib/private|root|srv)(/|$)|__pycache__|^/etc/alternatives/|^/etc/(passwd|group|shadow|gshadow|subuid|subgid)-?$|^/etc/ld\.so\.cache$|^/etc/\.pwd\.lock$'
 snapshot() {
-    in_root sh -c 'find / -xdev -mindepth 1 2>/dev/null | LC_ALL=C sort > /tmp/snap.all
+    in_root sh -c 'find / -xdev -mindepth 1 ! -lname "/etc/alternatives/*" 2>/dev/null | LC_ALL=C sort > /tmp/snap.all
                    cat /var/lib/dpkg/info/*.list | LC_ALL=C sort -u > /tmp/snap.dpkg
                    LC_ALL=C comm -23 /tmp/snap.all /tmp/snap.dpkg' | grep -Ev "$SNAP_EXCLUDE" || true
 }
@@ -376,7 +378,7 @@ if ! diff "$RUN/before.txt" "$RUN/after.txt" > "$RUN/diff.txt"; then
     cat "$RUN/diff.txt" >&2; die "the root differs after uninstall"
 fi
 in_root id edgepose >/dev/null 2>&1 && die "user edgepose still exists"
-left=$(in_root systemctl list-unit-files 'edgepose*' --no-legend | wc -l)
+left=$(in_root systemctl list-unit-files 'edgepose*' --no-legend 2>/dev/null | wc -l || true)
 [ "$left" = 0 ] || die "unit files left: $left"
 ok "file tree identical to before the install ($(wc -l < "$RUN/before.txt") paths compared), no user, no unit"
 
