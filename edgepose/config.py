@@ -266,19 +266,27 @@ def read_file(path: str) -> Dict[str, Any]:
 
 
 def env_mapping(environ: Mapping[str, str]) -> Dict[str, Dict[str, str]]:
-    """Collect ``EDGEPOSE_<SECTION>_<KEY>`` variables (unknown ones are errors)."""
+    """Collect ``EDGEPOSE_<SECTION>_<KEY>`` variables.
+
+    A variable naming a known section with an unknown key is an error (it is
+    surely a typo); ``EDGEPOSE_*`` variables naming no section at all (such as
+    ``EDGEPOSE_CONFIG`` or a test's ``EDGEPOSE_SHARED``) are not config keys
+    and are left alone.
+    """
     out: Dict[str, Dict[str, str]] = {}
     names = {s.name for s in sections()}
-    ignored = {"EDGEPOSE_CONFIG"}
     for var, value in environ.items():
-        if not var.startswith("EDGEPOSE_") or var in ignored:
+        if not var.startswith("EDGEPOSE_"):
             continue
         rest = var[len("EDGEPOSE_"):].lower()
         section = next((n for n in sorted(names, key=len, reverse=True) if rest.startswith(n + "_")), None)
         if section is None:
-            raise ConfigError(f"unknown environment variable {var}; expected EDGEPOSE_<SECTION>_<KEY> "
-                              f"with a section of: {', '.join(sorted(names))}")
-        out.setdefault(section, {})[rest[len(section) + 1:]] = value
+            continue
+        key = rest[len(section) + 1:]
+        if key not in _section_fields(section):
+            raise ConfigError(f"unknown environment variable {var}: [{section}] has no key {key!r}; "
+                              f"allowed keys: {', '.join(_section_fields(section))}")
+        out.setdefault(section, {})[key] = value
     return out
 
 

@@ -60,8 +60,11 @@ def test_environment_values_are_parsed_and_checked():
     assert cfg.runtime.xnnpack is False and cfg.mqtt.qos == 1 and cfg.model.mirror == "/srv/models"
     with pytest.raises(ConfigError, match="EDGEPOSE_MQTT_QOS|mqtt.qos"):
         config.load(environ={"EDGEPOSE_MQTT_QOS": "5"})
-    with pytest.raises(ConfigError, match="unknown environment variable EDGEPOSE_CAMERAS_SOURCE"):
-        config.load(environ={"EDGEPOSE_CAMERAS_SOURCE": "0"})
+    with pytest.raises(ConfigError, match="unknown environment variable EDGEPOSE_MQTT_HOSTNAME: "
+                                          r"\[mqtt\] has no key 'hostname'"):
+        config.load(environ={"EDGEPOSE_MQTT_HOSTNAME": "broker"})
+    # EDGEPOSE_* variables that name no section are not config keys
+    assert config.load(environ={"EDGEPOSE_SHARED": "/srv/shared"}).camera.source == "0"
 
 
 def test_missing_file():
