@@ -2,6 +2,10 @@
 # Deploy rehearsal on Debian 12 (bookworm) arm64 with a real systemd.
 #
 #   sudo tests/rehearsal/arm64.sh [--root-only] [--keep] [--model NAME] [--platform pi|generic]
+#                                 [--arch arm64|amd64]
+#
+# `--arch amd64` (with --platform generic) runs the same rehearsal natively on
+# an x86_64 host: no emulation, so seccomp-based hardening is enforced.
 #
 # 1. builds (or reuses from the cache) a Debian bookworm arm64 root with
 #    debootstrap + qemu-user-static,
@@ -52,6 +56,7 @@ while [ $# -gt 0 ]; do
         --keep) KEEP=1 ;;
         --model) MODEL="$2"; shift ;;
         --platform) PLATFORM="$2"; shift ;;
+        --arch) ARCH="$2"; shift ;;
         -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 64 ;;
     esac
@@ -80,10 +85,13 @@ unavailable() { echo "REHEARSAL UNAVAILABLE: $*" >&2; exit 77; }
 [ "$(id -u)" = 0 ] || unavailable "must run as root (debootstrap, mounts, namespaces)"
 
 # --------------------------------------------------------------------------
+HOST_ARCH=$(dpkg --print-architecture 2>/dev/null || echo unknown)
+EMULATED=1; [ "$ARCH" = "$HOST_ARCH" ] && EMULATED=0
+[ "$EMULATED" = 0 ] || [ "$ARCH" = arm64 ] || die "only arm64 is emulated; --arch must be arm64 or $HOST_ARCH"
 step "tools: debootstrap, qemu-user-static, mosquitto"
 need=()
 command -v debootstrap >/dev/null || need+=(debootstrap)
-command -v qemu-aarch64-static >/dev/null || need+=(qemu-user-static)
+[ "$EMULATED" = 0 ] || command -v qemu-aarch64-static >/dev/null || need+=(qemu-user-static)
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v mosquitto_sub >/dev/null || need+=(mosquitto-clients)
 if [ ${#need[@]} -gt 0 ]; then
@@ -92,9 +100,10 @@ if [ ${#need[@]} -gt 0 ]; then
         || unavailable "cannot install ${need[*]}"
 fi
 MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
-ok "$(debootstrap --version 2>/dev/null | head -1 || echo debootstrap), $(qemu-aarch64-static --version | head -1)"
+ok "$(debootstrap --version 2>/dev/null | head -1 || echo debootstrap)$( [ "$EMULATED" = 1 ] && echo ", $(qemu-aarch64-static --version | head -1)")"
 
 # --------------------------------------------------------------------------
+if [ "$EMULATED" = 1 ]; then
 step "binfmt_misc: qemu-aarch64 with the F (fix binary) flag"
 if [ ! -e /proc/sys/fs/binfmt_misc/register ]; then
     mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc || unavailable "cannot mount binfmt_misc"
@@ -107,6 +116,7 @@ if [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
 fi
 grep -q '^flags:.*F' /proc/sys/fs/binfmt_misc/qemu-aarch64 || die "qemu-aarch64 is registered without the F flag"
 ok "$(head -2 /proc/sys/fs/binfmt_misc/qemu-aarch64 | tr '\n' ' ')"
+fi
 
 # --------------------------------------------------------------------------
 # units that must not run in a root sharing the host's kernel and devices
@@ -138,7 +148,7 @@ else
     debootstrap --arch="$ARCH" --variant=minbase --include="$PACKAGES" "$SUITE" "$tmp" "$MIRROR" \
         > "$CACHE/debootstrap-$KEY.log" 2>&1 || { tail -20 "$CACHE/debootstrap-$KEY.log" >&2; rm -rf "$tmp"; die "debootstrap failed (log: $CACHE/debootstrap-$KEY.log)"; }
     for u in $MASK; do ln -sf /dev/null "$tmp/etc/systemd/system/$u"; done
-    echo rehearsal-arm64 > "$tmp/etc/hostname"
+    echo "rehearsal-$ARCH" > "$tmp/etc/hostname"
     : > "$tmp/etc/machine-id"
     rm -rf "$tmp/var/cache/apt/archives/"*.deb
     touch "$tmp/.complete"
