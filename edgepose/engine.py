@@ -113,7 +113,10 @@ class Engine:
             raise ModelError(f"cannot load model {self.path}: not a valid TFLite model ({_first_line(e)})") from None
         try:
             interp.allocate_tensors()
-            self.xnnpack = xnnpack
+            self.xnnpack = xnnpack and _has_delegate(interp)
+            if xnnpack and not self.xnnpack:
+                log.warning("XNNPACK took no part of %s on %s %s; running on the built-in kernels",
+                            self.path.name, self.runtime.name, self.runtime.version)
         except RuntimeError as e:
             if not xnnpack:
                 raise ModelError(f"cannot prepare model {self.path}: {_first_line(e)}") from None
@@ -180,6 +183,14 @@ class Engine:
                 "input_dtype": self.spec.input_dtype.name,
                 "output": [self.spec.grid_h, self.spec.grid_w, self.spec.num_keypoints],
                 "output_dtype": self.spec.output_dtype.name}
+
+
+def _has_delegate(interp) -> bool:
+    """Whether a delegate (XNNPACK) actually took nodes of the graph after allocation."""
+    try:
+        return any(op["op_name"] == "DELEGATE" for op in interp._get_ops_details())  # noqa: SLF001
+    except Exception:  # pragma: no cover - an op API missing from some runtime build
+        return True
 
 
 def _first_line(e: BaseException) -> str:
