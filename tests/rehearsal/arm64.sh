@@ -16,7 +16,8 @@
 #    aarch64 wheels of the dependencies from PyPI),
 # 4. checks: the service is active; poses arrive on MQTT (mosquitto on the
 #    host) from a clip source; `kill -STOP` of the main process makes the
-#    systemd watchdog restart it; `systemctl stop` publishes `offline` and the
+#    systemd watchdog restart it; `systemctl reload` with a broken config is
+#    logged and the service keeps running; `systemctl stop` publishes `offline` and the
 #    journal shows a clean exit; deploy/uninstall.sh --purge leaves nothing
 #    behind.
 #
@@ -57,7 +58,7 @@ while [ $# -gt 0 ]; do
         --model) MODEL="$2"; shift ;;
         --platform) PLATFORM="$2"; shift ;;
         --arch) ARCH="$2"; shift ;;
-        -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,/^set -eEuo/p' "$0" | sed '$d'; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 64 ;;
     esac
     shift
