@@ -7,12 +7,15 @@ preview (prints numbers; asserts nothing).
 Same measurement as benchmarks/pipeline.py (whose helpers it uses): efficiency = daemon FPS on a
 640x480 clip / (1 / median bare invoke()) with the same model and threads; goal >= 0.90 with one
 viewer connected.  Runs alternate (none, viewer, none, viewer, ...) so drift hits both alike.
+FPS depends on what else the machine runs; the daemon's CPU time per frame (user + system, from
+getrusage of the finished child) does much less, so the preview's own cost is printed from it too.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import socket
 import statistics
 import sys
@@ -30,6 +33,31 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def draw_encode_ms(clip: Path, n: int = 50) -> float:
+    """Median time of what the preview's encoder thread does per frame: draw.render + encode_jpeg."""
+    import cv2
+
+    from edgepose import draw, preview
+    from edgepose.pose import KEYPOINT_NAMES
+    ok, img = cv2.VideoCapture(str(clip)).read()
+    h, w = img.shape[:2]
+    payload = {"seq": 1, "ts": 0.0, "present": True, "score": 0.7, "latency_ms": {"infer": 30.0, "total": 40.0},
+               "keypoints": [{"name": k, "x": w * (0.3 + 0.03 * i), "y": h * (0.2 + 0.05 * i), "score": 0.7}
+                             for i, k in enumerate(KEYPOINT_NAMES)]}
+    ts = []
+    for _ in range(n):
+        t = time.perf_counter()
+        draw.encode_jpeg(draw.render(img, payload, 10.0, max_width=preview.MAX_WIDTH), preview.QUALITY)
+        ts.append(time.perf_counter() - t)
+    return statistics.median(ts) * 1e3
+
+
+def children_cpu_s() -> float:
+    """User + system CPU seconds of the finished child processes so far."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 class MjpegViewer(threading.Thread):
@@ -82,18 +110,26 @@ def main() -> int:
     env.setdefault("EDGEPOSE_MODEL_DIR", str(tmp / "models"))
     path = models.resolve(args.model, cache_dir=env["EDGEPOSE_MODEL_DIR"], mirror=env["EDGEPOSE_MODEL_MIRROR"])
     clip = make_clip(tmp / "clip640x480.mp4", args.frames)
+    draw_ms = draw_encode_ms(clip)
     invoke = [bare_invoke_ms(path, args.threads, not args.no_xnnpack)]
     fps = {"none": [], "viewer": []}
+    cpu = {"none": [], "viewer": []}  # daemon CPU ms per frame (user + system, all its threads)
     streamed = []
+
+    def measure(kind, extra=()):
+        before = children_cpu_s()
+        res = run_daemon(args, clip, env, extra=extra)
+        cpu[kind].append((children_cpu_s() - before) * 1e3 / max(res["frames"], 1))
+        fps[kind].append(fps_of(res["arrivals"]))
+
     for _ in range(args.runs):
-        fps["none"].append(fps_of(run_daemon(args, clip, env)["arrivals"]))
+        measure("none")
         port = free_port()
         viewer = MjpegViewer(port)
         viewer.start()
-        res = run_daemon(args, clip, env, extra=("--preview", f"127.0.0.1:{port}"))
+        measure("viewer", ("--preview", f"127.0.0.1:{port}"))
         viewer.stop.set()
         viewer.join(5)
-        fps["viewer"].append(fps_of(res["arrivals"]))
         streamed.append(viewer.jpegs)
         invoke.append(bare_invoke_ms(path, args.threads, not args.no_xnnpack))
     invoke_ms = statistics.median(invoke)
@@ -106,6 +142,14 @@ def main() -> int:
         print(f"{label}: {f:.1f} FPS ({', '.join(f'{x:.1f}' for x in fps[kind])}), "
               f"pipeline efficiency {f * invoke_ms / 1000:.3f} (goal >= 0.90)")
     print(f"JPEGs the viewer received per run: {', '.join(map(str, streamed))}")
+    for kind, label in (("none", "no preview"), ("viewer", "preview + 1 MJPEG viewer")):
+        print(f"daemon CPU per frame, {label}: {statistics.median(cpu[kind]):.1f} ms "
+              f"({', '.join(f'{x:.1f}' for x in cpu[kind])})")
+    print(f"draw + JPEG encode of one 640x480 preview frame (in-process, median of 50): {draw_ms:.2f} ms "
+          f"-> {draw_ms * args.preview_fps / 10:.2f}% of one core at {args.preview_fps:g} preview FPS")
+    extra = statistics.median(cpu["viewer"]) - statistics.median(cpu["none"])
+    print(f"preview CPU per frame: {extra:+.1f} ms ({extra / invoke_ms:+.1%} of one bare invoke); "
+          f"load average (1 min) at the end: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     return 0
 
 
