@@ -181,6 +181,7 @@ class Daemon:
         self.seq = 0
         self.notifier = systemd.Notifier.from_environ(self.environ)
         self.parts: Optional[Components] = None
+        self.ready = False  # READY=1 sent (first frame decoded)
         self.sink = None
         self.device = cfg.device_id
 
@@ -249,7 +250,8 @@ class Daemon:
         try:
             self._reload()
         finally:
-            self.notifier.ready()
+            if self.ready:  # READY=1 means "up"; before the first frame it comes from the loop
+                self.notifier.ready()
 
     def _reload(self) -> None:
         old, parts = self.cfg, self.parts
@@ -294,7 +296,6 @@ class Daemon:
                                             self.cfg.service.stall_timeout) if self.cfg.service.watchdog else None
         if watchdog:
             watchdog.start()
-        ready = False
         next_due = 0.0
         last_status = 0.0
         preview = None
@@ -329,8 +330,8 @@ class Daemon:
                 self.process(frame)
                 if watchdog:
                     watchdog.progress()
-                if not ready:
-                    ready = True
+                if not self.ready:
+                    self.ready = True
                     self.notifier.ready()
                     log.info("first pose decoded; running")
                 if cfg.runtime.max_frames and self.stats.frames >= cfg.runtime.max_frames:
