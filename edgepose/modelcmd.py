@@ -167,7 +167,8 @@ def _quantize(args, cfg, cache: Path, mirror: str) -> int:
                                      else entry.extra.get("float_layers", [])) if p)
     recipe = q.Recipe(mode=entry.recipe, float_layers=float_layers,
                       output_max=float(entry.extra.get("output_max", 0.0)),
-                      split_depthwise=bool(entry.extra.get("split_depthwise", True)))
+                      split_depthwise=bool(entry.extra.get("split_depthwise", True)),
+                      int8_budget=float(entry.extra.get("int8_budget", 0.0)))
     if recipe.mode == "int8" and not args.calib:
         raise UsageError("int8 quantization needs calibration photos: --calib DIR")
     if args.runs < 1:

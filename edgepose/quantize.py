@@ -436,6 +436,9 @@ class Recipe:
     float_layers: Tuple[str, ...] = ()  # int8: ops whose output name contains one of these stay float
     split_depthwise: bool = True  # rewrite >25-tap depthwise convolutions (see split_depthwise)
     balance_concats: bool = True
+    # > 0: mixed precision chosen on the calibration images (see select_float): blocks become int8,
+    # least sensitive first, while their summed single-block output error is within this fraction
+    int8_budget: float = 0.0
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -471,8 +474,8 @@ def convert(graph_def, input_name: str, output_name: str, input_shape: Sequence[
             conv.representative_dataset = representative
             if not recipe.per_channel:
                 conv._experimental_disable_per_channel = True  # noqa: SLF001 (documented converter flag)
-            if recipe.float_layers:
-                return _convert_mixed(tf, conv, representative, recipe.float_layers)
+            if recipe.float_layers or recipe.int8_budget > 0:
+                return _convert_mixed(tf, conv, representative, recipe, calibration)
             if recipe.int8_io:
                 conv.inference_input_type = tf.int8
                 conv.inference_output_type = tf.int8
@@ -482,26 +485,109 @@ def convert(graph_def, input_name: str, output_name: str, input_shape: Sequence[
             raise ModelError(f"the TFLite converter failed: {str(e).strip().splitlines()[-1]}") from None
 
 
-def _convert_mixed(tf, conv, representative, patterns: Sequence[str]) -> bytes:
-    """int8 except the ops whose output tensor name contains one of ``patterns`` (float32 I/O)."""
+def _convert_mixed(tf, conv, representative, recipe: "Recipe", calibration: Sequence[np.ndarray]) -> bytes:
+    """int8 except some ops (float32 I/O): ``float_layers`` name patterns, or chosen by sensitivity."""
+    from tensorflow.lite.python import convert as tfl_convert  # noqa: PLC0415
+
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+    conv.experimental_mlir_quantizer = True
+    conv._experimental_calibrate_only = True  # noqa: SLF001 (the path QuantizationDebugger uses)
     try:
-        plain = read_model(conv.convert())
+        calibrated = conv.convert()
     except Exception as e:
         raise ModelError(f"the TFLite converter failed: {str(e).strip().splitlines()[-1]}") from None
-    g = plain.subgraphs[0]
+    g = read_model(calibrated).subgraphs[0]
     names = [_name(g.tensors[op.outputs[0]]) for op in g.operators]
-    keep = [n for n in names if any(p in n for p in patterns)]
-    if not keep:
-        raise UsageError(f"no layer matches --float-layers {','.join(patterns)}")
+
+    def quantize(deny: Sequence[str]) -> bytes:
+        try:
+            return tfl_convert.mlir_quantize(calibrated, fully_quantize=True, denylisted_nodes=list(deny) or None)
+        except Exception as e:
+            raise ModelError(f"the TFLite converter failed: {str(e).strip().splitlines()[-1]}") from None
+
+    if recipe.float_layers:
+        keep = [n for n in names if any(p in n for p in recipe.float_layers)]
+        if not keep:
+            raise UsageError(f"no layer matches --float-layers {','.join(recipe.float_layers)}")
+    else:
+        ranking = sensitivity(calibrated, names, quantize, calibration[::4] or calibration)
+        keep = select_float(ranking, recipe.int8_budget)
     log.info("keeping %d of %d ops in float", len(keep), len(names))
-    opts = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=keep)
-    dbg = tf.lite.experimental.QuantizationDebugger(converter=conv, debug_dataset=representative,
-                                                    debug_options=opts)
-    try:
-        return dbg.get_nondebug_quantized_model()
-    except Exception as e:
-        raise ModelError(f"the TFLite converter failed: {str(e).strip().splitlines()[-1]}") from None
+    return quantize(keep)
+
+
+def layer_group(name: str) -> str:
+    """The block an op belongs to, from its output tensor name (``part_2_3``, ``stage_1_mv2_2`` ...)."""
+    import re  # noqa: PLC0415
+
+    base = name.split(";")[0]
+    m = re.search(r"(part_\d+_\d+|stage_\d+_mv\d_\d+|stage_\d+_mv1|Conv2d_0)", base)
+    if m:
+        return m.group(1)
+    parts = base.split("/")
+    return "/".join(parts[:2]) if len(parts) > 2 else parts[0]
+
+
+@dataclass(frozen=True)
+class Sensitivity:
+    group: str
+    ops: Tuple[str, ...]
+    error: float  # mean squared output error (vs float) with only this group in int8
+
+
+def _run_outputs(data: bytes, images: Sequence[np.ndarray]) -> np.ndarray:
+    """Float outputs of a (float-I/O or int8-I/O) TFLite model on BGR uint8 images, default kernels."""
+    from .engine import load_runtime  # noqa: PLC0415
+
+    rt = load_runtime("auto")
+    it = rt.module.Interpreter(model_content=data, num_threads=os.cpu_count() or 1)
+    it.allocate_tensors()
+    i, o = it.get_input_details()[0], it.get_output_details()[0]
+    outs = []
+    for img in images:
+        x = (img.astype(np.int16) - 128).astype(np.int8) if i["dtype"] == np.int8 else img.astype(np.float32)
+        it.set_tensor(i["index"], x[None])
+        it.invoke()
+        y = it.get_tensor(o["index"])[0]
+        if o["dtype"] == np.int8:
+            s, z = o["quantization"]
+            y = (y.astype(np.float32) - z) * s
+        outs.append(y.astype(np.float32))
+    return np.stack(outs)
+
+
+def sensitivity(calibrated: bytes, names: Sequence[str], quantize, images: Sequence[np.ndarray]
+                ) -> List[Sensitivity]:
+    """Per block: the output error when only that block is int8 (calibration images), least first.
+
+    ``calibrated`` is the converter's float model with calibration statistics;
+    run as it is, it is the float reference.  Never pass evaluation images.
+    """
+    ref = _run_outputs(calibrated, images)
+    groups: Dict[str, List[str]] = {}
+    for n in names:
+        groups.setdefault(layer_group(n), []).append(n)
+    out = []
+    for grp, ops in groups.items():
+        only = set(ops)
+        data = quantize([n for n in names if n not in only])
+        err = float(((_run_outputs(data, images) - ref) ** 2).mean())
+        out.append(Sensitivity(grp, tuple(ops), err))
+        log.debug("sensitivity %s: %.3g", grp, err)
+    return sorted(out, key=lambda s: s.error)
+
+
+def select_float(ranking: Sequence[Sensitivity], budget: float) -> List[str]:
+    """Ops kept in float: blocks are made int8, least sensitive first, while the sum of their
+    single-block errors stays within ``budget`` of the sum over all blocks."""
+    total = sum(s.error for s in ranking) or 1.0
+    used, keep = 0.0, []
+    for s in ranking:
+        if used + s.error <= budget * total:
+            used += s.error
+        else:
+            keep.extend(s.ops)
+    return keep
 
 
 @dataclass
