@@ -40,7 +40,7 @@ SHARED = Path(os.environ.get("EDGEPOSE_SHARED", ROOT.parent / "shared"))
 EVAL = SHARED / "data" / "eval" / "annotations.json"
 CALIB = SHARED / "data" / "calib"
 DEFAULT = ["cpm-int8", "cpm-int8-mixed", "cpm-dynamic", "cpm-float16", "cpm-float32",
-           "hourglass-int8", "hourglass-dynamic", "hourglass-float16"]
+           "hourglass-int8", "hourglass-int8-mixed", "hourglass-dynamic", "hourglass-float16"]
 
 
 def main() -> int:

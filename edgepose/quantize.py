@@ -501,9 +501,10 @@ def _convert_mixed(tf, conv, representative, recipe: "Recipe", calibration: Sequ
 
     def quantize(deny: Sequence[str]) -> bytes:
         try:
-            return tfl_convert.mlir_quantize(calibrated, fully_quantize=True, denylisted_nodes=list(deny) or None)
+            data = tfl_convert.mlir_quantize(calibrated, fully_quantize=True, denylisted_nodes=list(deny) or None)
         except Exception as e:
             raise ModelError(f"the TFLite converter failed: {str(e).strip().splitlines()[-1]}") from None
+        return fix_quantization(data, recipe.min_scale)[0]  # collapsed scales: XNNPACK must prepare it
 
     if recipe.float_layers:
         keep = [n for n in names if any(p in n for p in recipe.float_layers)]

@@ -48,15 +48,18 @@ class Built:
     def __init__(self, cache: Path, env: dict):
         self.cache, self.env, self.done = cache, env, {}
 
-    def __call__(self, family: str, mode: str = "int8"):
-        key = (family, mode)
+    def __call__(self, family: str, mode: str = "int8", variant: str = ""):
+        """``variant``: a catalogue name (``cpm-int8-mixed``) instead of the family's ``mode`` default."""
+        key = (family, mode, variant)
         if key not in self.done:
-            args = ["models", "quantize", family, "--mode", mode, "--eval", EVAL_ANN, "--runs", "5"]
+            name = variant or f"{family}-{mode}"
+            args = ["models", "quantize", variant or family] + ([] if variant else ["--mode", mode]) + [
+                "--eval", EVAL_ANN, "--runs", "5"]
             if mode == "int8":
                 args += ["--calib", CALIB]
             r = run_cli(args, self.env, timeout=900)
             assert r.returncode == 0, r.stderr[-3000:]
-            path = self.cache / f"{family}-{mode}" / "model.tflite"
+            path = self.cache / name / "model.tflite"
             report = json.loads((path.parent / "model.report.json").read_text())
             self.done[key] = (path, report, r)
         return self.done[key]
