@@ -66,7 +66,7 @@ def test_sweep_measures_every_configuration_of_the_family_on_a_real_clip(model_c
     assert finals and all(len(c["fps_rounds"]) == TINY.final_rounds for c in finals)
     ch = report["choice"]
     best = max(c["fps"] for c in finals)
-    assert ch["fps"] >= 0.98 * best - 0.01  # the tie band of select()
+    assert ch["fps"] >= 0.95 * best - 0.01  # the tie band of select()
     assert (ch["model"], ch["threads"], ch["xnnpack"]) in {(c["model"], c["threads"], c["xnnpack"]) for c in finals}
     assert 0 <= ch["fps"] * 0.9 - ch["max_fps"] < 0.11  # 90% of sustained, rounded down to 0.1 fps
     assert ch["config"] == {"model": {"name": "hourglass"},
@@ -119,7 +119,7 @@ def test_select_never_picks_an_unverified_variant_unless_allowed():
 def test_select_prefers_fewer_threads_within_the_tie_band_and_uses_final_medians():
     v = _variant("hourglass", True)
     results = [_result(v, 1, True, [50, 40.0, 40.2, 39.8]),  # fast screen, median of finals 40.0
-               _result(v, 2, True, [30, 40.5, 40.6, 40.4]),  # 40.5: within 2% of it
+               _result(v, 2, True, [30, 41.5, 41.6, 41.4]),  # 41.5: within 5% of it
                _result(v, 2, False, [60])]  # screened only: never chosen
     pick = cal.select(results).result
     assert (pick.candidate.threads, pick.fps) == (1, 40.0)
@@ -183,7 +183,9 @@ def _catalogue_with_variants():
                          ("hourglass-dynamic", "dynamic")):
         cat[name] = models.ModelEntry(name=name, description="test", recipe=recipe, source="hourglass-pb",
                                       extra={"reference": "hourglass"})
-    return {k: v for k, v in cat.items() if not k.startswith("cpm")}
+    # only the family under test, with exactly these three variants (the real catalogue may grow)
+    keep = {"hourglass", "hourglass-pb", "hourglass-int8", "hourglass-float16", "hourglass-dynamic"}
+    return {k: v for k, v in cat.items() if k in keep}
 
 
 def test_find_variants_reads_the_fidelity_report_beside_each_quantized_model(tmp_path):
