@@ -89,15 +89,14 @@ def run_daemon(args, clip: Path, env: dict, extra=()) -> dict:
             peak[0] = max(peak[0], rss_mb(proc.pid))
 
     threading.Thread(target=sample, daemon=True).start()
-    arrivals = []
+    arrivals, stages = [], []
     for line in proc.stdout:
         arrivals.append(time.monotonic())
-        if len(arrivals) == 1:
-            json.loads(line)
+        stages.append(json.loads(line)["latency_ms"])
     proc.wait()
     done.set()
     return {"first_payload_s": arrivals[0] - t0 if arrivals else float("nan"), "frames": len(arrivals),
-            "arrivals": arrivals, "peak_rss_mb": peak[0], "rc": proc.returncode}
+            "arrivals": arrivals, "stages": stages, "peak_rss_mb": peak[0], "rc": proc.returncode}
 
 
 def fps_of(arrivals, skip: int = 10) -> float:
@@ -136,6 +135,10 @@ def main() -> int:
               f"edgepose run {fps:.1f} FPS ({res['frames']} payloads, exit {res['rc']}), efficiency {eff:.3f}")
     eff = statistics.median(r[0] for r in rounds)
     print(f"pipeline efficiency (median of rounds): {eff:.3f} (goal >= 0.90)")
+    stages = [st for r in rounds for st in r[3]["stages"]]
+    print("per-frame stages from the payloads' latency_ms (median over all rounds): " + ", ".join(
+        f"{k} {statistics.median(st[k] for st in stages):.2f} ms"
+        for k in ("capture", "preprocess", "infer", "decode", "total")))
     print(f"peak RSS: {max(r[3]['peak_rss_mb'] for r in rounds):.0f} MB (goal < 200)")
     print(f"time to first payload (cached model): {statistics.median(r[3]['first_payload_s'] for r in rounds):.2f} s "
           f"(goal < 3)")

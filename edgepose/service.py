@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional
 
+import cv2
 import numpy as np
 
 from . import __version__, board, config as config_mod, models, systemd
@@ -289,6 +290,9 @@ class Daemon:
     # -- the loop -----------------------------------------------------
     def run(self) -> int:
         self.install_signal_handlers()
+        # The per-frame OpenCV work (one 192x192 warpAffine) is too small to split: OpenCV's thread
+        # pool only adds hand-offs to cores busy with decoding the next frame or with inference.
+        cv2.setNumThreads(1)
         self.parts = self.build(self.cfg)
         self.sink = self.sink_factory(self.cfg, self.device, self.parts.meta, self.status)
         self.sink.start()
