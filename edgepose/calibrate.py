@@ -879,7 +879,7 @@ def format_table(report: Dict[str, Any]) -> str:
     lines.append("")
     for s in report["skipped"]:
         lines.append(f"not swept: {s['model']}: {s['reason']}")
-    lines.append(f"latency in ms (p50, or p50/p95); fps = sustained frames per second of the whole pipeline")
+    lines.append("latency in ms (p50, or p50/p95); fps = sustained frames per second of the whole pipeline")
     th = report["thermal"]
     if th["available"] or th["temp_c_max"] is not None:
         temp = f", max {th['temp_c_max']:.1f} C" if th["temp_c_max"] is not None else ""

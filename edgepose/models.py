@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import shutil
 import sys
 import tempfile
 import urllib.error
@@ -32,9 +31,6 @@ except ImportError:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, Optional[int]], None]  # (bytes so far, total or None)
-
-SERVICE_MODEL_DIR = "/var/lib/edgepose/models"
-
 
 def default_cache_dir(environ=None) -> Path:
     environ = os.environ if environ is None else environ
@@ -178,7 +174,6 @@ def fetch(entry: ModelEntry, cache_dir: Path, mirror: str = "", progress: Option
             os.replace(tmp, target)
             return target
         except ModelError as e:
-            errors.append(f"{src}: {e}")
             raise ModelError(f"model {entry.name} from {src} failed verification: "
                              f"{str(e).split(':', 1)[-1].strip()}") from None
         except (OSError, urllib.error.URLError, ValueError) as e:
@@ -267,12 +262,6 @@ def verify_cache(cache_dir: Path, catalogue: Optional[Dict[str, ModelEntry]] = N
         except ModelError as e:
             out.append((name, f"BAD: {e}"))
     return out
-
-
-def remove_cached(entry: ModelEntry, cache_dir: Path) -> None:
-    d = entry.cache_file(cache_dir).parent
-    if d.is_dir():
-        shutil.rmtree(d)
 
 
 def stderr_progress(stream=None) -> Progress:

@@ -112,7 +112,10 @@ class Pipeline:
         pose = decode_pose(heatmaps, transform, self.names, self.threshold, self.decoder)
         self.box_policy.update(pose, transform)
         if self.smoother is not None:
-            pose = self.smoother(pose, ts) if pose.present else (self.smoother.reset() or pose)
+            if pose.present:
+                pose = self.smoother(pose, ts)
+            else:  # a lost person must not drag the next one's keypoints
+                self.smoother.reset()
         t3 = c()
         return FrameResult(pose, transform, {"preprocess": (t1 - t0) * 1e3, "infer": (t2 - t1) * 1e3,
                                              "decode": (t3 - t2) * 1e3})

@@ -41,7 +41,6 @@ from .geometry import Box, CropTransform, whole_frame_box
 log = logging.getLogger(__name__)
 
 MODES = ("int8", "float16", "dynamic", "float32")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 # activations whose scale is smaller than this are widened (see fix_quantization)
 MIN_ACTIVATION_SCALE = 1e-3
 AGREEMENT_TOLERANCE = 0.05  # of the person-box size
@@ -383,9 +382,11 @@ def list_images(folder: Path) -> List[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise InputMissingError(f"calibration folder {folder} does not exist")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    from .sources import IMAGE_EXTS, images_in
+
+    files = images_in(folder)
     if not files:
-        raise InputMissingError(f"calibration folder {folder} has no images ({', '.join(IMAGE_SUFFIXES)})")
+        raise InputMissingError(f"calibration folder {folder} has no images ({', '.join(sorted(IMAGE_EXTS))})")
     return files
 
 

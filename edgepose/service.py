@@ -127,7 +127,6 @@ class RunStats:
         self.started = clock()
         self.frames = 0
         self.infer_ms: "collections.deque[float]" = collections.deque(maxlen=window)
-        self.total_ms: "collections.deque[float]" = collections.deque(maxlen=window)
         self.times: "collections.deque[float]" = collections.deque(maxlen=window)
         self.lock = threading.Lock()
 
@@ -135,7 +134,6 @@ class RunStats:
         with self.lock:
             self.frames += 1
             self.infer_ms.append(latency["infer"])
-            self.total_ms.append(latency["total"])
             self.times.append(self.clock())
 
     def fps(self) -> float:

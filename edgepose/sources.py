@@ -27,7 +27,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional, Protocol, Tuple
+from typing import Callable, Iterator, List, Optional, Protocol, Tuple
 
 import cv2
 import numpy as np
@@ -95,7 +95,7 @@ def parse_source(uri: str) -> SourceSpec:
         return SourceSpec("images", uri, paths=paths)
     p = Path(uri).expanduser()
     if p.is_dir():
-        paths = tuple(sorted(str(q) for q in p.iterdir() if q.suffix.lower() in IMAGE_EXTS))
+        paths = tuple(str(q) for q in images_in(p))
         if not paths:
             raise InputMissingError(f"folder {uri} has no images ({', '.join(sorted(IMAGE_EXTS))})")
         return SourceSpec("images", uri, paths=paths)
@@ -135,7 +135,7 @@ _END = object()
 class FiniteSource(FrameSource):
     """Every frame of a file/folder, in order, read ahead by one thread."""
 
-    def __init__(self, frames: Callable[[], "iterator"], name: str, prefetch: int = 2,
+    def __init__(self, frames: Callable[[], Iterator[np.ndarray]], name: str, prefetch: int = 2,
                  clock: Callable[[], float] = time.time):
         self.name = name
         self._q: "queue.Queue" = queue.Queue(maxsize=prefetch)
@@ -439,5 +439,6 @@ def open_source(uri: str, width: int = 640, height: int = 480, fps: float = 0.0,
     return FiniteSource(_image_frames(spec.paths), spec.uri)
 
 
-def list_images(folder: str) -> List[str]:
-    return list(parse_source(folder).paths)
+def images_in(folder: Path) -> List[Path]:
+    """The image files of a folder, in name order (the one definition of "an image file")."""
+    return sorted(q for q in Path(folder).iterdir() if q.suffix.lower() in IMAGE_EXTS)

@@ -32,14 +32,18 @@ def model_cache(tmp_path_factory, shared) -> Path:
     return tmp_path_factory.mktemp("models")
 
 
-@pytest.fixture
-def edgepose_env(model_cache) -> dict:
-    """Environment for running the `edgepose` CLI against the local mirror."""
+def cli_env(model_dir) -> dict:
+    """Environment for running the `edgepose` CLI with a model cache fed from the local mirror."""
     env = dict(os.environ)
-    env.update({"EDGEPOSE_MODEL_DIR": str(model_cache), "EDGEPOSE_MODEL_MIRROR": str(MIRROR),
+    env.update({"EDGEPOSE_MODEL_DIR": str(model_dir), "EDGEPOSE_MODEL_MIRROR": str(MIRROR),
                 "PYTHONUNBUFFERED": "1"})
     env.pop("EDGEPOSE_CONFIG", None)
     return env
+
+
+@pytest.fixture
+def edgepose_env(model_cache) -> dict:
+    return cli_env(model_cache)
 
 
 def run_cli(args, env, timeout=120, **kw) -> subprocess.CompletedProcess:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CALIB, EVAL_ANN, MIRROR, run_cli
+from conftest import CALIB, EVAL_ANN, cli_env, run_cli
 
 
 def tensorflow_available() -> bool:
@@ -35,11 +35,7 @@ def quant_cache(tmp_path_factory, shared) -> Path:
 
 @pytest.fixture(scope="session")
 def quant_env(quant_cache) -> dict:
-    env = dict(os.environ)
-    env.update({"EDGEPOSE_MODEL_DIR": str(quant_cache), "EDGEPOSE_MODEL_MIRROR": str(MIRROR),
-                "PYTHONUNBUFFERED": "1"})
-    env.pop("EDGEPOSE_CONFIG", None)
-    return env
+    return cli_env(quant_cache)
 
 
 class Built:

@@ -1,7 +1,6 @@
 """`edgepose run` end to end: real models, real clips and photos, every error path with its exit code."""
 
 import json
-import math
 import os
 
 import cv2

@@ -1,6 +1,5 @@
 """Frame sources: parsing, finite sources in order, live sources keeping the newest frame."""
 
-import threading
 import time
 
 import cv2
