@@ -27,6 +27,7 @@ from edgepose.evaluate import Sample, load_annotations  # noqa: E402
 SHARED = Path(os.environ.get("EDGEPOSE_SHARED", ROOT.parent / "shared"))
 EVAL_FILE = SHARED / "data" / "eval" / "annotations.json"
 MODELS = SHARED / "models"
+CALIB = SHARED / "data" / "calib"
 
 
 @dataclass

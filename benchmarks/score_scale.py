@@ -22,7 +22,7 @@ from edgepose.engine import Engine
 from edgepose.geometry import CropTransform, whole_frame_box
 from edgepose.pipeline import crop_to_input
 
-CALIB = clips.SHARED / "data" / "calib"
+CALIB = clips.CALIB
 
 
 def median_pose_score(engine: Engine) -> float:

@@ -50,6 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--float-layers", default=None, metavar="PAT,PAT",
                    help="int8: keep ops whose name contains one of these in float")
     p.add_argument("--no-augment", action="store_true", help="calibrate on the plain photos only")
+    p.add_argument("--no-equalize", action="store_true",
+                   help="int8: skip the depthwise channel-range equalization (for comparison)")
     p.add_argument("--runs", type=int, default=30, help="timed runs per model for the report (default 30)")
     p.add_argument("--threads", type=int, default=None, help="interpreter threads (default: runtime.threads)")
 
@@ -168,6 +170,7 @@ def _quantize(args, cfg, cache: Path, mirror: str) -> int:
     recipe = q.Recipe(mode=entry.recipe, float_layers=float_layers,
                       output_max=float(entry.extra.get("output_max", 0.0)),
                       split_depthwise=bool(entry.extra.get("split_depthwise", True)),
+                      equalize_depthwise=bool(entry.extra.get("equalize_depthwise", True)) and not args.no_equalize,
                       int8_budget=float(entry.extra.get("int8_budget", 0.0)))
     if recipe.mode == "int8" and not args.calib:
         raise UsageError("int8 quantization needs calibration photos: --calib DIR")
