@@ -25,27 +25,33 @@ from edgepose.evaluate import infer, load_annotations
 from edgepose.quantize import calibration_images
 
 
+def heatmaps(engine: Engine, calib, samples):
+    """The engine's heatmaps on the calibration crops and on the eval people's crops."""
+    return np.stack([engine.run(img).copy() for img in calib]), np.stack([h for h, _ in infer(engine, samples)])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("models", nargs="+", help="catalogue variants (cpm-int8 ...) or .tflite paths")
-    ap.add_argument("--reference", default=None, help="float model (default: the variant's family)")
+    ap.add_argument("--reference", default=None,
+                    help="float model (default: the catalogue entry's reference; for paths, by file name)")
     args = ap.parse_args()
     logging.disable(logging.WARNING)
     cache = Path(os.environ.get("EDGEPOSE_MODEL_DIR") or models.default_cache_dir())
+    catalogue = models.load_catalogue()
     samples = load_annotations(clips.EVAL_FILE)
     calib = calibration_images(clips.CALIB, 192, 192)
     refs = {}
     print(f"{'model':<40}{'reference':<11}{'calib MSE':>11}{'eval MSE':>11}   ({len(calib)} calibration crops, "
           f"{len(samples)} eval people)")
     for name in args.models:
-        path = Path(name) if name.endswith(".tflite") else cache / name / "model.tflite"
-        ref = args.reference or ("hourglass" if "hourglass" in name else "cpm")
+        entry = catalogue.get(name)
+        path = entry.cache_file(cache) if entry else Path(name)
+        ref = args.reference or (entry.extra.get("reference") if entry else None) or \
+            ("hourglass" if "hourglass" in path.name else "cpm")
         if ref not in refs:
-            e = Engine(clips.MODELS / ref / "model.tflite")
-            refs[ref] = (np.stack([e.run(i).copy() for i in calib]), np.stack([h for h, _ in infer(e, samples)]))
-        e = Engine(path)
-        c = np.stack([e.run(i).copy() for i in calib])
-        v = np.stack([h for h, _ in infer(e, samples)])
+            refs[ref] = heatmaps(Engine(clips.MODELS / ref / "model.tflite"), calib, samples)
+        c, v = heatmaps(Engine(path), calib, samples)
         print(f"{name:<40}{ref:<11}{np.mean((c - refs[ref][0]) ** 2):11.3g}{np.mean((v - refs[ref][1]) ** 2):11.3g}")
 
 

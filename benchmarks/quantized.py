@@ -30,15 +30,14 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+import clips  # noqa: E402
 from edgepose import models  # noqa: E402
 from edgepose import quantize as q  # noqa: E402
 from edgepose.engine import Engine  # noqa: E402
 from edgepose.evaluate import load_annotations  # noqa: E402
 from edgepose.modelinfo import delegation, inspect, latency_interleaved  # noqa: E402
 
-SHARED = Path(os.environ.get("EDGEPOSE_SHARED", ROOT.parent / "shared"))
-EVAL = SHARED / "data" / "eval" / "annotations.json"
-CALIB = SHARED / "data" / "calib"
+SHARED, EVAL, CALIB = clips.SHARED, clips.EVAL_FILE, clips.CALIB
 DEFAULT = ["cpm-int8", "cpm-int8-mixed", "cpm-dynamic", "cpm-float16", "cpm-float32",
            "hourglass-int8", "hourglass-int8-mixed", "hourglass-dynamic", "hourglass-float16"]
 

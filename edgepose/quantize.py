@@ -130,6 +130,22 @@ def _const_node(graph_def, name: str, value: np.ndarray):
     return n
 
 
+def _replace_weights(graph_def, node, value: np.ndarray, tag: str) -> None:
+    """Point ``node``'s weights input (input 1) at a new Const ``<node>/<tag>`` holding ``value``."""
+    name = f"{node.name}/{tag}"
+    _const_node(graph_def, name, value.astype(np.float32))
+    node.input[1] = name
+
+
+def _consumers(graph_def) -> Dict[str, List[Tuple[object, int]]]:
+    """Node name -> [(consumer node, input index)], control inputs included."""
+    out: Dict[str, List[Tuple[object, int]]] = {}
+    for n in graph_def.node:
+        for i, ref in enumerate(n.input):
+            out.setdefault(_node_name(ref), []).append((n, i))
+    return out
+
+
 def _static_shapes(graph_def, names: Sequence[str]) -> Dict[str, Tuple[int, ...]]:
     tf = _tf()
     g = tf.Graph()
@@ -304,13 +320,8 @@ def balance_concats(graph_def, input_name: str, images: Sequence[np.ndarray], ra
     the concatenation is a ``Conv2D`` reading it as its data input.
     """
     tf = _tf()
-    from tensorflow.python.framework import tensor_util  # noqa: PLC0415
-
     by_name = {n.name: n for n in graph_def.node}
-    consumers: Dict[str, list] = {}
-    for n in graph_def.node:
-        for i, ref in enumerate(n.input):
-            consumers.setdefault(_node_name(ref), []).append((n, i))
+    consumers = _consumers(graph_def)
     candidates = []
     for n in graph_def.node:
         if n.op != "ConcatV2":
@@ -348,24 +359,15 @@ def balance_concats(graph_def, input_name: str, images: Sequence[np.ndarray], ra
                 mul.name = f"{n.name}/edgepose_balance_{k}"
                 mul.op = "Mul"
                 mul.attr["T"].type = tf.float32.as_datatype_enum
-                cst = out.node.add()
-                cst.name = mul.name + "/c"
-                cst.op = "Const"
-                cst.attr["dtype"].type = tf.float32.as_datatype_enum
-                cst.attr["value"].tensor.CopyFrom(tensor_util.make_tensor_proto(np.float32(c)))
-                mul.input.extend([ref, cst.name])
+                _const_node(out, mul.name + "/c", np.float32(c))
+                mul.input.extend([ref, mul.name + "/c"])
                 n.input[k] = mul.name
                 for user, _ in consumers[cand.name]:
                     conv = by_name[user.name]
                     wnode, w = _const_value(by_name, conv.input[1])
                     w = w.copy()
                     w[:, :, offset:offset + width, :] /= c
-                    new = out.node.add()
-                    new.name = f"{conv.name}/edgepose_weights"
-                    new.op = "Const"
-                    new.attr["dtype"].type = tf.float32.as_datatype_enum
-                    new.attr["value"].tensor.CopyFrom(tensor_util.make_tensor_proto(w.astype(np.float32)))
-                    conv.input[1] = new.name
+                    _replace_weights(out, conv, w, "edgepose_weights")
                 notes.append(f"{n.name}: input {ref} (range {r:.3g}) x{c:g}, {top:.3g} for the others")
             offset += width
     return out, notes
@@ -389,56 +391,41 @@ def equalize_depthwise(graph_def, input_name: str, images: Sequence[np.ndarray],
     the tensor's range (dead ones) are left alone.
     """
     tf = _tf()
-    from tensorflow.python.framework import tensor_util  # noqa: PLC0415
-
     by_name = {n.name: n for n in graph_def.node}
-    users: Dict[str, list] = {}
+    users = _consumers(graph_def)
+    chains = []  # (depthwise, its weights, relu, [(conv, its weights)])
     for n in graph_def.node:
-        for ref in n.input:
-            if not ref.startswith("^"):
-                users.setdefault(_node_name(ref), []).append(n)
-    chains = []
-    for n in graph_def.node:
-        nxt = users.get(n.name, [])
+        nxt = [u for u, _ in users.get(n.name, [])]
         if n.op != "DepthwiseConv2dNative" or len(nxt) != 1 or nxt[0].op != "Relu":
             continue
-        convs = users.get(nxt[0].name, [])
-        if not convs or any(c.op != "Conv2D" or _node_name(c.input[0]) != nxt[0].name for c in convs):
+        readers = users.get(nxt[0].name, [])
+        if not readers or any(c.op != "Conv2D" or i != 0 for c, i in readers):
             continue
         _, w = _const_value(by_name, n.input[1])
-        if w is None or w.shape[3] != 1 or any(_const_value(by_name, c.input[1])[1] is None for c in convs):
+        convs = [(c.name, _const_value(by_name, c.input[1])[1]) for c, _ in readers]
+        if w is None or w.shape[3] != 1 or any(cw is None for _, cw in convs):
             continue
-        chains.append((n.name, nxt[0].name, [c.name for c in convs]))
+        chains.append((n.name, w, nxt[0].name, convs))
     if not chains:
         return graph_def, []
-    ranges = channel_ranges(graph_def, input_name, [relu for _, relu, _ in chains], images)
+    ranges = channel_ranges(graph_def, input_name, [relu for _, _, relu, _ in chains], images)
     out = tf.compat.v1.GraphDef()
     out.CopyFrom(graph_def)
     by_name = {n.name: n for n in out.node}
-
-    def set_weights(node, value: np.ndarray) -> None:
-        const = out.node.add()
-        const.name, const.op = f"{node.name}/edgepose_equalized_weights", "Const"
-        const.attr["dtype"].type = tf.float32.as_datatype_enum
-        const.attr["value"].tensor.CopyFrom(tensor_util.make_tensor_proto(value.astype(np.float32)))
-        node.input[1] = const.name
-
     spread = []
-    for dw_name, relu, conv_names in chains:
+    for dw_name, w, relu, convs in chains:
         r = ranges[relu]
         top = float(r.max())
         if top <= 0:
             continue
-        convs = [by_name[name] for name in conv_names]
         # the largest weight reading each channel in the next convolution(s)
-        w2 = np.max([np.abs(_const_value(by_name, c.input[1])[1]).max(axis=(0, 1, 3)) for c in convs], axis=0)
+        w2 = np.max([np.abs(cw).max(axis=(0, 1, 3)) for _, cw in convs], axis=0)
         live = (r > floor * top) & (w2 > 0)
         s = np.sqrt(r / np.maximum(w2, 1e-12))
         s = np.where(live, s / s[live].max(), 1.0)
-        dw = by_name[dw_name]
-        set_weights(dw, _const_value(by_name, dw.input[1])[1] / s[None, None, :, None])
-        for conv in convs:
-            set_weights(conv, _const_value(by_name, conv.input[1])[1] * s[None, None, :, None])
+        _replace_weights(out, by_name[dw_name], w / s[None, None, :, None], "edgepose_equalized_weights")
+        for name, cw in convs:
+            _replace_weights(out, by_name[name], cw * s[None, None, :, None], "edgepose_equalized_weights")
         spread.append(float(np.median(r[live]) / top))
     notes = [f"equalized the channel ranges of {len(spread)} depthwise -> Relu outputs "
              f"(median channel at {100 * float(np.median(spread)):.0f}% of its tensor's range before)"]
