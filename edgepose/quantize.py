@@ -493,6 +493,12 @@ def calibration_images(folder: Path, in_w: int, in_h: int, augment: Optional[Aug
     return out
 
 
+def statistics_subset(calibration: Sequence[np.ndarray]) -> Sequence[np.ndarray]:
+    """The calibration crops the graph rewrites and the sensitivity ranking measure on: every 4th
+    crop, spread over all the photos (the converter itself calibrates on all of them)."""
+    return calibration[::4] or calibration
+
+
 # -- 3. conversion -------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -581,7 +587,7 @@ def _convert_mixed(tf, conv, representative, recipe: "Recipe", calibration: Sequ
         if not keep:
             raise UsageError(f"no layer matches --float-layers {','.join(recipe.float_layers)}")
     else:
-        ranking = sensitivity(calibrated, names, quantize, calibration[::4] or calibration)
+        ranking = sensitivity(calibrated, names, quantize, statistics_subset(calibration))
         keep = select_float(ranking, recipe.int8_budget)
     log.info("keeping %d of %d ops in float", len(keep), len(names))
     return quantize(keep)
@@ -607,24 +613,14 @@ class Sensitivity:
 
 
 def _run_outputs(data: bytes, images: Sequence[np.ndarray]) -> np.ndarray:
-    """Float outputs of a (float-I/O or int8-I/O) TFLite model on BGR uint8 images, default kernels."""
-    from .engine import load_runtime  # noqa: PLC0415
+    """Float heatmaps of a (float-I/O or int8-I/O) TFLite model on BGR uint8 images (engine.Engine)."""
+    from .engine import Engine  # noqa: PLC0415
 
-    rt = load_runtime("auto")
-    it = rt.module.Interpreter(model_content=data, num_threads=os.cpu_count() or 1)
-    it.allocate_tensors()
-    i, o = it.get_input_details()[0], it.get_output_details()[0]
-    outs = []
-    for img in images:
-        x = (img.astype(np.int16) - 128).astype(np.int8) if i["dtype"] == np.int8 else img.astype(np.float32)
-        it.set_tensor(i["index"], x[None])
-        it.invoke()
-        y = it.get_tensor(o["index"])[0]
-        if o["dtype"] == np.int8:
-            s, z = o["quantization"]
-            y = (y.astype(np.float32) - z) * s
-        outs.append(y.astype(np.float32))
-    return np.stack(outs)
+    with tempfile.TemporaryDirectory(prefix="edgepose-sensitivity-") as tmp:
+        path = Path(tmp) / "model.tflite"
+        path.write_bytes(data)
+        engine = Engine(path, threads=os.cpu_count() or 1)
+        return np.stack([engine.run(img) for img in images]).astype(np.float32)
 
 
 def sensitivity(calibrated: bytes, names: Sequence[str], quantize, images: Sequence[np.ndarray]
@@ -676,10 +672,10 @@ def build(pb_path: Path, input_name: str, output_name: str, input_shape: Sequenc
     gd, more = split_wide_concats(gd)
     notes += more
     if recipe.mode == "int8" and recipe.balance_concats:
-        gd, more = balance_concats(gd, input_name, calibration[::4] or calibration)
+        gd, more = balance_concats(gd, input_name, statistics_subset(calibration))
         notes += more
     if recipe.mode == "int8" and recipe.equalize_depthwise:
-        gd, more = equalize_depthwise(gd, input_name, calibration[::4] or calibration)
+        gd, more = equalize_depthwise(gd, input_name, statistics_subset(calibration))
         notes += more
     if recipe.split_depthwise:
         gd, more = split_depthwise(gd)
