@@ -11,7 +11,7 @@
 #
 #   --camera SRC, --source SRC  camera.source for a new config: 0, /dev/video0,
 #                       csi://0 (Pi camera module / Jetson CSI), rtsp://..., a file
-#   --broker HOST[:PORT]  MQTT broker for a new config (default localhost:1883)
+#   --broker HOST[:PORT]  MQTT broker for a new config (default localhost:1883; IPv6: [ADDR]:PORT)
 #   --model NAME        model for a new config (cpm, hourglass, ...); fetched now
 #   --device ID         device id in MQTT topics (default: host name)
 #   --with-mosquitto    also install and start a local mosquitto broker (apt)
@@ -68,7 +68,8 @@ done
 case "$PLATFORM" in auto|pi|jetson|generic) ;; *) die 64 "--platform must be auto, pi, jetson or generic" ;; esac
 [ "$OFFLINE" = 0 ] || [ -n "$FROM" ] || die 64 "--offline needs --from DIR"
 if [ -n "$BROKER" ]; then
-    [[ "$BROKER" =~ ^[^:[:space:]]+(:[0-9]{1,5})?$ ]] || die 64 "--broker must be HOST or HOST:PORT, got '$BROKER'"
+    [[ "$BROKER" =~ ^[^:[:space:]]+(:[0-9]{1,5})?$ || "$BROKER" =~ ^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$ ]] ||
+        die 64 "--broker must be HOST, HOST:PORT or [IPv6]:PORT, got '$BROKER'"
 fi
 
 # --- prerequisites ------------------------------------------------------------
@@ -218,17 +219,16 @@ if [ -e "$CONFIG" ]; then
         [ -z "${!opt}" ] || say "  note: --$(echo "$opt" | tr 'A-Z' 'a-z') was not applied (edit $CONFIG, then: systemctl reload edgepose)"
     done
 else
-    broker_host="" broker_port=""
-    if [ -n "$BROKER" ]; then broker_host="${BROKER%%:*}"; [ "$BROKER" = "$broker_host" ] || broker_port="${BROKER##*:}"; fi
     tmp="$CONFIG.new.$$"
-    "$VENV/bin/python" - "$HERE/edgepose.toml" "$tmp" "$SOURCE" "$MODEL" "$broker_host" "$broker_port" \
-        "$DEVICE" "$BACKEND" <<'EOF'
+    "$VENV/bin/python" - "$HERE/edgepose.toml" "$tmp" "$SOURCE" "$MODEL" "$BROKER" "$DEVICE" "$BACKEND" <<'EOF'
 import sys
 import tomlkit
-template, out, source, model, host, port, device, backend = sys.argv[1:]
+from edgepose.config import split_host_port
+template, out, source, model, broker, device, backend = sys.argv[1:]
+host, port = split_host_port(broker) if broker else ("", None)
 doc = tomlkit.parse(open(template).read())
 for section, key, value in (("camera", "source", source), ("model", "name", model), ("mqtt", "host", host),
-                            ("mqtt", "port", int(port) if port else ""), ("output", "device", device),
+                            ("mqtt", "port", "" if port is None else port), ("output", "device", device),
                             ("runtime", "backend", backend)):
     if value != "":
         doc[section][key] = value

@@ -156,6 +156,32 @@ class Config:
         return {s.name: dataclasses.asdict(getattr(self, s.name)) for s in sections()}
 
 
+def split_host_port(text: str) -> Tuple[str, Optional[int]]:
+    """``HOST``, ``HOST:PORT``, ``[IPv6]`` or ``[IPv6]:PORT`` -> (host, port or None).
+
+    A bare IPv6 address (more than one ``:``, no brackets) is all host.  Raises
+    ValueError when the port is not a number in 0..65535 or the host is empty.
+    """
+    t = str(text).strip()
+    if t.startswith("["):
+        host, sep, rest = t[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError(t)
+        port = rest[1:] if rest else None
+    elif t.count(":") == 1:
+        host, port = t.split(":")
+    else:
+        host, port = t, None
+    if not host or (port is not None and not (port.isdigit() and int(port) <= 65535)):
+        raise ValueError(t)
+    return host, None if port is None else int(port)
+
+
+def join_host_port(host: str, port: int) -> str:
+    """The inverse of :func:`split_host_port`: ``host:port``, ``[v6]:port`` for IPv6 addresses."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def sections():
     return [f for f in dataclasses.fields(Config) if f.name != "path"]
 

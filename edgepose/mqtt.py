@@ -34,6 +34,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Deque, Dict, Optional
 
+from .config import join_host_port
 from .errors import ConfigError, DeviceUnavailableError, EX_TEMPFAIL, InputMissingError
 from .sinks import StatusProvider, to_json
 
@@ -160,7 +161,7 @@ class MqttSink:
         except (TypeError, ValueError) as e:
             raise ValueError(f"meta is not JSON-serialisable: {e}") from None
         self.client_id = mqtt_cfg.client_id or f"edgepose-{device}"
-        self.broker = f"{mqtt_cfg.host}:{mqtt_cfg.port}"
+        self.broker = join_host_port(mqtt_cfg.host, mqtt_cfg.port)
         self._status_provider = status_provider
         self._clock = clock
         self._wallclock = wallclock
@@ -706,8 +707,8 @@ def command(args) -> int:
     try:
         client.connect(cfg.mqtt.host, cfg.mqtt.port, cfg.mqtt.keepalive)
     except Exception as e:
-        raise DeviceUnavailableError(f"cannot connect to the MQTT broker at {cfg.mqtt.host}:"
-                                     f"{cfg.mqtt.port}: {describe_error(e)}") from None
+        raise DeviceUnavailableError(f"cannot connect to the MQTT broker at "
+                                     f"{join_host_port(cfg.mqtt.host, cfg.mqtt.port)}: {describe_error(e)}") from None
     deadline = time.monotonic() + args.timeout if args.timeout > 0 else None
 
     def done() -> bool:
@@ -719,7 +720,7 @@ def command(args) -> int:
                 state["timed_out"] = True
                 break
             if client.loop(timeout=0.2) != 0 and not done():  # connection lost: keep trying
-                log.warning("connection to %s:%s lost; reconnecting", cfg.mqtt.host, cfg.mqtt.port)
+                log.warning("connection to %s lost; reconnecting", join_host_port(cfg.mqtt.host, cfg.mqtt.port))
                 while not done() and (deadline is None or time.monotonic() < deadline):
                     time.sleep(1.0)
                     try:
@@ -736,7 +737,7 @@ def command(args) -> int:
         except Exception:
             pass
     if state["refused"]:
-        raise DeviceUnavailableError(f"the MQTT broker at {cfg.mqtt.host}:{cfg.mqtt.port} refused the "
+        raise DeviceUnavailableError(f"the MQTT broker at {join_host_port(cfg.mqtt.host, cfg.mqtt.port)} refused the "
                                      f"connection: {state['refused']}")
     if state["timed_out"] and args.count and state["poses"] < args.count:
         log.error("timed out after %g s: received %d of %d poses", args.timeout, state["poses"], args.count)

@@ -32,6 +32,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
+from .config import split_host_port
 from .errors import ConfigError, DeviceUnavailableError
 from .pose import SKELETON
 
@@ -52,16 +53,13 @@ StatusProvider = Callable[[], Dict[str, Any]]
 def parse_listen(text: str, what: str = "--preview") -> Tuple[str, int]:
     """``PORT`` -> (127.0.0.1, PORT); ``HOST:PORT`` and ``[IPv6]:PORT`` -> (HOST, PORT)."""
     t = str(text).strip()
-    host, sep, port = t.rpartition(":")
-    if not sep:
-        host = DEFAULT_HOST
-    elif host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    elif ":" in host:
-        host = ""  # a bare IPv6 address without brackets is ambiguous
-    if not port.isdigit() or not host or not 0 <= int(port) <= 65535:
+    try:
+        host, port = (DEFAULT_HOST, int(t)) if t.isdigit() else split_host_port(t)
+    except ValueError:
+        host, port = "", None
+    if not host or port is None or not 0 <= port <= 65535:
         raise ConfigError(f"bad {what} {text!r}: expected PORT or HOST:PORT (e.g. 8080 or 0.0.0.0:8080)")
-    return host, int(port)
+    return host, port
 
 
 class RateMeter:

@@ -57,7 +57,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
     p.add_argument("--sink", choices=["stdout", "mqtt", "none"], help="where poses go (default stdout)")
     p.add_argument("--device", metavar="ID", help="device id in payloads and topics (default hostname)")
-    p.add_argument("--broker", metavar="HOST[:PORT]", help="MQTT broker (implies nothing about --sink)")
+    p.add_argument("--broker", metavar="HOST[:PORT]", help="MQTT broker; IPv6 as [ADDR]:PORT (implies nothing about --sink)")
     p.add_argument("--decoder", choices=["subpixel", "argmax", "upstream"], help="heatmap decoder")
     p.add_argument("--no-smoothing", action="store_true", help="turn One Euro smoothing off")
     p.add_argument("--no-tracking", action="store_true", help="always feed the whole frame")
@@ -92,13 +92,13 @@ def overrides_from_args(args: argparse.Namespace) -> Dict[str, Dict[str, Any]]:
     if args.device:
         o["output"]["device"] = args.device
     if args.broker:
-        host, _, port = args.broker.rpartition(":") if ":" in args.broker else (args.broker, "", "")
+        try:
+            host, port = config_mod.split_host_port(args.broker)
+        except ValueError:
+            raise ConfigError(f"bad --broker {args.broker!r}: expected HOST, HOST:PORT or [IPv6]:PORT") from None
         o["mqtt"]["host"] = host
-        if port:
-            try:
-                o["mqtt"]["port"] = int(port)
-            except ValueError:
-                raise ConfigError(f"bad --broker {args.broker!r}: expected HOST or HOST:PORT") from None
+        if port is not None:
+            o["mqtt"]["port"] = port
     if args.no_smoothing:
         o["smoothing"]["enabled"] = False
     if args.no_tracking:

@@ -77,3 +77,34 @@ def test_reference_lists_every_key():
     for section in config.sections():
         assert f"### [{section.name}]" in ref
     assert "`score_threshold`" in ref and "`queue_size`" in ref
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("broker.lan", ("broker.lan", None)), ("broker.lan:1884", ("broker.lan", 1884)),
+    ("10.0.0.5:1", ("10.0.0.5", 1)), ("::1", ("::1", None)), ("fd00::5", ("fd00::5", None)),
+    ("[::1]", ("::1", None)), ("[fd00::5]:8883", ("fd00::5", 8883)), (" host:80 ", ("host", 80))])
+def test_split_host_port(text, expected):
+    assert config.split_host_port(text) == expected
+    host, port = expected
+    assert config.split_host_port(config.join_host_port(host, port or 1883)) == (host, port or 1883)
+
+
+@pytest.mark.parametrize("text", ["", ":1883", "host:", "host:port", "host:70000", "[::1", "[::1]x", "[]:80",
+                                  "[::1]:", "host:-1"])
+def test_split_host_port_rejects(text):
+    with pytest.raises(ValueError):
+        config.split_host_port(text)
+
+
+def test_broker_flag_takes_ipv6():
+    import argparse
+
+    from edgepose import service
+
+    p = argparse.ArgumentParser()
+    service.add_arguments(p)
+    o = service.overrides_from_args(p.parse_args(["--broker", "[::1]:1884"]))
+    assert o["mqtt"] == {"host": "::1", "port": 1884}
+    assert service.overrides_from_args(p.parse_args(["--broker", "fd00::5"]))["mqtt"] == {"host": "fd00::5"}
+    with pytest.raises(ConfigError, match="bad --broker"):
+        service.overrides_from_args(p.parse_args(["--broker", "host:port"]))

@@ -120,7 +120,7 @@ def test_scripts_parse_and_have_help(script):
 
 @pytest.mark.parametrize("args, code, message", [
     (["--bogus"], 64, "unknown option: --bogus"),
-    (["--broker", "host:port:x"], 64, "--broker must be HOST or HOST:PORT"),
+    (["--broker", "host:port:x"], 64, "--broker must be HOST, HOST:PORT or [IPv6]:PORT"),
     (["--offline"], 64, "--offline needs --from DIR"),
     (["--platform", "amiga"], 64, "--platform must be"),
 ])
