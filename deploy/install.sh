@@ -32,6 +32,7 @@ set -euo pipefail
 
 PREFIX=/opt/edgepose
 VENV=$PREFIX/venv
+LINK=/usr/local/bin/edgepose
 ETC=/etc/edgepose
 CONFIG=$ETC/edgepose.toml
 STATE=/var/lib/edgepose
@@ -209,6 +210,14 @@ if [ "${JETSON_SYSTEM_CV2:-0}" = 1 ]; then
 fi
 "$VENV/bin/edgepose" --version >/dev/null || die 69 "the installed edgepose does not run"
 say "installed $("$VENV/bin/edgepose" --version)"
+# the command on root's PATH (`sudo edgepose calibrate-fps --apply`, `edgepose sub`), unless another
+# edgepose is already there
+if [ "$(readlink "$LINK" 2>/dev/null || true)" = "$VENV/bin/edgepose" ] || { [ ! -e "$LINK" ] && [ ! -L "$LINK" ]; }; then
+    ln -sfn "$VENV/bin/edgepose" "$LINK"
+    say "linked $LINK -> $VENV/bin/edgepose"
+else
+    say "note: $LINK is not this installation's; run $VENV/bin/edgepose for the service's copy"
+fi
 
 # --- configuration ------------------------------------------------------------
 install -d -m 0750 -o root -g "$USER_NAME" "$ETC"

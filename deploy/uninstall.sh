@@ -3,9 +3,10 @@
 #
 #   sudo deploy/uninstall.sh [--purge]
 #
-# Stops and disables the service and removes the unit, its drop-ins and the
-# virtualenv in /opt/edgepose.  Keeps /etc/edgepose (config), /var/lib/edgepose
-# (models) and the `edgepose` system user unless --purge.  apt packages the
+# Stops and disables the service and removes the unit, its drop-ins, the
+# virtualenv in /opt/edgepose and its /usr/local/bin/edgepose link.  Keeps
+# /etc/edgepose (config), /var/lib/edgepose (models) and the `edgepose`
+# system user unless --purge.  apt packages the
 # installer added (python3-venv; on a Pi python3-numpy, python3-systemd,
 # python3-picamera2; mosquitto with --with-mosquitto) are left alone: other
 # software may use them (remove them with apt).
@@ -15,7 +16,7 @@ PURGE=0
 for a in "$@"; do
     case "$a" in
         --purge) PURGE=1 ;;
-        -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "edgepose-uninstall: error: unknown option $a (use --purge or --help)" >&2; exit 64 ;;
     esac
 done
@@ -38,6 +39,11 @@ if [ "$RUNNING" = 1 ]; then
     systemctl reset-failed edgepose.service >/dev/null 2>&1 || true
 fi
 say "service stopped, disabled and removed"
+LINK=/usr/local/bin/edgepose
+if [ "$(readlink "$LINK" 2>/dev/null || true)" = /opt/edgepose/venv/bin/edgepose ]; then
+    rm -f "$LINK"
+    say "removed $LINK"
+fi
 rm -rf /opt/edgepose
 say "removed /opt/edgepose"
 if [ "$PURGE" = 1 ]; then

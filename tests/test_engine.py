@@ -16,6 +16,8 @@ def test_engine_discovers_io_and_runs(name, grid, xnnpack):
     assert e.input_size == (192, 192)
     assert (e.spec.grid_w, e.spec.grid_h, e.spec.num_keypoints) == (grid, grid, 14)
     assert e.xnnpack is xnnpack
+    # and the interpreter really has (or has not) handed the graph to a delegate
+    assert delegated(e) is xnnpack
     d = e.describe()
     assert d["backend"] in ("litert", "tflite-runtime") and d["threads"] == 1
     img = np.zeros((192, 192, 3), np.uint8)
@@ -29,10 +31,17 @@ def test_engine_discovers_io_and_runs(name, grid, xnnpack):
     del view
 
 
+def delegated(engine) -> bool:
+    """Whether any node of the allocated graph is a delegate kernel (read from the interpreter, not the flag)."""
+    return any(op["op_name"] == "DELEGATE" for op in engine._interp._get_ops_details())
+
+
 def test_same_output_with_and_without_xnnpack():
     img = np.random.default_rng(1).integers(0, 256, (192, 192, 3), dtype=np.uint8)
-    a = Engine(MIRROR / "hourglass" / "model.tflite", threads=1, xnnpack=True).run(img)
-    b = Engine(MIRROR / "hourglass" / "model.tflite", threads=1, xnnpack=False).run(img)
+    with_x = Engine(MIRROR / "hourglass" / "model.tflite", threads=1, xnnpack=True)
+    without = Engine(MIRROR / "hourglass" / "model.tflite", threads=1, xnnpack=False)
+    assert delegated(with_x) and not delegated(without)
+    a, b = with_x.run(img), without.run(img)
     assert np.abs(a - b).max() < 1e-3
 
 

@@ -96,7 +96,13 @@ def test_cli_eval_real_model(edgepose_env):
     assert r.returncode == 0, r.stderr
     m = json.loads(r.stdout)
     assert m["people"] == 23 and m["decoder"] == "subpixel"
-    assert 0.3 < m["pck@0.1"] <= 1 and m["pck@0.05"] <= m["pck@0.1"] and m["pckh@0.5"] is not None
+    # the numbers docs/accuracy.md reports for float Hourglass + subpixel at the default padding 0.25,
+    # within about one keypoint (1 of 270 is 0.0037; PCKh counts fewer keypoints)
+    assert m["keypoints"] == 270
+    assert m["pck@0.1"] == pytest.approx(0.567, abs=0.005)
+    assert m["pck@0.05"] == pytest.approx(0.452, abs=0.005)
+    assert m["pckh@0.5"] == pytest.approx(0.526, abs=0.01)
+    assert m["median_error"] == pytest.approx(0.0651, abs=0.002)
     assert set(m["per_joint"]) >= {"head_top", "left_ankle"}
     r = run_cli(["eval", "--model", "cpm", "--annotations", EVAL_ANN, "--decoder", "upstream"], edgepose_env)
     assert r.returncode == 0, r.stderr

@@ -20,7 +20,10 @@ def test_heatmap_cell_centres_round_trip(frame, grid):
     hm = np.zeros((grid, grid, 14), np.float32)
     hm[cells[:, 1], cells[:, 0], np.arange(14)] = 0.9
     pose = decode_pose(hm, t, KEYPOINT_NAMES, 0.3, argmax_decoder)
-    expected = t.heatmap_to_frame(cells + 0.5, grid, grid)
+    # written out: the cell centre's fraction of the grid, of the box (x, y, w, h) fed to the model
+    box = t.box
+    expected = np.stack([box.x + (cells[:, 0] + 0.5) / grid * box.w,
+                         box.y + (cells[:, 1] + 0.5) / grid * box.h], axis=1)
     assert np.allclose(pose.xy(), expected, atol=1e-9)
     back = t.frame_to_heatmap(pose.xy(), grid, grid)
     assert np.allclose(back, cells + 0.5, atol=1e-9)

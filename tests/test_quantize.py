@@ -74,10 +74,14 @@ def test_graph_rewrites_preserve_the_output(family, calib_images):
     else:
         assert notes == []  # hourglass has no depthwise kernel above 25 taps
     balanced, bnotes = q.balance_concats(split, "image", calib_images[::8])
+    # CPM: the 5 concats of backbone features with the previous stage's heatmaps (stages 2..6), each read by
+    # one Conv2D; its 6th ConcatV2 (the backbone's 5-input one) also feeds those concats, so it is left alone
     assert len(bnotes) == (5 if family == "cpm" else 0)
     # as in build(): equalization before the depthwise split (every depthwise feeds a Relu there)
     equalized, enotes = q.equalize_depthwise(clean, "image", calib_images[::8])
-    # Hourglass has one depthwise output that is zero on every photo: nothing to equalize there
+    # both graphs have 52 depthwise convolutions (count checked below via their 52 Relus); Hourglass has one
+    # whose output is zero on every photo: nothing to equalize there
+    assert sum(n.op == "DepthwiseConv2dNative" for n in clean.node) == 52
     assert len(enotes) == 1 and f"of {52 if family == 'cpm' else 51} depthwise" in enotes[0]
     # not a no-op: overall, the depthwise outputs' channels span more of their tensor's range than before
     relus = [n.name for n in equalized.node if n.op == "Relu"]

@@ -77,17 +77,13 @@ def test_keypoints_land_on_the_person(model, tmp_path, edgepose_env):
 
 
 def test_image_glob_max_frames_and_fps_cap(edgepose_env):
-    import time
-    t0 = time.monotonic()
     r = run_cli(["run", "--source", str(CALIB / "*.jpg"), "--model", "hourglass", "--max-frames", "4",
                  "--fps", "10"], edgepose_env)
-    took = time.monotonic() - t0
     assert r.returncode == 0, r.stderr
     ps = payloads(r.stdout)
     assert [p["seq"] for p in ps] == [0, 1, 2, 3]
     gaps = np.diff([p["ts"] for p in ps])
     assert gaps.min() > 0.07, gaps  # the cap spaces frames ~0.1 s apart
-    assert took > 0.3
 
 
 def test_config_file_and_environment_reach_the_daemon(tmp_path, edgepose_env):
@@ -147,17 +143,18 @@ def test_first_use_fetches_into_the_cache_from_the_mirror(tmp_path, edgepose_env
 
 
 def test_sigterm_stops_cleanly(tmp_path, edgepose_env):
+    import select
     import signal
     import subprocess
     import sys
-    import time
     proc = subprocess.Popen([sys.executable, "-m", "edgepose.cli", "run", "--source", str(CALIB),
                              "--model", "hourglass", "--fps", "2"], env=edgepose_env, cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 30
+        ready, _, _ = select.select([proc.stdout], [], [], 30)  # never block the suite on a hung daemon
+        assert ready, "no payload within 30 s"
         line = proc.stdout.readline()
-        assert line and time.monotonic() < deadline
+        assert line
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=10)
     finally:

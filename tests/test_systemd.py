@@ -278,12 +278,13 @@ def test_edgepose_run_notifies_ready_status_watchdog_and_stopping_on_sigterm(rec
                INVOCATION_ID=uuid.uuid4().hex)
     env.pop("JOURNAL_STREAM", None)
     # 5-frame clip at 2 fps: ~2.5 s of running, enough to see pings and send SIGTERM
-    proc = subprocess.Popen([sys.executable, "-m", "edgepose.cli", "run", "--source", VIDEOS / "demo.mp4",
-                             "--model", "hourglass", "--sink", "none", "--fps", "2"],
+    # WATCHDOG_PID names the main process, as systemd sets it: the shell's own PID, kept by exec
+    proc = subprocess.Popen(["sh", "-c", 'WATCHDOG_PID=$$ exec "$0" "$@"', sys.executable, "-m", "edgepose.cli",
+                             "run", "--source", str(VIDEOS / "demo.mp4"), "--model", "hourglass", "--sink", "none",
+                             "--fps", "2"],
                             env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         receiver.wait_for("READY", timeout=60)
-        env["WATCHDOG_PID"] = str(proc.pid)
         time.sleep(0.7)
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)

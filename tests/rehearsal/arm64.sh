@@ -374,6 +374,21 @@ in_root journalctl -u edgepose --no-pager -o cat | grep 'SIGHUP' | tail -1 | sed
 [ "$(in_root systemctl is-active edgepose || true)" = active ] || die "not active after reload"
 ok "still active after the reload"
 
+step "check: sudo edgepose calibrate-fps --apply (on PATH, as docs/calibrate.md says) saves the config and restarts"
+[ "$(in_root readlink /usr/local/bin/edgepose)" = /opt/edgepose/venv/bin/edgepose ] || die "edgepose is not linked on PATH"
+pid=$(in_root systemctl show -p MainPID --value edgepose)
+in_root sh -c 'cd /root && edgepose calibrate-fps --source /srv/edgepose/clip.mp4 --quick --seconds 6 --threads 1 --xnnpack on --apply' \
+    2>&1 | sed -u 's/^/   | /'
+[ "${PIPESTATUS[0]}" = 0 ] || die "calibrate-fps --apply failed"
+in_root grep -Eq '^threads = 1$' /etc/edgepose/edgepose.toml || die "calibrate-fps did not save runtime.threads = 1"
+in_root grep -Eq '^max_fps = [0-9.]+$' /etc/edgepose/edgepose.toml || die "calibrate-fps did not save runtime.max_fps"
+[ "$(in_root stat -c '%U:%G %a' /etc/edgepose/edgepose.toml)" = "root:edgepose 640" ] || die "the config lost its owner or mode"
+newpid=$(in_root systemctl show -p MainPID --value edgepose)
+[ "$(in_root systemctl is-active edgepose || true)" = active ] && [ "$newpid" != "$pid" ] \
+    || die "the service was not restarted (MainPID $pid -> $newpid)"
+mosquitto_sub -h 127.0.0.1 -p "$PORT" -t edgepose/rehearsal/pose -C 1 -W 90 >/dev/null || die "no pose after calibrate-fps --apply"
+ok "saved $(in_root sed -n 's/^\(threads\|max_fps\|xnnpack\) = /\1=/p' /etc/edgepose/edgepose.toml | tr '\n' ' ')to /etc/edgepose/edgepose.toml (root:edgepose 640 kept); restarted as pid $newpid; poses flow"
+
 step "check: systemctl stop -> offline published, clean exit in the journal"
 t0=$(date +%s.%N)
 in_root systemctl stop edgepose
