@@ -72,6 +72,18 @@ def connected(s) -> bool:
     return s.stats()["connected"]
 
 
+PROBE_TOPIC = "edgepose/test-probe/ready"  # outside edgepose/dev1/, ends in none of the edgepose kinds
+
+
+def wait_subscribed(live: MosquittoSub, broker, timeout: float = 10.0) -> None:
+    """Block until ``live`` (subscribed to edgepose/#) is subscribed: a retained probe it prints proves it."""
+    subprocess.run(["mosquitto_pub", "-h", broker.host, "-p", str(broker.port), "-q", "1", "-r",
+                    "-t", PROBE_TOPIC, "-m", "ready"], check=True, timeout=10)
+    seen = wait_for(lambda: any(line.split(" ", 2)[1:2] == [PROBE_TOPIC] for line in list(live.lines))
+                    or live.proc.poll() is not None, timeout)
+    assert seen and live.proc.poll() is None, f"mosquitto_sub did not subscribe: {live.lines}"
+
+
 # --------------------------------------------------------------------------- pure parts
 def test_backoff_grows_is_jittered_and_bounded():
     rng = random.Random(1)
@@ -139,7 +151,7 @@ def test_qos0_messages_that_cannot_be_sent_are_counted(sinks, tmp_path):
 # --------------------------------------------------------------------------- with a broker
 def test_topics_seen_by_mosquitto_sub(broker, sinks):
     live = MosquittoSub(broker)
-    time.sleep(0.3)
+    wait_subscribed(live, broker)
     s = sinks(broker, qos=1)
     s.start()
     assert wait_for(lambda: connected(s), 5)
@@ -400,17 +412,89 @@ def _sub(broker, *args, timeout=20):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
 
 
-def test_sub_prints_poses_and_notes_gaps(broker, sinks):
+class Sub:
+    """A running `edgepose sub` whose stdout and stderr are read line by line by threads, so a test can
+    wait (with a deadline) for what it prints while it runs."""
+
+    def __init__(self, broker, *args):
+        self.p = _sub(broker, *args)
+        self.out: list = []
+        self.err: list = []
+        self._readers = [threading.Thread(target=self._read, args=(f, dest), daemon=True)
+                         for f, dest in ((self.p.stdout, self.out), (self.p.stderr, self.err))]
+        for t in self._readers:
+            t.start()
+
+    @staticmethod
+    def _read(f, dest) -> None:
+        for line in f:
+            dest.append(line)
+
+    def wait_line(self, text: str, stream: str = "out", timeout: float = 20.0, n: int = 1) -> bool:
+        """True once ``n`` lines of ``stream`` contain ``text``; False if time runs out or it exits first."""
+        lines = self.out if stream == "out" else self.err
+
+        def seen():
+            return sum(text in x for x in list(lines)) >= n
+
+        return bool(wait_for(lambda: seen() or self.p.poll() is not None, timeout)) and seen()
+
+    def wait_subscribed(self, device: str = "dev1", stream: str = "out", timeout: float = 20.0) -> None:
+        """Its subscriptions are in place once it prints the device's retained availability (they are all
+        made in one SUBSCRIBE, pose first; the broker sends retained messages after adding them)."""
+        assert self.wait_line(f"{device} is online", stream, timeout), (
+            f"edgepose sub did not subscribe: rc={self.p.poll()}\n{self.stdout}\n{self.stderr}")
+
+    def finish(self, timeout: float = 20.0):
+        """Wait for it to exit: (returncode, stdout, stderr)."""
+        rc = self.p.wait(timeout)
+        for t in self._readers:
+            t.join(5)
+        return rc, self.stdout, self.stderr
+
+    @property
+    def stdout(self) -> str:
+        return "".join(self.out)
+
+    @property
+    def stderr(self) -> str:
+        return "".join(self.err)
+
+    def kill(self) -> None:
+        if self.p.poll() is None:
+            self.p.kill()
+        self.p.wait(10)
+        for t in self._readers:  # EOF once it is gone; then the pipes can be closed under no reader
+            t.join(5)
+        for f in (self.p.stdout, self.p.stderr):
+            f.close()
+
+
+@pytest.fixture
+def subs():
+    """Starts `edgepose sub` processes (:class:`Sub`) and kills any still running when the test ends."""
+    made = []
+
+    def start(broker, *args):
+        made.append(Sub(broker, *args))
+        return made[-1]
+
+    yield start
+    for w in made:
+        w.kill()
+
+
+def test_sub_prints_poses_and_notes_gaps(broker, sinks, subs):
     s = sinks(broker, qos=1)
     s.start()
     assert wait_for(lambda: connected(s), 5)
-    p = _sub(broker, "--device", "dev1", "--count", "4", "--timeout", "15")
-    time.sleep(1.0)  # python start-up + subscribe
+    p = subs(broker, "--device", "dev1", "--count", "4", "--timeout", "30")
+    p.wait_subscribed()
     for i in (1, 2, 5, 6):
         s.publish_pose(pose(i))
         time.sleep(0.02)
-    out, err = p.communicate(timeout=20)
-    assert p.returncode == 0, err
+    rc, out, err = p.finish(35)
+    assert rc == 0, err
     lines = out.splitlines()
     assert "dev1 is online" in out and "meta: model cpm 192x192, 14 keypoints" in out
     assert "dev1 status: 30.0 fps, frames 7, published " in out and "camera ok" in out
@@ -419,11 +503,11 @@ def test_sub_prints_poses_and_notes_gaps(broker, sinks):
     assert "head_top=10,20" in poses[0] and "person score=0.50 33.0ms" in poses[0]
     assert "gap: 2 message(s) missing (seq 3..4)" in out
 
-    pj = _sub(broker, "--all", "--count", "1", "--json", "--timeout", "15")
-    time.sleep(1.0)
+    pj = subs(broker, "--all", "--count", "1", "--json", "--timeout", "30")
+    pj.wait_subscribed(stream="err")  # --json: availability goes to stderr
     s.publish_pose(pose(9))
-    out, err = pj.communicate(timeout=20)
-    assert pj.returncode == 0 and json.loads(out)["seq"] == 9
+    rc, out, err = pj.finish(35)
+    assert rc == 0 and json.loads(out)["seq"] == 9, err
     assert "dev1 is online" in err  # informational lines go to stderr in --json mode
 
 
@@ -452,34 +536,30 @@ def test_sub_timeout_without_poses_exits_75(broker):
     assert p.returncode == 75 and "received 0 of 1 poses" in err
 
 
-def test_sub_survives_a_broker_restart_and_ctrl_c_exits_0(broker, sinks):
+def test_sub_survives_a_broker_restart_and_ctrl_c_exits_0(broker, sinks, subs):
     import signal
     s = sinks(broker, qos=1)
     s.start()
     assert wait_for(lambda: connected(s), 5)
-    p = _sub(broker, "--device", "dev1", "--count", "2", "--timeout", "20")
-    lines = []
-    reader = threading.Thread(target=lambda: lines.extend(p.stdout), daemon=True)
-    reader.start()
-    assert wait_for(lambda: any("dev1 is online" in x for x in lines), 10)
+    p = subs(broker, "--device", "dev1", "--count", "2", "--timeout", "40")
+    p.wait_subscribed()
     s.publish_pose(pose(1))
+    assert p.wait_line(" dev1 #1 ", timeout=10), p.stdout  # delivered before the restart
     broker.restart()
     assert wait_for(lambda: s.stats()["connects"] == 2, 10)
     # resubscribed: the broker hands it the retained availability again
-    assert wait_for(lambda: sum("dev1 is online" in x for x in lines) >= 2, 10), lines
+    assert p.wait_line("dev1 is online", n=2, timeout=20), p.stdout + p.stderr
     s.publish_pose(pose(2))
-    p.wait(25)
-    reader.join(5)
-    err = p.stderr.read()
-    assert p.returncode == 0, err
-    assert [x.split()[2] for x in lines if " dev1 #" in x] == ["#1", "#2"]
+    rc, out, err = p.finish(30)
+    assert rc == 0, err
+    assert [x.split()[2] for x in out.splitlines() if " dev1 #" in x] == ["#1", "#2"]
     assert "lost; reconnecting" in err
 
-    w = _sub(broker, "--all")
-    assert wait_for(lambda: False, 1.5) is None  # let it subscribe
-    w.send_signal(signal.SIGINT)
-    out, err = w.communicate(timeout=10)
-    assert w.returncode == 0 and "Traceback" not in err
+    w = subs(broker, "--all", "--timeout", "60")  # the subs fixture kills it if anything below fails
+    w.wait_subscribed()  # it is in its network loop: Ctrl-C now tests the watching state
+    w.p.send_signal(signal.SIGINT)
+    rc, out, err = w.finish(10)
+    assert rc == 0 and "Traceback" not in err, err
     assert "dev1 is online" in out
 
 

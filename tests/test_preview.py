@@ -174,15 +174,18 @@ def test_run_preview_errors(listen, code, text, edgepose_env, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def daemon(tmp_path_factory, model_cache):
-    """`edgepose run --source <40 s clip> --model hourglass --fps 10 --preview 127.0.0.1:PORT`."""
+def preview_clip(tmp_path_factory):
+    return long_clip(tmp_path_factory.mktemp("preview-clip") / "clip.mp4")
+
+
+def _run_daemon(clip, d, model_cache):
+    """`edgepose run --source <40 s clip> --model hourglass --fps 10 --preview 127.0.0.1:PORT`, logs in d.
+    Yields (proc, base url, port, d); SIGTERMs it afterwards if it is still running (kills it if that hangs)."""
     import os
     from conftest import MIRROR
     env = dict(os.environ, EDGEPOSE_MODEL_DIR=str(model_cache), EDGEPOSE_MODEL_MIRROR=str(MIRROR),
                PYTHONUNBUFFERED="1")
     env.pop("EDGEPOSE_CONFIG", None)
-    d = tmp_path_factory.mktemp("preview")
-    clip = long_clip(d / "clip.mp4")
     port = free_port()
     proc = start_daemon(clip, port, env, d)
     base = f"http://127.0.0.1:{port}/"
@@ -193,7 +196,24 @@ def daemon(tmp_path_factory, model_cache):
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
-            proc.wait(20)
+            try:
+                proc.wait(20)
+            except Exception:
+                proc.kill()
+                proc.wait(10)
+                raise
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory, model_cache, preview_clip):
+    """The daemon the read-only tests share (none of them stops it)."""
+    yield from _run_daemon(preview_clip, tmp_path_factory.mktemp("preview"), model_cache)
+
+
+@pytest.fixture
+def own_daemon(tmp_path, model_cache, preview_clip):
+    """A daemon for one test alone (one that stops it)."""
+    yield from _run_daemon(preview_clip, tmp_path, model_cache)
 
 
 def test_page_in_headless_chromium(daemon):
@@ -262,16 +282,25 @@ def test_daemon_survives_disconnects_and_20_clients(daemon):
     assert count_payloads(d) > start + 15  # ~10 payloads/s kept coming all along
 
 
-def test_sigterm_with_a_viewer_connected_stops_cleanly(daemon):
-    proc, base, port, d = daemon
-    s = socket.create_connection(("127.0.0.1", port))
+def test_sigterm_with_a_viewer_connected_stops_cleanly(own_daemon):
+    proc, base, port, d = own_daemon
+    s = socket.create_connection(("127.0.0.1", port), timeout=15)
     s.sendall(b"GET /stream.mjpg HTTP/1.0\r\n\r\n")
-    assert s.recv(1000)
+    buf = b""
+    while b"\xff\xd8" not in buf:  # the viewer is being streamed frames, not just headers
+        chunk = s.recv(65536)
+        assert chunk, buf[:200]
+        buf += chunk
+    # a fresh daemon: let it publish a run of payloads first, so the seq check below means something
+    deadline = time.monotonic() + 30
+    while count_payloads(d) < 10 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert count_payloads(d) >= 10, (d / "daemon.err").read_text()
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(15) == 0
     s.close()
     ps = payloads((d / "daemon.out").read_text())
-    assert [p["seq"] for p in ps] == list(range(len(ps)))
+    assert len(ps) >= 10 and [p["seq"] for p in ps] == list(range(len(ps)))
     assert "Traceback" not in (d / "daemon.err").read_text()
 
 
