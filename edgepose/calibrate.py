@@ -38,6 +38,7 @@ chosen configuration's sustained FPS.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import math
@@ -64,6 +65,7 @@ log = logging.getLogger(__name__)
 STAGES = ("capture", "preprocess", "infer", "decode", "total")
 REPORT_VERSION = 1
 SERVICE_UNIT = "edgepose"
+RESTART_TIMEOUT_S = 20 + 180 + 10  # the unit's TimeoutStopSec + TimeoutStartSec, and some slack
 PRELOAD_BYTES = 64 << 20  # most memory a replayed file may take
 PRELOAD_FRAMES = 120
 
@@ -714,8 +716,13 @@ def write_config(path: str, values: Mapping[str, Mapping[str, Any]]) -> None:
 
 
 def restart_service(unit: str = SERVICE_UNIT, run: Optional[board.Runner] = None) -> str:
-    """``systemctl try-restart UNIT`` (restarts only if it runs); returns what happened."""
-    run = run or board.run_command
+    """``systemctl try-restart UNIT`` (restarts only if it runs); returns what happened.
+
+    systemctl returns once the restarted service is READY (model loaded, first
+    frame decoded), which takes a while on a slow board: it gets as long as the
+    unit's own start and stop timeouts allow.
+    """
+    run = run or functools.partial(board.run_command, timeout=RESTART_TIMEOUT_S)
     try:
         run(["systemctl", "is-active", "--quiet", unit])
         active = True
@@ -1073,6 +1080,7 @@ def command(args: argparse.Namespace, runner: Optional[board.Runner] = None) -> 
         if values["model"]["name"] and not models.looks_like_path(values["model"]["name"]):
             _warn_model_location(target, values["model"]["name"], cfg, report)
     if args.apply:
+        log.info("restarting %s with the new settings (returns once it is running again)", SERVICE_UNIT)
         report["service"] = restart_service(run=runner)
     if args.json:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")

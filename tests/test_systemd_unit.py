@@ -91,6 +91,9 @@ def test_unit_contract():
     assert "PrivateDevices" not in d  # it would hide /dev/video*
     assert d["StateDirectory"] == ["edgepose"]
     assert d["WantedBy"] == ["multi-user.target"]
+    # `calibrate-fps --apply` waits for `systemctl try-restart` as long as the unit may take to stop and start
+    from edgepose.calibrate import RESTART_TIMEOUT_S
+    assert RESTART_TIMEOUT_S > int(d["TimeoutStopSec"][0]) + int(d["TimeoutStartSec"][0])
 
 
 def test_default_service_config_loads_with_service_defaults():
