@@ -47,6 +47,19 @@ def setup_logging(level: str = "INFO") -> None:
     root.setLevel(getattr(logging, level.upper(), logging.INFO))
 
 
+def _command_word(argv: List[str]) -> Optional[str]:
+    """The first word that is neither an option nor the value of ``--log-level LEVEL``."""
+    skip = False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--log-level":
+            skip = True
+        elif not a.startswith("-"):
+            return a
+    return None
+
+
 def build_parser(argv: List[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgepose", description="Pose sensor daemon for edge boards.")
     parser.add_argument("--version", action="version", version=f"edgepose {__version__}")
@@ -54,7 +67,7 @@ def build_parser(argv: List[str]) -> argparse.ArgumentParser:
                         choices=["debug", "info", "warning", "error", "DEBUG", "INFO", "WARNING", "ERROR"],
                         help="logging level (default info)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    wanted = next((a for a in argv if not a.startswith("-")), None)
+    wanted = _command_word(argv)
     wanted = ALIASES.get(wanted, wanted)
     for name, (module, help_) in COMMANDS.items():
         aliases = [a for a, t in ALIASES.items() if t == name]

@@ -19,6 +19,7 @@ import argparse
 import collections
 import logging
 import os
+import select
 import signal
 import threading
 import time
@@ -163,6 +164,49 @@ class Components:
     meta: Dict[str, Any]
 
 
+class WakeEvent:
+    """A flag a signal handler may set, and a wait it wakes at once.
+
+    ``threading.Event.set()`` takes a lock that the main thread may hold at
+    the moment the handler runs (inside ``Event.wait()``), which deadlocks.
+    Here ``set()`` only assigns a flag and writes a byte to a pipe (both safe
+    in a handler); ``wait()`` selects on the pipe.
+    """
+
+    def __init__(self) -> None:
+        self._flag = False
+        self._r, self._w = os.pipe()
+        for fd in (self._r, self._w):
+            os.set_blocking(fd, False)
+            os.set_inheritable(fd, False)
+
+    def set(self) -> None:
+        self._flag = True
+        try:
+            os.write(self._w, b"!")
+        except OSError:  # full (already readable) or closed: the flag is what counts
+            pass
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    def clear(self) -> None:
+        self._flag = False
+        try:
+            while os.read(self._r, 4096):
+                pass
+        except OSError:
+            pass
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        if not self._flag:
+            try:
+                select.select([self._r], [], [], timeout)
+            except OSError:
+                pass
+        return self._flag
+
+
 class Daemon:
     def __init__(self, cfg: config_mod.Config, overrides: Optional[Dict[str, Dict[str, Any]]] = None,
                  environ=None, sink_factory=make_sink, source_factory=open_source,
@@ -173,8 +217,8 @@ class Daemon:
         self.sink_factory = sink_factory
         self.source_factory = source_factory
         self.observers = list(observers or [])
-        self.stop_event = threading.Event()
-        self.reload_event = threading.Event()
+        self.stop_event = WakeEvent()  # set from signal handlers (see WakeEvent)
+        self.reload_event = WakeEvent()
         self.stop_reason = ""
         self.stats = RunStats()
         self.seq = 0
@@ -292,16 +336,16 @@ class Daemon:
         # pool only adds hand-offs to cores busy with decoding the next frame or with inference.
         cv2.setNumThreads(1)
         self.parts = self.build(self.cfg)
-        self.sink = self.sink_factory(self.cfg, self.device, self.parts.meta, self.status)
-        self.sink.start()
-        watchdog = systemd.ProgressWatchdog(self.notifier, self.notifier.watchdog_interval,
-                                            self.cfg.service.stall_timeout) if self.cfg.service.watchdog else None
-        if watchdog:
-            watchdog.start()
         next_due = 0.0
         last_status = 0.0
-        preview = None
-        try:
+        preview = watchdog = None
+        try:  # from here on the source's reader thread runs: every exit path must close it
+            self.sink = self.sink_factory(self.cfg, self.device, self.parts.meta, self.status)
+            self.sink.start()
+            if self.cfg.service.watchdog:
+                watchdog = systemd.ProgressWatchdog(self.notifier, self.notifier.watchdog_interval,
+                                                    self.cfg.service.stall_timeout)
+                watchdog.start()
             if self.cfg.preview.listen:  # the live preview page (edgepose/preview.py); off by default
                 from .preview import PreviewServer
                 preview = PreviewServer(self.cfg.preview.listen, self.cfg.preview.fps, self.status,
@@ -348,8 +392,9 @@ class Daemon:
                 self.observers.remove(preview.observe)
                 preview.close()
             self.parts.source.close()
-            self.sink.close()
-            log.info("stopped after %d frames", self.stats.frames)
+            if self.sink is not None:  # None: the sink could not be made (its error follows)
+                self.sink.close()
+                log.info("stopped after %d frames", self.stats.frames)
         return 0
 
     def process(self, frame) -> Dict[str, Any]:

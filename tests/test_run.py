@@ -106,6 +106,8 @@ def test_config_file_and_environment_reach_the_daemon(tmp_path, edgepose_env):
     (["run", "--source", "{calib}", "--config", "{badcfg}"], 78, "unknown config key runtime.thread"),
     (["run", "--source", "{calib}", "--threads", "-1"], 78, "runtime.threads"),
     (["run", "--source", "{calib}", "--broker", "host:port"], 78, "bad --broker"),
+    # the sink fails after the source's reader thread started: it must be closed (this aborted with 134)
+    (["run", "--source", "{calib}", "--sink", "mqtt", "--device", "a/b"], 78, "bad device id 'a/b'"),
     (["frobnicate"], 2, "invalid choice"),
 ])
 def test_error_paths_one_line_and_exit_code(args, code, message, tmp_path, edgepose_env):
@@ -162,3 +164,12 @@ def test_sigterm_stops_cleanly(tmp_path, edgepose_env):
     assert proc.returncode == 0, err
     assert "SIGTERM received: stopping" in err
     assert len(payloads(line + out)) < 13  # stopped before the folder ran out
+
+
+@pytest.mark.parametrize("args", [["--log-level", "warning", "run"], ["--log-level=warning", "run"],
+                                  ["run", "--log-level", "warning"]])
+def test_log_level_before_or_after_the_command(args, edgepose_env):
+    r = run_cli([*args, "--source", CALIB / "ski.jpg", "--model", "hourglass"], edgepose_env)
+    assert r.returncode == 0, r.stderr
+    assert len(payloads(r.stdout)) == 1
+    assert "edgepose: INFO" not in r.stderr  # the level took effect

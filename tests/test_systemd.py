@@ -358,3 +358,26 @@ def test_logging_outside_systemd_is_plain_stderr(capsys):
 
 def test_syslog_priorities():
     assert [systemd.syslog_priority(lv) for lv in (5, 10, 20, 30, 40, 50)] == [7, 7, 6, 4, 3, 2]
+
+
+def test_stop_event_is_safe_to_set_from_a_signal_handler():
+    """SIGTERM's handler sets the daemon's stop event.  A threading.Event would deadlock when the signal
+    lands while the main thread holds the Event's own lock inside wait(); WakeEvent takes no lock, and its
+    wait() returns as soon as the handler ran."""
+    from edgepose.service import WakeEvent
+
+    ev = WakeEvent()
+    old = signal.signal(signal.SIGALRM, lambda *_: ev.set())
+    try:
+        # a handler firing during wait() wakes it, many times over
+        for _ in range(50):
+            ev.clear()
+            signal.setitimer(signal.ITIMER_REAL, 0.002)
+            t0 = time.monotonic()
+            assert ev.wait(5.0) is True
+            assert time.monotonic() - t0 < 2.0
+        ev.clear()
+        assert ev.is_set() is False and ev.wait(0.01) is False
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
