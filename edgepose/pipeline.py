@@ -3,7 +3,7 @@
 :class:`Pipeline` is built from injected parts, so tests and benchmarks can
 swap any of them:
 
-* a *box policy* (``crop_box(frame_w, frame_h) -> Box`` and ``update(pose)``):
+* a *box policy* (``crop_box(frame_w, frame_h) -> Box``, ``update(pose)`` and ``reset()``):
   :class:`WholeFrame` feeds the whole frame; ``tracking.Tracker`` crops around
   the previous confident pose;
 * a *decoder* (see :mod:`edgepose.decode`);
@@ -29,6 +29,8 @@ class BoxPolicy(Protocol):
 
     def update(self, pose: Pose, transform: CropTransform) -> None: ...
 
+    def reset(self) -> None: ...
+
 
 class Smoother(Protocol):
     def __call__(self, pose: Pose, ts: float) -> Pose: ...
@@ -46,6 +48,9 @@ class WholeFrame:
         return whole_frame_box(frame_w, frame_h, self.in_w, self.in_h, self.fit)
 
     def update(self, pose: Pose, transform: CropTransform) -> None:
+        pass
+
+    def reset(self) -> None:
         pass
 
 
@@ -96,10 +101,18 @@ class Pipeline:
         self.clock = clock
         self._buf = np.empty((in_h, in_w, 3), dtype=np.uint8)
 
-    def process(self, frame: np.ndarray, ts: float) -> FrameResult:
-        """Run one BGR frame; ``ts`` is its capture time (UNIX seconds)."""
+    def process(self, frame: np.ndarray, ts: float, still: bool = False) -> FrameResult:
+        """Run one BGR frame; ``ts`` is its capture time (UNIX seconds).
+
+        ``still``: a photo unrelated to the previous frame (image files): it is
+        found on the whole frame and not smoothed with the previous one.
+        """
         c = self.clock
         t0 = c()
+        if still:
+            self.box_policy.reset()
+            if self.smoother is not None:
+                self.smoother.reset()
         fh, fw = frame.shape[:2]
         in_w, in_h = self.engine.input_size
         transform = CropTransform(self.box_policy.crop_box(fw, fh), in_w, in_h)
@@ -111,7 +124,7 @@ class Pipeline:
         t2 = c()
         pose = decode_pose(heatmaps, transform, self.names, self.threshold, self.decoder)
         self.box_policy.update(pose, transform)
-        if self.smoother is not None:
+        if self.smoother is not None and not still:
             if pose.present:
                 pose = self.smoother(pose, ts)
             else:  # a lost person must not drag the next one's keypoints

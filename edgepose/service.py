@@ -399,7 +399,7 @@ class Daemon:
 
     def process(self, frame) -> Dict[str, Any]:
         parts = self.parts
-        result = parts.pipeline.process(frame.image, frame.ts)
+        result = parts.pipeline.process(frame.image, frame.ts, still=frame.still)
         lat = dict(result.latency_ms)
         lat["capture"] = frame.capture_ms
         lat["total"] = frame.capture_ms + (time.time() - frame.ts) * 1e3

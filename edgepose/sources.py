@@ -47,6 +47,7 @@ class Frame:
     ts: float  # capture time, UNIX seconds
     index: int  # frame number from this source, from 0
     capture_ms: float = 0.0  # time spent grabbing/decoding it
+    still: bool = False  # an unrelated photo (image files), not the next frame of a sequence
 
     @property
     def size(self) -> Tuple[int, int]:
@@ -136,8 +137,9 @@ class FiniteSource(FrameSource):
     """Every frame of a file/folder, in order, read ahead by one thread."""
 
     def __init__(self, frames: Callable[[], Iterator[np.ndarray]], name: str, prefetch: int = 2,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, stills: bool = False):
         self.name = name
+        self.stills = stills  # image files: every frame is a photo of its own (no tracking/smoothing across)
         self._q: "queue.Queue" = queue.Queue(maxsize=prefetch)
         self._stop = threading.Event()
         self._done = False
@@ -163,7 +165,7 @@ class FiniteSource(FrameSource):
                 img = next(it, None)
                 if img is None:
                     break
-                frame = Frame(img, self._clock(), index, (time.perf_counter() - t0) * 1e3)
+                frame = Frame(img, self._clock(), index, (time.perf_counter() - t0) * 1e3, self.stills)
                 if not self._put(frame):
                     return
                 index += 1
@@ -436,7 +438,7 @@ def open_source(uri: str, width: int = 640, height: int = 480, fps: float = 0.0,
         return FiniteSource(_video_frames(spec.uri), spec.uri)
     if spec.kind == "image" and cv2.imread(spec.uri) is None:
         raise InputMissingError(f"cannot read image {spec.uri}")
-    return FiniteSource(_image_frames(spec.paths), spec.uri)
+    return FiniteSource(_image_frames(spec.paths), spec.uri, stills=True)
 
 
 def images_in(folder: Path) -> List[Path]:

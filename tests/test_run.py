@@ -173,3 +173,17 @@ def test_log_level_before_or_after_the_command(args, edgepose_env):
     assert r.returncode == 0, r.stderr
     assert len(payloads(r.stdout)) == 1
     assert "edgepose: INFO" not in r.stderr  # the level took effect
+
+
+def test_photos_of_a_folder_are_independent(edgepose_env):
+    """Tracking and smoothing are for sequences: each photo of a folder gives what it gives alone."""
+    r = run_cli(["run", "--source", CALIB, "--model", "hourglass"], edgepose_env)
+    assert r.returncode == 0, r.stderr
+    together = payloads(r.stdout)
+    names = sorted(p.name for p in CALIB.iterdir() if p.suffix.lower() in (".jpg", ".png"))
+    assert len(together) == len(names)
+    for i in (1, 6, len(names) - 1):  # later photos, after others were tracked and smoothed
+        r = run_cli(["run", "--source", CALIB / names[i], "--model", "hourglass"], edgepose_env)
+        (alone,) = payloads(r.stdout)
+        xy = [(k["x"], k["y"], k["score"]) for k in together[i]["keypoints"]]
+        assert xy == pytest.approx([(k["x"], k["y"], k["score"]) for k in alone["keypoints"]], abs=1e-6), names[i]
