@@ -686,6 +686,13 @@ def check_writable(path: str) -> bool:
     exists = p.is_file()
     if not os.access(p if exists else p.parent, os.W_OK):
         raise ConfigError(f"cannot write {path}: permission denied (run with sudo, or give --write FILE)")
+    try:  # what write_config will do: a temporary file beside it (root passes os.access even on /sys)
+        fd, probe = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ConfigError(f"cannot write {path}: {e.strerror or e} (give --write FILE to write another "
+                          f"config)") from None
     return exists
 
 
@@ -698,8 +705,9 @@ def write_config(path: str, values: Mapping[str, Mapping[str, Any]]) -> None:
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"cannot read {path}: {e}") from None
     new = update_toml(text, values, str(path))
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    tmp = ""
     try:
+        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
         with os.fdopen(fd, "w") as fh:
             fh.write(new)
         if exists:
@@ -711,7 +719,7 @@ def write_config(path: str, values: Mapping[str, Mapping[str, Any]]) -> None:
     except OSError as e:
         raise ConfigError(f"cannot write {path}: {e}") from None
     finally:
-        if os.path.exists(tmp):
+        if tmp and os.path.exists(tmp):
             os.unlink(tmp)
 
 

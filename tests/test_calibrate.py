@@ -349,6 +349,11 @@ def test_write_errors_are_clear_and_come_before_the_sweep(edgepose_env, tmp_path
     assert "sweeping" not in r.stderr and "Traceback" not in r.stderr
     with pytest.raises(ConfigError, match="is a directory"):
         cal.check_writable(str(tmp_path))
+    # a directory where no file can be created, though os.access says yes to root (sysfs)
+    r = run_cli(["calibrate-fps", "--source", "synthetic", "--config", os.devnull, "--write", "/sys/edgepose.toml"],
+                edgepose_env, timeout=30)
+    assert r.returncode == 78 and "cannot write /sys/edgepose.toml" in r.stderr, r.stderr
+    assert "sweeping" not in r.stderr and "Traceback" not in r.stderr
 
 
 # --- --apply -------------------------------------------------------------------------------------------
