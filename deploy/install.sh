@@ -8,6 +8,8 @@
 #
 # Idempotent: run it again to upgrade (the venv is updated in place, the
 # service restarted).  It never overwrites an existing /etc/edgepose/edgepose.toml.
+# edgepose itself comes from --from DIR, else from the source checkout this
+# script is part of (git clone), else from the package index.
 #
 #   --camera SRC, --source SRC  camera.source for a new config: 0, /dev/video0,
 #                       csi://0 (Pi camera module / Jetson CSI), rtsp://..., a file
@@ -16,7 +18,7 @@
 #   --device ID         device id in MQTT topics (default: host name)
 #   --with-mosquitto    also install and start a local mosquitto broker (apt)
 #   --from DIR          install edgepose from the newest edgepose-*.whl / *.tar.gz
-#                       in DIR instead of PyPI, and models from DIR/models (laid
+#                       in DIR, and models from DIR/models (laid
 #                       out <name>/model.tflite); dependencies still come from
 #                       your pip index unless --offline
 #   --offline           pip --no-index: DIR must also hold every dependency wheel
@@ -200,6 +202,16 @@ if [ -n "$FROM" ]; then
     [ "$OFFLINE" = 1 ] && PIP_ARGS+=(--no-index)
     SPEC="edgepose$EXTRAS @ file://$PKG"
     say "installing $(basename "$PKG")$EXTRAS into $VENV$( [ "$OFFLINE" = 1 ] && echo ' (offline)')"
+elif [ -f "$HERE/../setup.py" ] && [ -d "$HERE/../edgepose" ]; then
+    # run from a source checkout (git clone): install that code, built from a copy so that
+    # pip's in-tree build leaves no root-owned files in the user's checkout
+    SRC="$(cd "$HERE/.." && pwd)"
+    BUILD_DIR=$(mktemp -d /tmp/edgepose-src.XXXXXX)
+    trap 'rm -rf "$BUILD_DIR"' EXIT
+    tar -C "$SRC" --exclude=./.git --exclude=./build --exclude='*.egg-info' --exclude=__pycache__ -cf - . \
+        | tar -C "$BUILD_DIR" -xf -
+    SPEC="edgepose$EXTRAS @ file://$BUILD_DIR"
+    say "installing edgepose$EXTRAS from the source checkout $SRC into $VENV"
 else
     SPEC="edgepose$EXTRAS"
     say "installing $SPEC from the package index into $VENV"

@@ -389,6 +389,22 @@ newpid=$(in_root systemctl show -p MainPID --value edgepose)
 mosquitto_sub -h 127.0.0.1 -p "$PORT" -t edgepose/rehearsal/pose -C 1 -W 90 >/dev/null || die "no pose after calibrate-fps --apply"
 ok "saved $(in_root sed -n 's/^\(threads\|max_fps\|xnnpack\) = /\1=/p' /etc/edgepose/edgepose.toml | tr '\n' ' ')to /etc/edgepose/edgepose.toml (root:edgepose 640 kept); restarted as pid $newpid; poses flow"
 
+step "upgrade: deploy/install.sh run from a source checkout (git clone + sudo deploy/install.sh, no --from)"
+mkdir -p "$ROOT/root/edgepose-src"  # the tracked files, as a clone has them
+git -C "$REPO" ls-files -z | (cd "$REPO" && tar --null -T - -cf -) | tar -xf - -C "$ROOT/root/edgepose-src"
+pid=$(in_root systemctl show -p MainPID --value edgepose)
+in_root bash /root/edgepose-src/deploy/install.sh --platform "$PLATFORM" 2>&1 | tee "$RUN/upgrade.log" | sed -u 's/^/   | /'
+[ "${PIPESTATUS[0]}" = 0 ] || die "install.sh from the source checkout failed"
+grep -q "from the source checkout /root/edgepose-src" "$RUN/upgrade.log" || die "install.sh did not install the checkout"
+grep -q "keeping the existing /etc/edgepose/edgepose.toml" "$RUN/upgrade.log" || die "the config was not kept"
+litter=$(cd "$ROOT/root/edgepose-src" && find . -name '*.egg-info' -o -name build -o -name __pycache__ | head -3)
+[ -z "$litter" ] || die "the build left files in the checkout: $litter"
+newpid=$(in_root systemctl show -p MainPID --value edgepose)
+[ "$(in_root systemctl is-active edgepose || true)" = active ] && [ "$newpid" != "$pid" ] \
+    || die "the service was not restarted by the upgrade (MainPID $pid -> $newpid)"
+mosquitto_sub -h 127.0.0.1 -p "$PORT" -t edgepose/rehearsal/pose -C 1 -W 90 >/dev/null || die "no pose after the upgrade"
+ok "installed $(in_root /opt/edgepose/venv/bin/edgepose --version) from the checkout, config kept, no build files left in it, restarted as pid $newpid; poses flow"
+
 step "check: systemctl stop -> offline published, clean exit in the journal"
 t0=$(date +%s.%N)
 in_root systemctl stop edgepose
