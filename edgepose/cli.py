@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from typing import List, Optional
 
@@ -86,8 +87,16 @@ def build_parser(argv: List[str]) -> argparse.ArgumentParser:
     return parser
 
 
+# OpenCV's and FFmpeg's own stderr warnings ("can't open camera by index", "moov atom not found")
+# repeat, in native form, what edgepose reports in one line; read when cv2 is first imported/used.
+# Set them in the environment to see those lines again.
+QUIET_NATIVE_ENV = {"OPENCV_LOG_LEVEL": "ERROR", "OPENCV_FFMPEG_LOGLEVEL": "-8"}
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    for key, value in QUIET_NATIVE_ENV.items():
+        os.environ.setdefault(key, value)
     setup_logging("INFO")
     try:
         parser = build_parser(argv)

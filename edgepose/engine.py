@@ -11,9 +11,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
+import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Tuple
@@ -108,11 +111,13 @@ class Engine:
         if not xnnpack:
             kwargs["experimental_op_resolver_type"] = mod.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         try:
-            interp = mod.Interpreter(**kwargs)
+            with native_info_to_log():
+                interp = mod.Interpreter(**kwargs)
         except (ValueError, RuntimeError) as e:
             raise ModelError(f"cannot load model {self.path}: not a valid TFLite model ({_first_line(e)})") from None
         try:
-            interp.allocate_tensors()
+            with native_info_to_log():
+                interp.allocate_tensors()
             self.xnnpack = xnnpack and _has_delegate(interp)
             if xnnpack and not self.xnnpack:
                 log.warning("XNNPACK took no part of %s on %s %s; running on the built-in kernels",
@@ -183,6 +188,40 @@ class Engine:
                 "input_dtype": self.spec.input_dtype.name,
                 "output": [self.spec.grid_h, self.spec.grid_w, self.spec.num_keypoints],
                 "output_dtype": self.spec.output_dtype.name}
+
+
+@contextlib.contextmanager
+def native_info_to_log():
+    """Route the runtime's native ``INFO: ...`` lines on stderr (``Created TensorFlow Lite XNNPACK
+    delegate for CPU.``, printed by C++ on every load, no Python switch) to the debug log.
+
+    File descriptor 2 points to a temporary file meanwhile; every other line
+    written there (a warning from the runtime, a log line of another thread)
+    is passed on to the real stderr unchanged when the block ends.
+    """
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no usable stderr: nothing to tidy
+        yield
+        return
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            try:
+                sys.stderr.flush()
+            except (OSError, ValueError):
+                pass
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            for line in tmp.read().decode("utf-8", "replace").splitlines(keepends=True):
+                if line.startswith("INFO: "):
+                    log.debug("runtime: %s", line.strip())
+                else:
+                    os.write(2, line.encode("utf-8", "replace"))
 
 
 def _has_delegate(interp) -> bool:

@@ -99,6 +99,7 @@ def test_config_file_and_environment_reach_the_daemon(tmp_path, edgepose_env):
 
 @pytest.mark.parametrize("args,code,message", [
     (["run", "--camera", "7"], 69, "cannot open camera 7"),
+    (["run", "--source", "{fakevideo}"], 66, "cannot decode video"),
     (["run", "--source", "/nonexistent/clip.mp4"], 66, "source /nonexistent/clip.mp4 does not exist"),
     (["run", "--source", "{calib}", "--model", "/nonexistent/m.tflite"], 66, "model file /nonexistent/m.tflite does not exist"),
     (["run", "--source", "{calib}", "--model", "posenet"], 78, "unknown model 'posenet'"),
@@ -115,13 +116,18 @@ def test_error_paths_one_line_and_exit_code(args, code, message, tmp_path, edgep
     corrupt.write_bytes(os.urandom(4096))
     badcfg = tmp_path / "bad.toml"
     badcfg.write_text("[runtime]\nthread = 2\n")
-    args = [a.format(calib=CALIB / "ski.jpg", corrupt=corrupt, badcfg=badcfg) for a in args]
+    fakevideo = tmp_path / "fake.mp4"
+    fakevideo.write_text("not a video\n")
+    args = [a.format(calib=CALIB / "ski.jpg", corrupt=corrupt, badcfg=badcfg, fakevideo=fakevideo) for a in args]
     r = run_cli(args, edgepose_env)
     assert r.returncode == code, (r.returncode, r.stderr)
     assert message in r.stderr
     assert "Traceback" not in r.stderr
     errors = [l for l in r.stderr.splitlines() if l.lower().startswith("edgepose: error")]
     assert len(errors) == 1, r.stderr
+    # and nothing else but edgepose's own lines: no native runtime/OpenCV/FFmpeg chatter
+    assert all(line.startswith("edgepose: ") or line.startswith("usage: ") or line.startswith("  ")
+               for line in r.stderr.splitlines() if line.strip()), r.stderr
 
 
 def test_checksum_mismatch_in_cache_is_exit_65(tmp_path, edgepose_env):
