@@ -32,7 +32,7 @@ from typing import Callable, Iterator, List, Optional, Protocol, Tuple
 import cv2
 import numpy as np
 
-from .errors import DeviceUnavailableError, InputMissingError, RuntimeMissingError, UsageError
+from .errors import DeviceUnavailableError, EdgeposeError, InputMissingError, RuntimeMissingError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -245,10 +245,16 @@ class LiveSource(FrameSource):
         self._state = "opening"
         self._lost_since: Optional[float] = None
         self._stop = threading.Event()
+        self._open_error: Optional[Exception] = None
         cap = self._open_once()
         if cap is None:
+            if isinstance(self._open_error, EdgeposeError):  # e.g. picamera2 missing: say that, not "connected?"
+                raise self._open_error
+            if parse_source(name).kind == "stream":
+                raise DeviceUnavailableError(f"cannot open stream {name} (is the address right and the stream "
+                                             f"up?{_reason(self._open_error)})")
             raise DeviceUnavailableError(f"cannot open camera {name} (is it connected, and is this user "
-                                         f"in the 'video' group?)")
+                                         f"in the 'video' group?{_reason(self._open_error)})")
         self._cap = cap
         self._state = "ok"
         self._thread = threading.Thread(target=self._run, name="edgepose-capture", daemon=True)
@@ -259,6 +265,7 @@ class LiveSource(FrameSource):
             cap = self._opener()
         except Exception as e:
             log.debug("opening %s failed: %s", self.name, e)
+            self._open_error = e
             return None
         if cap is None or (hasattr(cap, "isOpened") and not cap.isOpened()):
             return None
@@ -342,6 +349,11 @@ class LiveSource(FrameSource):
             self._cap.release()
         except Exception:
             pass
+
+
+def _reason(error: Optional[Exception]) -> str:
+    """`` last error: ...`` for an open that raised (not for one that returned a closed capture)."""
+    return f" last error: {error}" if error is not None else ""
 
 
 # --- openers for live hardware -------------------------------------------------

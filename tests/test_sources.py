@@ -146,6 +146,25 @@ def test_camera_that_cannot_be_opened_is_exit_69():
     assert e.value.exit_code == 69
 
 
+def test_first_open_failure_names_its_cause():
+    """A missing picamera2 is reported as such (not as "is it connected?"); a stream that raised names
+    the stream and the error. (Openers are stand-ins: no camera or stream exists here.)"""
+    def no_picamera2():
+        return sources.Picamera2Capture(0, 640, 480, 30, module=None)
+
+    try:
+        import picamera2  # noqa: F401
+    except ImportError:
+        with pytest.raises(RuntimeMissingError, match="needs picamera2"):
+            sources.LiveSource(no_picamera2, "csi://0")
+
+    def refused():
+        raise OSError("connection refused")
+
+    with pytest.raises(DeviceUnavailableError, match=r"cannot open stream rtsp://cam.lan/s .*connection refused"):
+        sources.LiveSource(refused, "rtsp://cam.lan/s")
+
+
 def test_jetson_csi_pipeline_and_board_detection(tmp_path):
     pipe = sources.jetson_csi_pipeline(1, 1280, 720, 30)
     assert pipe.startswith("nvarguscamerasrc sensor-id=1 ") and "width=(int)1280" in pipe
