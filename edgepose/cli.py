@@ -111,6 +111,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         log.error("%s", e)
         return e.exit_code
     except KeyboardInterrupt:
+        log.info("interrupted")
         return 130
     except BrokenPipeError:
         return 0

@@ -267,9 +267,16 @@ def coerce(section: str, key: str, value: Any, from_text: bool = False) -> Any:
 def apply_mapping(cfg: Config, data: Mapping[str, Any], origin: str, from_text: bool = False) -> None:
     """Apply ``{section: {key: value}}`` onto ``cfg`` with full validation."""
     for section, values in data.items():
-        _section_fields(section)
         if not isinstance(values, Mapping):
-            raise ConfigError(f"{origin}: [{section}] must be a table of keys")
+            owner = [s.name for s in sections() if section in _section_fields(s.name)]
+            hint = f" (it belongs in {' or '.join(f'[{o}]' for o in owner)})" if owner else ""
+            raise ConfigError(f"{origin}: {section} = ... is outside any [section]{hint}"
+                              if not any(s.name == section for s in sections())
+                              else f"{origin}: [{section}] must be a table of keys")
+        try:
+            _section_fields(section)
+        except ConfigError as e:
+            raise ConfigError(f"{origin}: {e}") from None
         target = getattr(cfg, section)
         for key, value in values.items():
             try:

@@ -32,7 +32,7 @@ import numpy as np
 from . import __version__, board, config as config_mod, models, systemd
 from . import pipeline as pipeline_mod
 from .engine import Engine
-from .errors import ConfigError, EdgeposeError
+from .errors import ConfigError, EdgeposeError, UsageError
 from .payload import make_meta, make_payload
 from .sinks import make_sink
 from .sources import FrameSource, open_source
@@ -69,7 +69,10 @@ def overrides_from_args(args: argparse.Namespace) -> Dict[str, Dict[str, Any]]:
     """Command-line flags as config overrides (only the flags that were given)."""
     o: Dict[str, Dict[str, Any]] = collections.defaultdict(dict)
     if args.camera is not None:
-        o["camera"]["source"] = args.camera
+        if not str(args.camera).strip().isdigit():
+            raise UsageError(f"--camera takes a camera index (0, 1, ...), not {args.camera!r}; "
+                             f"give files, folders, URLs and /dev/videoN with --source")
+        o["camera"]["source"] = str(args.camera).strip()
     if args.source is not None:
         o["camera"]["source"] = args.source
     if args.model:

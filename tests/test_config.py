@@ -108,3 +108,15 @@ def test_broker_flag_takes_ipv6():
     assert service.overrides_from_args(p.parse_args(["--broker", "fd00::5"]))["mqtt"] == {"host": "fd00::5"}
     with pytest.raises(ConfigError, match="bad --broker"):
         service.overrides_from_args(p.parse_args(["--broker", "host:port"]))
+
+
+def test_file_errors_name_the_file_and_the_section(tmp_path):
+    with pytest.raises(ConfigError, match=r"edgepose.toml: unknown config section \[mqt\]"):
+        config.load(write(tmp_path, '[mqt]\nhost = "x"\n'), environ={})
+    with pytest.raises(ConfigError, match=r"edgepose.toml: sink = \.\.\. is outside any \[section\] "
+                                          r"\(it belongs in \[output\]\)"):
+        config.load(write(tmp_path, 'sink = "mqtt"\n'), environ={})
+    with pytest.raises(ConfigError, match=r"it belongs in \[smoothing\] or \[tracking\]"):
+        config.load(write(tmp_path, 'enabled = false\n'), environ={})
+    with pytest.raises(ConfigError, match=r"\[model\] must be a table of keys"):
+        config.load(write(tmp_path, 'model = 3\n'), environ={})
