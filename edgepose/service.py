@@ -19,6 +19,7 @@ import argparse
 import collections
 import logging
 import os
+import re
 import select
 import signal
 import threading
@@ -44,7 +45,7 @@ FrameObserver = Callable[[Any, Any, Dict[str, Any]], None]  # (frame, FrameResul
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--camera", metavar="N", help="camera index (V4L2 via OpenCV), e.g. 0")
+    src.add_argument("--camera", metavar="N", help="camera: index (V4L2 via OpenCV), /dev/videoN or csi://N")
     src.add_argument("--source", metavar="URI",
                      help="video file, image file, folder or glob of images, rtsp://..., /dev/videoN, csi://N")
     p.add_argument("--config", metavar="FILE", help="TOML config file (default: $EDGEPOSE_CONFIG)")
@@ -69,9 +70,9 @@ def overrides_from_args(args: argparse.Namespace) -> Dict[str, Dict[str, Any]]:
     """Command-line flags as config overrides (only the flags that were given)."""
     o: Dict[str, Dict[str, Any]] = collections.defaultdict(dict)
     if args.camera is not None:
-        if not str(args.camera).strip().isdigit():
-            raise UsageError(f"--camera takes a camera index (0, 1, ...), not {args.camera!r}; "
-                             f"give files, folders, URLs and /dev/videoN with --source")
+        if not re.fullmatch(r"\d+|/dev/video\d+|csi://\d+", str(args.camera).strip()):
+            raise UsageError(f"--camera takes a camera (0, /dev/video2, csi://0), not {args.camera!r}; "
+                             f"give files, folders and stream URLs with --source")
         o["camera"]["source"] = str(args.camera).strip()
     if args.source is not None:
         o["camera"]["source"] = args.source

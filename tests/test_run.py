@@ -99,7 +99,7 @@ def test_config_file_and_environment_reach_the_daemon(tmp_path, edgepose_env):
 
 @pytest.mark.parametrize("args,code,message", [
     (["run", "--camera", "7"], 69, "cannot open camera 7"),
-    (["run", "--camera", "clip.mp4"], 64, "--camera takes a camera index"),
+    (["run", "--camera", "clip.mp4"], 64, "--camera takes a camera (0, /dev/video2, csi://0)"),
     (["run", "--source", "{fakevideo}"], 66, "cannot decode video"),
     (["run", "--source", "/nonexistent/clip.mp4"], 66, "source /nonexistent/clip.mp4 does not exist"),
     (["run", "--source", "{calib}", "--model", "/nonexistent/m.tflite"], 66, "model file /nonexistent/m.tflite does not exist"),
