@@ -180,9 +180,7 @@ def find_variants(model: str, cache_dir: Optional[Path] = None, mirror: str = ""
         if e.local_only:
             path = e.cache_file(cache)
             if not path.is_file():
-                calib = " --calib DIR" if e.recipe == "int8" else ""
-                skipped.append(Skipped(e.name, f"not built (make it with `edgepose models quantize {e.name}"
-                                               f"{calib} --eval FILE.json`)"))
+                skipped.append(Skipped(e.name, f"not built (make it with `{models.build_hint(e)}`)"))
                 continue
             variants.append(Variant(e.name, kind, path, *read_verdict(path)))
         else:

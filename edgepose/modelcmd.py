@@ -126,15 +126,17 @@ def _info(args, cfg, cache: Path, mirror: str) -> int:
 
 
 def _verify(args, cfg, cache: Path, mirror: str) -> int:
-    results = models.verify_cache(cache)
-    bad = 0
+    cat = models.load_catalogue()
+    results = models.verify_cache(cache, cat)
+    bad = []
     for name, state in results:
         _out(f"  {name:<20} {state}\n")
-        bad += state not in ("ok", "not cached")
-    _out(f"{len(results)} entries, {bad} bad ({cache})\n")
+        if state not in ("ok", "not cached"):
+            bad.append(name)
+    _out(f"{len(results)} entries, {len(bad)} bad ({cache})\n")
     if bad:
-        raise ModelError(f"{bad} cached model(s) failed verification; `edgepose models pull NAME --force` "
-                         "fetches them again")
+        raise ModelError(f"{len(bad)} cached model(s) failed verification; fix: "
+                         + "; ".join(f"`{models.repair_hint(cat[n])}`" for n in bad))
     return 0
 
 

@@ -19,7 +19,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from .errors import ConfigError, InputMissingError, ModelError
 
@@ -40,13 +40,76 @@ def default_cache_dir(environ=None) -> Path:
     return Path(base) / "edgepose" / "models"
 
 
-def catalogue_path() -> Path:
-    """models/catalogue.toml beside the package (source tree or editable install),
-    else the copy a wheel installs under <prefix>/share/edgepose/models."""
-    here = Path(__file__).resolve().parent.parent / "models" / "catalogue.toml"
-    if here.is_file():
-        return here
-    return Path(sys.prefix) / "share" / "edgepose" / "models" / "catalogue.toml"
+# the source tree (a checkout or an editable install): models/, deploy/ beside the package
+_SOURCE_ROOT = Path(__file__).resolve().parent.parent
+# where setup.py's data_files land under an installation prefix
+_SHARE = Path("share") / "edgepose"
+
+
+def install_prefixes() -> List[Path]:
+    """Every prefix under which setup.py's ``data_files`` (``share/edgepose/...``) can land.
+
+    First the prefix this very package was installed under (``<prefix>/lib/python3.X/site-packages``
+    or Debian's ``<prefix>/lib/python3/dist-packages``: ``pip --prefix``, ``--root``, venvs), then
+    ``sys.prefix``, ``sys.exec_prefix``, ``site.USER_BASE`` (``pip install --user``), the ``data``
+    path of every ``sysconfig`` install scheme (Debian's ``posix_local`` is /usr/local), /usr/local
+    and /usr.  Duplicates removed, order kept.
+    """
+    import site
+    import sysconfig
+
+    found: List[Path] = []
+    for anc in Path(__file__).resolve().parents:
+        if anc.name in ("site-packages", "dist-packages"):
+            found.append(anc.parents[2] if anc.parent.name.startswith("python") else anc.parents[1])
+            break
+    found += [Path(sys.prefix), Path(sys.exec_prefix)]
+    try:
+        found.append(Path(site.getuserbase()))
+    except (AttributeError, TypeError, OSError):  # pragma: no cover - embedded interpreters
+        pass
+    for scheme in sysconfig.get_scheme_names():
+        try:
+            found.append(Path(sysconfig.get_paths(scheme)["data"]))
+        except (KeyError, ValueError, TypeError):  # pragma: no cover - a scheme this platform cannot expand
+            pass
+    found += [Path("/usr/local"), Path("/usr")]
+    out: List[Path] = []
+    for p in found:
+        if p not in out:
+            out.append(p)
+    return out
+
+
+def data_search(relpath: str, prefixes: Optional[Sequence[Path]] = None,
+                source_root: Optional[Path] = None) -> List[Path]:
+    """Every place the data file ``relpath`` (``models/catalogue.toml``, ``deploy/edgepose.service``)
+    can be, in the order :func:`data_path` tries them: ``<source_root>/<relpath>`` (the source tree
+    or an editable install), then ``<prefix>/share/edgepose/<relpath>`` for each of ``prefixes``
+    (default :func:`install_prefixes`)."""
+    source_root = _SOURCE_ROOT if source_root is None else Path(source_root)
+    prefixes = install_prefixes() if prefixes is None else [Path(p) for p in prefixes]
+    return [source_root / relpath] + [p / _SHARE / relpath for p in prefixes]
+
+
+def data_path(relpath: str, prefixes: Optional[Sequence[Path]] = None,
+              source_root: Optional[Path] = None) -> Path:
+    """The first of :func:`data_search` that exists.  When none does, where a normal install
+    puts it (``sys.prefix/share/edgepose/<relpath>``, or under the first of the given
+    ``prefixes``), so an error names the expected place."""
+    places = data_search(relpath, prefixes, source_root)
+    for p in places:
+        if p.exists():
+            return p
+    if prefixes is None:
+        return Path(sys.prefix) / _SHARE / relpath
+    return places[1] if len(places) > 1 else places[0]
+
+
+def catalogue_path(prefixes: Optional[Sequence[Path]] = None, source_root: Optional[Path] = None) -> Path:
+    """models/catalogue.toml beside the package (source tree or editable install), else the copy
+    setup.py installs as ``<prefix>/share/edgepose/models/catalogue.toml`` (see :func:`data_path`)."""
+    return data_path("models/catalogue.toml", prefixes, source_root)
 
 
 @dataclass(frozen=True)
@@ -79,11 +142,16 @@ class ModelEntry:
 
 
 def load_catalogue(path: Optional[Path] = None) -> Dict[str, ModelEntry]:
-    path = path or catalogue_path()
+    searched = path is None
+    path = catalogue_path() if path is None else path
     try:
         with open(path, "rb") as fh:
             raw = _toml.load(fh)
     except (OSError, _toml.TOMLDecodeError) as e:
+        if searched and not Path(path).exists():
+            others = [str(p) for p in data_search("models/catalogue.toml") if p != Path(path)]
+            raise ModelError(f"cannot read the model catalogue {path}: no such file (also looked in "
+                             f"{', '.join(others)}; reinstall edgepose)") from None
         raise ModelError(f"cannot read the model catalogue {path}: {e}") from None
     known = {f for f in ModelEntry.__dataclass_fields__} - {"name", "extra"}
     out = {}
@@ -102,17 +170,39 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def verify_file(path: Path, entry: ModelEntry) -> None:
-    """Raise ModelError if the file is truncated or fails its checksum."""
-    size = path.stat().st_size
+def build_hint(entry: ModelEntry) -> str:
+    """The command that builds the locally made variant ``entry`` (``cpm-int8-mixed`` ...):
+    ``edgepose models quantize NAME [--calib DIR] --eval FILE.json``.  int8 recipes (the mixed
+    int8/float ones too) need calibration photos; float16/dynamic/float32 do not.  ``--eval`` is
+    optional (COCO keypoints the report measures agreement and PCK on)."""
+    calib = " --calib DIR" if entry.recipe == "int8" else ""
+    return f"edgepose models quantize {entry.name}{calib} --eval FILE.json"
+
+
+def repair_hint(entry: ModelEntry) -> str:
+    """The command that replaces a bad cached file of ``entry``: ``pull NAME --force`` for a
+    downloaded model, the build command for a locally made one."""
+    return build_hint(entry) if entry.local_only else f"edgepose models pull {entry.name} --force"
+
+
+def check_file(path: Path, entry: ModelEntry) -> Optional[str]:
+    """What is wrong with ``path`` as a copy of ``entry`` (wrong size or sha256), or None."""
+    size = Path(path).stat().st_size
     if entry.size and size != entry.size:
-        raise ModelError(f"model file {path} is truncated or wrong: {size} bytes, expected "
-                         f"{entry.size} (delete it and run `edgepose models pull {entry.name}`)")
+        return f"truncated or wrong: {size} bytes, expected {entry.size}"
     if entry.sha256:
         got = sha256_of(path)
         if got != entry.sha256:
-            raise ModelError(f"checksum mismatch for {path}: sha256 {got}, expected {entry.sha256} "
-                             f"(delete it and run `edgepose models pull {entry.name}`)")
+            return f"checksum mismatch: sha256 {got}, expected {entry.sha256}"
+    return None
+
+
+def verify_file(path: Path, entry: ModelEntry) -> None:
+    """Raise ModelError if the cached file is truncated or fails its checksum."""
+    problem = check_file(path, entry)
+    if problem:
+        raise ModelError(f"cached model file {path} is bad: {problem}; "
+                         f"`{repair_hint(entry)}` fetches it again")
 
 
 def _sources(entry: ModelEntry, mirror: str) -> List[str]:
@@ -148,14 +238,16 @@ def fetch(entry: ModelEntry, cache_dir: Path, mirror: str = "", progress: Option
     """
     if entry.local_only:
         raise InputMissingError(
-            f"model {entry.name} is made locally: run `edgepose models quantize {entry.source} "
-            f"--mode {entry.recipe}` first")
+            f"model {entry.name} is made locally and is not built yet: run `{build_hint(entry)}` first ("
+            + ("DIR: calibration photos; " if entry.recipe == "int8" else "")
+            + "--eval FILE.json, COCO keypoints for the accuracy report, is optional)")
     target = entry.cache_file(cache_dir)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ConfigError(f"cannot create model cache directory {target.parent}: {e}") from None
     errors = []
+    mirror_src = _sources(entry, mirror)[0] if mirror else None
     for src in _sources(entry, mirror):
         fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".fetch-", suffix=".part")
         tmp = Path(tmp_name)
@@ -170,12 +262,15 @@ def fetch(entry: ModelEntry, cache_dir: Path, mirror: str = "", progress: Option
                     log.info("copying %s from %s", entry.name, src)
                     with open(src, "rb") as fh:
                         _copy_stream(fh, out, os.path.getsize(src), progress)
-            verify_file(tmp, entry)
+            problem = check_file(tmp, entry)
+            if problem:
+                whose = "the mirror's copy" if src == mirror_src else "the upstream copy"
+                fix = ("replace that file in the mirror, or use another mirror" if src == mirror_src
+                       else "try again later or use a mirror")
+                raise ModelError(f"{whose} of model {entry.name} at {src} is bad: {problem}; nothing was "
+                                 f"cached ({fix})")
             os.replace(tmp, target)
             return target
-        except ModelError as e:
-            raise ModelError(f"model {entry.name} from {src} failed verification: "
-                             f"{str(e).split(':', 1)[-1].strip()}") from None
         except (OSError, urllib.error.URLError, ValueError) as e:
             errors.append(f"{src}: {e}")
             log.warning("could not fetch %s from %s: %s", entry.name, src, e)
@@ -232,19 +327,22 @@ def report_path(model_path: Path) -> Path:
     return model_path.with_name(model_path.stem + ".report.json")
 
 
-def verify_local(path: Path) -> None:
-    """Check a locally built model against the sha256 its report recorded."""
+def verify_local(path: Path, entry: Optional[ModelEntry] = None) -> None:
+    """Check a locally built model against the sha256 its report recorded (``entry``: the
+    catalogue entry it was built as, for the exact rebuild command)."""
     import json
 
     rp = report_path(path)
+    rebuild = f"`{build_hint(entry)}`" if entry is not None else "`edgepose models quantize`"
     try:
         report = json.loads(rp.read_text())
         want = report["sha256"]
     except (OSError, ValueError, KeyError, TypeError):
-        raise ModelError(f"{path} has no readable report {rp.name}; rebuild it with `edgepose models quantize`") from None
+        raise ModelError(f"{path} has no readable report {rp.name}; rebuild it with {rebuild}") from None
     got = sha256_of(path)
     if got != want:
-        raise ModelError(f"checksum mismatch for {path}: sha256 {got}, its report says {want}")
+        raise ModelError(f"checksum mismatch for {path}: sha256 {got}, its report says {want}; "
+                         f"rebuild it with {rebuild}")
 
 
 def verify_cache(cache_dir: Path, catalogue: Optional[Dict[str, ModelEntry]] = None) -> List[tuple]:
@@ -257,7 +355,7 @@ def verify_cache(cache_dir: Path, catalogue: Optional[Dict[str, ModelEntry]] = N
             out.append((name, "not cached"))
             continue
         try:
-            verify_local(p) if entry.local_only else verify_file(p, entry)
+            verify_local(p, entry) if entry.local_only else verify_file(p, entry)
             out.append((name, "ok"))
         except ModelError as e:
             out.append((name, f"BAD: {e}"))

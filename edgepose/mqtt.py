@@ -4,7 +4,8 @@ Topics (``<prefix>/<device>/...``, see docs/mqtt.md):
 
 * ``pose``          one schema-v1 payload per frame (QoS ``mqtt.qos``, not retained)
 * ``availability``  retained ``online`` / ``offline``; ``offline`` is also the last will
-* ``status``        retained JSON every ``mqtt.status_interval`` seconds
+* ``status``        retained JSON every ``mqtt.status_interval`` seconds while connected,
+                    right after every (re)connect and once more on a clean close
 * ``meta``          retained JSON: keypoint names, skeleton, model and input size
 
 Threading model of :class:`MqttSink`: the capture loop only appends the
@@ -15,6 +16,11 @@ blocking the caller), reconnects with bounded exponential backoff plus jitter,
 runs the socket with ``select`` and moves queued messages to the broker.  A
 status thread calls the daemon's ``status_provider`` on its own timer, so
 status keeps flowing while the capture loop is blocked.
+
+Status is never queued: one built while disconnected is discarded, and one the
+broker had not acknowledged when the connection died is removed from paho's
+resend queue on the reconnect, so the first status after ``online`` is always
+a fresh one.  Poses are queued (QoS 1) exactly as described above.
 """
 
 from __future__ import annotations
@@ -183,7 +189,10 @@ class MqttSink:
         self._counts = {"published": 0, "dropped_messages": 0, "rate_limited": 0, "connects": 0,
                         "status_published": 0}
         self._next_pose_at = float("-inf")
-        self._status_json: Optional[str] = None
+        self._status_json: Optional[str] = None  # built while connected, not yet handed to paho
+        self._status_mids: set = set()          # paho mids of status messages not yet acknowledged
+        self._epoch = 0                         # bumped on every connect and disconnect
+        self._status_error: Optional[str] = None
         self._refused: Optional[str] = None
         self._problem: Optional[str] = None     # last problem logged (each is logged once)
         self._down_since: Optional[float] = None
@@ -316,8 +325,11 @@ class MqttSink:
             self._refused = None
             with self._lock:
                 self._connected = True
+                self._epoch += 1
+                self._status_json = None  # built before this connection: stale
                 self._counts["connects"] += 1
                 self._state = "connected"
+            self._forget_unsent_status()
             if self._down_since is not None:
                 log.info("mqtt: reconnected to %s after %.1f s", self.broker, self._clock() - self._down_since)
             else:
@@ -328,8 +340,30 @@ class MqttSink:
         except Exception:  # never let a bug here take the connection down
             log.exception("mqtt: error while handling the connection")
 
+    def _forget_unsent_status(self) -> None:
+        """Remove status messages of an earlier connection from paho's resend queue.
+
+        paho re-sends every unacknowledged QoS 1 message after the CONNACK (right
+        after ``on_connect``); for poses that is what we want, for a status it
+        would put an old document (and the retained value) after ``online``.
+        paho has no public API to cancel a message, hence its private queue.
+        """
+        with self._lock:
+            mids, self._status_mids = self._status_mids, set()
+        if not mids:
+            return
+        c = self._client
+        out = getattr(c, "_out_messages", None)
+        mutex = getattr(c, "_out_message_mutex", None)
+        if out is None or mutex is None:  # another paho layout: a fresh status follows anyway
+            return
+        with mutex:
+            gone = sum(out.pop(mid, None) is not None for mid in mids)
+        if gone:
+            log.debug("mqtt: discarded %d unacknowledged status message(s) of the previous connection", gone)
+
     def _announce(self) -> None:
-        """On every (re)connect: ``online`` and meta (retained), and a status soon."""
+        """On every (re)connect: ``online`` and meta (retained), then a fresh status."""
         self._client.publish(self.topics.availability, "online", qos=1, retain=True)
         self._client.publish(self.topics.meta, self._meta_json, qos=1, retain=True)
         self._status_now.set()
@@ -345,6 +379,8 @@ class MqttSink:
         with self._lock:
             was = self._connected
             self._connected = False
+            self._epoch += 1
+            self._status_json = None  # status is never delivered late (docs/mqtt.md)
             # QoS 0 messages still in paho's buffer are discarded on reconnect: count them
             lost = [mid for mid, q in self._pending.items() if q == 0]
             for mid in lost:
@@ -360,6 +396,8 @@ class MqttSink:
         with self._lock:
             if self._pending.pop(mid, None) is not None:
                 self._counts["published"] += 1
+            else:
+                self._status_mids.discard(mid)
 
     # --- network thread --------------------------------------------------
     def _network_main(self) -> None:
@@ -457,9 +495,7 @@ class MqttSink:
         with self._lock:
             status, self._status_json = self._status_json, None
         if status is not None:
-            c.publish(self.topics.status, status, qos=1, retain=True)
-            with self._lock:
-                self._counts["status_published"] += 1
+            self._publish_status(status)
         qos = self.cfg.qos
         while self._connected:
             with self._lock:
@@ -487,8 +523,17 @@ class MqttSink:
                 else:
                     self._pending[info.mid] = qos
 
+    def _publish_status(self, text: str):
+        info = self._client.publish(self.topics.status, text, qos=1, retain=True)
+        with self._lock:
+            if info.rc == 0:
+                self._counts["status_published"] += 1
+            if not info.is_published():
+                self._status_mids.add(info.mid)
+        return info
+
     def _finish(self) -> None:
-        """Clean shutdown on a live connection: flush poses, publish offline, disconnect."""
+        """Clean shutdown on a live connection: flush poses, final status, offline, disconnect."""
         deadline = self._clock() + self.cfg.close_timeout
         while self._connected and self._clock() < deadline:
             with self._lock:
@@ -497,10 +542,18 @@ class MqttSink:
                 break
             self._pump()
             self._io_once(0.05)
+        # the retained status must describe the whole run, not the last periodic one
+        with self._lock:
+            self._status_json = None
+        final = self._build_status() if self._connected else None
+        sent = [self._publish_status(final)] if final is not None else []
         info = self._client.publish(self.topics.availability, "offline", qos=1, retain=True)
+        sent.append(info)
         end = max(deadline, self._clock() + 1.0)
-        while self._connected and not info.is_published() and self._clock() < end:
+        while self._connected and not all(i.is_published() for i in sent) and self._clock() < end:
             self._io_once(0.05)
+        if final is not None and not sent[0].is_published():
+            log.warning("mqtt: could not confirm the final status on %s before shutdown", self.topics.status)
         if not info.is_published():
             log.warning("mqtt: could not confirm `offline` on %s before shutdown", self.topics.availability)
         self._client.disconnect()
@@ -523,31 +576,44 @@ class MqttSink:
 
     # --- status thread ---------------------------------------------------
     def _status_main(self) -> None:
-        last_error = None
         while not self._stop.is_set() and not self._closing.is_set():
             self._status_now.wait(self.cfg.status_interval)
             self._status_now.clear()
             if self._stop.is_set() or self._closing.is_set():
                 break
-            try:
-                status = dict(self._status_provider() or {})
-                last_error = None
-            except Exception as e:  # the daemon's provider failed: still report the sink
-                if str(e) != last_error:
-                    log.warning("mqtt: status provider failed: %s", e, exc_info=True)
-                last_error = str(e)
-                status = {"status_error": str(e)}
-            status.update(self.status_fields())
-            try:
-                text = to_json(status)
-            except (TypeError, ValueError) as e:
-                log.warning("mqtt: status is not JSON-serialisable: %s", e)
+            with self._lock:
+                epoch, connected = self._epoch, self._connected
+            # the provider is still called while disconnected (the daemon's view stays current)
+            text = self._build_status()
+            if text is None:
                 continue
             with self._lock:
-                self._status_json = text
-                wake = self._connected
-            if wake:
+                # only a status built on the current, live connection may be sent: one built
+                # while down (or across a reconnect) would arrive after `online` and be stale
+                keep = connected and self._connected and self._epoch == epoch and not self._closing.is_set()
+                if keep:
+                    self._status_json = text
+            if keep:
                 self._wake()
+            else:
+                log.debug("mqtt: status built while disconnected or across a reconnect: discarded (never queued)")
+
+    def _build_status(self) -> Optional[str]:
+        """The daemon's status document plus :meth:`status_fields`, as JSON (None if it cannot be encoded)."""
+        try:
+            status = dict(self._status_provider() or {})
+            self._status_error = None
+        except Exception as e:  # the daemon's provider failed: still report the sink
+            if str(e) != self._status_error:
+                log.warning("mqtt: status provider failed: %s", e, exc_info=True)
+            self._status_error = str(e)
+            status = {"status_error": str(e)}
+        status.update(self.status_fields())
+        try:
+            return to_json(status)
+        except (TypeError, ValueError) as e:
+            log.warning("mqtt: status is not JSON-serialisable: %s", e)
+            return None
 
     def status_fields(self) -> Dict[str, Any]:
         """What the sink adds to the daemon's status document."""

@@ -9,15 +9,17 @@ from __future__ import annotations
 import functools
 import http.server
 import json
+import os
 import shutil
 import threading
+from pathlib import Path
 
 import pytest
 
 from edgepose import models
 from edgepose.errors import InputMissingError, ModelError
 
-from conftest import MIRROR, run_cli
+from conftest import EVAL_IMAGES, MIRROR, REPO, run_cli
 
 
 @pytest.fixture
@@ -141,8 +143,210 @@ def test_verify_checks_built_variants_against_their_report(cache):
 
 
 def test_local_variant_not_built_says_how_to_build_it(cache):
-    with pytest.raises(InputMissingError, match="edgepose models quantize cpm-pb --mode int8"):
+    with pytest.raises(InputMissingError, match="`edgepose models quantize cpm-int8 --calib DIR --eval FILE.json`"):
         models.resolve("cpm-int8", cache_dir=cache, mirror=str(MIRROR))
+    with pytest.raises(InputMissingError, match="`edgepose models quantize cpm-float16 --eval FILE.json`"):
+        models.resolve("cpm-float16", cache_dir=cache, mirror=str(MIRROR))
+
+
+def _error_lines(stderr: str) -> list:
+    return [ln for ln in stderr.splitlines() if "ERROR" in ln]
+
+
+def test_build_hint_is_a_command_that_builds_that_very_variant():
+    """Every local-only entry: int8 recipes (mixed too) ask for --calib DIR, the others do not;
+    the hint parses as `edgepose models quantize` arguments and names the entry itself."""
+    import argparse
+
+    from edgepose import modelcmd
+
+    parser = argparse.ArgumentParser()
+    modelcmd.add_arguments(parser)
+    cat = models.load_catalogue()
+    local = [e for e in cat.values() if e.local_only]
+    assert {e.recipe for e in local} >= {"int8", "float16", "dynamic"}
+    for e in local:
+        hint = models.build_hint(e)
+        assert hint.startswith(f"edgepose models quantize {e.name} ")
+        assert ("--calib DIR" in hint) == (e.recipe == "int8"), hint
+        assert "--mode" not in hint and e.source not in hint.split()
+        args = parser.parse_args(hint.split()[2:])
+        assert modelcmd.variant_for(args.name, args.mode, cat) is e
+        assert bool(args.calib) == (e.recipe == "int8") and args.eval == "FILE.json"
+    assert models.build_hint(cat["cpm-int8-mixed"]) == \
+        "edgepose models quantize cpm-int8-mixed --calib DIR --eval FILE.json"
+    assert models.build_hint(cat["hourglass-dynamic"]) == "edgepose models quantize hourglass-dynamic --eval FILE.json"
+
+
+@pytest.mark.parametrize("argv", [["models", "info", "cpm-int8-mixed"],
+                                  ["run", "--model", "cpm-int8-mixed", "--sink", "none", "--max-frames", "1"]])
+def test_unbuilt_mixed_variant_names_its_own_build_command(env, cache, argv):
+    if argv[0] == "run":
+        argv = argv + ["--source", next(iter(sorted(EVAL_IMAGES.glob("*.jpg"))))]
+    r = run_cli(argv, env)
+    assert r.returncode == 66, r.stderr
+    assert "Traceback" not in r.stderr
+    (line,) = _error_lines(r.stderr)
+    assert "`edgepose models quantize cpm-int8-mixed --calib DIR --eval FILE.json`" in line
+    assert "--mode" not in line and "cpm-pb" not in line
+    assert not (cache / "cpm-int8-mixed").exists()
+
+
+def _corrupt_mirror(root):
+    """A directory mirror whose hourglass copy has the right size and one byte changed."""
+    bad = root / "hourglass" / "model.tflite"
+    bad.parent.mkdir(parents=True)
+    data = (MIRROR / "hourglass" / "model.tflite").read_bytes()
+    bad.write_bytes(data[:1000] + bytes([data[1000] ^ 0x55]) + data[1001:])
+    return bad
+
+
+@pytest.mark.parametrize("argv", [["models", "pull", "hourglass"],
+                                  ["models", "info", "hourglass"],
+                                  ["run", "--model", "hourglass", "--sink", "none", "--max-frames", "1"]])
+def test_bad_copy_in_the_mirror_is_blamed_on_the_mirror(env, cache, tmp_path, argv):
+    bad = _corrupt_mirror(tmp_path / "badmirror")
+    if argv[0] == "run":
+        argv = argv + ["--source", next(iter(sorted(EVAL_IMAGES.glob("*.jpg"))))]
+    r = run_cli(argv, dict(env, EDGEPOSE_MODEL_MIRROR=str(tmp_path / "badmirror")))
+    assert r.returncode == 65, r.stderr
+    assert "Traceback" not in r.stderr
+    (line,) = _error_lines(r.stderr)
+    assert "mirror's copy" in line and str(bad) in line
+    assert models.load_catalogue()["hourglass"].sha256 in line  # expected
+    assert models.sha256_of(bad) in line  # actual
+    assert "delete" not in line and "--force" not in line and ".fetch-" not in line and str(cache) not in line
+    assert not (cache / "hourglass" / "model.tflite").exists()
+    assert not list((cache / "hourglass").glob(".fetch-*"))
+
+
+def test_bad_copy_in_an_http_mirror_names_the_url(http_mirror, cache):
+    with pytest.raises(ModelError) as e:
+        models.resolve("hourglass", cache_dir=cache, mirror=http_mirror + "/bad")
+    msg = str(e.value)
+    assert "mirror's copy" in msg and f"{http_mirror}/bad/hourglass/model.tflite" in msg
+    assert "delete" not in msg and "\n" not in msg
+
+
+def test_corrupt_cached_file_gives_the_same_fix_everywhere_and_the_fix_works(env, cache):
+    assert run_cli(["models", "pull", "hourglass"], env).returncode == 0
+    path = cache / "hourglass" / "model.tflite"
+    fix = "`edgepose models pull hourglass --force`"
+    for damage in ("truncate", "flip"):
+        data = (MIRROR / "hourglass" / "model.tflite").read_bytes()
+        path.write_bytes(data[: len(data) // 2] if damage == "truncate"
+                         else data[:5000] + bytes([data[5000] ^ 1]) + data[5001:])
+        image = next(iter(sorted(EVAL_IMAGES.glob("*.jpg"))))
+        for argv in (["run", "--model", "hourglass", "--source", image, "--sink", "none", "--max-frames", "1"],
+                     ["models", "info", "hourglass"], ["models", "pull", "hourglass"], ["models", "verify"]):
+            r = run_cli(argv, env)
+            assert r.returncode == 65, (argv, r.stderr)
+            assert "Traceback" not in r.stderr
+            (line,) = _error_lines(r.stderr)
+            assert fix in line and "delete" not in line, (argv, line)
+        # the advised command really replaces the bad file
+        r = run_cli(fix.strip("`").split()[1:], env)
+        assert r.returncode == 0, r.stderr
+        assert models.sha256_of(path) == models.load_catalogue()["hourglass"].sha256
+        assert run_cli(["models", "verify"], env).returncode == 0
+
+
+def test_data_path_searches_every_prefix_in_order(tmp_path):
+    """Dependency injection: a source tree without the file and three fake install prefixes."""
+    src, a, b, c = (tmp_path / n for n in ("src", "a", "b", "c"))
+    for p in (src, a, b, c):
+        p.mkdir()
+    rel = "models/catalogue.toml"
+    assert models.data_search(rel, [a, b, c], src) == [
+        src / rel, a / "share/edgepose" / rel, b / "share/edgepose" / rel, c / "share/edgepose" / rel]
+    # nothing anywhere: the first prefix's place, so the error names where it should be
+    assert models.catalogue_path([a, b, c], src) == a / "share/edgepose" / rel
+    for p in (c, b):
+        (p / "share/edgepose/models").mkdir(parents=True)
+        shutil.copy(models.catalogue_path(), p / "share/edgepose" / rel)
+    assert models.catalogue_path([a, b, c], src) == b / "share/edgepose" / rel
+    assert "cpm" in models.load_catalogue(models.catalogue_path([a, b, c], src))
+    (src / "models").mkdir()
+    (src / rel).write_text("")
+    assert models.catalogue_path([a, b, c], src) == src / rel  # the source tree wins
+    # deploy files are found by the same search
+    (c / "share/edgepose/deploy").mkdir()
+    (c / "share/edgepose/deploy/edgepose.service").write_text("[Unit]\n")
+    assert models.data_path("deploy/edgepose.service", [a, b, c], src) == c / "share/edgepose/deploy/edgepose.service"
+
+
+def test_default_prefixes_cover_user_base_schemes_and_usr_local():
+    import site
+    import sys
+    import sysconfig
+
+    got = models.install_prefixes()
+    assert len(got) == len(set(got))
+    want = [sys.prefix, site.getuserbase(), "/usr/local", "/usr"] + [
+        sysconfig.get_paths(s)["data"] for s in sysconfig.get_scheme_names()]
+    for w in want:
+        assert Path(w) in got, w
+    assert models.catalogue_path() == REPO / "models" / "catalogue.toml"  # this checkout
+
+
+def _copy_project(dst: Path) -> Path:
+    dst.mkdir()
+    for name in ("setup.py", "README.md"):
+        if (REPO / name).exists():
+            shutil.copy(REPO / name, dst / name)
+    for name in ("edgepose", "models", "deploy"):
+        shutil.copytree(REPO / name, dst / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return dst
+
+
+def test_pip_install_user_finds_the_catalogue_under_user_base(tmp_path):
+    """A real `pip install --user` (PYTHONUSERBASE in tmp_path): data_files land in
+    USER_BASE/share, not sys.prefix/share; the installed package must find them."""
+    import importlib.util
+    import site
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec("pip") is None:
+        pytest.skip("pip is not installed for this interpreter")
+    if importlib.util.find_spec("setuptools") is None:
+        pytest.skip("setuptools is not installed (needed to build without network access)")
+    if not site.ENABLE_USER_SITE:
+        pytest.skip("user site-packages are disabled here (a virtualenv): `pip install --user` is refused")
+    src = _copy_project(tmp_path / "src")  # a copy: pip builds in the tree it is given
+    ub = tmp_path / "ub"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "PYTHON", "EDGEPOSE_"))}
+    env["PYTHONUSERBASE"] = str(ub)
+    r = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index",
+                        "--user", "--disable-pip-version-check", "-q", str(src)],
+                       env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (ub / "share/edgepose/models/catalogue.toml").is_file()
+    code = ("import edgepose, sys; from edgepose import models; "
+            "print(edgepose.__file__); print(models.catalogue_path()); "
+            "print(models.data_path('deploy/edgepose.service')); print(len(models.load_catalogue()))")
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60,
+                       cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    pkg, cat, service, n = r.stdout.split("\n")[:4]
+    assert Path(pkg).is_relative_to(ub), pkg  # the installed copy, not this checkout
+    assert Path(cat) == ub / "share/edgepose/models/catalogue.toml"
+    assert Path(service) == ub / "share/edgepose/deploy/edgepose.service"
+    assert int(n) >= 4
+    # and the command itself
+    r = subprocess.run([sys.executable, "-m", "edgepose.cli", "models", "list", "--json"],
+                       env=dict(env, EDGEPOSE_MODEL_DIR=str(tmp_path / "cache")), capture_output=True, text=True,
+                       timeout=60, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "cpm-int8-mixed" in {x["name"] for x in json.loads(r.stdout)}
+    # without the data files: one line naming the expected place and every place looked in
+    (ub / "share").rename(ub / "share.gone")
+    r = subprocess.run([sys.executable, "-m", "edgepose.cli", "models", "list"], env=env, capture_output=True,
+                       text=True, timeout=60, cwd=tmp_path)
+    assert r.returncode == 65 and "Traceback" not in r.stderr
+    (line,) = _error_lines(r.stderr)
+    assert str(Path(sys.prefix) / "share/edgepose/models/catalogue.toml") in line
+    assert str(ub / "share/edgepose/models/catalogue.toml") in line and "/usr/local/share/edgepose" in line
 
 
 def test_unknown_model_and_missing_action(env):

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import random
+import socket
 import subprocess
 import sys
 import threading
@@ -269,6 +270,165 @@ def test_qos1_queue_across_restart_drop_oldest(broker, sinks):
     assert wait_for(lambda: any(m.json()["dropped_messages"] == 30 and m.json()["queued"] == 0
                                 for m in c.of("status")), 5)
     c.close()
+
+
+def test_no_stale_status_after_a_reconnect(broker, sinks):
+    """A status built while the broker is down is never delivered later (it would arrive after the
+    reconnect's `online` saying "unreachable"); a fresh one follows `online` at once."""
+    c = Collector(broker, "edgepose/dev1/#", persistent=True)
+    state = {"down_calls": 0}
+    s = None
+
+    def status():
+        if s is not None and not s.stats()["connected"]:
+            state["down_calls"] += 1
+        time.sleep(0.2)  # a provider takes a moment (thermal zone, engine): no race to hide the bug
+        return {"frames": 7}
+
+    # long interval: a status within it after the reconnect can only be the reconnect's own
+    s = sinks(broker, qos=1, queue_size=20, status_interval=3.0, status=status)
+    s.start()
+    assert wait_for(lambda: connected(s) and c.of("status"), 5)
+    broker.stop()
+    assert wait_for(lambda: not connected(s), 5)
+    for i in range(43):  # 20 queued, 23 dropped: the counts of the field report
+        s.publish_pose(pose(i))
+    # the status thread builds a status while the broker is down (broker: unreachable, queued: 20)
+    assert wait_for(lambda: state["down_calls"] >= 1, 8), s.stats()
+    time.sleep(0.2)
+    broker.start()
+    assert wait_for(lambda: [m.text for m in c.of("availability")][-1:] == ["online"], 10)
+    assert wait_for(lambda: list(dict.fromkeys(c.seqs())) == list(range(23, 43)), 10), c.seqs()
+
+    def since_online():
+        """Live (not retained-on-subscribe) messages from the reconnect's `online` on, in arrival order."""
+        with c.lock:
+            live = [m for m in c.msgs if not m.retain and not m.topic.endswith("/pose")]
+        i = max(k for k, m in enumerate(live) if m.topic.endswith("/availability") and m.text == "online")
+        return live[i:]
+
+    fresh = wait_for(lambda: [m for m in since_online() if m.topic.endswith("/status")], 2.0)
+    assert fresh, "no status right after the reconnect"
+    assert fresh[0].t - since_online()[0].t < 1.5  # the reconnect's own status, not the next periodic one
+    time.sleep(0.5)
+    after = [m.json() for m in since_online() if m.topic.endswith("/status")]
+    # before the fix the first one was built while down: "broker": "unreachable: connection refused"
+    assert after and all(d["broker"] == "connected" and d["connects"] == 2 for d in after), after
+    kinds = [m.topic.rsplit("/", 1)[1] for m in since_online()]
+    assert kinds[:3] == ["availability", "meta", "status"], kinds  # online, meta, then the fresh status
+    # the pose accounting is unchanged: 20 delivered from the queue, 23 dropped
+    assert wait_for(lambda: s.stats()["published"] == 20, 5), s.stats()
+    assert s.stats()["dropped_messages"] == 23
+    c.close()
+
+
+class Relay:
+    """A TCP relay in front of the broker that can swallow traffic (``hold``) and cut connections
+    (``cut``): a link that dies while messages wait for their PUBACK, which a broker restart cannot
+    produce on demand."""
+
+    def __init__(self, broker):
+        self.target = (broker.host, broker.port)
+        self.lsock = socket.create_server(("127.0.0.1", 0))
+        self.host, self.port = self.lsock.getsockname()
+        self.holding = threading.Event()
+        self.conns: list = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                down, _ = self.lsock.accept()
+                up = socket.create_connection(self.target)
+            except OSError:
+                return
+            self.conns += [down, up]
+            for a, b in ((down, up), (up, down)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, src, dst) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if not self.holding.is_set():
+                    dst.sendall(data)
+        except OSError:
+            pass
+        for x in (src, dst):
+            try:
+                x.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self) -> None:
+        conns, self.conns = self.conns, []
+        for x in conns:
+            try:
+                x.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            x.close()
+
+    def close(self) -> None:
+        self.lsock.close()
+        self.cut()
+
+
+def test_unacknowledged_status_is_not_resent_after_a_reconnect(broker, sinks):
+    """paho re-sends unacknowledged QoS 1 messages after a reconnect: for a status that would put an
+    old document after `online`, so the sink takes it out of paho's queue (poses stay in it)."""
+    relay = Relay(broker)
+    c = Collector(broker, "edgepose/dev1/#")  # straight to the broker: it sees every message live
+    s = sinks(relay, qos=1, status_interval=0.5)
+    s.start()
+    assert wait_for(lambda: connected(s) and c.of("status"), 5)
+    relay.holding.set()  # the link goes silent: statuses (and a pose) are sent but never acknowledged
+    s.publish_pose(pose(0))
+    assert wait_for(lambda: s.stats()["status_published"] >= 3, 5)
+    relay.cut()
+    relay.holding.clear()
+    assert wait_for(lambda: s.stats()["connects"] == 2, 5)
+    assert wait_for(lambda: c.seqs() == [0], 5), c.seqs()  # the unacknowledged pose is re-sent
+    time.sleep(0.5)
+    with c.lock:
+        live = [m for m in c.msgs if not m.topic.endswith("/pose")]
+    i = max(k for k, m in enumerate(live) if m.topic.endswith("/availability") and m.text == "online")
+    after = [m.json() for m in live[i:] if m.topic.endswith("/status")]
+    assert after and all(d["connects"] == 2 for d in after), after
+    c.close()
+    s.close()
+    relay.close()
+
+
+def retained_status(broker, device="dev1") -> dict:
+    """The status a subscriber that comes later gets from the broker's retained store."""
+    out = subprocess.run(["mosquitto_sub", "-h", broker.host, "-p", str(broker.port), "-C", "1", "-W", "3",
+                          "--retained-only", "-t", f"edgepose/{device}/status"],
+                         capture_output=True, text=True, timeout=10).stdout
+    assert out.strip(), "no retained status"
+    return json.loads(out)
+
+
+def test_close_publishes_a_final_status(broker, sinks):
+    """A run shorter than status_interval still leaves the retained status with the final counters."""
+    frames = [0]
+    s = sinks(broker, qos=1, status_interval=60.0, status=lambda: {"frames": frames[0], "camera": "ok"})
+    s.start()
+    assert wait_for(lambda: connected(s), 5)
+    assert wait_for(lambda: s.stats()["status_published"] >= 1, 5)  # the connect's status: 0 frames
+    for i in range(6):
+        frames[0] += 1
+        s.publish_pose(pose(i))
+    s.close()
+    st = retained_status(broker)
+    assert (st["frames"], st["published"], st["queued"], st["dropped_messages"]) == (6, 6, 0, 0), st
+    assert st["camera"] == "ok" and st["broker"] == "connected"
+    # the final status is sent before `offline`
+    late = subprocess.run(["mosquitto_sub", "-h", broker.host, "-p", str(broker.port), "-C", "1", "-W", "3",
+                           "-t", "edgepose/dev1/availability"], capture_output=True, text=True, timeout=10)
+    assert late.stdout.strip() == "offline"
 
 
 def test_close_flushes_queue_then_offline(broker, sinks):

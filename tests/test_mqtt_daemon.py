@@ -7,6 +7,7 @@ restarted, or the daemon itself is killed.
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -100,6 +101,11 @@ def test_daemon_broker_down_at_start_restart_and_sigterm(tmp_path, long_folder, 
     assert proc.returncode == 0, err
     assert wait_for(lambda: texts(c, "availability")[-1:] == ["offline"], 10)
     assert "Traceback" not in err
+    # the last status (sent just before `offline`, and the retained one) has the final counters
+    frames = int(re.search(r"stopped after (\d+) frames", err).group(1))
+    final = c.of("status")[-1].json()
+    assert final["frames"] == frames and final["queued"] == 0, (final, frames)
+    assert final["published"] + final["dropped_messages"] + final["rate_limited"] == frames, final
     # QoS 1 from one daemon run: seq has no gaps (duplicates are allowed after a restart)
     first = list(dict.fromkeys(c.seqs()))
     assert first == list(range(first[0], first[0] + len(first))), (first, err)
