@@ -52,6 +52,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--no-augment", action="store_true", help="calibrate on the plain photos only")
     p.add_argument("--no-equalize", action="store_true",
                    help="int8: skip the depthwise channel-range equalization (for comparison)")
+    p.add_argument("--finetune", type=int, default=None, metavar="STEPS",
+                   help="int8: steps of quantization-aware fine-tuning on the calibration crops (0: none)")
+    p.add_argument("--finetune-rate", type=float, default=None, metavar="LR",
+                   help="Adam learning rate of --finetune (cosine decay to 0; default 2e-5)")
     p.add_argument("--runs", type=int, default=30, help="timed runs per model for the report (default 30)")
     p.add_argument("--threads", type=int, default=None, help="interpreter threads (default: runtime.threads)")
 
@@ -173,7 +177,13 @@ def _quantize(args, cfg, cache: Path, mirror: str) -> int:
                       output_max=float(entry.extra.get("output_max", 0.0)),
                       split_depthwise=bool(entry.extra.get("split_depthwise", True)),
                       equalize_depthwise=bool(entry.extra.get("equalize_depthwise", True)) and not args.no_equalize,
-                      int8_budget=float(entry.extra.get("int8_budget", 0.0)))
+                      int8_budget=float(entry.extra.get("int8_budget", 0.0)),
+                      finetune_steps=int(args.finetune if args.finetune is not None
+                                         else entry.extra.get("finetune_steps", 0)),
+                      finetune_rate=float(args.finetune_rate if args.finetune_rate is not None
+                                          else entry.extra.get("finetune_rate", 2e-5)))
+    if args.finetune is not None and (args.finetune < 0 or (args.finetune and recipe.mode != "int8")):
+        raise UsageError("--finetune takes a number of steps >= 0, and only for int8")
     if recipe.mode == "int8" and not args.calib:
         raise UsageError("int8 quantization needs calibration photos: --calib DIR")
     if args.runs < 1:
@@ -185,10 +195,10 @@ def _quantize(args, cfg, cache: Path, mirror: str) -> int:
     threads = args.threads if args.threads is not None else cfg.runtime.threads
     float_engine = Engine(float_path, threads=threads, backend=cfg.runtime.backend)
     in_w, in_h = float_engine.input_size
-    calib = []
+    calib, photos = [], []
     if args.calib:
-        calib = q.calibration_images(Path(args.calib), in_w, in_h,
-                                     augment=None if args.no_augment else q.Augment())
+        photos = q.read_photos(Path(args.calib))
+        calib = q.calibration_crops(photos, in_w, in_h, augment=None if args.no_augment else q.Augment())
     samples = None
     if args.eval:
         from .evaluate import load_annotations
@@ -202,7 +212,7 @@ def _quantize(args, cfg, cache: Path, mirror: str) -> int:
     except KeyError as e:
         raise ConfigError(f"catalogue entry {src.name} lacks input/output {e}") from None
     sys.stderr.write(f"building {entry.name} ({recipe.mode}) from {pb} ...\n")
-    built = q.build(pb, in_name, out_name, shape, recipe, calib)
+    built = q.build(pb, in_name, out_name, shape, recipe, calib, photos)
     out = Path(args.out) if args.out else entry.cache_file(cache)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)

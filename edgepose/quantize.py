@@ -458,19 +458,33 @@ def list_images(folder: Path) -> List[Path]:
     return files
 
 
-def calibration_images(folder: Path, in_w: int, in_h: int, augment: Optional[Augment] = Augment()
-                       ) -> List[np.ndarray]:
-    """BGR uint8 model inputs made from the photos exactly as the daemon makes them."""
+def read_photos(folder: Path) -> List[np.ndarray]:
+    """The calibration photos as BGR frames."""
     import cv2
 
-    from .pipeline import crop_to_input
-
-    rng = np.random.default_rng(augment.seed if augment else 0)
-    out = []
+    frames = []
     for path in list_images(folder):
         frame = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if frame is None:
             raise InputMissingError(f"calibration image {path} cannot be decoded")
+        frames.append(frame)
+    return frames
+
+
+def calibration_images(folder: Path, in_w: int, in_h: int, augment: Optional[Augment] = Augment()
+                       ) -> List[np.ndarray]:
+    """BGR uint8 model inputs made from the photos exactly as the daemon makes them."""
+    return calibration_crops(read_photos(folder), in_w, in_h, augment)
+
+
+def calibration_crops(photos: Sequence[np.ndarray], in_w: int, in_h: int, augment: Optional[Augment] = Augment()
+                      ) -> List[np.ndarray]:
+    """:func:`calibration_images` of photos already read."""
+    from .pipeline import crop_to_input
+
+    rng = np.random.default_rng(augment.seed if augment else 0)
+    out = []
+    for frame in photos:
         fh, fw = frame.shape[:2]
         base = whole_frame_box(fw, fh, in_w, in_h)
         boxes = [(base, False)]
@@ -515,6 +529,9 @@ class Recipe:
     # least sensitive first, while their summed single-block output error is within this fraction
     int8_budget: float = 0.0
     equalize_depthwise: bool = True  # see equalize_depthwise
+    # int8: Adam steps of quantization-aware fine-tuning (edgepose.finetune) before the conversion
+    finetune_steps: int = 0
+    finetune_rate: float = 2e-5
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -665,7 +682,7 @@ class Build:
 
 
 def build(pb_path: Path, input_name: str, output_name: str, input_shape: Sequence[int], recipe: Recipe,
-          calibration: Sequence[np.ndarray] = ()) -> Build:
+          calibration: Sequence[np.ndarray] = (), photos: Sequence[np.ndarray] = ()) -> Build:
     """Frozen graph -> clean-ups -> converter -> quantization fixes."""
     gd, cleanup = cleanup_graph(load_graph(pb_path), keep=[output_name])
     notes = [f"removed {cleanup.removed_relu} redundant Relu after Relu6"]
@@ -676,6 +693,19 @@ def build(pb_path: Path, input_name: str, output_name: str, input_shape: Sequenc
         notes += more
     if recipe.mode == "int8" and recipe.equalize_depthwise:
         gd, more = equalize_depthwise(gd, input_name, statistics_subset(calibration))
+        notes += more
+    if recipe.mode == "int8" and recipe.finetune_steps > 0:
+        from .finetune import FineTune, finetune  # noqa: PLC0415
+
+        if not len(photos):
+            raise UsageError("fine-tuning needs the calibration photos (--calib DIR)")
+        # the plain conversion's int8 grid is what the fine-tuning simulates (finetune.ranges_from_model)
+        plain = convert(gd, input_name, output_name, input_shape, Recipe(per_channel=recipe.per_channel),
+                        calibration)
+        plain = fix_quantization(plain, recipe.min_scale, recipe.output_max)[0]
+        gd, more = finetune(gd, input_name, output_name, calibration, photos,
+                            FineTune(steps=recipe.finetune_steps, learning_rate=recipe.finetune_rate),
+                            reference=plain)
         notes += more
     if recipe.split_depthwise:
         gd, more = split_depthwise(gd)

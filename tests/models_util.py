@@ -64,3 +64,17 @@ class Built:
 @pytest.fixture(scope="session")
 def built(quant_cache, quant_env) -> Built:
     return Built(quant_cache, quant_env)
+
+
+def run_graph(graph_def, output: str, images) -> "np.ndarray":
+    """A frozen graph's output for a batch of images, one TensorFlow session run per image."""
+    import numpy as np
+
+    from edgepose import quantize as q
+
+    tf = q._tf()
+    g = tf.Graph()
+    with g.as_default():
+        tf.compat.v1.import_graph_def(graph_def, name="")
+    with tf.compat.v1.Session(graph=g) as s:
+        return np.concatenate([s.run(output + ":0", {"image:0": x[None].astype(np.float32)}) for x in images])
