@@ -281,7 +281,11 @@ def fetch(entry: ModelEntry, cache_dir: Path, mirror: str = "", progress: Option
 
 
 def looks_like_path(name: str) -> bool:
-    return name.endswith((".tflite", ".pb")) or os.sep in name or name.startswith(".")
+    """``--model`` names a file rather than a catalogue entry: a model suffix, a directory part, a
+    leading dot, or an existing file with an extension (catalogue names have none), so
+    ``--model clip.mp4`` is reported as not a model instead of an unknown catalogue name."""
+    return (name.endswith((".tflite", ".pb")) or os.sep in name or name.startswith(".")
+            or ("." in name and Path(name).expanduser().is_file()))
 
 
 def resolve(name: str, cache_dir: Optional[Path] = None, mirror: str = "",

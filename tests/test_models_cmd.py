@@ -373,3 +373,19 @@ def test_info_on_upstream_models(env, name, grid, flops):
     assert info["size_bytes"] == models.load_catalogue()[name].size
     text = run_cli(["models", "info", name], env).stdout
     assert "xnnpack    1 partition(s)" in text and "GFLOP" in text
+
+
+def test_an_existing_file_with_another_suffix_is_a_path_not_a_catalogue_name(tmp_path, monkeypatch, cache):
+    """`--model clip.mp4` (a file in the working directory) is reported as not a model, not as an
+    unknown catalogue entry; a catalogue name stays a name."""
+    from edgepose.engine import Engine
+
+    monkeypatch.chdir(tmp_path)  # a relative name, as typed in a shell
+    (tmp_path / "clip.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(200))
+    assert models.looks_like_path("clip.mp4") and not models.looks_like_path("nosuch.mp4")
+    assert not models.looks_like_path("cpm-int8")
+    path = models.resolve("clip.mp4", cache_dir=cache)
+    assert path == Path("clip.mp4")
+    with pytest.raises(ModelError) as e:
+        Engine(path)
+    assert "clip.mp4" in str(e.value) and "unknown model" not in str(e.value)
