@@ -125,11 +125,11 @@ def test_int8_conversion_meets_the_partition_and_fidelity_goals(built, quant_cac
     fid = report["fidelity"]
     assert fid["keypoints"] == 270 and fid["people"] == 23
     assert 0.5 < fid["agreement"] <= 1.0 and report["goals"]["agreement"] == (fid["agreement"] >= 0.97)
-    # the PCK half of the fidelity goal is met by both (CPM thanks to quantization-aware fine-tuning)
+    # the PCK half of the fidelity goal is met by both (quantization-aware fine-tuned, docs/models.md)
     assert fid["pck_float"]["pck@0.1"] - fid["pck_quant"]["pck@0.1"] <= 0.01 + 1e-9, fid
     assert report["goals"]["pck_drop"] is True
     tuned = [n for n in report["rewrites"] if n.startswith("quantization-aware fine-tuning")]
-    assert len(tuned) == (1 if family == "cpm" else 0) and report["recipe"]["finetune_steps"] == len(tuned) * 600
+    assert len(tuned) == 1 and report["recipe"]["finetune_steps"] == 600
     # the report's speed numbers exist and are positive (benchmarks/quantized.py prints them)
     assert report["latency_ms"]["float"]["median_ms"] > 0 and report["latency_ms"]["quantized"]["median_ms"] > 0
     assert "agreement" in r.stdout and "partition" in r.stdout
@@ -141,8 +141,8 @@ def test_int8_conversion_meets_the_partition_and_fidelity_goals(built, quant_cac
 
 
 # Not met yet (measured here, 2-core x86, ../shared/data/eval, decoder subpixel): full int8 with depthwise
-# equalization (and, for CPM, quantization-aware fine-tuning) agrees with float on 90.7% (CPM) / 84.8%
-# (Hourglass) of the 270 labelled keypoints; PCK@0.1 drops by nothing for either, which meets that half of the
+# equalization and quantization-aware fine-tuning agrees with float on 90.7% (CPM) / 89.6% (Hourglass) of
+# the 270 labelled keypoints; PCK@0.1 drops by nothing for either, which meets that half of the
 # goal; most disagreements are keypoints whose float heatmap peak is < 0.1.
 # strict: when a recipe reaches the goal this XPASSes and fails, so the marker must be removed.
 @pytest.mark.xfail(strict=True, reason="issue #5 fidelity goal (>= 97% agreement, PCK@0.1 drop <= 1.0) "
