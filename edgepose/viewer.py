@@ -253,10 +253,17 @@ def command(args: argparse.Namespace, environ: Optional[Mapping[str, str]] = Non
             return
         who = device or "+"
         c.subscribe([(f"{prefix}/{who}/{t}", 0) for t in ("pose", "meta", "status", "availability")])
-        log.info("subscribed to %s/%s/{pose,meta,status,availability} on %s:%d", prefix, who,
+
+    def on_subscribe(c, userdata, mid, reason_codes, properties):
+        # logged on the broker's SUBACK, not when the request is queued: from this line on, nothing
+        # published is missed (scripts and tests wait for it)
+        if any(rc.is_failure for rc in reason_codes):
+            log.warning("the broker refused a subscription: %s", ", ".join(str(rc) for rc in reason_codes))
+        log.info("subscribed to %s/%s/{pose,meta,status,availability} on %s:%d", prefix, device or "+",
                  cfg.mqtt.host, cfg.mqtt.port)
 
     client.on_connect = on_connect
+    client.on_subscribe = on_subscribe
     client.on_message = lambda c, u, msg: view.on_message(msg.topic, msg.payload)
     try:
         client.connect(cfg.mqtt.host, cfg.mqtt.port, cfg.mqtt.keepalive)
