@@ -34,11 +34,7 @@ def main() -> None:
     args = ap.parse_args()
     out = OUTPUTS[args.family]
     calib = q.calibration_crops(q.read_photos(clips.CALIB), 192, 192)
-    sub = q.statistics_subset(calib)
-    gd, _ = q.cleanup_graph(q.load_graph(clips.MODELS / args.family / "model.pb"), keep=[out])
-    gd, _ = q.split_wide_concats(gd)
-    gd, _ = q.balance_concats(gd, "image", sub)
-    gd, _ = q.equalize_depthwise(gd, "image", sub)
+    gd, _ = q.prepare_graph(clips.MODELS / args.family / "model.pb", "image", out, q.Recipe(), calib)
     gd, _ = ft.fold_batch_norms(gd)
     model = q.fix_quantization(q.convert(gd, "image", out, [1, 192, 192, 3], q.Recipe(), calib))[0]
     from ai_edge_litert.interpreter import Interpreter, OpResolverType

@@ -100,6 +100,10 @@ class FineTune:
     batch: int = 8
     learning_rate: float = 2e-5
     seed: int = 0
+    #: 0: plain mean squared heatmap error.  > 0: each channel's squared error is divided by
+    #: (its float peak^2 + floor^2), so a keypoint the float model barely sees weighs as much as
+    #: a clear one (where its argmax lands is what keypoint agreement counts)
+    peak_floor: float = 0.0
 
 
 class QuantSim:
@@ -186,10 +190,10 @@ class QuantSim:
         m = tf.stop_gradient(tf.maximum(tf.reduce_max(tf.abs(w), axis=[0, 1, 2]), 1e-8))
         return tf.quantization.fake_quant_with_min_max_vars_per_channel(w, -m, m, num_bits=8, narrow_range=True)
 
-    def __call__(self, images, quantize: bool = False, collect: Optional[Dict[str, list]] = None,
-                 original: bool = False, trace: Optional[dict] = None):
+    def __call__(self, images, quantize: bool = False, original: bool = False, trace: Optional[dict] = None):
         """The output heatmaps: of the float graph (``original``: with the weights it was built
-        from, not the trained ones) or of its int8 simulation (``quantize``)."""
+        from, not the trained ones) or of its int8 simulation (``quantize``).  ``trace`` receives
+        the value at every quantization point (after its simulated rounding)."""
         tf = self.tf
         const = functools.partial(self._const, original=original)
         vals: Dict[str, object] = {}
@@ -249,8 +253,6 @@ class QuantSim:
                                      n.attr["padding"].s.decode())
             else:
                 raise NotImplementedError(f"fine-tuning cannot evaluate op {op} ({name})")
-            if collect is not None and name in self.points:
-                collect.setdefault(name, []).append((float(tf.reduce_min(y)), float(tf.reduce_max(y))))
             if quantize and name in self.ranges:
                 lo, hi = self.ranges[name]
                 y = tf.quantization.fake_quant_with_min_max_vars(y, lo, hi, num_bits=8)
@@ -262,16 +264,15 @@ class QuantSim:
     def calibrate(self, images: Sequence[np.ndarray], batch: int = 8) -> None:
         """Per-tensor (min, max) of every quantization point over ``images`` (float graph), widened
         to contain 0 as TFLite's int8 ranges do."""
-        seen: Dict[str, list] = {}
+        lo = {p: 0.0 for p in self.points}
+        hi = dict(lo)
         for i in range(0, len(images), batch):
-            self(np.stack(images[i:i + batch]).astype(np.float32), collect=seen)
-        self.ranges = {}
-        for name, mm in seen.items():
-            lo = min(0.0, min(a for a, _ in mm))
-            hi = max(0.0, max(b for _, b in mm))
-            if hi - lo < 1e-6:
-                hi = lo + 1e-6
-            self.ranges[name] = (lo, hi)
+            trace: Dict[str, object] = {}
+            self(np.stack(images[i:i + batch]).astype(np.float32), trace=trace)
+            for name, y in trace.items():
+                lo[name] = min(lo[name], float(self.tf.reduce_min(y)))
+                hi[name] = max(hi[name], float(self.tf.reduce_max(y)))
+        self.ranges = {p: (lo[p], max(hi[p], lo[p] + 1e-6)) for p in self.points}
 
     def ranges_from_model(self, tflite: bytes) -> int:
         """Take the quantization grid of every point from a converted int8 model of this graph
@@ -280,8 +281,8 @@ class QuantSim:
         The converter does not always keep a tensor's own calibrated range: a projection
         convolution feeding a residual ``Add`` gets the sum's scale, tensors around a concatenation
         get the concatenation's.  Simulating the real grid is what makes the fine-tuning carry over
-        to the converted model.  Returns how many points were matched (the others keep
-        :meth:`calibrate`'s ranges)."""
+        to the converted model.  Returns how many points were matched (the others keep the ranges
+        they had)."""
         from .quantize import _name, read_model  # noqa: PLC0415
 
         g = read_model(tflite).subgraphs[0]
@@ -355,11 +356,14 @@ def finetune(graph_def, input_name: str, output_name: str, calibration: Sequence
     gd, notes = fold_batch_norms(graph_def)
     sim = QuantSim(gd, input_name, output_name)
     in_h, in_w = np.asarray(calibration[0]).shape[:2]
-    sim.calibrate([np.asarray(i, np.float32) for i in calibration])
+    hit = sim.ranges_from_model(reference) if reference is not None else 0
     if reference is not None:
-        hit = sim.ranges_from_model(reference)
         notes.append(f"fine-tuning simulates the int8 grid of the plain conversion at {hit} of "
                      f"{len(sim.points)} tensors")
+    if hit < len(sim.points):  # own calibration for the points the reference does not cover
+        matched = dict(sim.ranges)
+        sim.calibrate([np.asarray(i, np.float32) for i in calibration])
+        sim.ranges.update(matched)
     variables = list(sim.variables.values())
     # cosine decay to 0: big steps first, then settle (a constant rate keeps the loss noisy)
     opt = tf.keras.optimizers.Adam(learning_rate=tf.keras.optimizers.schedules.CosineDecay(
@@ -368,8 +372,12 @@ def finetune(graph_def, input_name: str, output_name: str, calibration: Sequence
     @tf.function
     def step(x):
         y = sim(x, original=True)
+        weight = 1.0
+        if spec.peak_floor > 0:
+            peak = tf.reduce_max(y, axis=(1, 2), keepdims=True)
+            weight = 1.0 / (tf.square(peak) + spec.peak_floor ** 2)
         with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(tf.square(sim(x, quantize=True) - y))
+            loss = tf.reduce_mean(weight * tf.square(sim(x, quantize=True) - y))
         grads = tape.gradient(loss, variables)
         opt.apply_gradients(zip(grads, variables))
         return loss

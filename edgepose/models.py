@@ -247,8 +247,9 @@ def fetch(entry: ModelEntry, cache_dir: Path, mirror: str = "", progress: Option
     except OSError as e:
         raise ConfigError(f"cannot create model cache directory {target.parent}: {e}") from None
     errors = []
-    mirror_src = _sources(entry, mirror)[0] if mirror else None
-    for src in _sources(entry, mirror):
+    sources = _sources(entry, mirror)
+    mirror_src = sources[0] if mirror else None
+    for src in sources:
         fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".fetch-", suffix=".part")
         tmp = Path(tmp_name)
         try:

@@ -532,6 +532,7 @@ class Recipe:
     # int8: Adam steps of quantization-aware fine-tuning (edgepose.finetune) before the conversion
     finetune_steps: int = 0
     finetune_rate: float = 2e-5
+    finetune_peak_floor: float = 0.0  # see finetune.FineTune.peak_floor
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -681,9 +682,11 @@ class Build:
     fixes: List[QuantFix]
 
 
-def build(pb_path: Path, input_name: str, output_name: str, input_shape: Sequence[int], recipe: Recipe,
-          calibration: Sequence[np.ndarray] = (), photos: Sequence[np.ndarray] = ()) -> Build:
-    """Frozen graph -> clean-ups -> converter -> quantization fixes."""
+def prepare_graph(pb_path: Path, input_name: str, output_name: str, recipe: Recipe,
+                  calibration: Sequence[np.ndarray] = ()) -> Tuple[object, List[str]]:
+    """The frozen graph after :func:`build`'s function-preserving rewrites that come before
+    fine-tuning (Relu clean-up, nested concats; int8: concat balancing, depthwise equalization),
+    with the notes for the report."""
     gd, cleanup = cleanup_graph(load_graph(pb_path), keep=[output_name])
     notes = [f"removed {cleanup.removed_relu} redundant Relu after Relu6"]
     gd, more = split_wide_concats(gd)
@@ -694,6 +697,13 @@ def build(pb_path: Path, input_name: str, output_name: str, input_shape: Sequenc
     if recipe.mode == "int8" and recipe.equalize_depthwise:
         gd, more = equalize_depthwise(gd, input_name, statistics_subset(calibration))
         notes += more
+    return gd, notes
+
+
+def build(pb_path: Path, input_name: str, output_name: str, input_shape: Sequence[int], recipe: Recipe,
+          calibration: Sequence[np.ndarray] = (), photos: Sequence[np.ndarray] = ()) -> Build:
+    """Frozen graph -> clean-ups -> (fine-tuning) -> converter -> quantization fixes."""
+    gd, notes = prepare_graph(pb_path, input_name, output_name, recipe, calibration)
     if recipe.mode == "int8" and recipe.finetune_steps > 0:
         from .finetune import FineTune, finetune  # noqa: PLC0415
 
@@ -704,7 +714,8 @@ def build(pb_path: Path, input_name: str, output_name: str, input_shape: Sequenc
                         calibration)
         plain = fix_quantization(plain, recipe.min_scale, recipe.output_max)[0]
         gd, more = finetune(gd, input_name, output_name, calibration, photos,
-                            FineTune(steps=recipe.finetune_steps, learning_rate=recipe.finetune_rate),
+                            FineTune(steps=recipe.finetune_steps, learning_rate=recipe.finetune_rate,
+                                     peak_floor=recipe.finetune_peak_floor),
                             reference=plain)
         notes += more
     if recipe.split_depthwise:

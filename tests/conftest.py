@@ -52,6 +52,11 @@ def run_cli(args, env, timeout=120, **kw) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=timeout, cwd=REPO, **kw)
 
 
+def error_lines(stderr: str) -> list:
+    """The ERROR lines of a command's log (a clean failure has exactly one)."""
+    return [line for line in stderr.splitlines() if "ERROR" in line]
+
+
 def payloads(stdout: str) -> list:
     return [json.loads(line) for line in stdout.splitlines() if line.strip()]
 

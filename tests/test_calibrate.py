@@ -17,7 +17,7 @@ from edgepose import calibrate as cal
 from edgepose import board, config as config_mod, models
 from edgepose.errors import ConfigError, ModelError, RuntimeMissingError, UsageError
 
-from conftest import MIRROR, REPO, VIDEOS, run_cli
+from conftest import MIRROR, REPO, VIDEOS, error_lines, run_cli
 
 CLIP = VIDEOS / "demo.mp4"
 TINY = cal.Plan(budget_s=2.5, screen_share=0.4, final_rounds=2, keep=0.5, max_finalists=4, warmup=1,
@@ -419,7 +419,7 @@ def test_error_paths_exit_with_one_clear_line(edgepose_env, args, code, msg):
                 if "--seconds" not in args else ["calibrate-fps", "--config", os.devnull, *args],
                 edgepose_env, timeout=60)
     assert r.returncode == code, (r.returncode, r.stderr)
-    errors = [line for line in r.stderr.splitlines() if "ERROR" in line]
+    errors = error_lines(r.stderr)
     assert len(errors) == 1 and msg in errors[0], r.stderr
     assert "Traceback" not in r.stderr and r.stdout == ""
 

@@ -55,7 +55,7 @@ def test_folding_batch_norms_is_exact_and_the_simulation_computes_the_graph(fami
     assert len(sim.bias_of) == convs
 
 
-def test_the_int8_simulation_tracks_the_converted_model(crops):
+def test_the_int8_simulation_tracks_the_converted_model(crops, tmp_path):
     """With the converted model's int8 grid, the simulated int8 error is the real model's error
     (same graph, same calibration crops), crop by crop."""
     family = "hourglass"
@@ -68,10 +68,8 @@ def test_the_int8_simulation_tracks_the_converted_model(crops):
     own = dict(sim.ranges)
     assert sim.ranges_from_model(model) == len(sim.points)  # every point found by name
     assert sim.ranges != own  # the converter's grid is not the per-tensor calibration everywhere
-    tmp = __import__("tempfile").NamedTemporaryFile(suffix=".tflite", delete=False)
-    tmp.write(model)
-    tmp.close()
-    engine = Engine(tmp.name, threads=2)
+    (tmp_path / "plain.tflite").write_bytes(model)
+    engine = Engine(tmp_path / "plain.tflite", threads=2)
     test = crops[1::4]
     x = np.stack(test).astype(np.float32)
     ref = sim(x, original=True).numpy()

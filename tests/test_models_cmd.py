@@ -19,7 +19,7 @@ import pytest
 from edgepose import models
 from edgepose.errors import InputMissingError, ModelError
 
-from conftest import EVAL_IMAGES, MIRROR, REPO, run_cli
+from conftest import EVAL_IMAGES, MIRROR, REPO, error_lines, run_cli
 
 
 @pytest.fixture
@@ -149,10 +149,6 @@ def test_local_variant_not_built_says_how_to_build_it(cache):
         models.resolve("cpm-float16", cache_dir=cache, mirror=str(MIRROR))
 
 
-def _error_lines(stderr: str) -> list:
-    return [ln for ln in stderr.splitlines() if "ERROR" in ln]
-
-
 def test_build_hint_is_a_command_that_builds_that_very_variant():
     """Every local-only entry: int8 recipes (mixed too) ask for --calib DIR, the others do not;
     the hint parses as `edgepose models quantize` arguments and names the entry itself."""
@@ -186,7 +182,7 @@ def test_unbuilt_mixed_variant_names_its_own_build_command(env, cache, argv):
     r = run_cli(argv, env)
     assert r.returncode == 66, r.stderr
     assert "Traceback" not in r.stderr
-    (line,) = _error_lines(r.stderr)
+    (line,) = error_lines(r.stderr)
     assert "`edgepose models quantize cpm-int8-mixed --calib DIR --eval FILE.json`" in line
     assert "--mode" not in line and "cpm-pb" not in line
     assert not (cache / "cpm-int8-mixed").exists()
@@ -211,7 +207,7 @@ def test_bad_copy_in_the_mirror_is_blamed_on_the_mirror(env, cache, tmp_path, ar
     r = run_cli(argv, dict(env, EDGEPOSE_MODEL_MIRROR=str(tmp_path / "badmirror")))
     assert r.returncode == 65, r.stderr
     assert "Traceback" not in r.stderr
-    (line,) = _error_lines(r.stderr)
+    (line,) = error_lines(r.stderr)
     assert "mirror's copy" in line and str(bad) in line
     assert models.load_catalogue()["hourglass"].sha256 in line  # expected
     assert models.sha256_of(bad) in line  # actual
@@ -242,7 +238,7 @@ def test_corrupt_cached_file_gives_the_same_fix_everywhere_and_the_fix_works(env
             r = run_cli(argv, env)
             assert r.returncode == 65, (argv, r.stderr)
             assert "Traceback" not in r.stderr
-            (line,) = _error_lines(r.stderr)
+            (line,) = error_lines(r.stderr)
             assert fix in line and "delete" not in line, (argv, line)
         # the advised command really replaces the bad file
         r = run_cli(fix.strip("`").split()[1:], env)
@@ -344,7 +340,7 @@ def test_pip_install_user_finds_the_catalogue_under_user_base(tmp_path):
     r = subprocess.run([sys.executable, "-m", "edgepose.cli", "models", "list"], env=env, capture_output=True,
                        text=True, timeout=60, cwd=tmp_path)
     assert r.returncode == 65 and "Traceback" not in r.stderr
-    (line,) = _error_lines(r.stderr)
+    (line,) = error_lines(r.stderr)
     assert str(Path(sys.prefix) / "share/edgepose/models/catalogue.toml") in line
     assert str(ub / "share/edgepose/models/catalogue.toml") in line and "/usr/local/share/edgepose" in line
 

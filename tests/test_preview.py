@@ -18,7 +18,7 @@ from edgepose.pose import KEYPOINT_NAMES
 from edgepose.errors import ConfigError, DeviceUnavailableError
 from edgepose.preview import PreviewServer, parse_listen
 
-from conftest import payloads, run_cli
+from conftest import error_lines, payloads, run_cli
 from preview_util import (chromium, chromium_available, count_payloads, decode, free_port, get, long_clip,
                           read_mjpeg, start_daemon, status, wait_http)
 
@@ -169,7 +169,7 @@ def test_run_preview_errors(listen, code, text, edgepose_env, tmp_path):
                     edgepose_env)
     assert r.returncode == code, r.stderr
     assert text in r.stderr and "Traceback" not in r.stderr
-    errors = [line for line in r.stderr.splitlines() if "ERROR" in line]
+    errors = error_lines(r.stderr)
     assert len(errors) == 1, r.stderr
 
 
