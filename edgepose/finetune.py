@@ -114,7 +114,9 @@ class QuantSim:
     come from :meth:`calibrate` on the float graph.
     """
 
-    def __init__(self, graph_def, input_name: str, output_name: str):
+    def __init__(self, graph_def, input_name: str, output_name: str, float_groups: Sequence[str] = ()):
+        from .quantize import layer_group  # noqa: PLC0415
+
         tf = _tf()
         self.tf = tf
         self.input_name, self.output_name = input_name, output_name
@@ -137,6 +139,9 @@ class QuantSim:
                 if not ref.startswith("^") and _node_name(ref) not in seen:
                     stack.append((_node_name(ref), False))
         self.order = order
+        # nodes of blocks a mixed model keeps in float: neither their weights nor outputs are quantized
+        groups = set(float_groups)
+        self.float_nodes = {name for name in order if layer_group(name) in groups}
         users = _consumers(graph_def)
         self.variables: Dict[str, object] = {}  # Const node name -> tf.Variable
         self.weight_of: Dict[str, str] = {}     # conv node -> Const name of its weights
@@ -215,7 +220,8 @@ class QuantSim:
                 y = get(n.input[0])
             elif op in _CONVS:
                 x = get(n.input[0])
-                w = self._weights(name, quantize, original) if name in self.weight_of else const(n.input[1])
+                w = self._weights(name, quantize and name not in self.float_nodes, original) \
+                    if name in self.weight_of else const(n.input[1])
                 strides = list(n.attr["strides"].list.i)
                 dil = list(n.attr["dilations"].list.i) or [1, 1, 1, 1]
                 pad = n.attr["padding"].s.decode()
@@ -253,7 +259,7 @@ class QuantSim:
                                      n.attr["padding"].s.decode())
             else:
                 raise NotImplementedError(f"fine-tuning cannot evaluate op {op} ({name})")
-            if quantize and name in self.ranges:
+            if quantize and name in self.ranges and name not in self.float_nodes:
                 lo, hi = self.ranges[name]
                 y = tf.quantization.fake_quant_with_min_max_vars(y, lo, hi, num_bits=8)
             vals[name] = y
@@ -345,16 +351,18 @@ def random_crop(frame: np.ndarray, rng: np.random.Generator, in_w: int, in_h: in
 
 def finetune(graph_def, input_name: str, output_name: str, calibration: Sequence[np.ndarray],
              photos: Sequence[np.ndarray], spec: FineTune, holdout: Sequence[np.ndarray] = (),
-             reference: Optional[bytes] = None) -> Tuple[object, List[str]]:
+             reference: Optional[bytes] = None, float_groups: Sequence[str] = ()) -> Tuple[object, List[str]]:
     """Fold batch norms, then distill the float graph into its int8 simulation for ``spec.steps``
     Adam steps, each on ``spec.batch`` fresh :func:`random_crop` of ``photos`` (BGR frames).
     Activation ranges come from the ``calibration`` crops; ``holdout`` crops (not trained on) show
-    whether the gain carries over.  Returns the graph with the trained weights and report notes."""
+    whether the gain carries over.  ``float_groups``: the blocks (:func:`quantize.layer_group`) a
+    mixed model keeps in float, simulated in float.  Returns the graph with the trained weights and
+    report notes."""
     if spec.steps <= 0:
         return graph_def, []
     tf = _tf()
     gd, notes = fold_batch_norms(graph_def)
-    sim = QuantSim(gd, input_name, output_name)
+    sim = QuantSim(gd, input_name, output_name, float_groups)
     in_h, in_w = np.asarray(calibration[0]).shape[:2]
     hit = sim.ranges_from_model(reference) if reference is not None else 0
     if reference is not None:

@@ -29,7 +29,7 @@ import json
 import logging
 import os
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -533,6 +533,13 @@ class Recipe:
     finetune_steps: int = 0
     finetune_rate: float = 2e-5
     finetune_peak_floor: float = 0.0  # see finetune.FineTune.peak_floor
+    # int8: blocks (layer_group names) that stay float, an earlier selection fixed (fine-tuned mixed)
+    float_groups: Tuple[str, ...] = ()
+
+    @property
+    def mixed(self) -> bool:
+        """int8 with some ops kept in float."""
+        return bool(self.float_layers or self.float_groups or self.int8_budget > 0)
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -568,7 +575,7 @@ def convert(graph_def, input_name: str, output_name: str, input_shape: Sequence[
             conv.representative_dataset = representative
             if not recipe.per_channel:
                 conv._experimental_disable_per_channel = True  # noqa: SLF001 (documented converter flag)
-            if recipe.float_layers or recipe.int8_budget > 0:
+            if recipe.mixed:
                 return _convert_mixed(tf, conv, representative, recipe, calibration)
             if recipe.int8_io:
                 conv.inference_input_type = tf.int8
@@ -604,11 +611,28 @@ def _convert_mixed(tf, conv, representative, recipe: "Recipe", calibration: Sequ
         keep = [n for n in names if any(p in n for p in recipe.float_layers)]
         if not keep:
             raise UsageError(f"no layer matches --float-layers {','.join(recipe.float_layers)}")
+    elif recipe.float_groups:
+        keep = [n for n in names if layer_group(n) in recipe.float_groups]
     else:
         ranking = sensitivity(calibrated, names, quantize, statistics_subset(calibration))
         keep = select_float(ranking, recipe.int8_budget)
     log.info("keeping %d of %d ops in float", len(keep), len(names))
     return quantize(keep)
+
+
+def float_groups(data: bytes) -> Tuple[str, ...]:
+    """The blocks (:func:`layer_group`) with ops kept in float in a mixed int8 model."""
+    ops = _schema().BuiltinOperator
+    model = read_model(data)
+    g = model.subgraphs[0]
+    groups = set()
+    for op in g.operators:
+        code = model.operatorCodes[op.opcodeIndex]
+        kind = max(code.builtinCode, code.deprecatedBuiltinCode)
+        out = g.tensors[op.outputs[0]]
+        if out.type == 0 and kind not in (ops.QUANTIZE, ops.DEQUANTIZE):  # FLOAT32, not a conversion
+            groups.add(layer_group(_name(out)))
+    return tuple(sorted(groups))
 
 
 def layer_group(name: str) -> str:
@@ -709,15 +733,21 @@ def build(pb_path: Path, input_name: str, output_name: str, input_shape: Sequenc
 
         if not len(photos):
             raise UsageError("fine-tuning needs the calibration photos (--calib DIR)")
-        # the plain conversion's int8 grid is what the fine-tuning simulates (finetune.ranges_from_model)
-        plain = convert(gd, input_name, output_name, input_shape, Recipe(per_channel=recipe.per_channel),
-                        calibration)
+        # the plain conversion's int8 grid is what the fine-tuning simulates (finetune.ranges_from_model);
+        # a mixed recipe's float blocks are chosen first, then simulated (and kept) in float
+        plain = convert(gd, input_name, output_name, input_shape,
+                        Recipe(per_channel=recipe.per_channel, float_layers=recipe.float_layers,
+                               float_groups=recipe.float_groups, int8_budget=recipe.int8_budget), calibration)
         plain = fix_quantization(plain, recipe.min_scale, recipe.output_max)[0]
+        keep = float_groups(plain) if recipe.mixed else ()
         gd, more = finetune(gd, input_name, output_name, calibration, photos,
                             FineTune(steps=recipe.finetune_steps, learning_rate=recipe.finetune_rate,
                                      peak_floor=recipe.finetune_peak_floor),
-                            reference=plain)
+                            reference=plain, float_groups=keep)
         notes += more
+        if recipe.mixed:
+            notes.append(f"{len(keep)} blocks kept in float, chosen before fine-tuning: {', '.join(keep)}")
+            recipe = replace(recipe, float_layers=(), int8_budget=0.0, float_groups=keep)
     if recipe.split_depthwise:
         gd, more = split_depthwise(gd)
         notes += more

@@ -114,3 +114,33 @@ def test_finetuning_lowers_the_int8_error_on_held_out_photos(photos, crops):
     # still the same function up to small changes (distilled from it)
     a, b = run_graph(folded, OUTPUTS[family], x), run_graph(tuned, OUTPUTS[family], x)
     assert 0 < np.abs(a - b).max() < 0.1
+
+
+def test_a_mixed_models_float_blocks_are_simulated_in_float_and_stay_float(crops, tmp_path):
+    """Fine-tuning a mixed int8/float recipe: the blocks the model keeps in float are read off the
+    converted model, simulated without quantization, and kept in float by the final conversion."""
+    family = "hourglass"
+    gd, _ = ft.fold_batch_norms(_graph(family))
+    mixed = q.fix_quantization(q.convert(gd, "image", OUTPUTS[family], [1, 192, 192, 3],
+                                         q.Recipe(float_layers=("hourglass_front_4/",)), crops))[0]
+    groups = q.float_groups(mixed)
+    assert {f"hourglass_front_4/inverted_bottleneck_hourglass_front_4_{k}" for k in range(1, 6)} <= set(groups)
+    assert all(g.startswith("hourglass_front_4/") for g in groups), groups
+    sim = ft.QuantSim(gd, "image", OUTPUTS[family], groups)
+    assert sim.float_nodes and all(n.startswith("hourglass_front_4/") for n in sim.float_nodes)
+    sim.calibrate(crops)
+    sim.ranges_from_model(mixed)
+    full = ft.QuantSim(gd, "image", OUTPUTS[family])
+    full.ranges = dict(sim.ranges)
+    (tmp_path / "mixed.tflite").write_bytes(mixed)
+    engine = Engine(tmp_path / "mixed.tflite", threads=2)
+    test = crops[1::4]
+    x = np.stack(test).astype(np.float32)
+    ref = sim(x, original=True).numpy()
+    simulated = ((sim(x, quantize=True).numpy() - ref) ** 2).mean()
+    all_int8 = ((full(x, quantize=True).numpy() - ref) ** 2).mean()
+    real = np.mean([((engine.run(img) - r) ** 2).mean() for img, r in zip(test, ref)])
+    assert simulated < all_int8  # the float blocks add no simulated error
+    assert 0.75 < simulated / real < 1.33, (simulated, real)
+    again = q.convert(gd, "image", OUTPUTS[family], [1, 192, 192, 3], q.Recipe(float_groups=groups), crops)
+    assert q.float_groups(again) == groups

@@ -1,0 +1,62 @@
+"""Where does int8's keypoint disagreement come from?  (calibration crops only, no labels)
+
+For each int8 model: the label-free agreement with its float model on the
+calibration crops (share of all 14 keypoints decoded within 5 % of the crop
+side of float's) with each decoder, split by float's peak score; and the
+agreement of the *float* heatmaps merely rounded to the int8 model's output
+grid, i.e. what the output tensor's resolution alone costs.
+
+    python3 benchmarks/agreement_sources.py cpm=PATH.tflite hourglass=PATH.tflite
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import numpy as np
+
+import clips
+from edgepose.decode import DECODERS, model_decoder
+from edgepose.engine import Engine
+from edgepose.quantize import AGREEMENT_TOLERANCE, calibration_images, read_model
+
+
+def agreement(family: str, decoder: str, maps: np.ndarray, ref: np.ndarray):
+    """(all, float score >= 0.1, float score < 0.1) agreement."""
+    decode = model_decoder(decoder, family)
+    got, want = [decode(m) for m in maps], [decode(r) for r in ref]
+    dist = np.concatenate([np.linalg.norm(a[0] - b[0], axis=-1) for a, b in zip(got, want)])
+    score = np.concatenate([b[1] for b in want])
+    ok = dist <= AGREEMENT_TOLERANCE * max(ref.shape[1:3])
+    return ok.mean(), ok[score >= 0.1].mean(), ok[score < 0.1].mean()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("models", nargs="+", metavar="FAMILY=PATH", help="cpm=... or hourglass=... int8 models")
+    args = ap.parse_args()
+    logging.disable(logging.WARNING)
+    calib = calibration_images(clips.CALIB, 192, 192)
+    print(f"{'model':<12}{'heatmaps':<30}{'decoder':<10}{'all':>7}{'peak>=0.1':>11}{'peak<0.1':>10}"
+          f"   ({len(calib)} calibration crops x 14 keypoints)")
+    for spec in args.models:
+        family, path = spec.split("=", 1)
+        ref = Engine(clips.MODELS / family / "model.tflite")
+        quant = Engine(path)
+        want = np.stack([ref.run(x).copy() for x in calib])
+        got = np.stack([quant.run(x).copy() for x in calib])
+        rows = [("int8 model", d, got) for d in DECODERS]
+        g = read_model(open(path, "rb").read()).subgraphs[0]
+        out = g.tensors[g.outputs[0]]
+        if out.type == 9:  # INT8 output: its grid
+            s, z = float(out.quantization.scale[0]), int(out.quantization.zeroPoint[0])
+            rounded = (np.clip(np.round(want / s) + z, -128, 127) - z) * s
+            rows.append((f"float on output grid {s:.4f}", "subpixel", rounded))
+        for label, dec, maps in rows:
+            a, hi, lo = agreement(family, dec, maps, want)
+            print(f"{family:<12}{label:<30}{dec:<10}{100 * a:6.1f}%{100 * hi:10.1f}%{100 * lo:9.1f}%")
+
+
+if __name__ == "__main__":
+    main()
