@@ -17,18 +17,15 @@ import logging
 import numpy as np
 
 import clips
-from edgepose.decode import DECODERS, model_decoder
+from edgepose.decode import DECODERS
 from edgepose.engine import Engine
-from edgepose.quantize import AGREEMENT_TOLERANCE, calibration_images, read_model
+from edgepose.quantize import _schema, calibration_images, read_model
+from int8_error import crop_matches
 
 
 def agreement(family: str, decoder: str, maps: np.ndarray, ref: np.ndarray):
     """(all, float score >= 0.1, float score < 0.1) agreement."""
-    decode = model_decoder(decoder, family)
-    got, want = [decode(m) for m in maps], [decode(r) for r in ref]
-    dist = np.concatenate([np.linalg.norm(a[0] - b[0], axis=-1) for a, b in zip(got, want)])
-    score = np.concatenate([b[1] for b in want])
-    ok = dist <= AGREEMENT_TOLERANCE * max(ref.shape[1:3])
+    ok, score = crop_matches(family, maps, ref, decoder)
     return ok.mean(), ok[score >= 0.1].mean(), ok[score < 0.1].mean()
 
 
@@ -49,7 +46,7 @@ def main() -> None:
         rows = [("int8 model", d, got) for d in DECODERS]
         g = read_model(open(path, "rb").read()).subgraphs[0]
         out = g.tensors[g.outputs[0]]
-        if out.type == 9:  # INT8 output: its grid
+        if out.type == _schema().TensorType.INT8:  # the output's grid
             s, z = float(out.quantization.scale[0]), int(out.quantization.zeroPoint[0])
             rounded = (np.clip(np.round(want / s) + z, -128, 127) - z) * s
             rows.append((f"float on output grid {s:.4f}", "subpixel", rounded))

@@ -34,12 +34,19 @@ def heatmaps(engine: Engine, calib, samples):
     return np.stack([engine.run(img).copy() for img in calib]), np.stack([h for h, _ in infer(engine, samples)])
 
 
+def crop_matches(model: str, quant: np.ndarray, ref: np.ndarray, decoder: str = "subpixel"):
+    """Per keypoint of every crop: decoded within AGREEMENT_TOLERANCE of the crop side of the
+    reference's (bool), and the reference's score."""
+    decode = model_decoder(decoder, model)
+    side = max(ref.shape[1:3])  # heatmap cells; the crop is the whole model input
+    got, want = [decode(q) for q in quant], [decode(r) for r in ref]
+    dist = np.concatenate([np.linalg.norm(g[0] - w[0], axis=-1) for g, w in zip(got, want)])
+    return dist <= AGREEMENT_TOLERANCE * side, np.concatenate([w[1] for w in want])
+
+
 def crop_agreement(model: str, quant: np.ndarray, ref: np.ndarray) -> float:
     """Share of keypoints on the crops decoded within AGREEMENT_TOLERANCE of the crop side of the reference's."""
-    decode = model_decoder("subpixel", model)
-    side = max(ref.shape[1:3])  # heatmap cells; the crop is the whole model input
-    dist = [np.linalg.norm(decode(q)[0] - decode(r)[0], axis=-1) for q, r in zip(quant, ref)]
-    return float((np.concatenate(dist) <= AGREEMENT_TOLERANCE * side).mean())
+    return float(crop_matches(model, quant, ref)[0].mean())
 
 
 def main() -> None:

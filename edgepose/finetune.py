@@ -289,8 +289,9 @@ class QuantSim:
         get the concatenation's.  Simulating the real grid is what makes the fine-tuning carry over
         to the converted model.  Returns how many points were matched (the others keep the ranges
         they had)."""
-        from .quantize import _name, read_model  # noqa: PLC0415
+        from .quantize import _name, _schema, read_model  # noqa: PLC0415
 
+        int8 = _schema().TensorType.INT8
         g = read_model(tflite).subgraphs[0]
         found: Dict[str, Tuple[float, float]] = {}
         for t in g.tensors:
@@ -298,7 +299,7 @@ class QuantSim:
             if qp is None or qp.scale is None or len(qp.scale) != 1 or qp.zeroPoint is None:
                 continue
             scale, zero = float(qp.scale[0]), int(qp.zeroPoint[0])
-            if t.type != 9 or scale <= 0:  # TensorType.INT8
+            if t.type != int8 or scale <= 0:
                 continue
             for part in _name(t).split(";"):
                 found.setdefault(part, ((-128 - zero) * scale, (127 - zero) * scale))
@@ -390,15 +391,18 @@ def finetune(graph_def, input_name: str, output_name: str, calibration: Sequence
         opt.apply_gradients(zip(grads, variables))
         return loss
 
-    def sim_error(images) -> float:
-        errs = []
-        for i in range(0, len(images), spec.batch):
-            x = np.stack(images[i:i + spec.batch]).astype(np.float32)
-            errs.append(float(tf.reduce_mean(tf.square(sim(x, quantize=True) - sim(x, original=True)))) * len(x))
-        return float(np.sum(errs) / max(1, len(images)))
+    def batches(images) -> List[np.ndarray]:
+        return [np.stack(images[i:i + spec.batch]).astype(np.float32) for i in range(0, len(images), spec.batch)]
 
-    sets = [("calibration crops", calibration)] + ([("held-out crops", holdout)] if len(holdout) else [])
-    before = [sim_error(imgs) for _, imgs in sets]
+    sets = [("calibration crops", batches(calibration))] + \
+        ([("held-out crops", batches(holdout))] if len(holdout) else [])
+    teacher = [[sim(x, original=True) for x in xs] for _, xs in sets]  # fixed: the original weights
+
+    def sim_error(xs, ys) -> float:
+        errs = [float(tf.reduce_mean(tf.square(sim(x, quantize=True) - y))) * len(x) for x, y in zip(xs, ys)]
+        return float(np.sum(errs) / max(1, sum(len(x) for x in xs)))
+
+    before = [sim_error(xs, ys) for (_, xs), ys in zip(sets, teacher)]
     rng = np.random.default_rng(spec.seed)
     losses = []
     for k in range(spec.steps):
@@ -407,7 +411,7 @@ def finetune(graph_def, input_name: str, output_name: str, calibration: Sequence
         losses.append(float(step(x)))
         if (k + 1) % 50 == 0:
             log.info("fine-tune step %d/%d: loss %.3g", k + 1, spec.steps, float(np.mean(losses[-50:])))
-    after = [sim_error(imgs) for _, imgs in sets]
+    after = [sim_error(xs, ys) for (_, xs), ys in zip(sets, teacher)]
     notes.append(f"quantization-aware fine-tuning: {spec.steps} steps of {spec.batch} augmented crops, "
                  "simulated int8 heatmap MSE " + ", ".join(
                      f"on the {label} {b:.3g} -> {a:.3g}" for (label, _), b, a in zip(sets, before, after)))

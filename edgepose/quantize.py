@@ -622,17 +622,13 @@ def _convert_mixed(tf, conv, representative, recipe: "Recipe", calibration: Sequ
 
 def float_groups(data: bytes) -> Tuple[str, ...]:
     """The blocks (:func:`layer_group`) with ops kept in float in a mixed int8 model."""
-    ops = _schema().BuiltinOperator
+    schema = _schema()
     model = read_model(data)
     g = model.subgraphs[0]
-    groups = set()
-    for op in g.operators:
-        code = model.operatorCodes[op.opcodeIndex]
-        kind = max(code.builtinCode, code.deprecatedBuiltinCode)
-        out = g.tensors[op.outputs[0]]
-        if out.type == 0 and kind not in (ops.QUANTIZE, ops.DEQUANTIZE):  # FLOAT32, not a conversion
-            groups.add(layer_group(_name(out)))
-    return tuple(sorted(groups))
+    codes = builtin_codes(model)
+    conversions = (schema.BuiltinOperator.QUANTIZE, schema.BuiltinOperator.DEQUANTIZE)
+    outputs = [g.tensors[op.outputs[0]] for op in g.operators if codes[op.opcodeIndex] not in conversions]
+    return tuple(sorted({layer_group(_name(t)) for t in outputs if t.type == schema.TensorType.FLOAT32}))
 
 
 def layer_group(name: str) -> str:
@@ -792,6 +788,12 @@ def read_model(data: bytes):
         raise ModelError(f"cannot parse TFLite flatbuffer: {e}") from None
 
 
+def builtin_codes(model) -> List[int]:
+    """The ``BuiltinOperator`` of each of the model's operator codes (by ``opcodeIndex``; new
+    operators live in ``builtinCode``, old ones in ``deprecatedBuiltinCode``)."""
+    return [max(oc.builtinCode, oc.deprecatedBuiltinCode) for oc in model.operatorCodes]
+
+
 def write_model(model) -> bytes:
     import flatbuffers  # noqa: PLC0415 - a dependency of both runtimes
 
@@ -819,7 +821,7 @@ def fix_quantization(data: bytes, min_scale: float = MIN_ACTIVATION_SCALE, outpu
     model = read_model(data)
     g = model.subgraphs[0]
     ops = g.operators
-    codes = [max(oc.builtinCode, oc.deprecatedBuiltinCode) for oc in model.operatorCodes]
+    codes = builtin_codes(model)
     B = schema.BuiltinOperator
     same_scale = {B.MAX_POOL_2D, B.AVERAGE_POOL_2D, B.RESIZE_BILINEAR, B.RESIZE_NEAREST_NEIGHBOR,
                   B.RESHAPE, B.CONCATENATION}
