@@ -41,6 +41,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--rate", type=float, default=2e-5)
     ap.add_argument("--peak-floor", type=float, default=0.0, help="finetune.FineTune.peak_floor")
+    ap.add_argument("--mixup", type=float, default=0.0, help="finetune.FineTune.mixup")
     ap.add_argument("--held-out", type=int, default=3, help="photos held out (the last N)")
     ap.add_argument("--crops", type=int, default=96, help="augmented crops of the held-out photos")
     ap.add_argument("--no-baseline", action="store_true", help="skip the build without fine-tuning")
@@ -56,12 +57,14 @@ def main() -> None:
     reference = Engine(clips.MODELS / args.family / "model.tflite")
     ref_maps = np.stack([reference.run(x).copy() for x in hold])
     runs = ([("without fine-tuning", 0)] if not args.no_baseline else []) + [
-        (f"fine-tuned {args.steps} steps, rate {args.rate:g}, peak floor {args.peak_floor:g}", args.steps)]
+        (f"fine-tuned {args.steps} steps, rate {args.rate:g}, peak floor {args.peak_floor:g}, "
+         f"mixup {args.mixup:g}", args.steps)]
     print(f"{args.family}: {len(train)} photos trained on ({len(calib)} crops), {len(held)} held out "
           f"({len(hold)} crops)")
     for label, steps in runs:
         t = time.time()
-        recipe = q.Recipe(finetune_steps=steps, finetune_rate=args.rate, finetune_peak_floor=args.peak_floor)
+        recipe = q.Recipe(finetune_steps=steps, finetune_rate=args.rate, finetune_peak_floor=args.peak_floor,
+                          finetune_mixup=args.mixup)
         built = q.build(clips.MODELS / args.family / "model.pb", "image", out, [1, 192, 192, 3], recipe,
                         calib, train)
         with tempfile.TemporaryDirectory() as tmp:

@@ -104,6 +104,10 @@ class FineTune:
     #: (its float peak^2 + floor^2), so a keypoint the float model barely sees weighs as much as
     #: a clear one (where its argmax lands is what keypoint agreement counts)
     peak_floor: float = 0.0
+    #: share of the training crops blended with another crop (``l * a + (1 - l) * b``, ``l`` uniform
+    #: in 0..1); the teacher sees the same blend (function matching, Beyer et al. 2022): more varied
+    #: inputs from the same few photos
+    mixup: float = 0.0
 
 
 class QuantSim:
@@ -350,6 +354,16 @@ def random_crop(frame: np.ndarray, rng: np.random.Generator, in_w: int, in_h: in
     return np.clip(img, 0, 255).round().astype(np.float32)
 
 
+def mix(batch: np.ndarray, rng: np.random.Generator, share: float) -> np.ndarray:
+    """Blend a ``share`` of the images of ``batch`` with another image of it (weight uniform in 0..1)."""
+    out = batch.copy()
+    n = len(batch)
+    for i in np.flatnonzero(rng.random(n) < share):
+        lam = rng.random()
+        out[i] = np.round(lam * batch[i] + (1.0 - lam) * batch[int(rng.integers(n))])
+    return out
+
+
 def finetune(graph_def, input_name: str, output_name: str, calibration: Sequence[np.ndarray],
              photos: Sequence[np.ndarray], spec: FineTune, holdout: Sequence[np.ndarray] = (),
              reference: Optional[bytes] = None, float_groups: Sequence[str] = ()) -> Tuple[object, List[str]]:
@@ -408,6 +422,8 @@ def finetune(graph_def, input_name: str, output_name: str, calibration: Sequence
     for k in range(spec.steps):
         x = np.stack([random_crop(photos[int(rng.integers(len(photos)))], rng, in_w, in_h)
                       for _ in range(spec.batch)])
+        if spec.mixup > 0:
+            x = mix(x, rng, spec.mixup)
         losses.append(float(step(x)))
         if (k + 1) % 50 == 0:
             log.info("fine-tune step %d/%d: loss %.3g", k + 1, spec.steps, float(np.mean(losses[-50:])))

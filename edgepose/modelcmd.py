@@ -182,7 +182,8 @@ def _quantize(args, cfg, cache: Path, mirror: str) -> int:
                                          else entry.extra.get("finetune_steps", 0)),
                       finetune_rate=float(args.finetune_rate if args.finetune_rate is not None
                                           else entry.extra.get("finetune_rate", 2e-5)),
-                      finetune_peak_floor=float(entry.extra.get("finetune_peak_floor", 0.0)))
+                      finetune_peak_floor=float(entry.extra.get("finetune_peak_floor", 0.0)),
+                      finetune_mixup=float(entry.extra.get("finetune_mixup", 0.0)))
     if args.finetune is not None and (args.finetune < 0 or (args.finetune and recipe.mode != "int8")):
         raise UsageError("--finetune takes a number of steps >= 0, and only for int8")
     if recipe.mode == "int8" and not args.calib:

@@ -533,6 +533,7 @@ class Recipe:
     finetune_steps: int = 0
     finetune_rate: float = 2e-5
     finetune_peak_floor: float = 0.0  # see finetune.FineTune.peak_floor
+    finetune_mixup: float = 0.0  # see finetune.FineTune.mixup
     # int8: blocks (layer_group names) that stay float, an earlier selection fixed (fine-tuned mixed)
     float_groups: Tuple[str, ...] = ()
 
@@ -738,7 +739,7 @@ def build(pb_path: Path, input_name: str, output_name: str, input_shape: Sequenc
         keep = float_groups(plain) if recipe.mixed else ()
         gd, more = finetune(gd, input_name, output_name, calibration, photos,
                             FineTune(steps=recipe.finetune_steps, learning_rate=recipe.finetune_rate,
-                                     peak_floor=recipe.finetune_peak_floor),
+                                     peak_floor=recipe.finetune_peak_floor, mixup=recipe.finetune_mixup),
                             reference=plain, float_groups=keep)
         notes += more
         if recipe.mixed:

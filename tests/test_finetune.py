@@ -89,6 +89,20 @@ def test_random_crops_are_varied_model_inputs(photos):
     assert min(np.abs(a[i] - a[j]).mean() for i in range(4) for j in range(i + 1, 4)) > 5
 
 
+def test_mixup_blends_a_share_of_the_batch_with_other_images_of_it():
+    rng = np.random.default_rng(3)
+    batch = np.stack([np.full((4, 4, 3), v, np.float32) for v in (0.0, 100.0, 200.0, 255.0)])
+    assert np.array_equal(ft.mix(batch, rng, 0.0), batch)
+    mixed = ft.mix(batch, rng, 1.0)
+    assert mixed.shape == batch.shape and mixed.dtype == np.float32
+    assert np.all(mixed == np.round(mixed)) and mixed.min() >= 0 and mixed.max() <= 255
+    for img in mixed:  # every pixel of an image blended with the same weight: still one value
+        assert np.ptp(img) == 0
+    assert not np.array_equal(mixed, batch)
+    # share 1: every image is blended, but a blend with itself leaves it unchanged
+    changed = sum(int(not np.array_equal(m, b)) for m, b in zip(mixed, batch))
+    assert changed >= 2
+
 def test_finetuning_lowers_the_int8_error_on_held_out_photos(photos, crops):
     """Trained on 10 photos, measured on the crops of the 3 others (never seen): the simulated int8
     heatmap error falls; only weight and bias values change, not the graph."""
