@@ -41,7 +41,7 @@ import numpy as np
 from .decode import DECODERS, Decoder, decode_pose, get_decoder, model_decoder
 from .errors import EX_DATAERR, EdgeposeError, InputMissingError, UsageError
 from .geometry import Box, CropTransform
-from .pose import KEYPOINT_NAMES
+from .pose import KEYPOINT_NAMES, mirror_order
 
 log = logging.getLogger(__name__)
 
@@ -225,6 +225,27 @@ def score(pred: np.ndarray, gt: np.ndarray, visible: np.ndarray, box_size: np.nd
     return {"pck@0.1": frac(norm <= 0.1, vis), "pck@0.05": frac(norm <= 0.05, vis), "pckh@0.5": pckh,
             "median_error": median(norm, vis), "people": int(len(gt)), "keypoints": int(vis.sum()),
             "per_joint": per_joint}
+
+
+def mirror_offsets(pairs: Sequence[Tuple[np.ndarray, np.ndarray]], decoder: Union[str, Decoder] = "subpixel",
+                   names: Sequence[str] = KEYPOINT_NAMES, min_score: float = 0.3) -> np.ndarray:
+    """Label-free check of a decoder's horizontal geometry, in heatmap cells (+ = right).
+
+    ``pairs``: the heatmaps of a crop and of its left-right mirror image.  The
+    mirrored pose, left/right swapped (:func:`edgepose.pose.mirror_order`) and
+    mirrored back (``W - x``), should land on the plain one; a decoder placing
+    keypoints ``b`` cells right of where the model means them gives ``b`` for
+    every keypoint both runs score ``>= min_score``.  Returns those offsets.
+    """
+    dec = get_decoder(decoder) if isinstance(decoder, str) else decoder
+    swap = np.array(mirror_order(names))
+    out = []
+    for plain, mirrored in pairs:
+        (xa, sa), (xb, sb) = dec(plain), dec(mirrored)
+        xb, sb = xb[swap], sb[swap]
+        ok = (sa >= min_score) & (sb >= min_score)
+        out.append((xa[ok, 0] - (plain.shape[1] - xb[ok, 0])) / 2.0)
+    return np.concatenate(out) if out else np.empty(0)
 
 
 def evaluate_heatmaps(outputs: Sequence[Tuple[np.ndarray, CropTransform]], samples: Sequence[Sample],

@@ -26,6 +26,23 @@ KEYPOINT_NAMES: Tuple[str, ...] = (
     "left_ankle",
 )
 
+
+
+def mirror_order(names: Sequence[str]) -> Tuple[int, ...]:
+    """Index of each keypoint's left/right partner (``left_x`` <-> ``right_x``; others: itself).
+
+    A pose decoded from a mirror image, reindexed by this, lists the same joints as the
+    original's.
+    """
+    names = list(names)
+    out = []
+    for i, n in enumerate(names):
+        side, _, joint = n.partition("_")
+        other = {"left": "right", "right": "left"}.get(side)
+        out.append(names.index(f"{other}_{joint}") if other and f"{other}_{joint}" in names else i)
+    return tuple(out)
+
+
 SKELETON: Tuple[Tuple[int, int], ...] = (
     (0, 1), (1, 2), (2, 3), (3, 4), (1, 5), (5, 6), (6, 7),
     (1, 8), (8, 9), (9, 10), (1, 11), (11, 12), (12, 13),

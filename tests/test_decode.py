@@ -214,3 +214,49 @@ def test_real_cpm_output_is_refined_on_its_24x24_knots():
     xy, _ = decode.subpixel_decoder(hm)
     cut, _ = decode.get_decoder("subpixel", cut_upsample=4)(np.ascontiguousarray(hm[::4, ::4]))
     assert np.abs(xy - 4 * cut).max() < 1e-6  # both paths agree (96-cells = 4 x 24-cells)
+
+
+def test_mirror_order_swaps_sides_only():
+    from edgepose.pose import KEYPOINT_NAMES, mirror_order
+
+    order = mirror_order(KEYPOINT_NAMES)
+    assert [KEYPOINT_NAMES[i] for i in order][:5] == ["head_top", "neck", "left_shoulder", "left_elbow", "left_wrist"]
+    assert all(order[order[i]] == i for i in range(len(order)))
+    assert mirror_order(["nose", "left_eye", "right_eye", "left_tail"]) == (0, 2, 1, 3)  # no partner: itself
+
+
+@pytest.mark.parametrize("family", ["cpm", "hourglass"])
+def test_subpixel_decoder_has_no_horizontal_bias_on_mirrored_real_crops(family):
+    """Label-free geometry check (evaluate.mirror_offsets, benchmarks/flip_bias.py): decode real crops and their mirror
+    images with the real model; an unbiased decoder puts the mirrored keypoints back where the plain
+    ones are; a decoder that puts keypoints b cells right of the truth measures b.  (Only the
+    sub-pixel decoder is checked: integer decoders land on a half-cell lattice, CPM's on 2 cells.)"""
+    from conftest import CALIB, MIRROR
+    from edgepose import quantize as q
+    from edgepose.engine import Engine
+    from edgepose.evaluate import mirror_offsets
+
+    crops = q.calibration_crops(q.read_photos(CALIB), 192, 192)[::2]
+    eng = Engine(MIRROR / family / "model.tflite", threads=2)
+    d = mirror_offsets([(eng.run(c).copy(), eng.run(np.ascontiguousarray(c[:, ::-1])).copy()) for c in crops])
+    assert len(d) > 100
+    # 0.16 (cpm) / 0.04 (hourglass) cells measured here; a half-cell convention error gives >= 0.5
+    assert abs(float(np.median(d))) < 0.25
+
+
+def test_mirror_offsets_measure_a_decoders_horizontal_bias():
+    from edgepose.evaluate import mirror_offsets
+    from edgepose.pose import KEYPOINT_NAMES, mirror_order
+
+    maps = gaussian_maps(48, [(8.3 + 2.1 * k, 20.7) for k in range(len(KEYPOINT_NAMES))], 1.5)
+    # what a mirror-symmetric model outputs for the mirror image: the mirrored map, sides swapped
+    mirrored = np.ascontiguousarray(maps[:, ::-1][:, :, list(mirror_order(KEYPOINT_NAMES))])
+    d = mirror_offsets([(maps, mirrored)])
+    assert len(d) == len(KEYPOINT_NAMES) and np.abs(d).max() < 0.05
+
+    def right_by_a_quarter(m):
+        xy, s = decode.subpixel_decoder(m)
+        return xy + [0.25, 0.0], s
+
+    assert np.allclose(mirror_offsets([(maps, mirrored)], right_by_a_quarter), 0.25 + d)
+    assert len(mirror_offsets([(maps * 0.1, mirrored * 0.1)])) == 0  # nothing scored >= 0.3
