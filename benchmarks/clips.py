@@ -23,11 +23,14 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from edgepose.evaluate import Sample, load_annotations  # noqa: E402
+from edgepose.models import load_catalogue  # noqa: E402
 
 SHARED = Path(os.environ.get("EDGEPOSE_SHARED", ROOT.parent / "shared"))
 EVAL_FILE = SHARED / "data" / "eval" / "annotations.json"
 MODELS = SHARED / "models"
 CALIB = SHARED / "data" / "calib"
+# output node of each family's frozen graph (the catalogue's <family>-pb entry)
+OUTPUTS = {f: load_catalogue()[f"{f}-pb"].output["name"] for f in ("cpm", "hourglass")}
 
 
 @dataclass

@@ -32,12 +32,10 @@ from edgepose import quantize as q  # noqa: E402
 from edgepose.engine import Engine  # noqa: E402
 from int8_error import crop_agreement  # noqa: E402
 
-OUTPUTS = {"cpm": "Convolutional_Pose_Machine/stage_5_out", "hourglass": "hourglass_out_3"}
-
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("family", choices=sorted(OUTPUTS))
+    ap.add_argument("family", choices=sorted(clips.OUTPUTS))
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--rate", type=float, default=2e-5)
     ap.add_argument("--peak-floor", type=float, default=0.0, help="finetune.FineTune.peak_floor")
@@ -47,7 +45,7 @@ def main() -> None:
     ap.add_argument("--no-baseline", action="store_true", help="skip the build without fine-tuning")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    out = OUTPUTS[args.family]
+    out = clips.OUTPUTS[args.family]
     photos = q.read_photos(clips.CALIB)
     train, held = photos[:-args.held_out], photos[-args.held_out:]
     calib = q.calibration_crops(train, 192, 192)

@@ -24,15 +24,13 @@ import clips  # noqa: E402
 from edgepose import finetune as ft  # noqa: E402
 from edgepose import quantize as q  # noqa: E402
 
-OUTPUTS = {"cpm": "Convolutional_Pose_Machine/stage_5_out", "hourglass": "hourglass_out_3"}
-
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("family", choices=sorted(OUTPUTS))
+    ap.add_argument("family", choices=sorted(clips.OUTPUTS))
     ap.add_argument("--verbose", action="store_true", help="one line per tensor")
     args = ap.parse_args()
-    out = OUTPUTS[args.family]
+    out = clips.OUTPUTS[args.family]
     calib = q.calibration_crops(q.read_photos(clips.CALIB), 192, 192)
     gd, _ = q.prepare_graph(clips.MODELS / args.family / "model.pb", "image", out, q.Recipe(), calib)
     gd, _ = ft.fold_batch_norms(gd)

@@ -27,7 +27,6 @@ KEYPOINT_NAMES: Tuple[str, ...] = (
 )
 
 
-
 def mirror_order(names: Sequence[str]) -> Tuple[int, ...]:
     """Index of each keypoint's left/right partner (``left_x`` <-> ``right_x``; others: itself).
 

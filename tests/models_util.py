@@ -14,6 +14,10 @@ from pathlib import Path
 import pytest
 
 from conftest import CALIB, EVAL_ANN, cli_env, run_cli
+from edgepose.models import load_catalogue
+
+# output node of each family's frozen graph (the catalogue's <family>-pb entry)
+OUTPUTS = {f: load_catalogue()[f"{f}-pb"].output["name"] for f in ("cpm", "hourglass")}
 
 
 def tensorflow_available() -> bool:

@@ -15,11 +15,9 @@ from edgepose import quantize as q
 from edgepose.engine import Engine
 
 from conftest import CALIB, MIRROR
-from models_util import needs_tf, run_graph
+from models_util import OUTPUTS, needs_tf, run_graph
 
 pytestmark = needs_tf
-
-OUTPUTS = {"cpm": "Convolutional_Pose_Machine/stage_5_out", "hourglass": "hourglass_out_3"}
 
 
 def _graph(family):

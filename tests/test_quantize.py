@@ -19,11 +19,9 @@ from edgepose.errors import ModelError, UsageError
 from edgepose.modelinfo import delegation, inspect
 
 from conftest import CALIB, MIRROR, run_cli
-from models_util import built, needs_tf, quant_cache, quant_env, run_graph  # noqa: F401 (fixtures)
+from models_util import OUTPUTS, built, needs_tf, quant_cache, quant_env, run_graph  # noqa: F401 (fixtures)
 
 pytestmark = needs_tf
-
-OUTPUTS = {"cpm": "Convolutional_Pose_Machine/stage_5_out", "hourglass": "hourglass_out_3"}
 
 
 @pytest.fixture(scope="module")
