@@ -199,6 +199,7 @@ class MqttSink:
         self._abort = False
 
         self._closing = threading.Event()
+        self._first_try = threading.Event()     # the first connection attempt has an outcome
         self._stop = threading.Event()
         self._status_now = threading.Event()
         self._woken = False
@@ -220,6 +221,25 @@ class MqttSink:
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
+
+    def wait_connected(self, timeout: float, interrupt: Optional[Any] = None) -> bool:
+        """Wait (at most ``timeout`` s) for the outcome of the first connection attempt; True if connected.
+
+        Returns early when the broker accepts, refuses or cannot be reached (so a daemon
+        whose broker is down does not wait for nothing), or when ``interrupt`` (anything
+        with ``is_set()``, e.g. the daemon's stop event) is set.  The daemon calls it once
+        before its first frame: at QoS 0 a pose decoded before the connection is up is dropped.
+        """
+        end = self._clock() + timeout
+        while not self._first_try.is_set() and not (interrupt is not None and interrupt.is_set()):
+            left = end - self._clock()
+            if left <= 0:
+                log.info("mqtt: no answer from %s within %g s; starting anyway (poses are %s until it "
+                         "connects)", self.broker, timeout, "queued" if self.cfg.qos else "counted as dropped")
+                break
+            self._first_try.wait(min(left, 0.1))
+        with self._lock:
+            return self._connected
 
     def publish_pose(self, payload: Dict[str, Any]) -> None:
         """Queue one pose (a few microseconds; never blocks on the network).
@@ -321,6 +341,7 @@ class MqttSink:
             if reason_code.is_failure:
                 self._refused = f"refused: {_reason_text(reason_code)}"
                 self._set_state(self._refused)
+                self._first_try.set()
                 return
             self._refused = None
             with self._lock:
@@ -329,6 +350,7 @@ class MqttSink:
                 self._status_json = None  # built before this connection: stale
                 self._counts["connects"] += 1
                 self._state = "connected"
+            self._first_try.set()
             self._forget_unsent_status()
             if self._down_since is not None:
                 log.info("mqtt: reconnected to %s after %.1f s", self.broker, self._clock() - self._down_since)
@@ -416,6 +438,7 @@ class MqttSink:
                     attempt, self.cfg.reconnect_min, self.cfg.reconnect_max, self._rng)
                 attempt += 1
                 self._report_problem(problem, logging.ERROR if slow else logging.WARNING, delay)
+                self._first_try.set()
                 self._closing.wait(delay)
                 continue
             try:
@@ -423,6 +446,7 @@ class MqttSink:
             except Exception:
                 log.exception("mqtt: unexpected error in the network loop; reconnecting")
                 self._drop_connection()
+            self._first_try.set()  # refused, closed by the broker, or a connection that ended
             if self._closing.is_set():
                 break
             if self._refused:
@@ -440,6 +464,7 @@ class MqttSink:
                     self._set_state(problem)
                     self._report_problem(problem, logging.WARNING, delay)
             self._closing.wait(delay)
+        self._first_try.set()
         self._set_state("disconnected")
 
     def _serve(self) -> bool:

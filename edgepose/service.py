@@ -329,9 +329,15 @@ class Daemon:
         self.device = new.device_id
         if changed & {"output", "mqtt", "model"}:
             self.sink.close()
-            self.sink = self.sink_factory(new, self.device, parts.meta, self.status)
-            self.sink.start()
+            self._start_sink(new, parts.meta)
         log.info("SIGHUP: reloaded %s (changed: %s)", new.path, ", ".join(sorted(changed)))
+
+    def _start_sink(self, cfg: config_mod.Config, meta: Dict[str, Any]) -> None:
+        self.sink = self.sink_factory(cfg, self.device, meta, self.status)
+        self.sink.start()
+        # at QoS 0 a pose decoded before the first connection would be dropped: give the broker a
+        # moment before the first frame (ends at once when it is unreachable or refuses)
+        self.sink.wait_connected(cfg.mqtt.startup_wait, interrupt=self.stop_event)
 
     # -- the loop -----------------------------------------------------
     def run(self) -> int:
@@ -344,8 +350,7 @@ class Daemon:
         last_status = 0.0
         preview = watchdog = None
         try:  # from here on the source's reader thread runs: every exit path must close it
-            self.sink = self.sink_factory(self.cfg, self.device, self.parts.meta, self.status)
-            self.sink.start()
+            self._start_sink(self.cfg, self.parts.meta)
             if self.cfg.service.watchdog:
                 watchdog = systemd.ProgressWatchdog(self.notifier, self.notifier.watchdog_interval,
                                                     self.cfg.service.stall_timeout)

@@ -19,6 +19,10 @@ StatusProvider = Callable[[], Dict[str, Any]]
 class Sink(Protocol):
     def start(self) -> None: ...
 
+    def wait_connected(self, timeout: float, interrupt: Optional[Any] = None) -> bool:
+        """Wait at most ``timeout`` s until the sink can deliver (interrupted by ``interrupt.is_set()``)."""
+        ...
+
     def publish_pose(self, payload: Dict[str, Any]) -> None: ...
 
     def stats(self) -> Dict[str, Any]: ...
@@ -39,6 +43,9 @@ class StdoutSink:
 
     def start(self) -> None:
         pass
+
+    def wait_connected(self, timeout: float, interrupt: Optional[Any] = None) -> bool:
+        return True  # a stream is always there
 
     def publish_pose(self, payload: Dict[str, Any]) -> None:
         self.stream.write(to_json(payload) + "\n")

@@ -35,6 +35,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -210,3 +211,65 @@ class Broker:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+
+class Relay:
+    """A TCP relay on a free 127.0.0.1 port in front of ``broker`` (anything with ``host``/``port``).
+
+    ``hold`` (an Event) swallows traffic, ``cut()`` kills the connections: a link that dies while
+    messages wait for their PUBACK, which a broker restart cannot produce on demand.  ``delay``
+    holds the broker's replies back for that many seconds after each client connects: a broker
+    whose CONNACK is slow (loaded or far away).
+    """
+
+    def __init__(self, broker, delay: float = 0.0):
+        self.target = (broker.host, broker.port)
+        self.delay = delay
+        self.lsock = socket.create_server(("127.0.0.1", 0))
+        self.host, self.port = self.lsock.getsockname()
+        self.holding = threading.Event()
+        self.conns: list = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                down, _ = self.lsock.accept()
+                up = socket.create_connection(self.target)
+            except OSError:
+                return
+            self.conns += [down, up]
+            replies_from = time.monotonic() + self.delay
+            for a, b, t in ((down, up, 0.0), (up, down, replies_from)):
+                threading.Thread(target=self._pipe, args=(a, b, t), daemon=True).start()
+
+    def _pipe(self, src, dst, not_before: float) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                time.sleep(max(0.0, not_before - time.monotonic()))
+                if not self.holding.is_set():
+                    dst.sendall(data)
+        except OSError:
+            pass
+        for x in (src, dst):
+            try:
+                x.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self) -> None:
+        conns, self.conns = self.conns, []
+        for x in conns:
+            try:
+                x.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            x.close()
+
+    def close(self) -> None:
+        self.lsock.close()
+        self.cut()

@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import random
-import socket
 import subprocess
 import sys
 import threading
@@ -221,6 +220,30 @@ def test_broker_down_at_start_then_poses_arrive(tmp_path, sinks):
         b.kill()
 
 
+def test_wait_connected_ends_with_the_first_attempt(tmp_path, broker, sinks):
+    """The daemon's startup wait (mqtt.startup_wait) ends as soon as the first attempt has an outcome."""
+    down = sinks(brokers.Broker(tmp_path / "down"))  # nothing listens on its port: refused at once
+    down.start()
+    t0 = time.monotonic()
+    assert down.wait_connected(30) is False
+    assert time.monotonic() - t0 < 5
+    up = sinks(broker)
+    up.start()
+    assert up.wait_connected(30) is True
+    relay = brokers.Relay(broker, delay=60)  # a broker that never answers within the wait
+    stop = threading.Event()
+    slow = sinks(relay)
+    slow.start()
+    t0 = time.monotonic()
+    assert slow.wait_connected(0.5) is False
+    assert 0.4 < time.monotonic() - t0 < 5
+    threading.Timer(0.3, stop.set).start()
+    t0 = time.monotonic()
+    assert slow.wait_connected(30, interrupt=stop) is False  # SIGTERM during the wait
+    assert time.monotonic() - t0 < 5
+    relay.close()
+
+
 def test_broker_restart_mid_stream(broker, sinks):
     c = Collector(broker, "edgepose/dev1/#", persistent=True)
     s = sinks(broker, qos=0)
@@ -322,64 +345,10 @@ def test_no_stale_status_after_a_reconnect(broker, sinks):
     c.close()
 
 
-class Relay:
-    """A TCP relay in front of the broker that can swallow traffic (``hold``) and cut connections
-    (``cut``): a link that dies while messages wait for their PUBACK, which a broker restart cannot
-    produce on demand."""
-
-    def __init__(self, broker):
-        self.target = (broker.host, broker.port)
-        self.lsock = socket.create_server(("127.0.0.1", 0))
-        self.host, self.port = self.lsock.getsockname()
-        self.holding = threading.Event()
-        self.conns: list = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                down, _ = self.lsock.accept()
-                up = socket.create_connection(self.target)
-            except OSError:
-                return
-            self.conns += [down, up]
-            for a, b in ((down, up), (up, down)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    def _pipe(self, src, dst) -> None:
-        try:
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
-                if not self.holding.is_set():
-                    dst.sendall(data)
-        except OSError:
-            pass
-        for x in (src, dst):
-            try:
-                x.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def cut(self) -> None:
-        conns, self.conns = self.conns, []
-        for x in conns:
-            try:
-                x.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            x.close()
-
-    def close(self) -> None:
-        self.lsock.close()
-        self.cut()
-
-
 def test_unacknowledged_status_is_not_resent_after_a_reconnect(broker, sinks):
     """paho re-sends unacknowledged QoS 1 messages after a reconnect: for a status that would put an
     old document after `online`, so the sink takes it out of paho's queue (poses stay in it)."""
-    relay = Relay(broker)
+    relay = brokers.Relay(broker)
     c = Collector(broker, "edgepose/dev1/#")  # straight to the broker: it sees every message live
     s = sinks(relay, qos=1, status_interval=0.5)
     s.start()

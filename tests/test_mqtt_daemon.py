@@ -11,7 +11,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -127,3 +126,38 @@ def test_daemon_kill_9_fires_the_last_will(tmp_path, long_folder, edgepose_env, 
     late = subprocess.run(["mosquitto_sub", "-h", b.host, "-p", str(b.port), "-C", "1", "-W", "3",
                            "-t", "edgepose/cam2/availability", "-F", "%r %p"], capture_output=True, text=True)
     assert late.stdout.strip() == "1 offline"
+
+
+@pytest.mark.parametrize("startup_wait", ["5", "0"])
+def test_first_poses_wait_for_a_slow_broker_at_qos_0(tmp_path, edgepose_env, cleanup, startup_wait, shared):
+    """At QoS 0 a pose decoded before the first connection is dropped: the daemon waits for it.
+
+    The broker is real; a relay in front of it delays its CONNACK by 1.5 s, longer than
+    the daemon needs for the 5 frames.  With `mqtt.startup_wait` (default 5 s) every pose
+    arrives; with 0 (the old behaviour) the poses are decoded before the connection is up.
+    """
+    b = brokers.Broker(tmp_path).start()
+    cleanup.append(b)
+    proxy = brokers.Relay(b, delay=1.5)
+    c = Collector(b, "edgepose/cam1/#")
+    cleanup.append(c)
+    d = tmp_path / "five"
+    d.mkdir()
+    for i, photo in enumerate(sorted(CALIB.glob("*.jpg"))[:5]):
+        (d / f"{i}.jpg").symlink_to(photo)
+    env = dict(edgepose_env, EDGEPOSE_MQTT_STARTUP_WAIT=startup_wait)
+    try:
+        r = subprocess.run([sys.executable, "-m", "edgepose.cli", "run", "--source", str(d), "--model", "hourglass",
+                            "--sink", "mqtt", "--broker", f"{proxy.host}:{proxy.port}", "--device", "cam1"],
+                           env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
+    finally:
+        proxy.close()
+    assert r.returncode == 0, r.stderr
+    if startup_wait == "0":
+        wait_for(lambda: c.seqs(), 2)
+        assert len(c.seqs()) < 5, "the relay did not delay the connection: this test shows nothing"
+        return
+    assert wait_for(lambda: len(c.seqs()) == 5, 10), (c.seqs(), r.stderr)
+    assert sorted(c.seqs()) == [0, 1, 2, 3, 4]
+    status = c.of("status")[-1].json()  # the final one describes the whole run
+    assert (status["published"], status["dropped_messages"]) == (5, 0), status
