@@ -9,6 +9,7 @@ data is read, never copied into the repo).
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from dataclasses import dataclass
@@ -31,6 +32,15 @@ MODELS = SHARED / "models"
 CALIB = SHARED / "data" / "calib"
 # output node of each family's frozen graph (the catalogue's <family>-pb entry)
 OUTPUTS = {f: load_catalogue()[f"{f}-pb"].output["name"] for f in ("cpm", "hourglass")}
+
+
+def decoders(sigmas: Sequence[float] = (), input_size: int = 192) -> dict:
+    """Every named decoder, plus ``subpixel@N``: the sub-pixel decoder blurring with N input pixels."""
+    from edgepose.decode import DECODERS, subpixel_decoder
+    out = dict(DECODERS)
+    for s in sigmas:
+        out[f"subpixel@{s:g}"] = functools.partial(subpixel_decoder, sigma=s / input_size)
+    return out
 
 
 @dataclass

@@ -248,6 +248,47 @@ def mirror_offsets(pairs: Sequence[Tuple[np.ndarray, np.ndarray]], decoder: Unio
     return np.concatenate(out) if out else np.empty(0)
 
 
+def shifted_windows(box: Box, in_w: int, in_h: int, shifts: Sequence[float]) -> List[CropTransform]:
+    """Crop windows of ``box`` moved right and down by each of ``shifts`` *input* pixels."""
+    sx, sy = box.w / in_w, box.h / in_h
+    return [CropTransform(Box(box.x + s * sx, box.y + s * sy, box.w, box.h), in_w, in_h) for s in shifts]
+
+
+def window_spread(views: Sequence[Sequence[Tuple[np.ndarray, CropTransform]]],
+                  decoder: Union[str, Decoder] = "subpixel",
+                  min_score: float = 0.3) -> Tuple[np.ndarray, np.ndarray]:
+    """Label-free sub-cell precision: each scene seen through crop windows moved by sub-cell amounts.
+
+    ``views``: per scene, the heatmaps of several crops of one frame with their
+    transforms (:func:`shifted_windows`).  The content moves in the crop, the
+    keypoints stay where they are in the frame, so a decoder that follows the
+    content to a fraction of a cell decodes the same frame point from every
+    window, and an integer decoder jumps from cell to cell.  Returns ``spread``:
+    per keypoint (every window scores it ``>= min_score``) and axis, the standard
+    deviation over the windows in input pixels; and ``drift``: per window, the
+    mean signed deviation in input pixels of all those keypoints and axes, the
+    part of the movement they share (a network's own response to the shift,
+    which no decoder can undo).
+    """
+    dec = get_decoder(decoder) if isinstance(decoder, str) else decoder
+    spread, drift = [], []
+    for scene in views:
+        pts, scores = [], []
+        for heatmaps, t in scene:
+            xy, sc = dec(heatmaps)
+            frame_xy = t.heatmap_to_frame(xy, heatmaps.shape[1], heatmaps.shape[0])
+            pts.append(frame_xy / np.array(t.scale))
+            scores.append(sc)
+        ok = (np.array(scores) >= min_score).all(axis=0)
+        if ok.any():
+            p = np.array(pts)[:, ok]  # (windows, keypoints, 2)
+            spread.append(p.std(axis=0).ravel())
+            drift.append((p - p.mean(axis=0)).mean(axis=(1, 2)))
+    if not spread:
+        return np.empty(0), np.empty(0)
+    return np.concatenate(spread), np.mean(drift, axis=0)
+
+
 def evaluate_heatmaps(outputs: Sequence[Tuple[np.ndarray, CropTransform]], samples: Sequence[Sample],
                       decoder: Union[str, Decoder] = "subpixel",
                       names: Sequence[str] = KEYPOINT_NAMES) -> EvalResult:

@@ -260,3 +260,48 @@ def test_mirror_offsets_measure_a_decoders_horizontal_bias():
 
     assert np.allclose(mirror_offsets([(maps, mirrored)], right_by_a_quarter), 0.25 + d)
     assert len(mirror_offsets([(maps * 0.1, mirrored * 0.1)])) == 0  # nothing scored >= 0.3
+
+
+def test_window_spread_measures_sub_cell_precision():
+    """evaluate.window_spread on maps that follow the content exactly: one frame point seen through
+    windows moved by 0..7 input pixels (two 4-pixel cells of a 48x48 map)."""
+    from edgepose.evaluate import shifted_windows, window_spread
+    from edgepose.pose import KEYPOINT_NAMES
+
+    k = len(KEYPOINT_NAMES)
+    points = np.array([(250.0 + 15.3 * i, 205.3 + 11.1 * i) for i in range(k)])  # frame pixels
+    windows = shifted_windows(Box(100.0, 80.0, 480.0, 480.0), 192, 192, range(8))  # 2.5 frame px per input px
+    scene = [(gaussian_maps(48, t.frame_to_heatmap(points, 48, 48), 1.5), t) for t in windows]
+    spread, drift = window_spread([scene])
+    assert len(spread) == 2 * k and np.median(spread) < 0.1 * 4  # < 0.1 cell, in input pixels
+    assert np.abs(drift).max() < 0.1
+    coarse, _ = window_spread([scene], "argmax")
+    assert 0.8 < np.median(coarse) < 1.6  # a sawtooth over 2 cells: about 4 px / sqrt(12)
+    moved = [(m, t) for m, t in scene[:4]] + [(np.roll(m, 1, axis=1), t) for m, t in scene[4:]]
+    spread_moved, drift_moved = window_spread([moved])  # a network whose maps jump a cell right half-way
+    assert np.allclose(spread_moved.reshape(k, 2).mean(axis=0), [2, 0], atol=0.2)  # x: +-2 of 4 input px
+    assert np.allclose(drift_moved, [-1, -1, -1, -1, 1, 1, 1, 1], atol=0.1)  # shared; mean over x and y
+    assert len(window_spread([[(m * 0.1, t) for m, t in scene]])[0]) == 0  # nothing scored >= 0.3
+
+
+@pytest.mark.parametrize("family", ["cpm", "hourglass"])
+def test_subpixel_follows_sub_cell_shifts_on_real_crops(family):
+    """Label-free (benchmarks/shift_consistency.py): real photos through windows moved by 0..7 input
+    pixels; the sub-pixel decoder's keypoints stay put far better than the integer argmax's."""
+    from conftest import CALIB, MIRROR
+    from edgepose import quantize as q
+    from edgepose.engine import Engine
+    from edgepose.evaluate import shifted_windows, window_spread
+    from edgepose.geometry import whole_frame_box
+    from edgepose.pipeline import crop_to_input
+
+    eng = Engine(MIRROR / family / "model.tflite", threads=2)
+    scenes = []
+    for frame in q.read_photos(CALIB)[::2]:
+        box = whole_frame_box(frame.shape[1], frame.shape[0], 192, 192)
+        scenes.append([(eng.run(crop_to_input(frame, t)).copy(), t) for t in shifted_windows(box, 192, 192, range(8))])
+    fine, _ = window_spread(scenes)
+    coarse, _ = window_spread(scenes, "argmax")
+    assert len(fine) >= 40
+    # measured over all 13 photos and 3 zooms: 0.62 vs 2.29 px (cpm), 0.85 vs 2.29 px (hourglass)
+    assert np.median(fine) < 0.5 * np.median(coarse), (np.median(fine), np.median(coarse))
