@@ -49,6 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="COCO keypoints to measure agreement with float and PCK (never the calibration set)")
     p.add_argument("--float-layers", default=None, metavar="PAT,PAT",
                    help="int8: keep ops whose name contains one of these in float")
+    p.add_argument("--float-output", action="store_true",
+                   help="int8: keep the output op in float and the model's input/output float32 (no int8 output grid)")
     p.add_argument("--no-augment", action="store_true", help="calibrate on the plain photos only")
     p.add_argument("--no-equalize", action="store_true",
                    help="int8: skip the depthwise channel-range equalization (for comparison)")
@@ -183,7 +185,8 @@ def _quantize(args, cfg, cache: Path, mirror: str) -> int:
                       finetune_rate=float(args.finetune_rate if args.finetune_rate is not None
                                           else entry.extra.get("finetune_rate", 2e-5)),
                       finetune_peak_floor=float(entry.extra.get("finetune_peak_floor", 0.0)),
-                      finetune_mixup=float(entry.extra.get("finetune_mixup", 0.0)))
+                      finetune_mixup=float(entry.extra.get("finetune_mixup", 0.0)),
+                      float_output=bool(args.float_output or entry.extra.get("float_output", False)))
     if args.finetune is not None and (args.finetune < 0 or (args.finetune and recipe.mode != "int8")):
         raise UsageError("--finetune takes a number of steps >= 0, and only for int8")
     if recipe.mode == "int8" and not args.calib:

@@ -536,11 +536,14 @@ class Recipe:
     finetune_mixup: float = 0.0  # see finetune.FineTune.mixup
     # int8: blocks (layer_group names) that stay float, an earlier selection fixed (fine-tuned mixed)
     float_groups: Tuple[str, ...] = ()
+    # int8: the op making the output stays float and the model's input and output are float32, so
+    # the heatmaps are not rounded to an int8 output grid (measured, not kept: docs/models.md)
+    float_output: bool = False
 
     @property
     def mixed(self) -> bool:
         """int8 with some ops kept in float."""
-        return bool(self.float_layers or self.float_groups or self.int8_budget > 0)
+        return bool(self.float_layers or self.float_groups or self.int8_budget > 0 or self.float_output)
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -602,8 +605,11 @@ def _convert_mixed(tf, conv, representative, recipe: "Recipe", calibration: Sequ
     names = [_name(g.tensors[op.outputs[0]]) for op in g.operators]
 
     def quantize(deny: Sequence[str]) -> bytes:
+        if recipe.float_output:  # the output op in float; float32 I/O instead of int8
+            deny = list(dict.fromkeys([*deny, *(_name(g.tensors[i]) for i in g.outputs)]))
         try:
-            data = tfl_convert.mlir_quantize(calibrated, fully_quantize=True, denylisted_nodes=list(deny) or None)
+            data = tfl_convert.mlir_quantize(calibrated, fully_quantize=not recipe.float_output,
+                                             denylisted_nodes=list(deny) or None)
         except Exception as e:
             raise ModelError(f"the TFLite converter failed: {str(e).strip().splitlines()[-1]}") from None
         return fix_quantization(data, recipe.min_scale)[0]  # collapsed scales: XNNPACK must prepare it
@@ -614,6 +620,8 @@ def _convert_mixed(tf, conv, representative, recipe: "Recipe", calibration: Sequ
             raise UsageError(f"no layer matches --float-layers {','.join(recipe.float_layers)}")
     elif recipe.float_groups:
         keep = [n for n in names if layer_group(n) in recipe.float_groups]
+    elif recipe.int8_budget <= 0:
+        keep = []  # only float_output
     else:
         ranking = sensitivity(calibrated, names, quantize, statistics_subset(calibration))
         keep = select_float(ranking, recipe.int8_budget)
@@ -734,7 +742,8 @@ def build(pb_path: Path, input_name: str, output_name: str, input_shape: Sequenc
         # a mixed recipe's float blocks are chosen first, then simulated (and kept) in float
         plain = convert(gd, input_name, output_name, input_shape,
                         Recipe(per_channel=recipe.per_channel, float_layers=recipe.float_layers,
-                               float_groups=recipe.float_groups, int8_budget=recipe.int8_budget), calibration)
+                               float_groups=recipe.float_groups, int8_budget=recipe.int8_budget,
+                               float_output=recipe.float_output), calibration)
         plain = fix_quantization(plain, recipe.min_scale, recipe.output_max)[0]
         keep = float_groups(plain) if recipe.mixed else ()
         gd, more = finetune(gd, input_name, output_name, calibration, photos,

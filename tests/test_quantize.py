@@ -247,3 +247,22 @@ def test_daemon_runs_the_built_variant_by_name(built, quant_env):
     assert r.returncode == 0, r.stderr[-2000:]
     payload = json.loads(r.stdout.splitlines()[0])
     assert payload["model"] == "cpm-int8" and len(payload["keypoints"]) == 14
+
+
+def test_float_output_skips_the_int8_output_grid(tmp_path, quant_env, calib_images):
+    """`--float-output` (measured, not kept: docs/models.md): the op making the heatmaps stays float and
+    the model's I/O is float32, so the heatmaps are not rounded to an int8 grid (<= 256 values)."""
+    out = tmp_path / "head" / "model.tflite"
+    r = run_cli(["models", "quantize", "cpm-int8", "--float-layers", "stage_5_mv1", "--float-output",
+                 "--finetune", "0", "--calib", CALIB, "--runs", "2", "--out", out], quant_env, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    info = inspect(out)
+    assert info.inputs[0].dtype == "float32" and info.outputs[0].dtype == "float32"
+    assert info.weight_dtypes.get("int8", 0) > 0
+    assert delegation(out).whole  # still one XNNPACK partition
+    e, ref = Engine(out, threads=2), Engine(MIRROR / "cpm" / "model.tflite", threads=2)
+    maps = e.run(calib_images[0])
+    assert np.unique(maps).size > 1000  # an int8 output has at most 256 distinct values
+    assert np.abs(maps - ref.run(calib_images[0])).mean() < 0.01  # still CPM's heatmaps
+    report = json.loads(out.with_name("model.report.json").read_text())
+    assert report["recipe"]["float_output"] is True
