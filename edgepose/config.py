@@ -100,9 +100,10 @@ class MqttConfig:
                                       "broker refused the credentials or certificate", minimum=0.1)
     close_timeout: float = _opt(2.0, "seconds a clean shutdown waits to deliver queued messages "
                                      "and `offline`", minimum=0)
-    startup_wait: float = _opt(5.0, "seconds the daemon waits at start for its first broker connection "
-                                    "before the first frame (ends early if the broker cannot be reached)",
-                               minimum=0)
+    startup_wait: float = _opt(5.0, "seconds the daemon waits at start (and after a reload) for its first "
+                                    "broker connection before the next frame; ends early if the broker "
+                                    "refuses or cannot be reached (at most 10: the systemd watchdog)",
+                               minimum=0, maximum=10)
 
 
 @dataclass
