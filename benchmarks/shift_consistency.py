@@ -27,9 +27,8 @@ import numpy as np
 import clips
 from edgepose import quantize as q
 from edgepose.engine import Engine
-from edgepose.evaluate import shifted_windows, window_spread
+from edgepose.evaluate import window_spread, window_views
 from edgepose.geometry import Box, whole_frame_box
-from edgepose.pipeline import crop_to_input
 
 SHIFTS = range(8)
 ZOOMS = (1.0, 0.8, 0.6)
@@ -41,7 +40,7 @@ def views(eng: Engine, photos):
         base = whole_frame_box(frame.shape[1], frame.shape[0], 192, 192)
         for z in ZOOMS:
             box = Box(base.x + base.w * (1 - z) / 2, base.y + base.h * (1 - z) / 2, base.w * z, base.h * z)
-            out.append([(eng.run(crop_to_input(frame, t)).copy(), t) for t in shifted_windows(box, 192, 192, SHIFTS)])
+            out.append(window_views(eng, frame, box, SHIFTS))
     return out
 
 

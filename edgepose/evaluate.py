@@ -254,6 +254,15 @@ def shifted_windows(box: Box, in_w: int, in_h: int, shifts: Sequence[float]) -> 
     return [CropTransform(Box(box.x + s * sx, box.y + s * sy, box.w, box.h), in_w, in_h) for s in shifts]
 
 
+def window_views(engine, frame: np.ndarray, box: Box, shifts: Sequence[float]
+                 ) -> List[Tuple[np.ndarray, CropTransform]]:
+    """Heatmaps and transform of ``frame`` cropped through each of :func:`shifted_windows` (one scene)."""
+    from .pipeline import crop_to_input
+
+    in_w, in_h = engine.input_size
+    return [(engine.run(crop_to_input(frame, t)).copy(), t) for t in shifted_windows(box, in_w, in_h, shifts)]
+
+
 def window_spread(views: Sequence[Sequence[Tuple[np.ndarray, CropTransform]]],
                   decoder: Union[str, Decoder] = "subpixel",
                   min_score: float = 0.3) -> Tuple[np.ndarray, np.ndarray]:

@@ -199,7 +199,7 @@ class MqttSink:
         self._abort = False
 
         self._closing = threading.Event()
-        self._first_try = threading.Event()     # the first connection attempt has an outcome
+        self._first_try = threading.Event()     # set by the first state other than `connecting`
         self._stop = threading.Event()
         self._status_now = threading.Event()
         self._woken = False
@@ -324,6 +324,8 @@ class MqttSink:
     def _set_state(self, text: str) -> None:
         with self._lock:
             self._state = text
+        if text != "connecting":  # an outcome: a problem, refused, closed (wait_connected)
+            self._first_try.set()
 
     def _report_problem(self, text: str, level: int, retry_s: float) -> None:
         """Log a connection problem once per distinct problem (not on every retry)."""
@@ -341,7 +343,6 @@ class MqttSink:
             if reason_code.is_failure:
                 self._refused = f"refused: {_reason_text(reason_code)}"
                 self._set_state(self._refused)
-                self._first_try.set()
                 return
             self._refused = None
             with self._lock:
@@ -438,7 +439,6 @@ class MqttSink:
                     attempt, self.cfg.reconnect_min, self.cfg.reconnect_max, self._rng)
                 attempt += 1
                 self._report_problem(problem, logging.ERROR if slow else logging.WARNING, delay)
-                self._first_try.set()
                 self._closing.wait(delay)
                 continue
             try:
@@ -446,7 +446,6 @@ class MqttSink:
             except Exception:
                 log.exception("mqtt: unexpected error in the network loop; reconnecting")
                 self._drop_connection()
-            self._first_try.set()  # refused, closed by the broker, or a connection that ended
             if self._closing.is_set():
                 break
             if self._refused:
@@ -464,7 +463,6 @@ class MqttSink:
                     self._set_state(problem)
                     self._report_problem(problem, logging.WARNING, delay)
             self._closing.wait(delay)
-        self._first_try.set()
         self._set_state("disconnected")
 
     def _serve(self) -> bool:

@@ -335,8 +335,8 @@ class Daemon:
     def _start_sink(self, cfg: config_mod.Config, meta: Dict[str, Any]) -> None:
         self.sink = self.sink_factory(cfg, self.device, meta, self.status)
         self.sink.start()
-        # at QoS 0 a pose decoded before the first connection would be dropped: give the broker a
-        # moment before the first frame (ends at once when it is unreachable or refuses)
+        # at QoS 0 a pose decoded before the connection is up would be dropped: give the broker a
+        # moment before the next frame (ends at once when it is unreachable or refuses)
         self.sink.wait_connected(cfg.mqtt.startup_wait, interrupt=self.stop_event)
 
     # -- the loop -----------------------------------------------------

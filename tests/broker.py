@@ -213,7 +213,6 @@ class Broker:
         self.stop()
 
 
-
 class Relay:
     """A TCP relay on a free 127.0.0.1 port in front of ``broker`` (anything with ``host``/``port``).
 

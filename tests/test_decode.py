@@ -291,15 +291,12 @@ def test_subpixel_follows_sub_cell_shifts_on_real_crops(family):
     from conftest import CALIB, MIRROR
     from edgepose import quantize as q
     from edgepose.engine import Engine
-    from edgepose.evaluate import shifted_windows, window_spread
+    from edgepose.evaluate import window_spread, window_views
     from edgepose.geometry import whole_frame_box
-    from edgepose.pipeline import crop_to_input
 
     eng = Engine(MIRROR / family / "model.tflite", threads=2)
-    scenes = []
-    for frame in q.read_photos(CALIB)[::2]:
-        box = whole_frame_box(frame.shape[1], frame.shape[0], 192, 192)
-        scenes.append([(eng.run(crop_to_input(frame, t)).copy(), t) for t in shifted_windows(box, 192, 192, range(8))])
+    scenes = [window_views(eng, frame, whole_frame_box(frame.shape[1], frame.shape[0], 192, 192), range(8))
+              for frame in q.read_photos(CALIB)[::2]]
     fine, _ = window_spread(scenes)
     coarse, _ = window_spread(scenes, "argmax")
     assert len(fine) >= 40
