@@ -29,7 +29,8 @@
 #   --python PATH       interpreter for the venv (default python3; 3.9 or newer)
 #
 # Exit codes: 64 usage, 66 --from bundle missing, 69 missing prerequisite (not root, no systemd, Python
-# too old, apt/pip failure), 78 bad config; 1 the service failed to start.
+# too old, apt/pip failure, model not fetched or corrupt, mosquitto did not start), 78 bad config;
+# 1 the service failed to start.
 set -euo pipefail
 
 PREFIX=/opt/edgepose
@@ -49,7 +50,7 @@ PLATFORM=auto PYTHON=python3
 
 say() { echo "edgepose-install: $*"; }
 die() { local code=$1; shift; echo "edgepose-install: error: $*" >&2; exit "$code"; }
-usage() { sed -n '2,30p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "${BASH_SOURCE[0]}"; }  # the header comment
 
 while [ $# -gt 0 ]; do
     case "$1" in

@@ -16,7 +16,7 @@ PURGE=0
 for a in "$@"; do
     case "$a" in
         --purge) PURGE=1 ;;
-        -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit 0 ;;  # the header comment
         *) echo "edgepose-uninstall: error: unknown option $a (use --purge or --help)" >&2; exit 64 ;;
     esac
 done

@@ -51,7 +51,8 @@ class CameraConfig:
 @dataclass
 class ModelConfig:
     name: str = _opt("cpm", "catalogue name (cpm, hourglass, cpm-int8, ...) or path to a .tflite file")
-    dir: str = _opt("", "model cache directory (default ~/.cache/edgepose/models)")
+    dir: str = _opt("", "model cache directory (default $EDGEPOSE_MODEL_DIR, else "
+                         "$XDG_CACHE_HOME/edgepose/models, else ~/.cache/edgepose/models)")
     mirror: str = _opt("", "local mirror directory or http(s) URL to fetch models from")
     score_threshold: float = _opt(0.3, "pose score at or above which `present` is true (set for CPM; "
                                        "multiplied by the catalogue's score_scale for other models)",
@@ -90,9 +91,9 @@ class MqttConfig:
     keepalive: int = _opt(30, "MQTT keepalive (s)", minimum=5)
     username: str = _opt("", "username")
     password: str = _opt("", "password")
-    tls: bool = _opt(False, "connect with TLS")
-    tls_ca: str = _opt("", "CA certificate file")
-    tls_cert: str = _opt("", "client certificate file")
+    tls: bool = _opt(False, "connect with TLS (also on when tls_ca or tls_cert is set)")
+    tls_ca: str = _opt("", "CA certificate file (turns TLS on; empty: the system CA store)")
+    tls_cert: str = _opt("", "client certificate file (turns TLS on)")
     tls_key: str = _opt("", "client key file")
     tls_insecure: bool = _opt(False, "do not check the broker's host name (testing only)")
     reconnect_min: float = _opt(1.0, "first reconnect delay (s)", minimum=0.05)

@@ -231,7 +231,7 @@ class MqttSink:
         before its first frame: at QoS 0 a pose decoded before the connection is up is dropped.
         """
         end = self._clock() + timeout
-        while not self._first_try.is_set() and not (interrupt is not None and interrupt.is_set()):
+        while timeout > 0 and not self._first_try.is_set() and not (interrupt is not None and interrupt.is_set()):
             left = end - self._clock()
             if left <= 0:
                 log.info("mqtt: no answer from %s within %g s; starting anyway (poses are %s until it "

@@ -36,11 +36,31 @@ def test_readme_commands_exist():
     p = argparse.ArgumentParser()
     add_arguments(p)
     flags = {a for action in p._actions for a in action.option_strings}
-    shown = set(re.findall(r"`(--[a-z][a-z-]+)", README.split("## Commands", 1)[1].split("### Sources")[0]))
+    run_row = next(line for line in README.splitlines() if line.startswith("| `edgepose run` |"))
+    shown = set(re.findall(r"`(--[a-z][a-z-]+)", run_row))
     assert shown and shown - {"--log-level"} <= flags, shown - flags
+    assert {f for f in flags if f.startswith("--")} - {"--help"} <= shown, "run flags missing from the README"
 
 
 def test_ci_runs_the_readme_test_command():
     cmd = re.search(r"Run the tests:\n\n```sh\n(.+)\n```", README).group(1).strip()
     ci = (REPO / ".ci" / "run").read_text()
     assert cmd in ci.splitlines()
+
+
+def test_installer_help_matches_the_deploy_guide():
+    """`install.sh --help` prints its whole header (options and exit codes); docs/deploy.md's option table
+    names the same options."""
+    import subprocess
+    out = {}
+    for script in ("install.sh", "uninstall.sh"):
+        run = subprocess.run(["bash", str(REPO / "deploy" / script), "--help"], capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+        out[script] = run.stdout
+    assert "Exit codes:" in out["install.sh"] and "1 the service failed to start." in out["install.sh"]
+    assert "--purge" in out["uninstall.sh"] and "apt)." in out["uninstall.sh"]
+    guide = (REPO / "docs" / "deploy.md").read_text()
+    table = [line for line in guide.splitlines() if line.startswith("| `--")]
+    documented = set(re.findall(r"`(--[a-z][a-z-]+)", "\n".join(table)))
+    in_help = set(re.findall(r"(--[a-z][a-z-]+)", out["install.sh"])) - {"--no-index"}  # pip's, in --offline's text
+    assert documented and documented == in_help

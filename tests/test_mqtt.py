@@ -220,7 +220,7 @@ def test_broker_down_at_start_then_poses_arrive(tmp_path, sinks):
         b.kill()
 
 
-def test_wait_connected_ends_with_the_first_attempt(tmp_path, broker, sinks):
+def test_wait_connected_ends_with_the_first_attempt(tmp_path, broker, sinks, caplog):
     """The daemon's startup wait (mqtt.startup_wait) ends as soon as the first attempt has an outcome."""
     down = sinks(brokers.Broker(tmp_path / "down"))  # nothing listens on its port: refused at once
     down.start()
@@ -234,9 +234,14 @@ def test_wait_connected_ends_with_the_first_attempt(tmp_path, broker, sinks):
     stop = threading.Event()
     slow = sinks(relay)
     slow.start()
+    caplog.set_level(logging.INFO, logger="edgepose.mqtt")
     t0 = time.monotonic()
     assert slow.wait_connected(0.5) is False
     assert 0.4 < time.monotonic() - t0 < 5
+    assert "no answer from" in caplog.text
+    caplog.clear()
+    assert slow.wait_connected(0) is False  # startup_wait = 0: no wait, and nothing to say about it
+    assert "no answer from" not in caplog.text
     threading.Timer(0.3, stop.set).start()
     t0 = time.monotonic()
     assert slow.wait_connected(30, interrupt=stop) is False  # SIGTERM during the wait
