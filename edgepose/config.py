@@ -12,6 +12,7 @@ Environment variables are ``EDGEPOSE_<SECTION>_<KEY>`` in upper case, e.g.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import socket
 from dataclasses import dataclass, field
@@ -88,7 +89,7 @@ class MqttConfig:
     queue_size: int = _opt(1000, "pose messages kept while disconnected (QoS 1, drop-oldest)",
                            minimum=1)
     status_interval: float = _opt(10.0, "seconds between retained status messages", minimum=0.5)
-    keepalive: int = _opt(30, "MQTT keepalive (s)", minimum=5)
+    keepalive: int = _opt(30, "MQTT keepalive (s)", minimum=5, maximum=65535)  # a 16-bit field
     username: str = _opt("", "username")
     password: str = _opt("", "password")
     tls: bool = _opt(False, "connect with TLS (also on when tls_ca or tls_cert is set)")
@@ -250,6 +251,8 @@ def coerce(section: str, key: str, value: Any, from_text: bool = False) -> Any:
             if isinstance(value, bool) or (isinstance(value, str) and not from_text):
                 raise bad
             out = float(value)
+            if not math.isfinite(out):  # nan passes every bound check, inf every minimum
+                raise bad
         else:
             if not isinstance(value, str):
                 if from_text or isinstance(value, (int, float)) and not isinstance(value, bool):

@@ -188,6 +188,7 @@ class MqttSink:
         self._state = "not started"
         self._counts = {"published": 0, "dropped_messages": 0, "rate_limited": 0, "connects": 0,
                         "status_published": 0}
+        self._handover = False  # close(handover_to=...): the successor keeps our topics up
         self._next_pose_at = float("-inf")
         self._status_json: Optional[str] = None  # built while connected, not yet handed to paho
         self._status_mids: set = set()          # paho mids of status messages not yet acknowledged
@@ -277,10 +278,24 @@ class MqttSink:
             out.update(self._counts)
         return out
 
-    def close(self) -> None:
-        """Deliver queued messages and ``offline`` for at most ``close_timeout`` s, then disconnect."""
+    def count_on(self, stats: Dict[str, Any]) -> None:
+        """Go on from the counters of the closed sink this one replaces on a reload (see sinks.Sink)."""
+        with self._lock:
+            for key in self._counts:
+                value = stats.get(key, 0)
+                self._counts[key] += value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+    def close(self, handover_to: Optional[Any] = None) -> None:
+        """Deliver queued messages and ``offline`` for at most ``close_timeout`` s, then disconnect.
+
+        ``handover_to``: the sink replacing this one on a reload.  When it publishes the same
+        availability topic on the same broker, the device is not going away: the final status and
+        ``offline`` are left out (it publishes ``online`` and its status as soon as it connects).
+        """
         if self._closed:
             return
+        self._handover = (isinstance(handover_to, MqttSink) and handover_to.broker == self.broker
+                          and handover_to.topics.availability == self.topics.availability)
         self._closed = True
         self._closing.set()
         self._status_now.set()
@@ -565,7 +580,18 @@ class MqttSink:
                 break
             self._pump()
             self._io_once(0.05)
-        # the retained status must describe the whole run, not the last periodic one
+        if not self._handover:
+            self._say_goodbye(deadline)
+        self._client.disconnect()
+        for _ in range(20):  # send the DISCONNECT packet
+            if self._client.socket() is None or not self._client.want_write():
+                break
+            self._client.loop_write()
+        self._drop_connection()
+
+    def _say_goodbye(self, deadline: float) -> None:
+        """The final status (retained: it must describe the whole run, not the last periodic one) and
+        ``offline``, waiting for both until ``deadline`` or at least 1 s."""
         with self._lock:
             self._status_json = None
         final = self._build_status() if self._connected else None
@@ -579,12 +605,6 @@ class MqttSink:
             log.warning("mqtt: could not confirm the final status on %s before shutdown", self.topics.status)
         if not info.is_published():
             log.warning("mqtt: could not confirm `offline` on %s before shutdown", self.topics.availability)
-        self._client.disconnect()
-        for _ in range(20):  # send the DISCONNECT packet
-            if self._client.socket() is None or not self._client.want_write():
-                break
-            self._client.loop_write()
-        self._drop_connection()
 
     def _drop_connection(self) -> None:
         """End the current connection from our side (paho closes the socket)."""

@@ -211,6 +211,15 @@ class WakeEvent:
         return self._flag
 
 
+def _must_reopen(old: config_mod.CameraConfig, new: config_mod.CameraConfig, live: bool) -> bool:
+    """Whether a camera change needs the source reopened: another source, or a live one opened otherwise
+    (files ignore the capture settings, and reopening one would replay it from the start)."""
+    if new.source != old.source:
+        return True
+    opened = ("width", "height", "fps", "reopen_backoff_max")
+    return live and any(getattr(new, k) != getattr(old, k) for k in opened)
+
+
 class Daemon:
     def __init__(self, cfg: config_mod.Config, overrides: Optional[Dict[str, Dict[str, Any]]] = None,
                  environ=None, sink_factory=make_sink, source_factory=open_source,
@@ -301,6 +310,9 @@ class Daemon:
                 self.notifier.ready()
 
     def _reload(self) -> None:
+        """Everything the new file changes is built first; the running parts are replaced only once all of
+        it worked, so a bad value, a model that does not load, a source that does not open or a sink that
+        cannot be made leaves the daemon exactly as it was."""
         old, parts = self.cfg, self.parts
         try:
             new = config_mod.load(old.path, self.overrides, self.environ)
@@ -311,29 +323,42 @@ class Daemon:
         if not changed:
             log.info("SIGHUP: configuration unchanged")
             return
-        if changed & {"model", "runtime", "smoothing", "tracking"}:
-            try:
-                parts.model_name, parts.engine, parts.pipeline, parts.meta = self.build_model(new)
-            except EdgeposeError as e:
-                log.error("SIGHUP: keeping the running model: %s", e)
-                return
-        if "camera" in changed:
+        model = source = sink = None
+        reopen = "camera" in changed and _must_reopen(old.camera, new.camera, parts.source.live)
+        try:
+            if changed & {"model", "runtime", "smoothing", "tracking"}:
+                model = self.build_model(new)
+            if changed & {"output", "mqtt", "model"}:
+                sink = self.sink_factory(new, new.device_id, model[3] if model else parts.meta, self.status)
+            if reopen and new.camera.source != old.camera.source:
+                source = self.open_source(new)  # another device or file: open it before letting go of ours
+        except EdgeposeError as e:
+            log.error("SIGHUP: keeping the running configuration: %s", e)
+            return
+        if reopen and source is None:  # the same camera with other settings: it must be closed first
             parts.source.close()
             try:
-                parts.source = self.open_source(new)
+                source = self.open_source(new)
             except EdgeposeError as e:
-                log.error("SIGHUP: new source failed (%s); reopening %s", e, old.camera.source)
-                parts.source = self.open_source(old)
-                new.camera = old.camera
+                log.error("SIGHUP: keeping the running configuration: %s", e)
+                parts.source = self.open_source(old)  # as it was; if even that fails, the error stops us
+                return
+        elif source is not None:
+            parts.source.close()
+        if source is not None:
+            parts.source = source
+        if model is not None:
+            parts.model_name, parts.engine, parts.pipeline, parts.meta = model
         self.cfg = new
         self.device = new.device_id
-        if changed & {"output", "mqtt", "model"}:
-            self.sink.close()
-            self._start_sink(new, parts.meta)
+        if sink is not None:
+            self.sink.close(handover_to=sink)
+            sink.count_on(self.sink.stats())
+            self._start_sink(new, sink)
         log.info("SIGHUP: reloaded %s (changed: %s)", new.path, ", ".join(sorted(changed)))
 
-    def _start_sink(self, cfg: config_mod.Config, meta: Dict[str, Any]) -> None:
-        self.sink = self.sink_factory(cfg, self.device, meta, self.status)
+    def _start_sink(self, cfg: config_mod.Config, sink) -> None:
+        self.sink = sink
         self.sink.start()
         # at QoS 0 a pose decoded before the connection is up would be dropped: give the broker a
         # moment before the next frame (ends at once when it is unreachable or refuses)
@@ -350,7 +375,7 @@ class Daemon:
         last_status = 0.0
         preview = watchdog = None
         try:  # from here on the source's reader thread runs: every exit path must close it
-            self._start_sink(self.cfg, self.parts.meta)
+            self._start_sink(self.cfg, self.sink_factory(self.cfg, self.device, self.parts.meta, self.status))
             if self.cfg.service.watchdog:
                 watchdog = systemd.ProgressWatchdog(self.notifier, self.notifier.watchdog_interval,
                                                     self.cfg.service.stall_timeout)

@@ -27,7 +27,14 @@ class Sink(Protocol):
 
     def stats(self) -> Dict[str, Any]: ...
 
-    def close(self) -> None: ...
+    def close(self, handover_to: Optional["Sink"] = None) -> None:
+        """Stop; ``handover_to``: the sink replacing this one on a reload (it goes on where this one stops)."""
+        ...
+
+    def count_on(self, stats: Dict[str, Any]) -> None:
+        """Before :meth:`start`: go on from the counters of the (closed) sink this one replaces on a reload,
+        so that the final status still adds up to the whole run."""
+        ...
 
 
 def to_json(payload: Dict[str, Any]) -> str:
@@ -40,6 +47,9 @@ class StdoutSink:
     def __init__(self, stream: Optional[TextIO] = None):
         self.stream = stream or sys.stdout
         self.published = 0
+
+    def count_on(self, stats: Dict[str, Any]) -> None:
+        self.published += int(stats.get("published", 0))
 
     def start(self) -> None:
         pass
@@ -55,7 +65,7 @@ class StdoutSink:
     def stats(self) -> Dict[str, Any]:
         return {"sink": "stdout", "published": self.published}
 
-    def close(self) -> None:
+    def close(self, handover_to: Optional[Sink] = None) -> None:
         try:
             self.stream.flush()
         except (BrokenPipeError, ValueError):

@@ -448,8 +448,10 @@ def open_source(uri: str, width: int = 640, height: int = 480, fps: float = 0.0,
         if not ok:
             raise InputMissingError(f"cannot decode video {spec.uri} (not a video OpenCV can read)")
         return FiniteSource(_video_frames(spec.uri), spec.uri)
-    if spec.kind == "image" and cv2.imread(spec.uri) is None:
-        raise InputMissingError(f"cannot read image {spec.uri}")
+    if not any(cv2.imread(p, cv2.IMREAD_COLOR) is not None for p in spec.paths):  # stops at the first good one
+        if spec.kind == "image":
+            raise InputMissingError(f"cannot read image {spec.uri}")
+        raise InputMissingError(f"none of the {len(spec.paths)} image files of {spec.uri} can be read")
     return FiniteSource(_image_frames(spec.paths), spec.uri, stills=True)
 
 

@@ -46,6 +46,9 @@ def test_config_file_from_environment(tmp_path):
     ('[output]\nsink = "kafka"\n', "expected one of 'stdout', 'mqtt', 'none'"),
     ('[mqtt]\nport = 70000\n', "mqtt.port: expected an integer from 1 to 65535"),
     ('[model]\nname = \n', "is not valid TOML"),
+    ('[tracking]\nmargin = nan\n', "bad value nan for tracking.margin"),
+    ('[mqtt]\nstatus_interval = inf\n', "bad value inf for mqtt.status_interval"),
+    ('[mqtt]\nkeepalive = 70000\n', "mqtt.keepalive: expected an integer from 5 to 65535"),
 ])
 def test_bad_file_names_the_key_and_allowed_values(tmp_path, text, needle):
     with pytest.raises(ConfigError) as e:
@@ -60,6 +63,9 @@ def test_environment_values_are_parsed_and_checked():
     assert cfg.runtime.xnnpack is False and cfg.mqtt.qos == 1 and cfg.model.mirror == "/srv/models"
     with pytest.raises(ConfigError, match="EDGEPOSE_MQTT_QOS|mqtt.qos"):
         config.load(environ={"EDGEPOSE_MQTT_QOS": "5"})
+    for text in ("nan", "inf", "-inf", "1e400"):  # nan passes every bound check, inf every minimum
+        with pytest.raises(ConfigError, match="mqtt.close_timeout"):
+            config.load(environ={"EDGEPOSE_MQTT_CLOSE_TIMEOUT": text})
     with pytest.raises(ConfigError, match="unknown environment variable EDGEPOSE_MQTT_HOSTNAME: "
                                           r"\[mqtt\] has no key 'hostname'"):
         config.load(environ={"EDGEPOSE_MQTT_HOSTNAME": "broker"})

@@ -161,3 +161,47 @@ def test_first_poses_wait_for_a_slow_broker_at_qos_0(tmp_path, edgepose_env, cle
     assert sorted(c.seqs()) == [0, 1, 2, 3, 4]
     status = c.of("status")[-1].json()  # the final one describes the whole run
     assert (status["published"], status["dropped_messages"]) == (5, 0), status
+
+
+def test_sighup_applies_a_good_file_and_keeps_running_on_a_bad_one(tmp_path, long_folder, edgepose_env, cleanup):
+    """systemctl reload: values only the sink or the source can reject (a wildcard in the topic prefix, a TLS
+    file that does not exist, a source that does not open) leave the daemon as it was; a good [mqtt] change
+    is applied without `offline` in between and the counters still add up to the whole run at the end."""
+    b = brokers.Broker(tmp_path).start()
+    cfg = tmp_path / "edgepose.toml"
+    base = (f'[camera]\nsource = "{long_folder}"\n[model]\nname = "hourglass"\n[runtime]\nmax_fps = 15\n'
+            f'[output]\nsink = "mqtt"\ndevice = "cam4"\n')
+    mqtt = f'[mqtt]\nhost = "{b.host}"\nport = {b.port}\nstatus_interval = 0.5\nqos = 1\n'
+    cfg.write_text(base + mqtt)
+    log = tmp_path / "daemon.log"
+    proc = subprocess.Popen([sys.executable, "-m", "edgepose.cli", "run", "--config", str(cfg)], env=edgepose_env,
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=log.open("w"), text=True)
+    c = Collector(b, "edgepose/cam4/#")
+    cleanup += [proc, b, c]
+    assert wait_for(lambda: len(c.seqs()) >= 3, 60), log.read_text()
+
+    def hup(text, expect):
+        n, seen = log.read_text().count("SIGHUP:"), len(c.seqs())
+        cfg.write_text(text)
+        proc.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: log.read_text().count("SIGHUP:") > n or proc.poll() is not None, 60)
+        assert proc.poll() is None, log.read_text()
+        assert expect in log.read_text().split("SIGHUP:")[-1], log.read_text()
+        assert wait_for(lambda: len(c.seqs()) >= seen + 3, 60), log.read_text()  # poses keep flowing
+
+    keep = "keeping the running configuration"
+    hup(base + mqtt.replace("qos = 1", 'qos = 1\nprefix = "home/#"'), keep)
+    hup(base + mqtt + 'tls_ca = "/nonexistent/ca.crt"\n', keep)
+    hup(base.replace(str(long_folder), str(tmp_path / "missing")) + mqtt, keep)
+    assert log.read_text().count("(file)") == 1  # the running folder was neither closed nor replayed
+    hup(base + mqtt.replace("status_interval = 0.5", "status_interval = 0.6"), "reloaded")
+    assert texts(c, "availability") == ["online", "online"]  # the new connection says online; no offline
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(60)
+    err = log.read_text()
+    assert proc.returncode == 0 and "Traceback" not in err, err
+    assert wait_for(lambda: texts(c, "availability")[-1:] == ["offline"], 10)
+    frames = int(re.search(r"stopped after (\d+) frames", err).group(1))
+    final = c.of("status")[-1].json()
+    assert final["published"] + final["dropped_messages"] + final["rate_limited"] == frames, final
+    assert final["connects"] == 2, final

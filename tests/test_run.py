@@ -194,3 +194,19 @@ def test_photos_of_a_folder_are_independent(edgepose_env):
         (alone,) = payloads(r.stdout)
         xy = [(k["x"], k["y"], k["score"]) for k in together[i]["keypoints"]]
         assert xy == pytest.approx([(k["x"], k["y"], k["score"]) for k in alone["keypoints"]], abs=1e-6), names[i]
+
+
+def test_a_reload_reopens_a_source_only_when_it_must():
+    """A file is never reopened for capture settings (that would replay it from the start); a live camera is,
+    and any source is when camera.source itself changes (service._must_reopen; test_mqtt_daemon.py runs
+    the file and missing-source cases for real)."""
+    from dataclasses import replace
+
+    from edgepose.config import CameraConfig
+    from edgepose.service import _must_reopen
+
+    cam = CameraConfig(source="0")
+    assert _must_reopen(cam, replace(cam, width=1280), live=True)
+    assert not _must_reopen(cam, replace(cam, width=1280), live=False)
+    assert not _must_reopen(cam, replace(cam, gone_timeout=5.0), live=True)  # read by the loop, not the capture
+    assert _must_reopen(cam, replace(cam, source="clip.mp4"), live=False)

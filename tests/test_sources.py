@@ -71,6 +71,14 @@ def test_folder_skips_unreadable_images(tmp_path):
     assert [int(f.image[0, 0, 0]) for f in frames] == [100, 0]  # a.jpg then b.jpg, c.jpg skipped
 
 
+def test_folder_or_glob_with_no_readable_image_is_missing_input(tmp_path):
+    (tmp_path / "a.jpg").write_bytes(b"not a jpeg")
+    (tmp_path / "b.png").write_bytes(b"")
+    for uri in (str(tmp_path), str(tmp_path / "*.jpg"), str(tmp_path / "a.jpg")):
+        with pytest.raises(InputMissingError, match="can(not|) be read|cannot read image"):
+            sources.open_source(uri)
+
+
 class FakeCamera:
     """Stands in for a V4L2 camera (no camera hardware exists on CI): numbered frames at a fixed rate,
     optionally failing (unplugged) after some frames."""
