@@ -11,6 +11,7 @@ locally by ``edgepose models quantize`` and are never downloaded.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
 import os
 import sys
@@ -250,7 +251,10 @@ def fetch(entry: ModelEntry, cache_dir: Path, mirror: str = "", progress: Option
     sources = _sources(entry, mirror)
     mirror_src = sources[0] if mirror else None
     for src in sources:
-        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".fetch-", suffix=".part")
+        try:
+            fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".fetch-", suffix=".part")
+        except OSError as e:
+            raise ConfigError(f"cannot write to model cache directory {target.parent}: {e}") from None
         tmp = Path(tmp_name)
         try:
             with os.fdopen(fd, "wb") as out:
@@ -272,8 +276,8 @@ def fetch(entry: ModelEntry, cache_dir: Path, mirror: str = "", progress: Option
                                  f"cached ({fix})")
             os.replace(tmp, target)
             return target
-        except (OSError, urllib.error.URLError, ValueError) as e:
-            errors.append(f"{src}: {e}")
+        except (OSError, urllib.error.URLError, http.client.HTTPException, ValueError) as e:
+            errors.append(f"{src}: {e!r}" if isinstance(e, http.client.HTTPException) else f"{src}: {e}")
             log.warning("could not fetch %s from %s: %s", entry.name, src, e)
         finally:
             if tmp.exists():

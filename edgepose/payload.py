@@ -5,11 +5,13 @@ The same dict goes to stdout (one JSON line) and to the MQTT pose topic.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Sequence, Tuple
+import math
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 from .pose import SKELETON, Pose
 
 SCHEMA_VERSION = 1
+MAX_FRAME_SIDE = 16384  # what a subscriber accepts as a frame size before it allocates a canvas
 
 
 def make_payload(device: str, seq: int, ts: float, frame_size: Tuple[int, int], model: str,
@@ -44,3 +46,29 @@ def make_meta(device: str, model: str, names: Sequence[str], input_size: Tuple[i
         "sides": "person-centric (right_* is the person's right)",
         "edgepose_version": version,
     }
+
+
+def pose_problem(doc: Any) -> Optional[str]:
+    """Why a received pose payload cannot be drawn (None: it can).  Subscribers must not trust the wire:
+    anyone who can publish to the broker can send anything on a pose topic."""
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    if not isinstance(doc, dict):
+        return "not a JSON object"
+    frame = doc.get("frame", {})
+    if not isinstance(frame, dict):
+        return "frame is not an object"
+    for key in ("width", "height"):
+        side = frame.get(key, 1)
+        if not isinstance(side, int) or isinstance(side, bool) or not 1 <= side <= MAX_FRAME_SIDE:
+            return f"frame.{key} is not an integer from 1 to {MAX_FRAME_SIDE}"
+    if "score" in doc and not number(doc["score"]):
+        return "score is not a number"
+    kps = doc.get("keypoints")
+    if not isinstance(kps, list):
+        return "keypoints is not a list"
+    for kp in kps:
+        if not isinstance(kp, dict) or not all(number(kp.get(k)) for k in ("x", "y", "score")):
+            return "a keypoint lacks finite numbers x, y and score"
+    return None

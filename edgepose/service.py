@@ -287,7 +287,12 @@ class Daemon:
         return st
 
     # -- signals ------------------------------------------------------
-    def install_signal_handlers(self) -> None:
+    def install_signal_handlers(self, stop_too: bool = True) -> None:
+        """SIGHUP sets the reload event; with ``stop_too``, SIGTERM/SIGINT set the stop event.
+
+        Until the model is loaded (a first-use download can take minutes) SIGTERM/SIGINT keep their
+        default actions, so Ctrl-C interrupts the download at once instead of being noted for later.
+        """
         if threading.current_thread() is not threading.main_thread():
             return
 
@@ -295,9 +300,10 @@ class Daemon:
             self.stop_reason = signal.Signals(signum).name
             self.stop_event.set()
 
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGHUP, lambda *_: self.reload_event.set())
+        if stop_too:
+            signal.signal(signal.SIGTERM, stop)
+            signal.signal(signal.SIGINT, stop)
 
     def reload(self) -> None:
         """SIGHUP: re-read the config file and rebuild what changed; keep running on a bad config."""
@@ -366,11 +372,12 @@ class Daemon:
 
     # -- the loop -----------------------------------------------------
     def run(self) -> int:
-        self.install_signal_handlers()
+        self.install_signal_handlers(stop_too=False)
         # The per-frame OpenCV work (one 192x192 warpAffine) is too small to split: OpenCV's thread
         # pool only adds hand-offs to cores busy with decoding the next frame or with inference.
         cv2.setNumThreads(1)
         self.parts = self.build(self.cfg)
+        self.install_signal_handlers()
         next_due = 0.0
         last_status = 0.0
         preview = watchdog = None

@@ -29,6 +29,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from . import draw, mqtt
 from .errors import EX_TEMPFAIL, DeviceUnavailableError, UsageError
+from .payload import pose_problem
 from .preview import PreviewServer, RateMeter, parse_listen
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,7 @@ class DeviceView:
         self.availability = "unknown"
         self.pending: "collections.deque[Dict[str, Any]]" = collections.deque(maxlen=256)
         self.poses = 0
+        self.problems: set = set()  # kinds of malformed poses already logged
         self.cond = threading.Condition()
 
     def on_message(self, topic: str, payload: bytes) -> None:
@@ -107,7 +109,13 @@ class DeviceView:
                 self.meta = doc
             elif kind == "status":
                 self.status = doc
-            elif kind == "pose" and isinstance(doc.get("keypoints"), list):
+            elif kind == "pose":
+                problem = pose_problem(doc)
+                if problem:
+                    if problem not in self.problems:  # once per kind: a bad publisher can send many
+                        self.problems.add(problem)
+                        log.warning("%s pose skipped: %s", dev, problem)
+                    return
                 self.pending.append(doc)
                 self.poses += 1
                 self.cond.notify_all()

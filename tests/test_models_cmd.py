@@ -385,3 +385,35 @@ def test_an_existing_file_with_another_suffix_is_a_path_not_a_catalogue_name(tmp
     with pytest.raises(ModelError) as e:
         Engine(path)
     assert "clip.mp4" in str(e.value) and "unknown model" not in str(e.value)
+
+
+def test_a_mirror_that_does_not_speak_http_is_one_warning_per_source(cache):
+    """A server that answers garbage (http.client raises BadStatusLine, not an OSError) is a failed source
+    like any other: the fetch goes on to the next one and ends with InputMissingError (66), no traceback."""
+    import dataclasses
+    import socket
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+
+    def answer():
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            conn.recv(4096)
+            conn.sendall(b"HELLO THIS IS NOT HTTP\r\n\r\n")
+            conn.close()
+
+    threading.Thread(target=answer, daemon=True).start()
+    url = f"http://127.0.0.1:{srv.getsockname()[1]}"
+    entry = dataclasses.replace(models.load_catalogue()["hourglass"], url=url + "/upstream/model.tflite")
+    try:
+        with pytest.raises(InputMissingError, match="BadStatusLine") as e:
+            models.fetch(entry, cache, mirror=url)
+    finally:
+        srv.close()
+    assert str(e.value).count("BadStatusLine") == 2  # the mirror, then the (here also broken) upstream URL
+    assert not any((cache / "hourglass").iterdir())  # no .part left behind

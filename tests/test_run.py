@@ -210,3 +210,33 @@ def test_a_reload_reopens_a_source_only_when_it_must():
     assert not _must_reopen(cam, replace(cam, width=1280), live=False)
     assert not _must_reopen(cam, replace(cam, gone_timeout=5.0), live=True)  # read by the loop, not the capture
     assert _must_reopen(cam, replace(cam, source="clip.mp4"), live=False)
+
+
+def test_ctrl_c_interrupts_a_first_use_download(tmp_path, edgepose_env):
+    """A mirror that accepts the connection and never answers: Ctrl-C ends `run` at once (130, "interrupted",
+    nothing cached), instead of waiting out the download's timeout and blaming the mirror."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)  # connections queue up; nothing ever answers
+    env = dict(edgepose_env, EDGEPOSE_MODEL_DIR=str(tmp_path / "cache"))
+    proc = subprocess.Popen([sys.executable, "-m", "edgepose.cli", "run", "--source", str(CALIB / "p1.jpg"),
+                             "--model-mirror", f"http://127.0.0.1:{srv.getsockname()[1]}"],
+                            env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(3)  # inside the download by now (interpreter start, imports, the connect)
+        assert proc.poll() is None
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        err = proc.communicate(timeout=30)[1]
+    finally:
+        proc.kill()
+        srv.close()
+    assert time.monotonic() - t0 < 5, err
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
+    assert not list((tmp_path / "cache").rglob("*.tflite")) and not list((tmp_path / "cache").rglob("*.part"))

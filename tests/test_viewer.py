@@ -3,6 +3,7 @@ JPEG, an MP4 and the preview page (checked over HTTP and in headless Chromium). 
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -124,3 +125,28 @@ def test_view_errors(broker, edgepose_env, tmp_path):
         r = run_cli(argv, e, timeout=30)
         assert r.returncode == code and text in r.stderr, (argv, r.returncode, r.stderr)
         assert "Traceback" not in r.stderr
+
+
+def test_view_skips_malformed_poses(broker, tmp_path):
+    """Anyone who can publish to the broker can send anything on a pose topic: the viewer logs each kind of
+    bad pose once, skips it, and draws the next good one (payload.pose_problem)."""
+    jpg = tmp_path / "pose.jpg"
+    p = _viewer(broker, tmp_path, "--out", jpg, "--count", 1, "--timeout", 60)
+    good = {"frame": {"width": 320, "height": 240}, "score": 0.9, "seq": 0, "ts": 1.0,
+            "keypoints": [{"name": "neck", "x": 160.0, "y": 60.0, "score": 0.9}]}
+    bad = [{"frame": {"width": "abc", "height": 480}, "keypoints": []}, {"frame": [1, 2], "keypoints": []},
+           {"frame": {"width": -640, "height": -480}, "keypoints": []},
+           {"frame": {"width": 100000000, "height": 100000000}, "keypoints": []},
+           {"keypoints": [{"name": "neck", "x": "abc", "y": 1, "score": 1}]}, {"keypoints": [5, "x"]},
+           {"keypoints": [{"name": "neck", "x": float("nan"), "y": 1, "score": 1}]},
+           {"score": "x", "keypoints": []}]
+    for doc in bad + [good]:
+        subprocess.run(["mosquitto_pub", "-h", broker.host, "-p", str(broker.port), "-q", "1",
+                        "-t", "edgepose/cam1/pose", "-m", json.dumps(doc)], check=True, timeout=10)
+    try:
+        assert p.wait(60) == 0, (tmp_path / "viewer.err").read_text()
+    finally:
+        p.kill()
+    err = (tmp_path / "viewer.err").read_text()
+    assert "Traceback" not in err and err.count("pose skipped") == 4, err  # once per kind: frame size, frame, keypoint, score
+    assert cv2.imread(str(jpg)).shape == (240, 320, 3)
