@@ -49,6 +49,7 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+from .errors import ModelError
 from .geometry import CropTransform
 from .pose import Pose
 
@@ -347,6 +348,8 @@ def model_decoder(name: str, model: str, catalogue=None) -> Decoder:
 def decode_pose(heatmaps: np.ndarray, transform: CropTransform, names: Sequence[str],
                 threshold: float, decoder: Decoder = argmax_decoder) -> Pose:
     xy, scores = decoder(heatmaps)
+    if not np.isfinite(scores).all():  # every decoder's score is its channel's raw maximum: NaN shows there
+        raise ModelError("the model's heatmaps are not finite numbers (NaN or inf): the model file is broken")
     h, w = heatmaps.shape[:2]
     frame_xy = transform.heatmap_to_frame(xy, w, h)
     return Pose.from_arrays(names, frame_xy, np.clip(scores, 0.0, 1.0), threshold)

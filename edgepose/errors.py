@@ -56,3 +56,9 @@ class RuntimeMissingError(EdgeposeError):
     """No TFLite runtime (or another optional package) is installed (exit 69)."""
 
     exit_code = EX_UNAVAILABLE
+
+
+class OutputError(EdgeposeError):
+    """Poses cannot be written where they go (stdout on a full disk, closed)."""
+
+    exit_code = EX_IOERR

@@ -111,16 +111,21 @@ def load_annotations(path: Union[str, Path], images_dir: Union[str, Path, None] 
         raise AnnotationError(f"annotation file {path} is not valid JSON: {e}") from None
     base = Path(images_dir) if images_dir else path.parent
     if images_dir and not base.is_dir():
-        raise InputMissingError(f"images folder {base} does not exist")
+        raise InputMissingError(f"images folder {base} " + ("is not a folder" if base.exists() else "does not exist"))
     try:
         cats = {c["id"]: [_norm_name(n) for n in c["keypoints"]] for c in data["categories"]
                 if c.get("keypoints")}
         images = {im["id"]: im["file_name"] for im in data["images"]}
-        anns = data["annotations"]
-    except (KeyError, TypeError) as e:
-        raise AnnotationError(f"{path} is not a COCO keypoint file (missing {e})") from None
+        anns = list(data["annotations"])
+    except KeyError as e:
+        raise AnnotationError(f"{path} is not a COCO keypoint file (no {e} list)") from None
+    except (TypeError, AttributeError) as e:
+        raise AnnotationError(f"{path} is not a COCO keypoint file: its categories, images and annotations "
+                              f"must be lists of objects ({e})") from None
     if not cats:
         raise AnnotationError(f"{path} has no category with keypoint names")
+    if not anns:
+        raise AnnotationError(f"{path} has no annotations")
     model = [_norm_name(n) for n in names]
     k = len(model)
     samples: List[Sample] = []
@@ -131,13 +136,18 @@ def load_annotations(path: Union[str, Path], images_dir: Union[str, Path, None] 
             kp = np.asarray(a["keypoints"], dtype=np.float64).reshape(-1, 3)
             x, y, w, h = (float(v) for v in a["bbox"])
             file_name = images[a["image_id"]]
-        except (KeyError, TypeError, ValueError) as e:
+            if not isinstance(file_name, str) or not file_name:
+                raise TypeError(f"file_name of image {a['image_id']!r} is not a non-empty string")
+            ids = int(a["image_id"]), int(a.get("id", i))
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise AnnotationError(f"{path}: annotation #{i} is malformed ({e!r})") from None
         if len(kp) != len(cat):
             raise AnnotationError(f"{path}: annotation #{i} has {len(kp)} keypoints, its category "
                                   f"names {len(cat)}")
-        if w <= 0 or h <= 0:
-            raise AnnotationError(f"{path}: annotation #{i} has an empty bbox")
+        if not (np.isfinite([x, y, w, h]).all() and w > 0 and h > 0):
+            raise AnnotationError(f"{path}: annotation #{i} has an empty or non-finite bbox")
+        if not np.isfinite(kp).all():
+            raise AnnotationError(f"{path}: annotation #{i} has non-finite keypoint values")
         xy = np.zeros((k, 2))
         vis = np.zeros(k, dtype=bool)
         for src, name in enumerate(cat):
@@ -148,8 +158,7 @@ def load_annotations(path: Union[str, Path], images_dir: Union[str, Path, None] 
                 vis[dst] = kp[src, 2] > 0
         if not vis.any():
             continue
-        samples.append(Sample(base / file_name, Box(x, y, w, h), xy, vis,
-                              int(a["image_id"]), int(a.get("id", i))))
+        samples.append(Sample(base / file_name, Box(x, y, w, h), xy, vis, *ids))
     if not matched_any:
         raise AnnotationError(f"{path}: none of its keypoint names match the model's "
                               f"({', '.join(names)})")

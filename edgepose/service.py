@@ -398,8 +398,14 @@ class Daemon:
                 cfg, parts = self.cfg, self.parts
                 if cfg.runtime.max_fps:
                     wait = next_due - time.monotonic()
-                    if wait > 0 and self.stop_event.wait(wait):
-                        break
+                    if wait > 0:
+                        # a deliberate pause, not a stall: wait in slices of at most 1 s, feeding the
+                        # watchdog and answering SIGHUP (runtime.max_fps may be one frame a minute)
+                        if self.stop_event.wait(min(wait, 1.0)):
+                            break
+                        if watchdog:
+                            watchdog.progress()
+                        continue
                     next_due = max(next_due, time.monotonic()) + 1.0 / cfg.runtime.max_fps
                 frame = parts.source.read(timeout=0.5)
                 now = time.monotonic()

@@ -13,6 +13,8 @@ import json
 import sys
 from typing import Any, Callable, Dict, Optional, Protocol, TextIO
 
+from .errors import OutputError
+
 StatusProvider = Callable[[], Dict[str, Any]]
 
 
@@ -46,6 +48,8 @@ class StdoutSink:
 
     def __init__(self, stream: Optional[TextIO] = None):
         self.stream = stream or sys.stdout
+        if self.stream is None:  # started with stdout closed (`>&-`)
+            raise OutputError("stdout is closed: poses have nowhere to go (use --sink mqtt or --sink none)")
         self.published = 0
 
     def count_on(self, stats: Dict[str, Any]) -> None:
@@ -58,8 +62,13 @@ class StdoutSink:
         return True  # a stream is always there
 
     def publish_pose(self, payload: Dict[str, Any]) -> None:
-        self.stream.write(to_json(payload) + "\n")
-        self.stream.flush()
+        try:
+            self.stream.write(to_json(payload) + "\n")
+            self.stream.flush()
+        except BrokenPipeError:
+            raise  # the reader went away (`| head`): the CLI ends quietly with 0
+        except OSError as e:
+            raise OutputError(f"cannot write poses to stdout: {e.strerror or e}") from None
         self.published += 1
 
     def stats(self) -> Dict[str, Any]:
@@ -68,7 +77,7 @@ class StdoutSink:
     def close(self, handover_to: Optional[Sink] = None) -> None:
         try:
             self.stream.flush()
-        except (BrokenPipeError, ValueError):
+        except (OSError, ValueError):  # a broken pipe or a full disk was reported where it happened
             pass
 
 

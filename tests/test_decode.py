@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from edgepose import decode
+from edgepose.errors import ModelError
 from edgepose.geometry import Box, CropTransform
+from edgepose.pose import KEYPOINT_NAMES
 
 
 def gaussian_maps(size, centres, sigma):
@@ -302,3 +304,16 @@ def test_subpixel_follows_sub_cell_shifts_on_real_crops(family):
     assert len(fine) >= 40
     # measured over all 13 photos and 3 zooms: 0.62 vs 2.29 px (cpm), 0.85 vs 2.29 px (hourglass)
     assert np.median(fine) < 0.5 * np.median(coarse), (np.median(fine), np.median(coarse))
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy's "invalid value" on the NaN maps
+@pytest.mark.parametrize("decoder", sorted(decode.DECODERS))
+def test_non_finite_heatmaps_are_a_model_error(decoder):
+    """A broken model that outputs NaN/inf: one ModelError (exit 65), not a JSON error deep in a sink."""
+    maps = np.zeros((48, 48, 14), np.float32)
+    maps[10, 10, :] = 1.0
+    for bad in (np.nan, np.inf):
+        maps[30, 30, 3] = bad
+        with pytest.raises(ModelError, match="not finite"):
+            decode.decode_pose(maps, CropTransform(Box(0, 0, 192, 192), 192, 192), KEYPOINT_NAMES, 0.3,
+                               decode.DECODERS[decoder])

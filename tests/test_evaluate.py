@@ -81,6 +81,32 @@ def test_bad_annotation_files(tmp_path):
     p, _ = write_coco(tmp_path, ["neck"], [1, 2, 2, 3, 4, 2])
     with pytest.raises(AnnotationError, match="has 2 keypoints"):
         load_annotations(p)
+    # wrong shapes and types anywhere in the file: one AnnotationError (65) naming the problem, never
+    # an AttributeError/TypeError/ValueError traceback
+    p, _ = write_coco(tmp_path, ["neck"], [1, 2, 2])
+    good = json.loads(p.read_text())
+    cases = [
+        ({"annotations": [5]}, "annotation #0 is malformed"),
+        ({"annotations": [[1, 2, 3]]}, "annotation #0 is malformed"),
+        ({"annotations": []}, "has no annotations"),
+        ({"categories": [1]}, "must be lists of objects"),
+        ({"images": "a.jpg"}, "must be lists of objects"),
+        ({"images": [{"id": 7, "file_name": 5}]}, "file_name of image 7"),
+        ({"images": [{"id": 7, "file_name": None}]}, "file_name of image 7"),
+        ({"annotations": [dict(good["annotations"][0], id="x1")]}, "annotation #0 is malformed"),
+        ({"annotations": [dict(good["annotations"][0], bbox=[1, 1, float("nan"), 100])]}, "non-finite bbox"),
+        ({"annotations": [dict(good["annotations"][0], bbox=[1, 1, 1e309, 100])]}, "non-finite bbox"),
+        ({"annotations": [dict(good["annotations"][0], keypoints=[float("nan"), 2, 2])]}, "non-finite keypoint"),
+    ]
+    for change, message in cases:
+        p.write_text(json.dumps(dict(good, **change)))
+        with pytest.raises(AnnotationError, match=message):
+            load_annotations(p)
+    p.write_text("null")
+    with pytest.raises(AnnotationError, match="not a COCO keypoint file"):
+        load_annotations(p)
+    with pytest.raises(InputMissingError, match="is not a folder"):
+        load_annotations(p, images_dir=p)
 
 
 def test_crop_box_policy():

@@ -240,3 +240,48 @@ def test_ctrl_c_interrupts_a_first_use_download(tmp_path, edgepose_env):
     assert time.monotonic() - t0 < 5, err
     assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
     assert not list((tmp_path / "cache").rglob("*.tflite")) and not list((tmp_path / "cache").rglob("*.part"))
+
+
+def test_a_very_low_frame_rate_cap_still_answers_signals(tmp_path, edgepose_env):
+    """--fps 1e-300 (one frame, then a wait longer than time_t): the pause is taken in slices, so there is
+    no OverflowError, SIGHUP is answered during it, and SIGTERM ends the run with 0."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cfg = tmp_path / "edgepose.toml"
+    cfg.write_text("[output]\nsink = \"none\"\n")
+    err = tmp_path / "err.txt"
+    proc = subprocess.Popen([sys.executable, "-m", "edgepose.cli", "run", "--config", str(cfg), "--source",
+                             str(VIDEOS / "demo.mp4"), "--model", "hourglass", "--fps", "1e-300"],
+                            env=edgepose_env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=err.open("w"))
+    try:
+        deadline = time.monotonic() + 60
+        while "first pose decoded" not in err.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, err.read_text()
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGHUP)
+        while "SIGHUP: configuration unchanged" not in err.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, err.read_text()
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, err.read_text()
+    finally:
+        proc.kill()
+    assert "Traceback" not in err.read_text() and "stopped after 1 frames" in err.read_text()
+
+
+def test_stdout_that_cannot_be_written_is_one_error(edgepose_env):
+    """A full disk behind `> file` (here /dev/full) or a closed stdout: one line and exit 74, no traceback."""
+    import subprocess
+    import sys
+
+    base = [sys.executable, "-m", "edgepose.cli", "run", "--source", str(VIDEOS / "demo.mp4"), "--model",
+            "hourglass", "--max-frames", "2"]
+    with open("/dev/full", "w") as full:
+        r = subprocess.run(base, env=edgepose_env, cwd=REPO, stdout=full, stderr=subprocess.PIPE, text=True)
+    assert r.returncode == 74 and "No space left on device" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    r = subprocess.run(["bash", "-c", 'exec "$@" >&-', "run", *base], env=edgepose_env, cwd=REPO,
+                       stderr=subprocess.PIPE, text=True)
+    assert r.returncode == 74 and "stdout is closed" in r.stderr and "Traceback" not in r.stderr, r.stderr
