@@ -58,6 +58,7 @@ from . import pipeline as pipeline_mod
 from .engine import Engine, default_threads
 from .errors import (ConfigError, DeviceUnavailableError, EdgeposeError, InputMissingError, ModelError,
                      RuntimeMissingError, UsageError)
+from .files import write_problem
 from .sources import Frame, FrameSource, open_source, parse_source
 
 log = logging.getLogger(__name__)
@@ -195,18 +196,21 @@ def find_variants(model: str, cache_dir: Optional[Path] = None, mirror: str = ""
 def parse_int_list(text: str, what: str, lo: int = 1, hi: int = 64) -> List[int]:
     """``"1,2"`` or ``"1-4"`` -> sorted unique ints."""
     out = set()
+    out_of_range = UsageError(f"bad {what} {text!r}: expected numbers from {lo} to {hi}")
     try:
         for part in str(text).split(","):
             part = part.strip()
             if "-" in part:
-                a, b = part.split("-", 1)
-                out.update(range(int(a), int(b) + 1))
+                a, b = (int(v) for v in part.split("-", 1))
+                if not lo <= a <= b <= hi:  # checked before expanding: "1-2000000000" is not a list to build
+                    raise out_of_range
+                out.update(range(a, b + 1))
             elif part:
                 out.add(int(part))
     except ValueError:
         raise UsageError(f"bad {what} {text!r}: expected numbers like 1,2 or 1-4") from None
     if not out or min(out) < lo or max(out) > hi:
-        raise UsageError(f"bad {what} {text!r}: expected numbers from {lo} to {hi}")
+        raise out_of_range
     return sorted(out)
 
 
@@ -676,33 +680,37 @@ def update_toml(text: str, values: Mapping[str, Mapping[str, Any]], origin: str 
 def check_writable(path: str) -> bool:
     """Raise ConfigError unless ``path`` can be updated (or created); returns whether it exists."""
     p = Path(path)
-    if p.is_dir():
-        raise ConfigError(f"cannot write {path}: it is a directory")
-    if not p.parent.is_dir():
-        raise ConfigError(f"cannot write {path}: directory {p.parent} does not exist (is the service "
-                          f"installed? give --write FILE to write another config)")
     exists = p.is_file()
-    if not os.access(p if exists else p.parent, os.W_OK):
+    if not p.is_dir() and not os.access(p if exists else p.parent, os.W_OK) and p.parent.is_dir():
         raise ConfigError(f"cannot write {path}: permission denied (run with sudo, or give --write FILE)")
-    try:  # what write_config will do: a temporary file beside it (root passes os.access even on /sys)
-        fd, probe = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise ConfigError(f"cannot write {path}: {e.strerror or e} (give --write FILE to write another "
-                          f"config)") from None
+    problem = write_problem(p)  # what write_config will do: a temporary file beside it
+    if problem:
+        hint = "is the service installed? " if not p.parent.is_dir() else ""
+        raise ConfigError(f"cannot write {path}: {problem} ({hint}give --write FILE to write another config)")
     return exists
+
+
+def config_target(path: str) -> Optional[str]:
+    """The current text of the config file ``--write`` will update (None: it will be created).
+
+    Raises ConfigError unless it can be written and is a valid config already, so ``calibrate-fps``
+    says so before its sweep instead of after it.
+    """
+    exists = check_writable(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8") if exists else ""
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read {path}: {e}") from None
+    update_toml(text, {}, str(path))
+    return text if exists else None
 
 
 def write_config(path: str, values: Mapping[str, Mapping[str, Any]]) -> None:
     """Update ``path`` in place (atomically, keeping its mode and owner); create it if it is missing."""
     p = Path(path)
-    exists = check_writable(path)
-    try:
-        text = p.read_text() if exists else ""
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read {path}: {e}") from None
-    new = update_toml(text, values, str(path))
+    text = config_target(path)
+    exists = text is not None
+    new = update_toml(text or "", values, str(path))
     tmp = ""
     try:
         fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
@@ -1075,7 +1083,7 @@ def command(args: argparse.Namespace, runner: Optional[board.Runner] = None) -> 
     opts = options_from_args(args)
     target = args.write or (config_mod.SERVICE_CONFIG_PATH if args.apply else None)
     if target:  # fail before a two-minute sweep, not after it
-        check_writable(target)
+        config_target(target)
     path = config_to_read(args, os.environ)
     cfg = config_mod.load(path, overrides_from_args(args))
     report = calibrate(cfg, opts, progress=progress_printer())

@@ -106,7 +106,7 @@ class Engine:
     def _create(self, xnnpack: bool):
         mod = self.runtime.module
         if not self.path.is_file():
-            raise ModelError(f"model file {self.path} does not exist")
+            raise ModelError(f"model file {self.path} " + ("is not a file" if self.path.exists() else "does not exist"))
         kwargs = {"model_path": str(self.path), "num_threads": self.threads}
         if not xnnpack:
             kwargs["experimental_op_resolver_type"] = mod.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
@@ -137,9 +137,9 @@ class Engine:
             raise ModelError(f"model {self.path} has {len(ins)} inputs; edgepose needs exactly one image input")
         i, o = ins[0], outs[0]
         if len(i["shape"]) != 4 or i["shape"][3] != 3:
-            raise ModelError(f"model {self.path} input shape {list(i['shape'])} is not [1, H, W, 3]")
+            raise ModelError(f"model {self.path} input shape {[int(d) for d in i['shape']]} is not [1, H, W, 3]")
         if len(o["shape"]) != 4:
-            raise ModelError(f"model {self.path} output shape {list(o['shape'])} is not a heatmap [1, H, W, K]")
+            raise ModelError(f"model {self.path} output shape {[int(d) for d in o['shape']]} is not a heatmap [1, H, W, K]")
         return ModelSpec(
             input_h=int(i["shape"][1]), input_w=int(i["shape"][2]),
             input_dtype=np.dtype(i["dtype"]), input_quant=tuple(i["quantization"]),

@@ -191,7 +191,7 @@ def infer(engine, samples: Sequence[Sample], padding: float = DEFAULT_PADDING,
         img = cache.get(s.image_path)
         if img is None:
             if not s.image_path.is_file():
-                raise InputMissingError(f"image {s.image_path} does not exist")
+                raise InputMissingError(f"image {s.image_path} " + ("is not a file" if s.image_path.exists() else "does not exist"))
             img = cv2.imread(str(s.image_path), cv2.IMREAD_COLOR)
             if img is None:
                 raise AnnotationError(f"image {s.image_path} cannot be decoded")
@@ -328,7 +328,8 @@ def evaluate(engine, samples: Sequence[Sample], decoder: Union[str, Decoder] = "
     if not samples:
         raise UsageError("nothing to evaluate: no annotated people")
     if len(names) != engine.spec.num_keypoints:
-        raise UsageError(f"model has {engine.spec.num_keypoints} keypoints, names list {len(names)}")
+        raise UsageError(f"the model has {engine.spec.num_keypoints} keypoints; eval scores models with the "
+                         f"{len(names)} keypoints {names[0]} ... {names[-1]}")
     return evaluate_heatmaps(infer(engine, samples, padding, aspect), samples, decoder, names)
 
 

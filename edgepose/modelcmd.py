@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Dict, Optional
 
 from . import models
 from .errors import ConfigError, ModelError, UsageError
+from .files import write_problem
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -193,6 +195,18 @@ def _quantize(args, cfg, cache: Path, mirror: str) -> int:
         raise UsageError("int8 quantization needs calibration photos: --calib DIR")
     if args.runs < 1:
         raise UsageError("--runs must be at least 1")
+    if args.threads is not None and not 1 <= args.threads <= 64:
+        raise UsageError("--threads takes a number from 1 to 64")
+    if args.finetune_rate is not None and not (math.isfinite(args.finetune_rate) and args.finetune_rate > 0):
+        raise UsageError("--finetune-rate takes a learning rate > 0 (e.g. 2e-5)")
+    out = Path(args.out) if args.out else entry.cache_file(cache)
+    try:  # before the build (minutes of fine-tuning), not after it
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot write {out}: {e.strerror or e}") from None
+    problem = write_problem(out)
+    if problem:
+        raise ConfigError(f"cannot write {out}: {problem}")
     pb = models.resolve(entry.source, cache_dir=cache, mirror=mirror, progress=models.stderr_progress(),
                         catalogue=cat)
     float_path = models.resolve(ref_name, cache_dir=cache, mirror=mirror, progress=models.stderr_progress(),
@@ -218,13 +232,12 @@ def _quantize(args, cfg, cache: Path, mirror: str) -> int:
         raise ConfigError(f"catalogue entry {src.name} lacks input/output {e}") from None
     sys.stderr.write(f"building {entry.name} ({recipe.mode}) from {pb} ...\n")
     built = q.build(pb, in_name, out_name, shape, recipe, calib, photos)
-    out = Path(args.out) if args.out else entry.cache_file(cache)
+    tmp = out.with_name(out.name + ".part")
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".part")
         tmp.write_bytes(built.model)
         tmp.replace(out)
     except OSError as e:
+        tmp.unlink(missing_ok=True)
         raise ConfigError(f"cannot write {out}: {e}") from None
     quant_engine = Engine(out, threads=threads, backend=cfg.runtime.backend)
     report = q.make_report(name=entry.name, source=entry.source, source_path=pb, model_path=out,

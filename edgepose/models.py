@@ -300,7 +300,7 @@ def resolve(name: str, cache_dir: Optional[Path] = None, mirror: str = "",
     if looks_like_path(name):
         p = Path(name).expanduser()
         if not p.is_file():
-            raise InputMissingError(f"model file {name} does not exist")
+            raise InputMissingError(f"model file {name} " + ("is not a file" if p.exists() else "does not exist"))
         return p
     catalogue = load_catalogue() if catalogue is None else catalogue
     if name not in catalogue:

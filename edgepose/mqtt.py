@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import random
 import select
@@ -741,15 +742,37 @@ def add_connection_arguments(p: argparse.ArgumentParser) -> None:
                    help="do not check the broker's host name (testing only)")
 
 
+def bounded_arg(convert: Callable[[str], Any], ok: Callable[[Any], bool], what: str) -> Callable[[str], Any]:
+    """An argparse ``type=``: ``convert`` the text, and refuse it unless ``ok`` (nan fails every bound)."""
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not ok(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+        return value
+    return parse
+
+
+count_arg = bounded_arg(int, lambda v: v >= 0, "a count >= 0 (0 means no limit)")
+seconds_arg = bounded_arg(float, lambda v: math.isfinite(v) and v >= 0,
+                          "a number of seconds >= 0 (0 means no limit)")
+
+
+def add_stop_arguments(p: argparse.ArgumentParser, timeout_help: str) -> None:
+    """--count and --timeout of the commands that subscribe (sub, view)."""
+    p.add_argument("--count", type=count_arg, default=0, metavar="N", help="exit after N poses")
+    p.add_argument("--timeout", type=seconds_arg, default=0, metavar="S", help=timeout_help)
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_connection_arguments(p)
     who = p.add_mutually_exclusive_group()
     who.add_argument("--device", metavar="ID", help="device id (default: output.device from the "
                      "config, else all devices)")
     who.add_argument("--all", action="store_true", help="all devices under the prefix")
-    p.add_argument("--count", type=int, default=0, metavar="N", help="exit after N poses")
-    p.add_argument("--timeout", type=float, default=0, metavar="S",
-                   help="give up after S seconds (exit 75 if --count was not reached)")
+    add_stop_arguments(p, "give up after S seconds (exit 75 if --count was not reached)")
     p.add_argument("--json", action="store_true",
                    help="print pose payloads as JSON lines (status/availability go to stderr)")
 

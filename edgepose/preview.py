@@ -100,8 +100,9 @@ class PreviewServer:
     def __init__(self, listen: str, fps: float = 5.0, status_provider: Optional[StatusProvider] = None,
                  title: str = "edgepose", skeleton: Sequence[Sequence[int]] = SKELETON,
                  max_width: int = MAX_WIDTH, quality: int = QUALITY, max_clients: int = MAX_CLIENTS,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, flag: str = "--preview"):
         self.host, self.port = parse_listen(listen)
+        self.flag = flag  # the option that chose the address (run: --preview, view: --serve), for errors
         self.period = 1.0 / max(fps, 0.01)
         self.status_provider = status_provider or dict
         self.title = title
@@ -137,7 +138,7 @@ class PreviewServer:
             where = f"{self.host}:{self.port}"
             if e.errno == errno.EADDRINUSE:
                 raise DeviceUnavailableError(f"preview: port {self.port} on {self.host} is already in use; "
-                                             f"choose another with --preview [HOST:]PORT") from None
+                                             f"choose another with {self.flag} [HOST:]PORT") from None
             if isinstance(e, socket.gaierror):
                 raise DeviceUnavailableError(f"preview: cannot listen on {where}: unknown host") from None
             raise DeviceUnavailableError(f"preview: cannot listen on {where}: "

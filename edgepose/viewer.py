@@ -20,6 +20,7 @@ import argparse
 import collections
 import json
 import logging
+import math
 import os
 import signal
 import threading
@@ -29,6 +30,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from . import draw, mqtt
 from .errors import EX_TEMPFAIL, DeviceUnavailableError, UsageError
+from .files import write_problem
 from .payload import pose_problem
 from .preview import PreviewServer, RateMeter, parse_listen
 
@@ -47,11 +49,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                           "with GUI support; the default when both exist)")
     to.add_argument("--out", metavar="FILE", help="write FILE.jpg (newest pose) or FILE.mp4 (one frame per pose)")
     to.add_argument("--serve", metavar="[HOST:]PORT", help="serve the preview page (host defaults to 127.0.0.1)")
-    p.add_argument("--fps", type=float, default=10.0, metavar="F",
+    fps = mqtt.bounded_arg(float, lambda v: math.isfinite(v) and v >= 0.1, "a frame rate >= 0.1")
+    p.add_argument("--fps", type=fps, default=10.0, metavar="F",
                    help="frame rate of an .mp4, and most frames drawn per second elsewhere (default 10)")
-    p.add_argument("--count", type=int, default=0, metavar="N", help="exit after N poses")
-    p.add_argument("--timeout", type=float, default=0, metavar="S",
-                   help="exit after S seconds (exit 75 if --count was not reached)")
+    mqtt.add_stop_arguments(p, "exit after S seconds (exit 75 if --count was not reached)")
 
 
 def window_problem(environ: Mapping[str, str]) -> Optional[str]:
@@ -213,18 +214,24 @@ class WindowOut:
         cv2.destroyAllWindows()
 
 
+def check_out(out: str) -> Path:
+    """``--out``: a .jpg or .mp4 file that can be written (checked before connecting, not at the first pose)."""
+    path = Path(out)
+    if path.suffix.lower() not in (".jpg", ".jpeg", ".mp4"):
+        raise UsageError(f"--out {out}: expected a .jpg or .mp4 file name")
+    if not path.parent.is_dir():
+        raise UsageError(f"--out {out}: folder {path.parent} does not exist")
+    problem = write_problem(path)
+    if problem:
+        raise UsageError(f"--out {out}: cannot write it: {problem}")
+    return path
+
+
 def _open_output(args, view: DeviceView, stop: threading.Event, environ: Mapping[str, str]):
     """(output, preview server or None) for the chosen destination."""
     if args.out:
-        path = Path(args.out)
-        if not path.parent.is_dir():
-            raise UsageError(f"--out {args.out}: folder {path.parent} does not exist")
-        suffix = path.suffix.lower()
-        if suffix in (".jpg", ".jpeg"):
-            return JpegOut(path), None
-        if suffix == ".mp4":
-            return Mp4Out(path, args.fps), None
-        raise UsageError(f"--out {args.out}: expected a .jpg or .mp4 file name")
+        path = check_out(args.out)
+        return (Mp4Out(path, args.fps) if path.suffix.lower() == ".mp4" else JpegOut(path)), None
     listen = args.serve
     if not listen:
         problem = window_problem(environ)
@@ -234,7 +241,8 @@ def _open_output(args, view: DeviceView, stop: threading.Event, environ: Mapping
             raise DeviceUnavailableError(f"cannot open a window: {problem}; use --out FILE or --serve PORT")
         log.info("%s: serving the view instead (or use --out FILE.jpg|FILE.mp4)", problem)
         listen = FALLBACK_SERVE
-    server = PreviewServer(listen, args.fps, view.status_doc, title=f"edgepose view {args.device or ''}".strip())
+    server = PreviewServer(listen, args.fps, view.status_doc, title=f"edgepose view {args.device or ''}".strip(),
+                           flag="--serve")
     return None, server.start()
 
 
@@ -249,6 +257,8 @@ def command(args: argparse.Namespace, environ: Optional[Mapping[str, str]] = Non
     prefix = mqtt.check_prefix(cfg.mqtt.prefix)
     if args.serve:
         parse_listen(args.serve, "--serve")  # a bad value fails before anything connects
+    if args.out:
+        check_out(args.out)
     view = DeviceView(device)
     stop = threading.Event()
     state: Dict[str, Any] = {"refused": None}
@@ -286,7 +296,7 @@ def command(args: argparse.Namespace, environ: Optional[Mapping[str, str]] = Non
     deadline = time.monotonic() + args.timeout if args.timeout > 0 else None
     canvas = Canvas()
     meter = RateMeter()
-    period = 1.0 / max(args.fps, 0.1)
+    period = 1.0 / args.fps
     seen, last_drawn, undrawn = 0, 0.0, None
 
     def show(pose) -> None:

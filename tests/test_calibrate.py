@@ -354,6 +354,14 @@ def test_write_errors_are_clear_and_come_before_the_sweep(edgepose_env, tmp_path
                 edgepose_env, timeout=30)
     assert r.returncode == 78 and "cannot write /sys/edgepose.toml" in r.stderr, r.stderr
     assert "sweeping" not in r.stderr and "Traceback" not in r.stderr
+    # an existing file that is not a valid config (the sweep's result could not be merged into it)
+    for name, content in (("broken.toml", b"[runtime\n"), ("binary.toml", b"\xff\xfe\x00"),
+                          ("badkey.toml", b"[runtime]\nthreadz = 2\n")):
+        (tmp_path / name).write_bytes(content)
+        r = run_cli(["calibrate-fps", "--source", "synthetic", "--config", os.devnull, "--write", tmp_path / name],
+                    edgepose_env, timeout=30)
+        assert r.returncode == 78 and name in r.stderr, r.stderr
+        assert "sweeping" not in r.stderr and "Traceback" not in r.stderr
 
 
 # --- --apply -------------------------------------------------------------------------------------------
@@ -438,6 +446,9 @@ def test_parse_helpers():
     assert cal.parse_int_list("2,2", "--threads") == [2]
     with pytest.raises(UsageError):
         cal.parse_int_list("a", "--threads")
+    for bad in ("1-2000000000", "0-2", "4-1", "65"):  # a huge range is refused before it is built
+        with pytest.raises(UsageError, match="from 1 to 64"):
+            cal.parse_int_list(bad, "--threads")
     assert cal.recommend_cap(33.37) == 30.0 and cal.recommend_cap(33.37, 1.0) == 33.3
     assert cal.recommend_cap(0.05) == 0.1 and cal.recommend_cap(0) == 0.0
     assert cal.family_of("cpm-int8") == "cpm" and cal.family_of("hourglass") == "hourglass"

@@ -56,6 +56,9 @@ def test_corrupt_and_truncated_models_are_model_errors(tmp_path):
         Engine(trunc)
     with pytest.raises(ModelError, match="does not exist"):
         Engine(tmp_path / "none.tflite")
+    (tmp_path / "dir.tflite").mkdir()
+    with pytest.raises(ModelError, match="dir.tflite is not a file"):
+        Engine(tmp_path / "dir.tflite")
 
 
 def test_unknown_backend_is_reported():

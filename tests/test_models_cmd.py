@@ -417,3 +417,16 @@ def test_a_mirror_that_does_not_speak_http_is_one_warning_per_source(cache):
         srv.close()
     assert str(e.value).count("BadStatusLine") == 2  # the mirror, then the (here also broken) upstream URL
     assert not any((cache / "hourglass").iterdir())  # no .part left behind
+
+
+def test_quantize_checks_its_arguments_before_building(env, tmp_path):
+    """Where the model goes and the numbers that steer the build are checked before minutes of work."""
+    cases = [(["--mode", "float16", "--out", "/sys/x.tflite"], 78, "cannot write /sys/x.tflite"),
+             (["--mode", "float16", "--out", tmp_path], 78, "it is a directory"),
+             (["--mode", "float16", "--threads", -4], 64, "--threads takes a number from 1 to 64"),
+             (["--calib", tmp_path, "--finetune-rate", "nan"], 64, "--finetune-rate takes a learning rate > 0")]
+    for extra, code, text in cases:
+        r = run_cli(["models", "quantize", "cpm", *extra], env, timeout=60)
+        assert r.returncode == code and text in r.stderr, (extra, r.returncode, r.stderr)
+        assert "building" not in r.stderr and "Traceback" not in r.stderr
+    assert not list(tmp_path.glob("*.part")) and not (tmp_path.parent / (tmp_path.name + ".part")).exists()

@@ -120,11 +120,25 @@ def test_view_errors(broker, edgepose_env, tmp_path):
         (args + ["--out", tmp_path / "x.gif"], env, 64, "expected a .jpg or .mp4"),
         (args + ["--serve", "nope"], env, 78, "bad --serve 'nope'"),
         (args + ["--out", tmp_path / "x.jpg", "--count", 1, "--timeout", 0.5], env, 75, "received 0 of 1"),
+        # checked before connecting, not at the first pose (root may write anywhere but in sysfs)
+        (args + ["--out", "/sys/x.jpg"], env, 64, "--out /sys/x.jpg: cannot write it"),
+        (args + ["--out", tmp_path / "x.jpg", "--count", -1], env, 2, "'-1' is not a count >= 0"),
+        (args + ["--out", tmp_path / "x.jpg", "--timeout", "nan"], env, 2, "'nan' is not a number of seconds"),
+        (args + ["--out", tmp_path / "x.mp4", "--fps", 0], env, 2, "'0' is not a frame rate >= 0.1"),
+        (["sub", "--host", broker.host, "--port", broker.port, "--count", -1], env, 2, "'-1' is not a count >= 0"),
     ]
-    for argv, e, code, text in cases:
-        r = run_cli(argv, e, timeout=30)
-        assert r.returncode == code and text in r.stderr, (argv, r.returncode, r.stderr)
-        assert "Traceback" not in r.stderr
+    import socket
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    cases.append((args + ["--serve", taken.getsockname()[1]], env, 69, "choose another with --serve"))
+    try:
+        for argv, e, code, text in cases:
+            r = run_cli(argv, e, timeout=30)
+            assert r.returncode == code and text in r.stderr, (argv, r.returncode, r.stderr)
+            assert "Traceback" not in r.stderr
+    finally:
+        taken.close()
 
 
 def test_view_skips_malformed_poses(broker, tmp_path):
