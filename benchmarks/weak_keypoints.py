@@ -129,8 +129,8 @@ def main() -> None:
         for d, e in errs.items():
             diff = per_frame[d] - per_frame["subpixel"]
             ok = np.isfinite(diff)
-            print(f"  {d:<10}{np.median(e):8.3f}{e.mean():8.3f}{100 * (e <= 0.05).mean():7.1f}%{100 * (e <= 0.1).mean():7.1f}%"
-                  f"   {(diff[ok] < -1e-9).sum()} / {(diff[ok] > 1e-9).sum()} of {ok.sum()}")
+            print(f"  {d:<10}{np.median(e):8.3f}{e.mean():8.3f}{100 * (e <= 0.05).mean():7.1f}%"
+                  f"{100 * (e <= 0.1).mean():7.1f}%   {(diff[ok] < -1e-9).sum()} / {(diff[ok] > 1e-9).sum()} of {ok.sum()}")
 
 
 if __name__ == "__main__":

@@ -139,7 +139,8 @@ class Engine:
         if len(i["shape"]) != 4 or i["shape"][3] != 3:
             raise ModelError(f"model {self.path} input shape {[int(d) for d in i['shape']]} is not [1, H, W, 3]")
         if len(o["shape"]) != 4:
-            raise ModelError(f"model {self.path} output shape {[int(d) for d in o['shape']]} is not a heatmap [1, H, W, K]")
+            raise ModelError(f"model {self.path} output shape {[int(d) for d in o['shape']]} is not a heatmap "
+                             f"[1, H, W, K]")
         return ModelSpec(
             input_h=int(i["shape"][1]), input_w=int(i["shape"][2]),
             input_dtype=np.dtype(i["dtype"]), input_quant=tuple(i["quantization"]),

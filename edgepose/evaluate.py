@@ -191,7 +191,8 @@ def infer(engine, samples: Sequence[Sample], padding: float = DEFAULT_PADDING,
         img = cache.get(s.image_path)
         if img is None:
             if not s.image_path.is_file():
-                raise InputMissingError(f"image {s.image_path} " + ("is not a file" if s.image_path.exists() else "does not exist"))
+                what = "is not a file" if s.image_path.exists() else "does not exist"
+                raise InputMissingError(f"image {s.image_path} {what}")
             img = cv2.imread(str(s.image_path), cv2.IMREAD_COLOR)
             if img is None:
                 raise AnnotationError(f"image {s.image_path} cannot be decoded")

@@ -162,5 +162,6 @@ def test_view_skips_malformed_poses(broker, tmp_path):
     finally:
         p.kill()
     err = (tmp_path / "viewer.err").read_text()
-    assert "Traceback" not in err and err.count("pose skipped") == 4, err  # once per kind: frame size, frame, keypoint, score
+    # once per kind: frame size, frame, keypoint, score
+    assert "Traceback" not in err and err.count("pose skipped") == 4, err
     assert cv2.imread(str(jpg)).shape == (240, 320, 3)
