@@ -24,6 +24,7 @@ from typing import Any, Optional, Tuple
 import numpy as np
 
 from .errors import ModelError, RuntimeMissingError
+from .files import absent
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ class Engine:
     def _create(self, xnnpack: bool):
         mod = self.runtime.module
         if not self.path.is_file():
-            raise ModelError(f"model file {self.path} " + ("is not a file" if self.path.exists() else "does not exist"))
+            raise ModelError(f"model file {self.path} {absent(self.path)}")
         kwargs = {"model_path": str(self.path), "num_threads": self.threads}
         if not xnnpack:
             kwargs["experimental_op_resolver_type"] = mod.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES

@@ -40,6 +40,7 @@ import numpy as np
 
 from .decode import DECODERS, Decoder, decode_pose, get_decoder, model_decoder
 from .errors import EX_DATAERR, EdgeposeError, InputMissingError, UsageError
+from .files import absent
 from .geometry import Box, CropTransform
 from .pose import KEYPOINT_NAMES, mirror_order
 
@@ -111,7 +112,7 @@ def load_annotations(path: Union[str, Path], images_dir: Union[str, Path, None] 
         raise AnnotationError(f"annotation file {path} is not valid JSON: {e}") from None
     base = Path(images_dir) if images_dir else path.parent
     if images_dir and not base.is_dir():
-        raise InputMissingError(f"images folder {base} " + ("is not a folder" if base.exists() else "does not exist"))
+        raise InputMissingError(f"images folder {base} {absent(base, 'folder')}")
     try:
         cats = {c["id"]: [_norm_name(n) for n in c["keypoints"]] for c in data["categories"]
                 if c.get("keypoints")}
@@ -191,8 +192,7 @@ def infer(engine, samples: Sequence[Sample], padding: float = DEFAULT_PADDING,
         img = cache.get(s.image_path)
         if img is None:
             if not s.image_path.is_file():
-                what = "is not a file" if s.image_path.exists() else "does not exist"
-                raise InputMissingError(f"image {s.image_path} {what}")
+                raise InputMissingError(f"image {s.image_path} {absent(s.image_path)}")
             img = cv2.imread(str(s.image_path), cv2.IMREAD_COLOR)
             if img is None:
                 raise AnnotationError(f"image {s.image_path} cannot be decoded")

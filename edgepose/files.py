@@ -24,3 +24,8 @@ def write_problem(path: Union[str, Path]) -> Optional[str]:
     except OSError as e:
         return e.strerror or str(e)
     return None
+
+
+def absent(path: Union[str, Path], kind: str = "file") -> str:
+    """How ``path`` fails to be a ``kind`` ("file" or "folder") that exists: for "X ... does not exist"."""
+    return f"is not a {kind}" if Path(path).exists() else "does not exist"

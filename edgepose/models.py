@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from .errors import ConfigError, InputMissingError, ModelError
+from .files import absent
 
 try:
     import tomllib as _toml
@@ -300,7 +301,7 @@ def resolve(name: str, cache_dir: Optional[Path] = None, mirror: str = "",
     if looks_like_path(name):
         p = Path(name).expanduser()
         if not p.is_file():
-            raise InputMissingError(f"model file {name} " + ("is not a file" if p.exists() else "does not exist"))
+            raise InputMissingError(f"model file {name} {absent(p)}")
         return p
     catalogue = load_catalogue() if catalogue is None else catalogue
     if name not in catalogue:
