@@ -43,6 +43,7 @@ from typing import Any, Callable, Deque, Dict, Optional
 
 from .config import join_host_port
 from .errors import ConfigError, DeviceUnavailableError, EX_TEMPFAIL, InputMissingError
+from .payload import pose_problem
 from .sinks import StatusProvider, to_json
 
 log = logging.getLogger("edgepose.mqtt")
@@ -713,7 +714,7 @@ def format_pose(p: Dict[str, Any]) -> str:
 
 
 def format_status(device: str, s: Dict[str, Any]) -> str:
-    infer = s.get("infer_ms") or {}
+    infer = s.get("infer_ms") if isinstance(s.get("infer_ms"), dict) else {}
     parts = [f"{s.get('fps', 0):.1f} fps" if isinstance(s.get("fps"), (int, float)) else None,
              f"infer p50 {infer.get('p50')} ms p95 {infer.get('p95')} ms" if infer.get("p50") is not None else None,
              f"frames {s.get('frames')}" if "frames" in s else None,
@@ -795,6 +796,7 @@ def command(args) -> int:
     out = sys.stdout
     tracker = SeqTracker()
     state: Dict[str, Any] = {"poses": 0, "refused": None, "timed_out": False}
+    skipped: set = set()  # (topic kind, problem) already reported
     client = make_client(cfg.mqtt, f"edgepose-sub-{os.getpid()}")
 
     def write(line: str, stream=None) -> None:
@@ -818,15 +820,24 @@ def command(args) -> int:
         try:
             doc = json.loads(text)
         except ValueError:
-            write(f"{_clock_text(None)} {dev} {kind}: not JSON: {text[:80]!r}", sys.stderr)
+            doc = None
+            problem = "not JSON"
+        else:
+            problem = pose_problem(doc) if kind == "pose" else (
+                None if isinstance(doc, dict) else "not a JSON object")
+        if problem:
+            if (kind, problem) not in skipped:  # once per kind: a bad publisher can send many
+                skipped.add((kind, problem))
+                write(f"{_clock_text(None)} {dev} {kind} skipped: {problem}: {text[:80]!r}", sys.stderr)
             return
         if kind == "status":
             write(format_status(dev, doc), info)
         elif kind == "meta":
-            size = doc.get("input") or {}
+            size = doc.get("input") if isinstance(doc.get("input"), dict) else {}
+            names = doc.get("keypoints")
             write(f"{_clock_text(None)} {dev} meta: model {doc.get('model')} "
                   f"{size.get('width', '?')}x{size.get('height', '?')}, "
-                  f"{len(doc.get('keypoints', []))} keypoints", info)
+                  f"{len(names) if isinstance(names, list) else '?'} keypoints", info)
         elif kind == "pose":
             note = tracker.observe(dev, doc.get("seq")) if isinstance(doc.get("seq"), int) else None
             if note:

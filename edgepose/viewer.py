@@ -185,9 +185,10 @@ class Mp4Out:
         import cv2
         if self.writer is None:
             self.size = (img.shape[1], img.shape[0])
-            self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, self.size)
-            if not self.writer.isOpened():
+            writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, self.size)
+            if not writer.isOpened():  # close() then reports nothing written
                 raise DeviceUnavailableError(f"cannot write {self.path} (mp4v video)")
+            self.writer = writer
         if (img.shape[1], img.shape[0]) != self.size:
             img = cv2.resize(img, self.size)
         self.writer.write(img)

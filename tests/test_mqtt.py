@@ -670,6 +670,33 @@ def test_sub_timeout_without_poses_exits_75(broker):
     assert p.returncode == 75 and "received 0 of 1 poses" in err
 
 
+def test_sub_skips_malformed_messages_with_one_line_per_kind(broker, subs):
+    """Anyone who can publish can send anything: `sub` skips what it cannot print, says so once per
+    kind of problem (not once per message), and goes on to the next good pose."""
+    def send(kind, text, *flags):
+        subprocess.run(["mosquitto_pub", "-h", broker.host, "-p", str(broker.port), "-q", "1", *flags,
+                        "-t", f"edgepose/dev1/{kind}", "-m", text], check=True, timeout=10)
+
+    send("availability", "online", "-r")  # what wait_subscribed waits for
+    p = subs(broker, "--device", "dev1", "--count", "1", "--timeout", "30")
+    p.wait_subscribed()
+
+    for _ in range(2):
+        for text in ("[1]", '{"seq": 3}', '{"keypoints": [{"x": "a"}]}', "not json"):
+            send("pose", text)
+        send("status", '"busy"')
+        send("meta", '{"keypoints": 3, "input": 5}')  # an object with odd fields is still printed
+    send("pose", json.dumps(pose(7)))
+    rc, out, err = p.finish(35)
+    assert rc == 0 and "Traceback" not in err, err
+    assert [x.split()[2] for x in out.splitlines() if " dev1 #" in x] == ["#7"]
+    assert "meta: model None ?x?, ? keypoints" in out
+    skipped = [x.split(" skipped: ")[1].split(": '")[0] for x in err.splitlines() if " skipped: " in x]
+    assert sorted(skipped) == sorted(["not a JSON object", "keypoints is not a list", "not JSON",
+                                      "a keypoint lacks finite numbers x, y and score",
+                                      "not a JSON object"]), err  # the last one is the status's
+
+
 def test_sub_survives_a_broker_restart_and_ctrl_c_exits_0(broker, sinks, subs):
     import signal
     s = sinks(broker, qos=1)
