@@ -16,7 +16,8 @@
 #   --broker HOST[:PORT]  MQTT broker for a new config (default localhost:1883; IPv6: [ADDR]:PORT)
 #   --model NAME        model for a new config (cpm, hourglass, ...); fetched now
 #   --device ID         device id in MQTT topics (default: host name)
-#   --with-mosquitto    also install and start a local mosquitto broker (apt)
+#   --with-mosquitto    also install and start a local mosquitto broker (apt), on
+#                       localhost only (mosquitto 1.x: via deploy/mosquitto-localhost.sh)
 #   --from DIR          install edgepose from the newest edgepose-*.whl / *.tar.gz
 #                       in DIR, and models from DIR/models (laid
 #                       out <name>/model.tflite); dependencies still come from
@@ -155,8 +156,10 @@ elif [ "$PLATFORM" = jetson ]; then
         say "  note: no system OpenCV with GStreamer: csi://N will not work (USB/V4L2 cameras will)"
     fi
 fi
+NEW_MOSQUITTO=0
 if [ "$WITH_MOSQUITTO" = 1 ] && ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then
     PKGS+=("mosquitto")
+    NEW_MOSQUITTO=1
 fi
 [ ${#PKGS[@]} -eq 0 ] || apt_install "${PKGS[@]}"
 
@@ -296,9 +299,14 @@ chown -R "$USER_NAME:$USER_NAME" "$STATE"
 
 # --- broker -------------------------------------------------------------------
 if [ "$WITH_MOSQUITTO" = 1 ]; then
+    if [ "$NEW_MOSQUITTO" = 1 ] && [ -d /etc/mosquitto/conf.d ]; then  # 1.x (JetPack 5): localhost only
+        wrote=$(bash "$HERE/mosquitto-localhost.sh" /etc/mosquitto/conf.d) || die 69 "cannot configure mosquitto"
+        [ -z "$wrote" ] || { say "$wrote"; [ "$SYSTEMD_RUNNING" != 1 ] || systemctl restart mosquitto >/dev/null 2>&1 || true; }
+    fi
     if [ "$SYSTEMD_RUNNING" = 1 ]; then systemctl enable --now mosquitto >/dev/null 2>&1 || die 69 "mosquitto did not start"
     else systemctl enable mosquitto >/dev/null 2>&1 || true; fi
-    say "local mosquitto broker enabled (listens on localhost:1883)"
+    if [ "$NEW_MOSQUITTO" = 1 ]; then say "local mosquitto broker enabled (listens on localhost:1883)"
+    else say "local mosquitto broker enabled (already installed: its configuration is left as it is)"; fi
 fi
 
 # --- systemd unit -------------------------------------------------------------

@@ -8,8 +8,9 @@
 # /etc/edgepose (config), /var/lib/edgepose (models) and the `edgepose`
 # system user unless --purge.  apt packages the
 # installer added (python3-venv; on a Pi python3-numpy, python3-systemd,
-# python3-picamera2; mosquitto with --with-mosquitto) are left alone: other
-# software may use them (remove them with apt).
+# python3-picamera2; mosquitto with --with-mosquitto, and its
+# /etc/mosquitto/conf.d/edgepose-localhost.conf on mosquitto 1.x) are left
+# alone: other software may use them (remove them with apt).
 set -euo pipefail
 
 PURGE=0

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -153,3 +154,56 @@ def test_install_refuses_missing_python_and_bundle(tmp_path):
     assert r.returncode == 69 and "/nonexistent/python3 not found" in r.stderr, r.stderr
     r = run_script("install.sh", "--no-start", "--from", str(tmp_path / "missing"))
     assert r.returncode == 66 and "is not a directory" in r.stderr, r.stderr
+
+
+def test_mosquitto_1x_is_kept_on_localhost(tmp_path):
+    """deploy/mosquitto-localhost.sh (run by install.sh --with-mosquitto for a broker it installs).
+
+    mosquitto 1.6 (JetPack 5) cannot be installed on this Debian 12 machine, so a stand-in `mosquitto`
+    that prints 1.6's version line the way `mosquitto -h` does plays it; the real 2.x then loads the file
+    written for 1.6, which proves it is a configuration mosquitto accepts and that it binds localhost."""
+    import broker as brokers
+
+    script = DEPLOY / "mosquitto-localhost.sh"
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "mosquitto").write_text('#!/bin/sh\necho "mosquitto version 1.6.9"\necho\necho "Usage: mosquitto [-c config_file] [-d] [-h] [-p port]"\nexit 3\n')
+    (fake / "mosquitto").chmod(0o755)
+    conf_d = tmp_path / "conf.d"
+    conf_d.mkdir()
+    old = subprocess.run(["bash", str(script), str(conf_d)], capture_output=True, text=True, timeout=30,
+                         env=dict(os.environ, PATH=f"{fake}:{os.environ['PATH']}"))
+    written = conf_d / "edgepose-localhost.conf"
+    assert old.returncode == 0 and old.stderr == "", old.stderr
+    assert old.stdout == f"mosquitto 1.x: wrote {written} (listener 1883 localhost)\n"
+    text = written.read_text()
+    assert [x for x in text.splitlines() if not x.startswith("#")] == ["listener 1883 localhost"]
+
+    if not brokers.available():
+        pytest.skip("mosquitto is not installed (apt install mosquitto mosquitto-clients)")
+    fresh = tmp_path / "fresh.d"
+    fresh.mkdir()
+    new = subprocess.run(["bash", str(script), str(fresh)], capture_output=True, text=True, timeout=30)
+    assert new.returncode == 0 and new.stdout == "" and not list(fresh.iterdir())  # 2.x: nothing to do
+    bad = subprocess.run(["bash", str(script), str(tmp_path / "missing")], capture_output=True, text=True)
+    assert bad.returncode == 64 and "usage:" in bad.stderr
+
+    port = brokers.free_port()
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(text.replace("listener 1883 ", f"listener {port} ") + "allow_anonymous true\n")
+    p = subprocess.Popen([brokers.MOSQUITTO, "-c", str(conf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True)
+    try:
+        assert brokers.wait_port("127.0.0.1", port), "mosquitto did not accept the written listener"
+        got = subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(port), "-t", "t", "-m", "x"],
+                             capture_output=True, text=True, timeout=10)
+        assert got.returncode == 0, got.stderr
+        lan = [a for a in subprocess.run(["hostname", "-I"], capture_output=True, text=True).stdout.split()
+               if "." in a and not a.startswith("127.")]
+        for addr in lan:  # what 1.6 would have listened on without the file
+            with pytest.raises(OSError):
+                socket.create_connection((addr, port), timeout=2).close()
+    finally:
+        p.kill()
+        log = p.communicate(timeout=10)[0]
+    assert f"Opening ipv4 listen socket on port {port}" in log and "Error" not in log, log
