@@ -6,25 +6,31 @@ side of float's) with each decoder, split by float's peak score; and the
 agreement of the *float* heatmaps merely rounded to the int8 model's output
 grid, i.e. what the output tensor's resolution alone costs.
 
-    python3 benchmarks/agreement_sources.py cpm=PATH.tflite hourglass=PATH.tflite
+    python3 benchmarks/agreement_sources.py cpm=PATH.tflite hourglass=PATH.tflite [--weak-sigmas 8 16 32]
+
+``--weak-sigmas`` adds `weak@N` rows (weak_keypoints.py's decoder: `subpixel`, except that channels
+scoring under 0.1 x ``score_scale`` are peaked and refined on an N-input-pixel blur), to see whether
+decoding the barely-seen keypoints more robustly makes int8 agree with float there.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 
 import numpy as np
 
 import clips
-from edgepose.decode import DECODERS
+from edgepose.decode import DECODERS, heatmap_meta
 from edgepose.engine import Engine
 from edgepose.quantize import _schema, calibration_images, read_model
 from int8_error import crop_matches
+from weak_keypoints import weak_decoder
 
 
-def agreement(family: str, decoder: str, maps: np.ndarray, ref: np.ndarray):
-    """(all, float score >= 0.1, float score < 0.1) agreement."""
+def agreement(family: str, decoder, maps: np.ndarray, ref: np.ndarray):
+    """(all, float score >= 0.1, float score < 0.1) agreement; ``decoder``: a name or a function."""
     ok, score = crop_matches(family, maps, ref, decoder)
     return ok.mean(), ok[score >= 0.1].mean(), ok[score < 0.1].mean()
 
@@ -32,6 +38,8 @@ def agreement(family: str, decoder: str, maps: np.ndarray, ref: np.ndarray):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("models", nargs="+", metavar="FAMILY=PATH", help="cpm=... or hourglass=... int8 models")
+    ap.add_argument("--weak-sigmas", type=float, nargs="*", default=[], metavar="PX",
+                    help="also decode with weak@PX (weak channels refined on a PX-pixel blur)")
     args = ap.parse_args()
     logging.disable(logging.WARNING)
     calib = calibration_images(clips.CALIB, 192, 192)
@@ -44,6 +52,9 @@ def main() -> None:
         want = np.stack([ref.run(x).copy() for x in calib])
         got = np.stack([quant.run(x).copy() for x in calib])
         rows = [("int8 model", d, got) for d in DECODERS]
+        weak_below = 0.1 * heatmap_meta(family).score_scale
+        rows += [("int8 model", (f"weak@{px:g}", functools.partial(weak_decoder, weak_below=weak_below, sigma_px=px)),
+                  got) for px in args.weak_sigmas]
         g = read_model(open(path, "rb").read()).subgraphs[0]
         out = g.tensors[g.outputs[0]]
         if out.type == _schema().TensorType.INT8:  # the output's grid
@@ -51,8 +62,9 @@ def main() -> None:
             rounded = (np.clip(np.round(want / s) + z, -128, 127) - z) * s
             rows.append((f"float on output grid {s:.4f}", "subpixel", rounded))
         for label, dec, maps in rows:
+            name, dec = dec if isinstance(dec, tuple) else (dec, dec)
             a, hi, lo = agreement(family, dec, maps, want)
-            print(f"{family:<12}{label:<30}{dec:<10}{100 * a:6.1f}%{100 * hi:10.1f}%{100 * lo:9.1f}%")
+            print(f"{family:<12}{label:<30}{name:<10}{100 * a:6.1f}%{100 * hi:10.1f}%{100 * lo:9.1f}%")
 
 
 if __name__ == "__main__":

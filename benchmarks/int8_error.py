@@ -34,10 +34,10 @@ def heatmaps(engine: Engine, calib, samples):
     return np.stack([engine.run(img).copy() for img in calib]), np.stack([h for h, _ in infer(engine, samples)])
 
 
-def crop_matches(model: str, quant: np.ndarray, ref: np.ndarray, decoder: str = "subpixel"):
+def crop_matches(model: str, quant: np.ndarray, ref: np.ndarray, decoder="subpixel"):
     """Per keypoint of every crop: decoded within AGREEMENT_TOLERANCE of the crop side of the
-    reference's (bool), and the reference's score."""
-    decode = model_decoder(decoder, model)
+    reference's (bool), and the reference's score.  ``decoder``: a name, or a decoder function."""
+    decode = decoder if callable(decoder) else model_decoder(decoder, model)
     side = max(ref.shape[1:3])  # heatmap cells; the crop is the whole model input
     got, want = [decode(q) for q in quant], [decode(r) for r in ref]
     dist = np.concatenate([np.linalg.norm(g[0] - w[0], axis=-1) for g, w in zip(got, want)])
