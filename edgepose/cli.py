@@ -13,10 +13,10 @@ import importlib
 import logging
 import os
 import sys
-from typing import List, Optional
+from typing import List, Optional, TextIO
 
 from . import __version__
-from .errors import EX_SOFTWARE, EdgeposeError, UsageError
+from .errors import EX_SOFTWARE, EdgeposeError, OutputError, UsageError
 
 log = logging.getLogger("edgepose")
 
@@ -93,7 +93,50 @@ def build_parser(argv: List[str]) -> argparse.ArgumentParser:
 QUIET_NATIVE_ENV = {"OPENCV_LOG_LEVEL": "ERROR", "OPENCV_FFMPEG_LOGLEVEL": "-8"}
 
 
+class GuardedStdout:
+    """``sys.stdout`` while a command runs: a write that cannot happen (stdout closed with ``>&-``, a full
+    disk) is an :class:`OutputError` (one line, exit 74) wherever it happens; a reader that went away
+    (``| head``) stays a BrokenPipeError (exit 0)."""
+
+    def __init__(self, stream: Optional[TextIO]):
+        self.stream = stream
+        self.missing = stream is None  # started with stdout closed
+
+    def _do(self, op: str, *args):
+        if self.stream is None:
+            if op == "flush":
+                return None
+            raise OutputError("stdout is closed: there is nowhere to print the result (do not start it with >&-)")
+        try:
+            return getattr(self.stream, op)(*args)
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            raise OutputError(f"cannot write to stdout: {e.strerror or e}") from None
+
+    def write(self, text: str) -> int:
+        return self._do("write", text)
+
+    def flush(self) -> None:
+        self._do("flush")
+
+    def isatty(self) -> bool:
+        return self.stream is not None and self.stream.isatty()
+
+    def __getattr__(self, name: str):
+        return getattr(self.stream, name)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    real = sys.stdout
+    sys.stdout = GuardedStdout(real)  # type: ignore[assignment]
+    try:
+        return _main(argv)
+    finally:
+        sys.stdout = real
+
+
+def _main(argv: Optional[List[str]]) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     for key, value in QUIET_NATIVE_ENV.items():
         os.environ.setdefault(key, value)
@@ -106,7 +149,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         if not args.command:
             parser.print_help(sys.stderr)
             return 64
-        return int(_load(args.command).command(args) or 0)
+        rc = int(_load(args.command).command(args) or 0)
+        sys.stdout.flush()  # a full disk shows here, not in the interpreter's exit
+        return rc
     except EdgeposeError as e:
         log.error("%s", e)
         return e.exit_code
@@ -121,7 +166,16 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def entry_point() -> None:  # console_scripts
-    sys.exit(main())
+    rc = main()
+    try:
+        if sys.stdout is not None:
+            sys.stdout.flush()
+    except OSError:  # reported already (74), or the reader went away (0): no second report at exit
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+    sys.exit(rc)
 
 
 if __name__ == "__main__":

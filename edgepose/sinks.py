@@ -48,7 +48,7 @@ class StdoutSink:
 
     def __init__(self, stream: Optional[TextIO] = None):
         self.stream = stream or sys.stdout
-        if self.stream is None:  # started with stdout closed (`>&-`)
+        if self.stream is None or getattr(self.stream, "missing", False):  # started with stdout closed (`>&-`)
             raise OutputError("stdout is closed: poses have nowhere to go (use --sink mqtt or --sink none)")
         self.published = 0
 

@@ -9,7 +9,7 @@ import pytest
 
 from edgepose.pose import KEYPOINT_NAMES
 
-from conftest import CALIB, EVAL_ANN, EVAL_IMAGES, MIRROR, REPO, VIDEOS, payloads, run_cli
+from conftest import CALIB, EVAL_ANN, EVAL_IMAGES, MIRROR, REPO, VIDEOS, error_lines, payloads, run_cli
 
 LATENCY_KEYS = {"capture", "preprocess", "infer", "decode", "total"}
 
@@ -285,3 +285,21 @@ def test_stdout_that_cannot_be_written_is_one_error(edgepose_env):
     r = subprocess.run(["bash", "-c", 'exec "$@" >&-', "run", *base], env=edgepose_env, cwd=REPO,
                        stderr=subprocess.PIPE, text=True)
     assert r.returncode == 74 and "stdout is closed" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+    # every other command's output goes through the same guard (cli.GuardedStdout)
+    cli = [sys.executable, "-m", "edgepose.cli"]
+    for args in (["models", "list"], ["eval", "--model", "hourglass", "--annotations", str(EVAL_ANN)],
+                 ["--version"]):
+        with open("/dev/full", "w") as full:
+            r = subprocess.run(cli + args, env=edgepose_env, cwd=REPO, stdout=full, stderr=subprocess.PIPE,
+                               text=True)
+        assert r.returncode == 74 and "Traceback" not in r.stderr, (args, r.stderr)
+        assert error_lines(r.stderr) == ["edgepose: ERROR: cannot write to stdout: No space left on device"]
+        r = subprocess.run(["bash", "-c", 'exec "$@" >&-', "run", *cli, *args], env=edgepose_env, cwd=REPO,
+                           stderr=subprocess.PIPE, text=True)
+        assert r.returncode == 74 and "Traceback" not in r.stderr, (args, r.stderr)
+        assert error_lines(r.stderr) == ["edgepose: ERROR: stdout is closed: there is nowhere to print the "
+                                         "result (do not start it with >&-)"], r.stderr
+        r = subprocess.run(["bash", "-c", '"$@" | head -c 1 >/dev/null; exit ${PIPESTATUS[0]}', "run", *cli,
+                            *args], env=edgepose_env, cwd=REPO, stderr=subprocess.PIPE, text=True)
+        assert r.returncode == 0 and "Traceback" not in r.stderr, (args, r.stderr)  # `| head`: not an error
