@@ -89,7 +89,7 @@ def parse_source(uri: str) -> SourceSpec:
         return SourceSpec("csi", uri, index=int(m.group(1)))
     if uri.startswith(STREAM_SCHEMES):
         return SourceSpec("stream", uri)
-    if any(c in uri for c in "*?["):
+    if any(c in uri for c in "*?[") and not Path(uri).expanduser().exists():  # `shot[1].png` as named
         paths = tuple(sorted(p for p in glob.glob(uri) if Path(p).suffix.lower() in IMAGE_EXTS))
         if not paths:
             raise InputMissingError(f"no images match {uri}")

@@ -79,6 +79,24 @@ def test_folder_or_glob_with_no_readable_image_is_missing_input(tmp_path):
             sources.open_source(uri)
 
 
+def test_paths_with_glob_characters_are_taken_as_named_when_they_exist(tmp_path):
+    """`shot[1].png`, `holiday [2024]/`, `run [final].mp4` exist as typed: not globs (where `[2024]` would
+    be a character class matching none of them); a pattern that names nothing is still a glob."""
+    import shutil
+
+    folder = tmp_path / "holiday [2024]"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), np.full((20, 30, 3), 7, np.uint8))
+    shutil.copy(folder / "a.png", tmp_path / "shot[1].png")
+    shutil.copy(VIDEOS / "demo.mp4", tmp_path / "run [final].mp4")
+    assert sources.parse_source(str(tmp_path / "shot[1].png")).kind == "image"
+    assert sources.parse_source(str(folder)).paths == (str(folder / "a.png"),)
+    assert sources.parse_source(str(tmp_path / "run [final].mp4")).kind == "video"
+    assert len(_drain(sources.open_source(str(tmp_path / "run [final].mp4")))) > 0
+    glob = sources.parse_source(str(tmp_path / "shot*.png"))
+    assert glob.kind == "images" and glob.paths == (str(tmp_path / "shot[1].png"),)
+
+
 class FakeCamera:
     """Stands in for a V4L2 camera (no camera hardware exists on CI): numbered frames at a fixed rate,
     optionally failing (unplugged) after some frames."""
