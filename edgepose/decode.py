@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import cv2
@@ -310,17 +311,20 @@ class HeatmapMeta:
 def heatmap_meta(model: str, catalogue=None) -> HeatmapMeta:
     """:class:`HeatmapMeta` of a catalogue model (keys missing there come from its ``source``).
 
-    Paths and unknown names get the defaults.  ``catalogue``: a loaded
-    catalogue (default: the packaged one).
+    A path gets the metadata of the catalogue entry the file is (its build report, or its sha256:
+    :func:`edgepose.models.catalogue_name_of`); other files and unknown names get the defaults.
+    ``catalogue``: a loaded catalogue (default: the packaged one).
     """
     from .errors import ModelError
-    from .models import load_catalogue
+    from .models import catalogue_name_of, load_catalogue, looks_like_path
 
     if catalogue is None:
         try:
             catalogue = load_catalogue()
         except ModelError:  # an unreadable catalogue is reported where the model is resolved
             catalogue = {}
+    if model not in catalogue and looks_like_path(model):
+        model = catalogue_name_of(Path(model).expanduser(), catalogue) or model
     values: Dict[str, object] = {}
     seen = set()
     entry = catalogue.get(model)

@@ -355,6 +355,27 @@ def verify_local(path: Path, entry: Optional[ModelEntry] = None) -> None:
                          f"rebuild it with {rebuild}")
 
 
+def catalogue_name_of(path: Path, catalogue: Optional[Dict[str, ModelEntry]] = None) -> Optional[str]:
+    """The catalogue entry a model *file* is, so that a model given by path keeps its entry's output
+    metadata (score scale, cut upsampling): the entry its build report names (``models quantize
+    --out PATH``), if the report's sha256 is the file's, else the entry whose sha256 the file has (a
+    copy of an upstream model).  None for a model of the user's own, or an unreadable file."""
+    import json
+
+    catalogue = load_catalogue() if catalogue is None else catalogue
+    try:
+        digest = sha256_of(Path(path))
+    except OSError:
+        return None
+    try:
+        report = json.loads(report_path(Path(path)).read_text())
+        if report.get("sha256") == digest and report.get("model") in catalogue:
+            return str(report["model"])
+    except (OSError, ValueError, AttributeError, TypeError):  # no report, or not one of ours
+        pass
+    return next((n for n, e in catalogue.items() if e.sha256 and e.sha256 == digest), None)
+
+
 def verify_cache(cache_dir: Path, catalogue: Optional[Dict[str, ModelEntry]] = None) -> List[tuple]:
     """(name, state) for every catalogue entry: "ok", "not cached" or the problem."""
     catalogue = load_catalogue() if catalogue is None else catalogue
