@@ -160,7 +160,7 @@ def find_variants(model: str, cache_dir: Optional[Path] = None, mirror: str = ""
     """Every available variant of ``model``'s family (float fetched on first use; quantized ones
     only when already built in the cache).  A path is swept alone (the user chose that file)."""
     if models.looks_like_path(model):
-        path = models.resolve(model)
+        path = Path(os.path.abspath(models.resolve(model)))  # --write puts it in a config read from anywhere
         verdict = read_verdict(path) if models.report_path(path).is_file() else (
             True, "given as a path (your choice; only threads and XNNPACK are swept)")
         return [Variant(str(path), "file", path, *verdict)], []
@@ -696,9 +696,12 @@ def config_target(path: str) -> Optional[str]:
     Raises ConfigError unless it can be written and is a valid config already, so ``calibrate-fps``
     says so before its sweep instead of after it.
     """
-    exists = check_writable(path)
+    exists = check_writable(os.path.realpath(path))  # a link: its target is what gets written
+    text = ""
     try:
-        text = Path(path).read_text(encoding="utf-8") if exists else ""
+        if exists:
+            with open(path, encoding="utf-8", newline="") as fh:  # newline="": CRLF stays CRLF
+                text = fh.read()
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"cannot read {path}: {e}") from None
     update_toml(text, {}, str(path))
@@ -706,15 +709,18 @@ def config_target(path: str) -> Optional[str]:
 
 
 def write_config(path: str, values: Mapping[str, Mapping[str, Any]]) -> None:
-    """Update ``path`` in place (atomically, keeping its mode and owner); create it if it is missing."""
-    p = Path(path)
+    """Update ``path`` in place (atomically, keeping its mode, owner and line endings); create it if it
+    is missing.  A symbolic link is followed: the file it points to is updated."""
+    p = Path(os.path.realpath(path))
     text = config_target(path)
     exists = text is not None
     new = update_toml(text or "", values, str(path))
+    if "\r\n" in (text or ""):  # a CRLF file: the keys added are CRLF too
+        new = new.replace("\r\n", "\n").replace("\n", "\r\n")
     tmp = ""
     try:
         fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
             fh.write(new)
         if exists:
             st = p.stat()
@@ -729,7 +735,13 @@ def write_config(path: str, values: Mapping[str, Mapping[str, Any]]) -> None:
             os.unlink(tmp)
 
 
-def restart_service(unit: str = SERVICE_UNIT, run: Optional[board.Runner] = None) -> str:
+def systemd_booted() -> bool:
+    """sd_booted(3): whether systemd is this system's init (so a service can be running at all)."""
+    return os.path.isdir("/run/systemd/system")
+
+
+def restart_service(unit: str = SERVICE_UNIT, run: Optional[board.Runner] = None,
+                    booted: Callable[[], bool] = systemd_booted) -> str:
     """``systemctl try-restart UNIT`` (restarts only if it runs); returns what happened.
 
     systemctl returns once the restarted service is READY (model loaded, first
@@ -745,6 +757,9 @@ def restart_service(unit: str = SERVICE_UNIT, run: Optional[board.Runner] = None
                                   f"new settings") from None
     except OSError:
         active = False
+    if not active and not booted():
+        return (f"systemd is not this system's init (a container?), so no {unit} service runs here: "
+                f"restart edgepose yourself to use the new settings")
     if not active:
         return f"{unit} is not running; it will use the new settings when it starts"
     try:
@@ -882,6 +897,8 @@ def format_table(report: Dict[str, Any]) -> str:
         lat = c["latency_ms"]
         mark = "<- chosen" if (c["model"], c["threads"], c["xnnpack"]) == (ch["model"], ch["threads"],
                                                                           ch["xnnpack"]) else ""
+        if not c["verified"] and not mark:
+            mark = "(not verified: see below)"
         if c["stage"] == "screen":
             mark = mark or "(screened out)"
         if c["stage"] == "failed":
@@ -900,6 +917,9 @@ def format_table(report: Dict[str, Any]) -> str:
     lines.append("")
     for s in report["skipped"]:
         lines.append(f"not swept: {s['model']}: {s['reason']}")
+    unverified = {c["model"]: c["verification"] for c in report["candidates"] if not c["verified"]}
+    for name, why in unverified.items():
+        lines.append(f"not verified (never chosen without --allow-unverified): {name}: {why}")
     lines.append("latency in ms (p50, or p50/p95); fps = sustained frames per second of the whole pipeline")
     th = report["thermal"]
     if th["available"] or th["temp_c_max"] is not None:
@@ -914,7 +934,7 @@ def format_table(report: Dict[str, Any]) -> str:
                  f"{ch['fps']:.1f} fps sustained; recommended cap {ch['max_fps']:.1f} fps")
     if not fastest["verified"] and fastest["fps"] > ch["fps"]:
         lines.append(f"  ({fastest['model']} would give {fastest['fps']:.1f} fps but is not verified: "
-                     f"see its fidelity report, or pass --allow-unverified)")
+                     f"{unverified.get(fastest['model']) or 'see its fidelity report'}; or pass --allow-unverified)")
     for w in report["warnings"]:
         lines.append(f"warning: {w}")
     if report["written"]:
@@ -977,13 +997,13 @@ def calibrate(cfg: config_mod.Config, opts: Options = Options(), probe: Optional
                                           models.stderr_progress())
         if not opts.allow_unverified and not any(v.verified for v in variants):
             raise ModelError("no verified model variant to choose from: "
-                             + "; ".join(f"{v.name} {v.why}" for v in variants)
+                             + "; ".join(f"{v.name}: {v.why}" for v in variants)
                              + " (use --allow-unverified to choose among them anyway)")
         cores = default_threads()
         threads = list(opts.threads or range(1, cores + 1))
         candidates = enumerate_candidates(variants, threads, opts.xnnpack)
         bench = Bench(cfg, source, probe, engine_factory)
-        log.info("sweeping %d configurations of %s on %s (about %.0f s)", len(candidates), family,
+        log.info("sweeping %d configuration(s) of %s on %s (about %.0f s)", len(candidates), family,
                  info.describe(), opts.plan.budget_s)
         results = sweep(candidates, bench, opts.plan, opts.allow_unverified, progress)
         bench.release()
@@ -1094,7 +1114,7 @@ def command(args: argparse.Namespace, runner: Optional[board.Runner] = None) -> 
         if values["model"]["name"] and not models.looks_like_path(values["model"]["name"]):
             _warn_model_location(target, values["model"]["name"], cfg, report)
     if args.apply:
-        log.info("restarting %s with the new settings (returns once it is running again)", SERVICE_UNIT)
+        log.info("restarting %s with the new settings if it runs (returns once it is running again)", SERVICE_UNIT)
         report["service"] = restart_service(run=runner)
     if args.json:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
@@ -1116,6 +1136,6 @@ def _warn_model_location(target: str, name: str, cfg: config_mod.Config, report:
     if not there.is_file():
         here = entry.cache_file(Path(cfg.model.dir) if cfg.model.dir else models.default_cache_dir())
         msg = (f"{name} is not in the model cache {there.parent.parent} that {target} uses: copy "
-               f"{here.parent} there (with its report.json)")
+               f"{here.parent} there (with its model.report.json)")
         log.warning("%s", msg)
         report["warnings"].append(msg)

@@ -243,6 +243,9 @@ def test_calibrate_refuses_a_model_without_passing_report_unless_allowed(tmp_pat
     assert r.returncode == 0, r.stderr
     rep = json.loads(r.stdout)
     assert rep["choice"]["model"] == str(path) and rep["choice"]["verified"] is False
+    r = run_cli(args + ["--allow-unverified"], edgepose_env)  # the table says why, not only --json
+    assert r.returncode == 0, r.stderr
+    assert f"not verified (never chosen without --allow-unverified): {path}: fails its fidelity goals" in r.stdout
 
 
 # --- the CLI, JSON and the table ---------------------------------------------------------------------------
@@ -342,6 +345,32 @@ def test_cli_write_round_trip_keeps_the_rest_of_the_file(edgepose_env, tmp_path)
     assert cfg.runtime.max_fps == ch["max_fps"] and cfg.mqtt.host == "localhost"
 
 
+def test_write_follows_a_link_keeps_crlf_and_stores_an_absolute_model_path(edgepose_env, tmp_path):
+    """A config managed through a symbolic link is updated where the link points; a CRLF file stays CRLF
+    (the added keys too); `--model ./m.tflite` is written as an absolute path, since the service reads the
+    config from another working directory."""
+    import subprocess
+    import sys
+
+    real = tmp_path / "conf" / "edgepose.toml"
+    real.parent.mkdir()
+    real.write_bytes(b"# mine\r\n[runtime]\r\nthreads = 2\r\n")
+    link = tmp_path / "link.toml"
+    link.symlink_to(real)
+    shutil.copy(MIRROR / "hourglass" / "model.tflite", tmp_path / "m.tflite")
+    r = subprocess.run([sys.executable, "-m", "edgepose.cli", "calibrate-fps", "--source", "synthetic:320x240",
+                        "--model", "./m.tflite", "--config", os.devnull, "--quick", "--seconds", "1",
+                        "--threads", "1", "--xnnpack", "on", "--write", "link.toml"],
+                       cwd=tmp_path, env=dict(edgepose_env, PYTHONPATH=str(REPO)), capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert link.is_symlink() and link.resolve() == real
+    data = real.read_bytes()
+    assert data.startswith(b"# mine\r\n") and b"\n" not in data.replace(b"\r\n", b""), data
+    cfg = config_mod.load(str(link), environ={})
+    assert cfg.model.name == str(tmp_path / "m.tflite") and cfg.runtime.threads == 1
+
+
 def test_write_errors_are_clear_and_come_before_the_sweep(edgepose_env, tmp_path):
     r = run_cli(["calibrate-fps", "--source", "synthetic", "--config", os.devnull,
                  "--write", tmp_path / "no" / "dir" / "x.toml"], edgepose_env, timeout=30)
@@ -386,7 +415,10 @@ def test_restart_service_only_restarts_a_running_service():
     assert cal.restart_service(run=run) == "restarted edgepose"
     assert run.calls == [["systemctl", "is-active", "--quiet", "edgepose"], ["systemctl", "try-restart", "edgepose"]]
     run = Systemctl(active=False)
-    assert "not running" in cal.restart_service(run=run) and len(run.calls) == 1
+    assert cal.restart_service(run=run, booted=lambda: True) == (
+        "edgepose is not running; it will use the new settings when it starts") and len(run.calls) == 1
+    said = cal.restart_service(run=Systemctl(active=False), booted=lambda: False)  # e.g. in a container
+    assert said.startswith("systemd is not this system's init") and "restart edgepose yourself" in said
     with pytest.raises(RuntimeMissingError, match="systemctl not found"):
         cal.restart_service(run=Systemctl(missing=True))
 
