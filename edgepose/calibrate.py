@@ -59,7 +59,7 @@ from .engine import Engine, default_threads
 from .errors import (ConfigError, DeviceUnavailableError, EdgeposeError, InputMissingError, ModelError,
                      RuntimeMissingError, UsageError)
 from .files import write_problem
-from .sources import Frame, FrameSource, open_source, parse_source
+from .sources import Frame, FrameSource, RotatedSource, open_source, parse_source
 
 log = logging.getLogger(__name__)
 
@@ -293,8 +293,8 @@ def open_frames(cfg: config_mod.Config, opener=None) -> Tuple[FrameSource, Sourc
         frames = synthetic_frames(*synth)
         return ReplaySource(frames), SourceInfo(uri, "synthetic", False, synth[0], synth[1], len(frames))
     spec = parse_source(uri)  # 66 for a missing file, before anything is opened
-    src = open_source(uri, width=cfg.camera.width, height=cfg.camera.height, fps=cfg.camera.fps,
-                      backoff_max=cfg.camera.reopen_backoff_max, opener=opener)
+    src = RotatedSource(open_source(uri, width=cfg.camera.width, height=cfg.camera.height, fps=cfg.camera.fps,
+                                    backoff_max=cfg.camera.reopen_backoff_max, opener=opener), cfg.camera.rotate)
     if spec.live:
         first = src.read(timeout=5.0)
         if first is None:

@@ -47,6 +47,9 @@ class CameraConfig:
                                      minimum=0.1)
     gone_timeout: float = _opt(60.0, "seconds a live camera may stay lost before the daemon stops "
                                      "its watchdog pings (systemd then restarts it)", minimum=1)
+    rotate: int = _opt(0, "turn every frame clockwise by this many degrees before anything else (a camera "
+                          "mounted sideways or upside down); keypoints are in the turned frame's pixels",
+                       choices=(0, 90, 180, 270))
 
 
 @dataclass

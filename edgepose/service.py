@@ -36,7 +36,7 @@ from .engine import Engine
 from .errors import ConfigError, EdgeposeError, UsageError
 from .payload import make_meta, make_payload
 from .sinks import make_sink
-from .sources import FrameSource, open_source
+from .sources import FrameSource, RotatedSource, open_source
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--camera", metavar="N", help="camera: index (V4L2 via OpenCV), /dev/videoN or csi://N")
     src.add_argument("--source", metavar="URI",
                      help="video file, image file, folder or glob of images, rtsp://..., /dev/videoN, csi://N")
+    p.add_argument("--rotate", type=int, choices=[0, 90, 180, 270], metavar="DEG",
+                   help="turn frames clockwise by 0, 90, 180 or 270 degrees (a sideways or upside-down camera)")
     p.add_argument("--config", metavar="FILE", help="TOML config file (default: $EDGEPOSE_CONFIG)")
     p.add_argument("--model", metavar="NAME|PATH", help="catalogue name (cpm, hourglass, cpm-int8, ...) "
                                                         "or .tflite path (default cpm)")
@@ -76,6 +78,8 @@ def overrides_from_args(args: argparse.Namespace) -> Dict[str, Dict[str, Any]]:
         o["camera"]["source"] = str(args.camera).strip()
     if args.source is not None:
         o["camera"]["source"] = args.source
+    if args.rotate is not None:
+        o["camera"]["rotate"] = args.rotate
     if args.model:
         o["model"]["name"] = args.model
     if args.model_mirror:
@@ -262,8 +266,9 @@ class Daemon:
     def open_source(self, cfg: config_mod.Config) -> FrameSource:
         source = self.source_factory(cfg.camera.source, width=cfg.camera.width, height=cfg.camera.height,
                                      fps=cfg.camera.fps, backoff_max=cfg.camera.reopen_backoff_max)
-        log.info("source %s (%s)", cfg.camera.source, "live" if source.live else "file")
-        return source
+        turn = f", frames turned {cfg.camera.rotate} degrees clockwise" if cfg.camera.rotate else ""
+        log.info("source %s (%s%s)", cfg.camera.source, "live" if source.live else "file", turn)
+        return RotatedSource(source, cfg.camera.rotate)
 
     def build(self, cfg: config_mod.Config) -> Components:
         model_name, engine, pipe, meta = self.build_model(cfg)
@@ -331,8 +336,9 @@ class Daemon:
             return
         model = source = sink = None
         reopen = "camera" in changed and _must_reopen(old.camera, new.camera, parts.source.live)
+        turned = new.camera.rotate != old.camera.rotate
         try:
-            if changed & {"model", "runtime", "smoothing", "tracking"}:
+            if changed & {"model", "runtime", "smoothing", "tracking"} or turned:  # turned: a fresh tracker
                 model = self.build_model(new)
             if changed & {"output", "mqtt", "model"}:
                 sink = self.sink_factory(new, new.device_id, model[3] if model else parts.meta, self.status)
@@ -353,6 +359,8 @@ class Daemon:
             parts.source.close()
         if source is not None:
             parts.source = source
+        elif turned and isinstance(parts.source, RotatedSource):  # the same source, turned another way
+            parts.source.degrees = new.camera.rotate
         if model is not None:
             parts.model_name, parts.engine, parts.pipeline, parts.meta = model
         self.cfg = new

@@ -25,6 +25,7 @@ import queue
 import re
 import threading
 import time
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, List, Optional, Protocol, Tuple
@@ -453,6 +454,45 @@ def open_source(uri: str, width: int = 640, height: int = 480, fps: float = 0.0,
             raise InputMissingError(f"cannot read image {spec.uri}")
         raise InputMissingError(f"none of the {len(spec.paths)} image files of {spec.uri} can be read")
     return FiniteSource(_image_frames(spec.paths), spec.uri, stills=True)
+
+
+ROTATIONS = {90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_COUNTERCLOCKWISE}
+
+
+class RotatedSource(FrameSource):
+    """``inner``'s frames turned clockwise by ``degrees`` (0, 90, 180, 270): a camera mounted sideways or
+    upside down.  Everything downstream (model, keypoints, payload ``frame`` size) sees the upright frame;
+    the pose models are not rotation-invariant.  ``degrees`` may be changed between reads (a reload)."""
+
+    def __init__(self, inner: FrameSource, degrees: int = 0):
+        if degrees not in (0, *ROTATIONS):
+            raise ValueError(f"rotation must be 0, 90, 180 or 270 degrees, not {degrees!r}")
+        self.inner, self.degrees = inner, degrees
+
+    @property
+    def live(self) -> bool:  # type: ignore[override]
+        return self.inner.live
+
+    def read(self, timeout: float = 1.0) -> Optional[Frame]:
+        frame = self.inner.read(timeout)
+        if frame is None or not self.degrees:
+            return frame
+        return dataclasses.replace(frame, image=cv2.rotate(frame.image, ROTATIONS[self.degrees]))
+
+    @property
+    def exhausted(self) -> bool:
+        return self.inner.exhausted
+
+    @property
+    def state(self) -> str:
+        return self.inner.state
+
+    @property
+    def dropped(self) -> int:
+        return self.inner.dropped
+
+    def close(self) -> None:
+        self.inner.close()
 
 
 def images_in(folder: Path) -> List[Path]:

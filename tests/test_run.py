@@ -196,6 +196,31 @@ def test_photos_of_a_folder_are_independent(edgepose_env):
         assert xy == pytest.approx([(k["x"], k["y"], k["score"]) for k in alone["keypoints"]], abs=1e-6), names[i]
 
 
+@pytest.mark.parametrize("deg", [90, 180, 270])
+def test_rotate_turns_a_sideways_or_upside_down_camera_upright(deg, tmp_path, edgepose_env):
+    """`--rotate DEG` (camera.rotate): photos as a camera turned the other way would take them (rotated
+    losslessly, PNG) decode to exactly the keypoints and frame size of the upright photos."""
+    upright, turned = tmp_path / "upright", tmp_path / "turned"
+    upright.mkdir()
+    turned.mkdir()
+    back = {90: cv2.ROTATE_90_COUNTERCLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_CLOCKWISE}[deg]
+    for path in sorted(CALIB.glob("*.jpg"))[:3]:
+        img = cv2.imread(str(path))
+        cv2.imwrite(str(upright / (path.stem + ".png")), img)
+        cv2.imwrite(str(turned / (path.stem + ".png")), cv2.rotate(img, back))
+    base = ["run", "--model", "hourglass", "--no-smoothing"]
+    want = run_cli(base + ["--source", upright], edgepose_env)
+    got = run_cli(base + ["--source", turned, "--rotate", str(deg)], edgepose_env)
+    plain = run_cli(base + ["--source", turned], edgepose_env)
+    assert want.returncode == got.returncode == plain.returncode == 0, got.stderr
+    assert f"frames turned {deg} degrees clockwise" in got.stderr
+    a, b, c = payloads(want.stdout), payloads(got.stdout), payloads(plain.stdout)
+    assert len(a) == len(b) == 3
+    for pa, pb, pc in zip(a, b, c):
+        assert pb["frame"] == pa["frame"] and pb["keypoints"] == pa["keypoints"] and pb["score"] == pa["score"]
+        assert pc["keypoints"] != pa["keypoints"]  # without --rotate the model sees the turned photo
+
+
 def test_a_reload_reopens_a_source_only_when_it_must():
     """A file is never reopened for capture settings (that would replay it from the start); a live camera is,
     and any source is when camera.source itself changes (service._must_reopen; test_mqtt_daemon.py runs
