@@ -128,7 +128,7 @@ class TrackingConfig:
                                   "model's catalogue score_scale, 0.59 for Hourglass)", minimum=0, maximum=1)
     margin: float = _opt(1.7, "crop size as a multiple of the keypoint box", minimum=1.0)
     search: float = _opt(0.5, "while lost, also try tiles of this fraction of the frame's longer side "
-                              "in turn with the whole frame (0 = whole frame only)", minimum=0, maximum=1)
+                              "in turn with the whole frame (0 = whole frame only, else 0.1 to 1)", minimum=0, maximum=1)
 
 
 @dataclass

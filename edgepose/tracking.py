@@ -32,13 +32,16 @@ from .geometry import Box, CropTransform, whole_frame_box
 from .pose import Pose
 
 
+MIN_SEARCH = 0.1  # smallest tracking.search tile (fraction of the frame's longer side) other than 0
+
+
 def search_boxes(frame_w: int, frame_h: int, in_w: int, in_h: int, fit: str = "pad",
                  tile: float = 0.4) -> List[Box]:
     """The whole frame, then a grid of overlapping tiles to look for a person while lost.
 
     Tiles have the model's aspect ratio and a side of ``tile`` times the
-    frame's longer side (at most the frame); their centres are spread evenly so
-    neighbouring tiles overlap by about half.
+    frame's longer side, shrunk (not squeezed) to fit inside the frame; their
+    centres are spread evenly so neighbouring tiles overlap by about half.
     """
     out = [whole_frame_box(frame_w, frame_h, in_w, in_h, fit)]
     if tile <= 0:
@@ -46,7 +49,8 @@ def search_boxes(frame_w: int, frame_h: int, in_w: int, in_h: int, fit: str = "p
     aspect = in_w / in_h
     side = tile * max(frame_w, frame_h)
     tw, th = (side, side / aspect) if aspect >= 1 else (side * aspect, side)
-    tw, th = min(tw, frame_w), min(th, frame_h)
+    fit_in = min(1.0, frame_w / tw, frame_h / th)  # a tile the model sees undistorted
+    tw, th = tw * fit_in, th * fit_in
     nx = max(1, int(np.ceil(2 * frame_w / tw)) - 1)
     ny = max(1, int(np.ceil(2 * frame_h / th)) - 1)
     for cy in np.linspace(th / 2, frame_h - th / 2, ny):
@@ -128,5 +132,9 @@ def from_config(cfg, in_w: int, in_h: int, score_scale: float = 1.0) -> Optional
     t = cfg.tracking
     if not t.enabled:
         return None
+    if 0 < t.search < MIN_SEARCH:
+        from .errors import ConfigError
+        raise ConfigError(f"tracking.search must be 0 (whole frame only) or from {MIN_SEARCH} to 1, not "
+                          f"{t.search:g}: smaller tiles are thousands of crops the model sees upscaled")
     return Tracker(in_w, in_h, min_score=t.min_score, margin=t.margin, fit=cfg.model.fit,
                    search=t.search, score_scale=score_scale)

@@ -51,6 +51,32 @@ def test_falls_back_after_patience_and_searches_tiles():
     assert all(b.x >= 0 and b.y >= 0 and b.x + b.w <= W and b.y + b.h <= H for b in tiles)
 
 
+@pytest.mark.parametrize("tile", [0.1, 0.5, 0.75, 1.0])
+@pytest.mark.parametrize("frame,model", [((1280, 720), (192, 192)), ((720, 1280), (192, 192)),
+                                         ((1280, 720), (256, 192))])
+def test_search_tiles_keep_the_model_aspect_and_cover_the_frame(tile, frame, model):
+    """Tiles are never squeezed (a 1280x720 frame with search 1.0 gets 720x720 tiles, not one 1280x720
+    crop the square model would see squashed), stay inside the frame and reach all of it."""
+    (fw, fh), (mw, mh) = frame, model
+    tiles = search_boxes(fw, fh, mw, mh, tile=tile)[1:]
+    assert tiles and all(b.w / b.h == pytest.approx(mw / mh) for b in tiles)
+    assert all(b.x >= -1e-9 and b.y >= -1e-9 and b.x + b.w <= fw + 1e-9 and b.y + b.h <= fh + 1e-9 for b in tiles)
+    assert min(b.x for b in tiles) == pytest.approx(0) and max(b.x + b.w for b in tiles) == pytest.approx(fw)
+    assert min(b.y for b in tiles) == pytest.approx(0) and max(b.y + b.h for b in tiles) == pytest.approx(fh)
+
+
+def test_search_below_a_tenth_is_refused():
+    from edgepose import config, tracking
+    from edgepose.errors import ConfigError
+
+    cfg = config.Config()
+    cfg.tracking.search = 0.01  # 22,000 tiles of 13 px
+    with pytest.raises(ConfigError, match="tracking.search must be 0"):
+        tracking.from_config(cfg, 192, 192)
+    cfg.tracking.search = 0.0
+    assert tracking.from_config(cfg, 192, 192).search == 0.0
+
+
 def test_pipeline_falls_back_when_the_person_leaves_the_frame():
     """Real CPM model on frames built from an eval photo; then the person walks out of view."""
     sys.path.insert(0, str(REPO / "benchmarks"))
