@@ -1062,7 +1062,7 @@ def overrides_from_args(args: argparse.Namespace) -> Dict[str, Dict[str, Any]]:
     """The flags shared with ``edgepose run`` (source, model, mirror, backend) as config overrides."""
     from .service import overrides_from_args as run_overrides
 
-    unset = dict(decoder=None, threads=None, no_xnnpack=False, fps=None, max_frames=None, sink=None,
+    unset = dict(rotate=None, decoder=None, threads=None, no_xnnpack=False, fps=None, max_frames=None, sink=None,
                  device=None, broker=None, no_smoothing=False, no_tracking=False, preview=None)
     return run_overrides(argparse.Namespace(**unset, camera=args.camera, source=args.source, model=args.model,
                                             model_mirror=args.model_mirror, backend=args.backend))
