@@ -28,6 +28,7 @@ import time
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Callable, Iterator, List, Optional, Protocol, Tuple
 
 import cv2
@@ -65,14 +66,14 @@ class Capture(Protocol):
 
 @dataclass(frozen=True)
 class SourceSpec:
-    kind: str  # camera | v4l2 | stream | csi | video | image | images
+    kind: str  # camera | v4l2 | stream | csi | snapshot | video | image | images
     uri: str
     index: int = 0
     paths: Tuple[str, ...] = ()
 
     @property
     def live(self) -> bool:
-        return self.kind in ("camera", "v4l2", "stream", "csi")
+        return self.kind in ("camera", "v4l2", "stream", "csi", "snapshot")
 
 
 def parse_source(uri: str) -> SourceSpec:
@@ -88,6 +89,8 @@ def parse_source(uri: str) -> SourceSpec:
     m = re.fullmatch(r"csi://(\d+)", uri)
     if m:
         return SourceSpec("csi", uri, index=int(m.group(1)))
+    if uri.startswith(("http://", "https://")) and Path(urlsplit(uri).path).suffix.lower() in IMAGE_EXTS:
+        return SourceSpec("snapshot", uri)  # an IP camera's still image, polled
     if uri.startswith(STREAM_SCHEMES):
         return SourceSpec("stream", uri)
     if any(c in uri for c in "*?[") and not Path(uri).expanduser().exists():  # `shot[1].png` as named
@@ -251,7 +254,7 @@ class LiveSource(FrameSource):
         if cap is None:
             if isinstance(self._open_error, EdgeposeError):  # e.g. picamera2 missing: say that, not "connected?"
                 raise self._open_error
-            if parse_source(name).kind == "stream":
+            if parse_source(name).kind in ("stream", "snapshot"):
                 raise DeviceUnavailableError(f"cannot open stream {name} (is the address right and the stream "
                                              f"up?{_reason(self._open_error)})")
             raise DeviceUnavailableError(f"cannot open camera {name} (is it connected, and is this user "
@@ -411,6 +414,62 @@ class Picamera2Capture:
         self._cam.close()
 
 
+SNAPSHOT_FPS = 2.0  # how often a snapshot URL is fetched when camera.fps is 0
+MAX_SNAPSHOT_BYTES = 32 << 20
+
+
+class SnapshotCapture:
+    """An http(s) URL of a still image (an IP camera's ``snapshot.jpg``) read as a camera: every read
+    fetches and decodes it again, no more often than ``fps`` times a second (``SNAPSHOT_FPS`` if 0),
+    so the capture thread does not hammer the camera.  A failed fetch is a failed read: the source is
+    then ``lost`` and retried with backoff, as a camera would be."""
+
+    def __init__(self, url: str, fps: float = 0.0, timeout: float = 5.0,
+                 fetch: Optional[Callable[[], bytes]] = None,
+                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic):
+        self.url, self.timeout = url, timeout
+        self.period = 1.0 / (fps if fps and fps > 0 else SNAPSHOT_FPS)
+        self._fetch = fetch or self._urlopen
+        self._sleep, self._clock = sleep, clock
+        self._next = 0.0
+        self._first: Optional[np.ndarray] = None
+        self.error: Optional[Exception] = None
+
+    def _urlopen(self) -> bytes:
+        import urllib.request
+
+        with urllib.request.urlopen(self.url, timeout=self.timeout) as r:
+            return r.read(MAX_SNAPSHOT_BYTES)
+
+    def _get(self) -> Optional[np.ndarray]:
+        wait = self._next - self._clock()
+        if wait > 0:
+            self._sleep(wait)
+        self._next = self._clock() + self.period
+        try:
+            data = self._fetch()
+        except (OSError, ValueError) as e:  # URLError, HTTPError and timeouts are OSErrors
+            self.error = e
+            return None
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        self.error = None if img is not None else ValueError(f"{self.url} is not an image OpenCV can decode")
+        return img
+
+    def probe(self) -> "SnapshotCapture":
+        """Fetch once (its image is the first frame); raise what went wrong if it fails."""
+        self._first = self._get()
+        if self._first is None:
+            raise self.error or OSError("no image")
+        return self
+
+    def read(self) -> Tuple[bool, Optional[np.ndarray]]:
+        img, self._first = (self._first, None) if self._first is not None else (self._get(), None)
+        return img is not None, img
+
+    def release(self) -> None:
+        pass
+
+
 def default_opener(spec: SourceSpec, width: int, height: int, fps: float,
                    root: str = "/") -> Callable[[], Optional[Capture]]:
     """How to open a live source on this machine."""
@@ -419,6 +478,9 @@ def default_opener(spec: SourceSpec, width: int, height: int, fps: float,
             pipe = jetson_csi_pipeline(spec.index, width, height, fps)
             return lambda: cv2.VideoCapture(pipe, cv2.CAP_GSTREAMER)
         return lambda: Picamera2Capture(spec.index, width, height, fps)
+
+    if spec.kind == "snapshot":
+        return lambda: SnapshotCapture(spec.uri, fps).probe()
 
     def open_cv() -> Optional[Capture]:
         if spec.kind == "stream":

@@ -1,5 +1,6 @@
 """Frame sources: parsing, finite sources in order, live sources keeping the newest frame."""
 
+import shutil
 import time
 
 import cv2
@@ -82,8 +83,6 @@ def test_folder_or_glob_with_no_readable_image_is_missing_input(tmp_path):
 def test_paths_with_glob_characters_are_taken_as_named_when_they_exist(tmp_path):
     """`shot[1].png`, `holiday [2024]/`, `run [final].mp4` exist as typed: not globs (where `[2024]` would
     be a character class matching none of them); a pattern that names nothing is still a glob."""
-    import shutil
-
     folder = tmp_path / "holiday [2024]"
     folder.mkdir()
     cv2.imwrite(str(folder / "a.png"), np.full((20, 30, 3), 7, np.uint8))
@@ -243,3 +242,69 @@ def test_picamera2_adapter_logic():
     assert ok and img.shape == (480, 640, 3)
     assert calls[1] == ("config", {"size": (640, 480), "format": "RGB888"}, {"FrameRate": 15.0})
     assert calls[-2:] == [("stop",), ("close",)]
+
+
+def test_snapshot_capture_paces_its_fetches_and_reports_failures():
+    """SnapshotCapture (an IP camera's snapshot.jpg) with a scripted fetch and clock: one fetch per period,
+    the probe's image is the first frame, and a failed fetch or a non-image is a failed read."""
+    ok_jpg = cv2.imencode(".jpg", np.full((12, 16, 3), 80, np.uint8))[1].tobytes()
+    answers = [ok_jpg, ok_jpg, OSError("connection refused"), b"<html>login</html>", ok_jpg]
+    now, slept, fetched = [100.0], [], []
+
+    def fetch():
+        fetched.append(now[0])
+        a = answers.pop(0)
+        if isinstance(a, Exception):
+            raise a
+        return a
+
+    def sleep(s):
+        slept.append(round(s, 6))
+        now[0] += s
+
+    cap = sources.SnapshotCapture("http://cam/snap.jpg", fps=4, fetch=fetch, sleep=sleep, clock=lambda: now[0])
+    assert cap.probe() is cap and len(fetched) == 1
+    ok, img = cap.read()  # the probe's image, no second fetch
+    assert ok and img.shape == (12, 16, 3) and len(fetched) == 1
+    results = [cap.read()[0] for _ in range(3)]
+    assert results == [True, False, False] and isinstance(cap.error, ValueError)
+    assert cap.read()[0] is True
+    assert [round(b - a, 6) for a, b in zip(fetched, fetched[1:])] == [0.25] * 4  # 4 fetches a second
+    dead = sources.SnapshotCapture("http://cam/snap.jpg", fetch=lambda: (_ for _ in ()).throw(OSError("refused")),
+                                   sleep=sleep, clock=lambda: now[0])
+    with pytest.raises(OSError, match="refused"):
+        dead.probe()
+    assert dead.period == 1 / sources.SNAPSHOT_FPS
+
+
+def test_an_image_url_is_polled_as_a_camera_without_flapping(tmp_path, edgepose_env):
+    """`--source http://.../snapshot.jpg` against a real local HTTP server: live frames at camera.fps, no
+    'lost'/'back' pair per frame (it used to open as a one-frame stream and lose it every time); a URL
+    that answers 404 is one error and exit 69."""
+    import functools
+    import http.server
+    import threading
+
+    from conftest import CALIB, error_lines, payloads, run_cli
+
+    shutil.copy(sorted(CALIB.glob("*.jpg"))[0], tmp_path / "snapshot.jpg")
+    handler = functools.partial(type("Quiet", (http.server.SimpleHTTPRequestHandler,),
+                                     {"log_message": lambda *a: None}), directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        env = dict(edgepose_env, EDGEPOSE_CAMERA_FPS="10")
+        r = run_cli(["run", "--source", f"{base}/snapshot.jpg?user=x", "--model", "hourglass",
+                     "--max-frames", "3"], env)
+        assert r.returncode == 0, r.stderr
+        ps = payloads(r.stdout)
+        h, w = cv2.imread(str(tmp_path / "snapshot.jpg")).shape[:2]
+        assert len(ps) == 3 and all(p["frame"] == {"width": w, "height": h} for p in ps)
+        assert "(live)" in r.stderr and "lost" not in r.stderr and "is back" not in r.stderr, r.stderr
+        r = run_cli(["run", "--source", f"{base}/nothere.jpg", "--model", "hourglass", "--max-frames", "1"], env)
+        assert r.returncode == 69 and error_lines(r.stderr) == [
+            f"edgepose: ERROR: cannot open stream {base}/nothere.jpg (is the address right and the stream up? "
+            "last error: HTTP Error 404: File not found)"], r.stderr
+    finally:
+        server.shutdown()
