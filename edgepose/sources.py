@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 VIDEO_EXTS = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".mjpeg", ".h264"}
+VIDEO_EXTS = {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ts", ".wmv", ".flv",
+              ".h264", ".h265", ".mjpg", ".mjpeg", ".3gp"}  # only for wording: OpenCV decides what it reads
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 
 
@@ -509,7 +511,10 @@ def open_source(uri: str, width: int = 640, height: int = 480, fps: float = 0.0,
         ok = cap.isOpened() and cap.read()[0]
         cap.release()
         if not ok:
-            raise InputMissingError(f"cannot decode video {spec.uri} (not a video OpenCV can read)")
+            if Path(spec.uri).suffix.lower() in VIDEO_EXTS:
+                raise InputMissingError(f"cannot decode video {spec.uri} (not a video OpenCV can read)")
+            raise InputMissingError(f"cannot decode {spec.uri}: neither an image nor a video OpenCV can read "
+                                    f"(images: {', '.join(sorted(IMAGE_EXTS))})")
         return FiniteSource(_video_frames(spec.uri), spec.uri)
     if not any(cv2.imread(p, cv2.IMREAD_COLOR) is not None for p in spec.paths):  # stops at the first good one
         if spec.kind == "image":

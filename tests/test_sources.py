@@ -42,6 +42,10 @@ def test_empty_folder_and_undecodable_video(tmp_path):
     bad.write_bytes(b"\x00" * 1000)
     with pytest.raises(InputMissingError, match="cannot decode video"):
         sources.open_source(str(bad))
+    odd = tmp_path / "photo.avif"  # a still image OpenCV cannot read is not called a video
+    odd.write_bytes(b"\x00" * 1000)
+    with pytest.raises(InputMissingError, match="neither an image nor a video OpenCV can read"):
+        sources.open_source(str(odd))
 
 
 def _drain(src):
