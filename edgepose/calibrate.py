@@ -29,7 +29,7 @@ candidate), and their FPS is the median of the final rounds.
 
 Selection never trades accuracy silently: a quantized variant is eligible
 only when the fidelity report beside it in the model cache
-(``<cache>/<name>/report.json``) says ``"fidelity": {"passed": true}``;
+(``<cache>/<name>/model.report.json``) says ``"fidelity": {"passed": true}``;
 float32 upstream models are verified by definition.  ``--allow-unverified``
 lifts that.  The recommended frame-rate cap is ``headroom`` (90%) of the
 chosen configuration's sustained FPS.

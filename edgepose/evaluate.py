@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,7 @@ ASPECTS = ("pad", "stretch")
 KEYPOINT_COORDS = ("index", "continuous")  # integer pixel indices (+0.5) or continuous coordinates
 DEFAULT_PADDING = 0.25
 DEFAULT_ASPECT = "pad"
+MAX_BOX_SCALE = 10  # a bbox side may be up to this many times the image's longer side
 
 
 class AnnotationError(EdgeposeError):
@@ -66,8 +68,8 @@ class Sample:
     box: Box  # annotation bbox in frame pixels
     keypoints: np.ndarray  # (K, 2) frame pixels (0 where not labelled)
     visible: np.ndarray  # (K,) bool: labelled (v > 0)
-    image_id: int = 0
-    annotation_id: int = 0
+    image_id: Union[int, str] = 0
+    annotation_id: Union[int, str] = 0
 
     @property
     def box_size(self) -> float:
@@ -85,8 +87,38 @@ class EvalResult:
     names: Tuple[str, ...]
 
 
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")  # headTop, HeadTop: a word starts at each capital
+
+
 def _norm_name(name: str) -> str:
-    return str(name).strip().lower().replace("-", "_").replace(" ", "_")
+    """``left_wrist``, ``Left-Wrist``, ``LEFT WRIST``, ``LeftWrist`` -> ``left_wrist``."""
+    return re.sub(r"[\s_-]+", "_", _CAMEL.sub("_", str(name).strip())).lower()
+
+
+def _is_id(v: object) -> bool:
+    return isinstance(v, (int, str)) and not isinstance(v, bool)
+
+
+def sample_problem(box: Box, keypoints: np.ndarray, visible: np.ndarray, width: float, height: float
+                   ) -> Optional[str]:
+    """Why an annotation (``box``, labelled ``keypoints``) cannot be a person in a ``width`` x ``height``
+    image, or None.
+
+    The box must overlap the image and be at most :data:`MAX_BOX_SCALE` times the image's longer side,
+    and labelled keypoints no further than that from the image: more is a unit or typing error (the
+    person would be a few pixels of the model input, and the box size divides every error).
+    """
+    size = f"{width:g}x{height:g}"
+    if box.x >= width or box.y >= height or box.x + box.w <= 0 or box.y + box.h <= 0:
+        return f"its bbox [{box.x:g}, {box.y:g}, {box.w:g}, {box.h:g}] lies entirely outside its {size} image"
+    far = MAX_BOX_SCALE * max(width, height)
+    if max(box.w, box.h) > far:
+        return (f"its bbox [{box.x:g}, {box.y:g}, {box.w:g}, {box.h:g}] is more than {MAX_BOX_SCALE} times "
+                f"the size of its {size} image")
+    centre = np.array([width, height]) / 2
+    if (np.abs(keypoints[visible] - centre) > far).any():
+        return f"it has labelled keypoints more than {MAX_BOX_SCALE} image sizes outside its {size} image"
+    return None
 
 
 def load_annotations(path: Union[str, Path], images_dir: Union[str, Path, None] = None,
@@ -94,7 +126,11 @@ def load_annotations(path: Union[str, Path], images_dir: Union[str, Path, None] 
     """Read a COCO keypoint file into :class:`Sample` s in the order of ``names``.
 
     ``images_dir`` defaults to the annotation file's folder; ``file_name`` is
-    relative to it.  Annotations without labelled keypoints are skipped.
+    relative to it.  Annotations without labelled keypoints are skipped; every
+    other one needs a ``bbox`` (the crop and the PCK scale come from it), which
+    must overlap its image (:func:`sample_problem`, checked here when the
+    image entry has ``width`` and ``height``, and by :func:`infer`).  Keypoint names
+    the model does not have are ignored with one warning.
     ``keypoint_coords``: ``"index"`` (pixel indices, moved to pixel centres by
     +0.5) or ``"continuous"`` (used as they are); see the module notes.
     """
@@ -113,16 +149,40 @@ def load_annotations(path: Union[str, Path], images_dir: Union[str, Path, None] 
     base = Path(images_dir) if images_dir else path.parent
     if images_dir and not base.is_dir():
         raise InputMissingError(f"images folder {base} {absent(base, 'folder')}")
-    try:
-        cats = {c["id"]: [_norm_name(n) for n in c["keypoints"]] for c in data["categories"]
-                if c.get("keypoints")}
-        images = {im["id"]: im["file_name"] for im in data["images"]}
-        anns = list(data["annotations"])
-    except KeyError as e:
-        raise AnnotationError(f"{path} is not a COCO keypoint file (no {e} list)") from None
-    except (TypeError, AttributeError) as e:
-        raise AnnotationError(f"{path} is not a COCO keypoint file: its categories, images and annotations "
-                              f"must be lists of objects ({e})") from None
+    if not isinstance(data, dict):
+        kind = {list: "a list", str: "a string", bool: "true or false", type(None): "null"}.get(type(data), "a number")
+        raise AnnotationError(f"{path} is not a COCO keypoint file: it holds {kind}, not an object with "
+                              "categories, images and annotations")
+    for key in ("categories", "images", "annotations"):
+        if key not in data:
+            raise AnnotationError(f"{path} is not a COCO keypoint file (no {key!r} list)")
+        if not isinstance(data[key], list) or not all(isinstance(x, dict) for x in data[key]):
+            raise AnnotationError(f"{path} is not a COCO keypoint file: its {key} must be a list of objects")
+    cats: Dict[object, List[Tuple[str, str]]] = {}  # category id -> keypoint names as written, normalised
+    for c in data["categories"]:
+        if not c.get("keypoints"):
+            continue
+        if not _is_id(c.get("id")):
+            raise AnnotationError(f"{path}: category {c.get('name', '')!r} has no id (an integer)")
+        if not isinstance(c["keypoints"], list):
+            raise AnnotationError(f"{path}: the keypoints of category id {c['id']} must be a list of names")
+        seen: Dict[str, str] = {}
+        for n in map(str, c["keypoints"]):
+            other = seen.get(_norm_name(n))
+            if other is not None:
+                twice = f"{n!r} twice" if other == n else f"{other!r} and {n!r}, which are the same name"
+                raise AnnotationError(f"{path}: category id {c['id']} names keypoint {twice}")
+            seen[_norm_name(n)] = n
+        cats[c["id"]] = [(n, norm) for norm, n in seen.items()]
+    images: Dict[object, dict] = {}
+    for pos, im in enumerate(data["images"]):
+        if not _is_id(im.get("id")):
+            raise AnnotationError(f"{path}: image {pos + 1} of {len(data['images'])} has no id (an integer)")
+        if im["id"] in images:
+            raise AnnotationError(f"{path}: image id {im['id']!r} appears more than once in images "
+                                  "(an annotation's image_id must name one image)")
+        images[im["id"]] = im
+    anns = data["annotations"]
     if not cats:
         raise AnnotationError(f"{path} has no category with keypoint names")
     if not anns:
@@ -131,38 +191,74 @@ def load_annotations(path: Union[str, Path], images_dir: Union[str, Path, None] 
     k = len(model)
     samples: List[Sample] = []
     matched_any = False
+    ignored: Dict[str, None] = {}  # file keypoint names the model does not have, in order
+    scored = set()  # model keypoints the file has
     for i, a in enumerate(anns):
+        aid = a.get("id", i)
+        what = f"{path}: annotation id {aid!r}" if "id" in a else f"{path}: annotation {i + 1} of {len(anns)} (no id)"
+        if not _is_id(aid):
+            raise AnnotationError(f"{what}: its id must be an integer")
+        cid = a.get("category_id")
+        cat = (cats.get(cid) if _is_id(cid) else None) or next(iter(cats.values()))
+        if "keypoints" not in a:
+            raise AnnotationError(f"{what} has no keypoints")
         try:
-            cat = cats.get(a.get("category_id"), next(iter(cats.values())))
-            kp = np.asarray(a["keypoints"], dtype=np.float64).reshape(-1, 3)
-            x, y, w, h = (float(v) for v in a["bbox"])
-            file_name = images[a["image_id"]]
-            if not isinstance(file_name, str) or not file_name:
-                raise TypeError(f"file_name of image {a['image_id']!r} is not a non-empty string")
-            ids = int(a["image_id"]), int(a.get("id", i))
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
-            raise AnnotationError(f"{path}: annotation #{i} is malformed ({e!r})") from None
-        if len(kp) != len(cat):
-            raise AnnotationError(f"{path}: annotation #{i} has {len(kp)} keypoints, its category "
-                                  f"names {len(cat)}")
-        if not (np.isfinite([x, y, w, h]).all() and w > 0 and h > 0):
-            raise AnnotationError(f"{path}: annotation #{i} has an empty or non-finite bbox")
+            kp = np.asarray(a["keypoints"], dtype=np.float64)
+        except (TypeError, ValueError):
+            kp = None
+        if kp is None or kp.ndim != 1:
+            raise AnnotationError(f"{what}: its keypoints must be a list of numbers (x, y, v for each keypoint)")
+        if len(kp) != 3 * len(cat):
+            raise AnnotationError(f"{what} has {len(kp)} keypoint values; its category names {len(cat)} "
+                                  f"keypoints, so {3 * len(cat)} (x, y, v for each) are expected")
+        kp = kp.reshape(-1, 3)
         if not np.isfinite(kp).all():
-            raise AnnotationError(f"{path}: annotation #{i} has non-finite keypoint values")
+            raise AnnotationError(f"{what} has non-finite keypoint values")
         xy = np.zeros((k, 2))
         vis = np.zeros(k, dtype=bool)
-        for src, name in enumerate(cat):
-            if name in model:
-                dst = model.index(name)
+        for src, (name, norm) in enumerate(cat):
+            if norm in model:
+                dst = model.index(norm)
                 matched_any = True
+                scored.add(dst)
                 xy[dst] = kp[src, :2] + offset
                 vis[dst] = kp[src, 2] > 0
+            else:
+                ignored[name] = None
         if not vis.any():
             continue
-        samples.append(Sample(base / file_name, Box(x, y, w, h), xy, vis, *ids))
+        if "bbox" not in a:
+            raise AnnotationError(f"{what} has no bbox ([x, y, width, height] of the person: eval crops the "
+                                  "person by it and scales the errors by its size)")
+        bbox = a["bbox"]
+        if not (isinstance(bbox, list) and len(bbox) == 4
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)):
+            raise AnnotationError(f"{what}: its bbox must be [x, y, width, height], not {json.dumps(bbox)}")
+        x, y, w, h = map(float, bbox)
+        if not (np.isfinite([x, y, w, h]).all() and w > 0 and h > 0):
+            raise AnnotationError(f"{what} has an empty or non-finite bbox")
+        if "image_id" not in a:
+            raise AnnotationError(f"{what} has no image_id")
+        image = images.get(a["image_id"]) if _is_id(a["image_id"]) else None
+        if image is None:
+            raise AnnotationError(f"{what} refers to image_id {a['image_id']!r}, which is not in images")
+        file_name = image.get("file_name")
+        if not isinstance(file_name, str) or not file_name:
+            raise AnnotationError(f"{path}: image id {a['image_id']!r} has no file_name (a non-empty string)")
+        box = Box(x, y, w, h)
+        size = image.get("width"), image.get("height")
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in size):
+            problem = sample_problem(box, xy, vis, *size)
+            if problem:
+                raise AnnotationError(f"{what}: {problem} ({file_name})")
+        samples.append(Sample(base / file_name, box, xy, vis, a["image_id"], aid))
     if not matched_any:
         raise AnnotationError(f"{path}: none of its keypoint names match the model's "
                               f"({', '.join(names)})")
+    if ignored:
+        missing = [names[j] for j in range(k) if j not in scored]
+        log.warning("%s: ignoring keypoints the model does not have: %s%s", path, ", ".join(ignored),
+                    f" (the model's {', '.join(missing)}: not in the file, not scored)" if missing else "")
     if not samples:
         raise AnnotationError(f"{path} has no annotation with labelled keypoints")
     return samples
@@ -197,6 +293,9 @@ def infer(engine, samples: Sequence[Sample], padding: float = DEFAULT_PADDING,
             if img is None:
                 raise AnnotationError(f"image {s.image_path} cannot be decoded")
             cache = {s.image_path: img}  # samples of one image are adjacent in COCO files
+        problem = sample_problem(s.box, s.keypoints, s.visible, img.shape[1], img.shape[0])
+        if problem:
+            raise AnnotationError(f"annotation id {s.annotation_id!r} of image {s.image_path}: {problem}")
         t = CropTransform(crop_box(s.box, in_w, in_h, padding, aspect), in_w, in_h)
         crop_to_input(img, t, out=buf)
         out.append((engine.run(buf).copy(), t))

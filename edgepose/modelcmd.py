@@ -98,9 +98,10 @@ def _list(args, cfg, cache: Path, mirror: str) -> int:
         _out(json.dumps(rows, indent=1) + "\n")
         return 0
     _out(f"model cache: {cache}\n")
-    w = max(len(r["name"]) for r in rows)
+    w = {k: max(len(r[k]) for r in rows) for k in ("name", "state", "kind")}
     for r in rows:
-        _out(f"  {r['name']:<{w}}  {r['state']:<10}  {r['kind']:<28}  {r['description']}\n")
+        _out(f"  {r['name']:<{w['name']}}  {r['state']:<{w['state']}}  {r['kind']:<{w['kind']}}  "
+             f"{r['description']}\n")
     return 0
 
 
@@ -109,12 +110,11 @@ def _pull(args, cfg, cache: Path, mirror: str) -> int:
     if args.name not in cat:
         raise ConfigError(f"unknown model {args.name!r}; `edgepose models list` shows the catalogue")
     entry = cat[args.name]
-    if args.force and not entry.local_only:
-        target = entry.cache_file(cache)
-        if target.is_file():
-            target.unlink()
-    path = models.resolve(args.name, cache_dir=cache, mirror=mirror, progress=models.stderr_progress(),
-                          catalogue=cat)
+    if args.force and not entry.local_only:  # replaces the cached file only once the new one is verified
+        path = models.fetch(entry, cache, mirror, progress=models.stderr_progress())
+    else:
+        path = models.resolve(args.name, cache_dir=cache, mirror=mirror, progress=models.stderr_progress(),
+                              catalogue=cat)
     _out(f"{args.name}: {path} ({models.cache_state(entry, cache)})\n")
     return 0
 
@@ -199,6 +199,14 @@ def _quantize(args, cfg, cache: Path, mirror: str) -> int:
         raise UsageError("--threads takes a number from 1 to 64")
     if args.finetune_rate is not None and not (math.isfinite(args.finetune_rate) and args.finetune_rate > 0):
         raise UsageError("--finetune-rate takes a learning rate > 0 (e.g. 2e-5)")
+    # the inputs exist: checked before anything is created, fetched (megabytes) or built
+    if args.calib:
+        q.list_images(Path(args.calib))
+    samples = None
+    if args.eval:
+        from .evaluate import load_annotations
+
+        samples = load_annotations(args.eval)
     out = Path(args.out) if args.out else entry.cache_file(cache)
     try:  # before the build (minutes of fine-tuning), not after it
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -218,11 +226,6 @@ def _quantize(args, cfg, cache: Path, mirror: str) -> int:
     if args.calib:
         photos = q.read_photos(Path(args.calib))
         calib = q.calibration_crops(photos, in_w, in_h, augment=None if args.no_augment else q.Augment())
-    samples = None
-    if args.eval:
-        from .evaluate import load_annotations
-
-        samples = load_annotations(args.eval)
     inp = src.input or {}
     outp = src.output or {}
     try:

@@ -15,12 +15,11 @@ import http.client
 import logging
 import os
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .errors import ConfigError, InputMissingError, ModelError
 from .files import absent
@@ -219,7 +218,7 @@ def _sources(entry: ModelEntry, mirror: str) -> List[str]:
     return out
 
 
-def _copy_stream(src, dst, total: Optional[int], progress: Optional[Progress]) -> None:
+def _copy_stream(src, dst, total: Optional[int], progress: Optional[Progress]) -> int:
     done = 0
     while True:
         chunk = src.read(1 << 16)
@@ -229,6 +228,31 @@ def _copy_stream(src, dst, total: Optional[int], progress: Optional[Progress]) -
         done += len(chunk)
         if progress:
             progress(done, total)
+    return done
+
+
+def _temp_file(target: Path) -> Tuple[int, Path]:
+    """A new file beside ``target`` for its download: (fd, path), named ``.fetch-*.part``.  Created with
+    mode 0644 less the umask (``tempfile.mkstemp`` would make it 0600, unreadable to a service user)."""
+    for _ in range(100):
+        tmp = target.parent / f".fetch-{os.urandom(6).hex()}.part"
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no unused temporary name in {target.parent}")
+
+
+def _keep_owner_and_mode(tmp: Path, target: Path) -> None:
+    """Give ``tmp`` the mode of the file it replaces and, as root, its owner and group (``pull --force``
+    run with sudo on a service's cache must leave a file the service user can still read)."""
+    try:
+        st = target.stat()
+    except FileNotFoundError:
+        return
+    os.chmod(tmp, st.st_mode & 0o7777)
+    if hasattr(os, "chown") and os.geteuid() == 0:
+        os.chown(tmp, st.st_uid, st.st_gid)
 
 
 def fetch(entry: ModelEntry, cache_dir: Path, mirror: str = "", progress: Optional[Progress] = None,
@@ -236,7 +260,11 @@ def fetch(entry: ModelEntry, cache_dir: Path, mirror: str = "", progress: Option
     """Download or copy ``entry`` into the cache, verify it, and return its path.
 
     The file is written to a temporary name and renamed only after the
-    checksum passes, so a cache never holds a half-written model.
+    checksum passes, so a cache never holds a half-written model.  A new file
+    gets mode 0644 less the umask; one that replaces a cached file (``pull
+    --force``) keeps that file's mode and, as root, its owner.  An HTTP transfer
+    that ends before its Content-Length is an interrupted download, a failed
+    source like a refused connection (the next source is tried), not a bad file.
     """
     if entry.local_only:
         raise InputMissingError(
@@ -253,17 +281,20 @@ def fetch(entry: ModelEntry, cache_dir: Path, mirror: str = "", progress: Option
     mirror_src = sources[0] if mirror else None
     for src in sources:
         try:
-            fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".fetch-", suffix=".part")
+            fd, tmp = _temp_file(target)
         except OSError as e:
             raise ConfigError(f"cannot write to model cache directory {target.parent}: {e}") from None
-        tmp = Path(tmp_name)
         try:
             with os.fdopen(fd, "wb") as out:
                 if "://" in src:
                     log.info("fetching %s from %s", entry.name, src)
                     with urllib.request.urlopen(src, timeout=timeout) as resp:  # noqa: S310
                         length = resp.headers.get("Content-Length")
-                        _copy_stream(resp, out, int(length) if length else entry.size or None, progress)
+                        length = int(length) if length and length.strip().isdigit() else None
+                        done = _copy_stream(resp, out, length or entry.size or None, progress)
+                        if length is not None and done < length:
+                            raise ConnectionError(f"download interrupted: the connection closed after {done} of "
+                                                  f"{length} bytes")
                 else:
                     log.info("copying %s from %s", entry.name, src)
                     with open(src, "rb") as fh:
@@ -275,6 +306,7 @@ def fetch(entry: ModelEntry, cache_dir: Path, mirror: str = "", progress: Option
                        else "try again later or use a mirror")
                 raise ModelError(f"{whose} of model {entry.name} at {src} is bad: {problem}; nothing was "
                                  f"cached ({fix})")
+            _keep_owner_and_mode(tmp, target)
             os.replace(tmp, target)
             return target
         except (OSError, urllib.error.URLError, http.client.HTTPException, ValueError) as e:

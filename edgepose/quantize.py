@@ -20,7 +20,7 @@ Steps (each a small function, so tests and benchmarks can use them alone):
    same run, keypoint agreement with float and PCK on an evaluation set.
 
 Quantized models are written to the model cache as catalogue entries
-(``cpm-int8`` ...) with ``report.json`` beside them.
+(``cpm-int8`` ...) with ``model.report.json`` beside them.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ import pytest
 from edgepose import models
 from edgepose.errors import InputMissingError, ModelError
 
-from conftest import EVAL_IMAGES, MIRROR, REPO, error_lines, run_cli
+from conftest import CALIB, EVAL_IMAGES, MIRROR, REPO, error_lines, run_cli
 
 
 @pytest.fixture
@@ -430,3 +430,126 @@ def test_quantize_checks_its_arguments_before_building(env, tmp_path):
         assert r.returncode == code and text in r.stderr, (extra, r.returncode, r.stderr)
         assert "building" not in r.stderr and "Traceback" not in r.stderr
     assert not list(tmp_path.glob("*.part")) and not (tmp_path.parent / (tmp_path.name + ".part")).exists()
+
+
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o002, 0o644), (0o077, 0o600)])
+def test_pulled_files_are_readable_as_the_umask_allows(env, cache, umask, mode):
+    """Not mkstemp's 0600: a cache shared with a service user must stay readable to it."""
+    r = run_cli(["models", "pull", "hourglass"], env, umask=umask)
+    assert r.returncode == 0, r.stderr
+    assert (cache / "hourglass" / "model.tflite").stat().st_mode & 0o7777 == mode
+
+
+def test_pull_force_keeps_the_mode_and_owner_of_the_file_it_replaces(env, cache):
+    """`sudo edgepose models pull NAME --force` on a service's cache (the fix the README gives for a checksum
+    mismatch) must leave a file the service user can still read: mode kept, and owner kept as root."""
+    path = cache / "cpm" / "model.tflite"
+    path.parent.mkdir(parents=True)
+    data = (MIRROR / "cpm" / "model.tflite").read_bytes()
+    path.write_bytes(data[:5000] + bytes([data[5000] ^ 1]) + data[5001:])  # a corrupt cached copy
+    path.chmod(0o640)
+    root = os.geteuid() == 0
+    if root:
+        os.chown(path, 65534, 65534)
+    before = path.stat()
+    r = run_cli(["models", "pull", "cpm", "--force"], env, umask=0o077)
+    assert r.returncode == 0, r.stderr
+    after = path.stat()
+    assert after.st_ino != before.st_ino and models.sha256_of(path) == models.load_catalogue()["cpm"].sha256
+    assert after.st_mode & 0o7777 == 0o640
+    if root:
+        assert (after.st_uid, after.st_gid) == (65534, 65534)
+    assert not list(path.parent.glob(".fetch-*"))
+
+
+@pytest.fixture
+def short_server():
+    """An HTTP server that announces the mirror file's full Content-Length, sends half of it and closes."""
+
+    class Short(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            f = MIRROR / self.path.lstrip("/")
+            if not f.is_file():
+                self.send_error(404)
+                return
+            data = f.read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[: len(data) // 2])
+            self.close_connection = True
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Short)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _closed_port() -> int:
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def test_a_download_cut_short_is_an_interrupted_download_not_a_bad_mirror_file(short_server, cache, tmp_path):
+    """The server's own Content-Length shows the transfer ended early: a failed source (the next one is
+    tried; all failed: exit 66), and the mirror's file is not blamed."""
+    import dataclasses
+
+    entry = dataclasses.replace(models.load_catalogue()["cpm"], url=short_server + "/cpm/model.tflite")
+    with pytest.raises(InputMissingError) as e:
+        models.fetch(entry, cache, mirror=short_server)
+    assert str(e.value).count("download interrupted: the connection closed after 1179952 of 2359904 bytes") == 2
+    assert not (cache / "cpm" / "model.tflite").exists() and not list((cache / "cpm").glob(".fetch-*"))
+    # the CLI, with upstream (the catalogue's https URL) unreachable through a proxy that refuses connections
+    proxy = f"http://127.0.0.1:{_closed_port()}"
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    env.update(EDGEPOSE_MODEL_DIR=str(cache), http_proxy=proxy, https_proxy=proxy, no_proxy="127.0.0.1")
+    r = run_cli(["models", "--mirror", short_server, "pull", "cpm"], env)
+    assert r.returncode == 66 and "Traceback" not in r.stderr, r.stderr
+    (line,) = error_lines(r.stderr)
+    assert f"{short_server}/cpm/model.tflite: download interrupted" in line
+    assert "mirror's copy" not in line and "is bad" not in line
+    assert not (cache / "cpm" / "model.tflite").exists()
+
+
+def test_quantize_checks_calib_and_eval_before_fetching(env, cache, tmp_path):
+    """A missing --calib folder or --eval file is reported before any model is fetched (here the mirror
+    is empty and upstream unreachable, so a fetch would fail first) and before the cache entry is made."""
+    proxy = f"http://127.0.0.1:{_closed_port()}"
+    env = {k: v for k, v in env.items() if not k.lower().endswith("_proxy")}
+    env.update(EDGEPOSE_MODEL_MIRROR=str(tmp_path / "empty-mirror"), http_proxy=proxy, https_proxy=proxy)
+    (tmp_path / "empty-mirror").mkdir()
+    (tmp_path / "no-photos").mkdir()
+    cases = [(["--calib", tmp_path / "nonexist"], f"calibration folder {tmp_path / 'nonexist'} does not exist"),
+             (["--calib", tmp_path / "no-photos"], "has no images"),
+             (["--calib", CALIB, "--eval", tmp_path / "no.json"], f"annotation file {tmp_path / 'no.json'} does not exist"),
+             (["--mode", "float16", "--eval", tmp_path / "no.json"], "annotation file")]
+    for extra, text in cases:
+        r = run_cli(["models", "quantize", "cpm", *extra], env, timeout=60)
+        assert r.returncode == 66 and "Traceback" not in r.stderr, (extra, r.stderr)
+        (line,) = error_lines(r.stderr)
+        assert text in line and "could not fetch" not in line, (extra, line)
+        assert "fetching" not in r.stderr and "copying" not in r.stderr
+    assert not cache.exists()
+
+
+def test_list_columns_stay_aligned(env):
+    """Each column is as wide as its longest entry (`local (int8 from hourglass-pb)` included)."""
+    rows = json.loads(run_cli(["models", "list", "--json"], env).stdout)
+    lines = run_cli(["models", "list"], env).stdout.splitlines()[1:]
+    assert len(lines) == len(rows)
+    starts = {line.index(r["description"]) for line, r in zip(lines, rows)}
+    assert len(starts) == 1, lines
+    kinds = {line.index(r["kind"]) for line, r in zip(lines, rows)}
+    assert len(kinds) == 1, lines
