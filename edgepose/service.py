@@ -424,7 +424,7 @@ class Daemon:
                     if parts.source.exhausted:
                         log.info("end of %s after %d frames", cfg.camera.source, self.stats.frames)
                         break
-                    lost_for = getattr(parts.source, "lost_for", lambda: 0.0)()
+                    lost_for = parts.source.lost_for()
                     if watchdog and parts.source.state == "reconnecting" and lost_for < cfg.camera.gone_timeout:
                         watchdog.progress()  # we know what is wrong and are fixing it
                     continue

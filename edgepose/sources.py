@@ -39,9 +39,8 @@ from .errors import DeviceUnavailableError, EdgeposeError, InputMissingError, Ru
 log = logging.getLogger(__name__)
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
-VIDEO_EXTS = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".mjpeg", ".h264"}
 VIDEO_EXTS = {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ts", ".wmv", ".flv",
-              ".h264", ".h265", ".mjpg", ".mjpeg", ".3gp"}  # only for wording: OpenCV decides what it reads
+              ".h264", ".h265", ".mjpg", ".mjpeg", ".3gp"}  # OpenCV decides what it reads: names for wording
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 
 
@@ -131,6 +130,10 @@ class FrameSource:
     @property
     def dropped(self) -> int:
         return 0
+
+    def lost_for(self) -> float:
+        """Seconds a live source has been lost (0 while it delivers, and for files)."""
+        return 0.0
 
     def close(self) -> None:
         pass
@@ -557,6 +560,9 @@ class RotatedSource(FrameSource):
     @property
     def dropped(self) -> int:
         return self.inner.dropped
+
+    def lost_for(self) -> float:
+        return self.inner.lost_for()
 
     def close(self) -> None:
         self.inner.close()

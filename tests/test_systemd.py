@@ -272,6 +272,64 @@ def test_daemon_hung_camera_read_stops_watchdog_pings(receiver, model_cache):
     assert fields[-1] == {"STOPPING": "1"}
 
 
+class LostAfter:
+    """A real clip source that, after ``n`` frames, acts as a camera that is gone and being reopened
+    (``reconnecting``) for ``lost_s`` seconds already: no camera hardware exists here."""
+
+    live = True
+
+    def __init__(self, inner, n: int, lost_s: float) -> None:
+        self.inner, self.n, self.lost_s = inner, n, lost_s
+        self.reads = 0
+
+    def read(self, timeout: float = 0.5):
+        if self.reads >= self.n:
+            time.sleep(min(timeout, 0.05))
+            return None
+        frame = self.inner.read(timeout=timeout)
+        self.reads += frame is not None
+        return frame
+
+    @property
+    def state(self):
+        return "reconnecting" if self.reads >= self.n else "ok"
+
+    def lost_for(self) -> float:
+        return self.lost_s if self.reads >= self.n else 0.0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+@pytest.mark.parametrize("lost_s,pings_go_on", [(5.0, True), (120.0, False)])
+def test_a_camera_gone_longer_than_gone_timeout_stops_the_watchdog(lost_s, pings_go_on, receiver, model_cache):
+    """While a camera is being reopened the daemon keeps pinging (it is alive and says so); once it has been
+    gone longer than camera.gone_timeout (60 s) the pings stop, so systemd restarts it.  Whatever wraps the
+    source (RotatedSource, always) must pass lost_for() through."""
+    cfg = config_mod.load(None, {"camera": {"source": str(VIDEOS / "demo.mp4"), "rotate": 180},
+                                 "output": {"sink": "none"},
+                                 "model": {"name": "hourglass", "dir": str(model_cache), "mirror": str(MIRROR)},
+                                 "service": {"stall_timeout": 0.5}, "runtime": {"threads": 1}}, environ={})
+    env = {"NOTIFY_SOCKET": receiver.name, "WATCHDOG_USEC": "200000"}
+    daemon = Daemon(cfg, environ=env, source_factory=lambda uri, **kw: LostAfter(open_source(uri, **kw), 2, lost_s))
+    result = {}
+    t = threading.Thread(target=lambda: result.setdefault("rc", daemon.run()), daemon=True)
+    t.start()
+    try:
+        receiver.wait_for("READY", timeout=60)
+        end = time.monotonic() + 30
+        while daemon.stats.frames < 2 and time.monotonic() < end:
+            time.sleep(0.02)
+        lost_at = time.time()
+        time.sleep(1.5)
+    finally:
+        daemon.stop_event.set()
+        t.join(30)
+    assert result.get("rc") == 0
+    late = [tt - lost_at for tt, _ in receiver.keys("WATCHDOG") if tt - lost_at > 0.5 + 0.2]
+    assert bool(late) is pings_go_on, late
+
+
 def test_edgepose_run_notifies_ready_status_watchdog_and_stopping_on_sigterm(receiver, edgepose_env):
     env = dict(edgepose_env, NOTIFY_SOCKET=receiver.name, WATCHDOG_USEC="400000",
                INVOCATION_ID=uuid.uuid4().hex)
