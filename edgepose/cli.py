@@ -117,6 +117,9 @@ class GuardedStdout:
     def write(self, text: str) -> int:
         return self._do("write", text)
 
+    def writelines(self, lines) -> None:
+        self._do("writelines", lines)
+
     def flush(self) -> None:
         self._do("flush")
 
@@ -166,16 +169,29 @@ def _main(argv: Optional[List[str]]) -> int:
 
 
 def entry_point() -> None:  # console_scripts
-    rc = main()
+    try:
+        rc = main()
+    except SystemExit as e:  # argparse's --help and --version: their output is flushed below too
+        rc = e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
     try:
         if sys.stdout is not None:
             sys.stdout.flush()
-    except OSError:  # reported already (74), or the reader went away (0): no second report at exit
-        try:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        except (OSError, ValueError):
-            pass
+    except BrokenPipeError:  # the reader went away (`| head`): not an error
+        _discard_stdout()
+    except OSError as e:  # a full disk seen only now (--help, --version): one line, 74
+        _discard_stdout()
+        if rc == 0:
+            log.error("%s", OutputError(f"cannot write to stdout: {e.strerror or e}"))
+            rc = OutputError.exit_code
     sys.exit(rc)
+
+
+def _discard_stdout() -> None:
+    """Point fd 1 at /dev/null so the interpreter's own flush at exit does not fail a second time."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 if __name__ == "__main__":

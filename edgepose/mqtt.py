@@ -826,8 +826,8 @@ def command(args) -> int:
             problem = pose_problem(doc) if kind == "pose" else (
                 None if isinstance(doc, dict) else "not a JSON object")
         if problem:
-            if (kind, problem) not in skipped:  # once per kind: a bad publisher can send many
-                skipped.add((kind, problem))
+            if (dev, kind, problem) not in skipped:  # once per topic and kind: a bad publisher can send many
+                skipped.add((dev, kind, problem))
                 write(f"{_clock_text(None)} {dev} {kind} skipped: {problem}: {text[:80]!r}", sys.stderr)
             return
         if kind == "status":

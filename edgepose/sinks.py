@@ -77,7 +77,7 @@ class StdoutSink:
     def close(self, handover_to: Optional[Sink] = None) -> None:
         try:
             self.stream.flush()
-        except (OSError, ValueError):  # a broken pipe or a full disk was reported where it happened
+        except (OSError, ValueError, OutputError):  # a broken pipe or a full disk was reported where it happened
             pass
 
 

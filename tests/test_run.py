@@ -311,10 +311,12 @@ def test_stdout_that_cannot_be_written_is_one_error(edgepose_env):
                        stderr=subprocess.PIPE, text=True)
     assert r.returncode == 74 and "stdout is closed" in r.stderr and "Traceback" not in r.stderr, r.stderr
 
-    # every other command's output goes through the same guard (cli.GuardedStdout)
+    # every other command's output goes through the same guard (cli.GuardedStdout, and cli.entry_point for
+    # argparse's --help/--version), with stdout block-buffered as a user has it (the fixture unbuffers it)
     cli = [sys.executable, "-m", "edgepose.cli"]
+    edgepose_env = {k: v for k, v in edgepose_env.items() if k != "PYTHONUNBUFFERED"}
     for args in (["models", "list"], ["eval", "--model", "hourglass", "--annotations", str(EVAL_ANN)],
-                 ["--version"]):
+                 ["--version"], ["run", "--help"]):
         with open("/dev/full", "w") as full:
             r = subprocess.run(cli + args, env=edgepose_env, cwd=REPO, stdout=full, stderr=subprocess.PIPE,
                                text=True)
