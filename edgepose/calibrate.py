@@ -45,7 +45,6 @@ import math
 import os
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,7 +57,7 @@ from . import pipeline as pipeline_mod
 from .engine import Engine, default_threads
 from .errors import (ConfigError, DeviceUnavailableError, EdgeposeError, InputMissingError, ModelError,
                      RuntimeMissingError, UsageError)
-from .files import write_problem
+from .files import keep_owner_and_mode, temp_beside, write_problem
 from .sources import Frame, FrameSource, RotatedSource, open_source, parse_source
 
 log = logging.getLogger(__name__)
@@ -713,26 +712,21 @@ def write_config(path: str, values: Mapping[str, Mapping[str, Any]]) -> None:
     is missing.  A symbolic link is followed: the file it points to is updated."""
     p = Path(os.path.realpath(path))
     text = config_target(path)
-    exists = text is not None
     new = update_toml(text or "", values, str(path))
     if "\r\n" in (text or ""):  # a CRLF file: the keys added are CRLF too
         new = new.replace("\r\n", "\n").replace("\n", "\r\n")
-    tmp = ""
+    tmp: Optional[Path] = None
     try:
-        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+        fd, tmp = temp_beside(p, f".{p.name}.", ".tmp")
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
             fh.write(new)
-        if exists:
-            st = p.stat()
-            os.chmod(tmp, st.st_mode & 0o7777)
-            if hasattr(os, "chown") and os.geteuid() == 0:
-                os.chown(tmp, st.st_uid, st.st_gid)
+        keep_owner_and_mode(tmp, p)  # a new file: 0644 less the umask, readable by the service user
         os.replace(tmp, p)
     except OSError as e:
         raise ConfigError(f"cannot write {path}: {e}") from None
     finally:
-        if tmp and os.path.exists(tmp):
-            os.unlink(tmp)
+        if tmp is not None and tmp.exists():
+            tmp.unlink()
 
 
 def systemd_booted() -> bool:

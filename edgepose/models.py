@@ -19,10 +19,10 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from .errors import ConfigError, InputMissingError, ModelError
-from .files import absent
+from .files import absent, keep_owner_and_mode, temp_beside
 
 try:
     import tomllib as _toml
@@ -231,30 +231,6 @@ def _copy_stream(src, dst, total: Optional[int], progress: Optional[Progress]) -
     return done
 
 
-def _temp_file(target: Path) -> Tuple[int, Path]:
-    """A new file beside ``target`` for its download: (fd, path), named ``.fetch-*.part``.  Created with
-    mode 0644 less the umask (``tempfile.mkstemp`` would make it 0600, unreadable to a service user)."""
-    for _ in range(100):
-        tmp = target.parent / f".fetch-{os.urandom(6).hex()}.part"
-        try:
-            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), tmp
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"no unused temporary name in {target.parent}")
-
-
-def _keep_owner_and_mode(tmp: Path, target: Path) -> None:
-    """Give ``tmp`` the mode of the file it replaces and, as root, its owner and group (``pull --force``
-    run with sudo on a service's cache must leave a file the service user can still read)."""
-    try:
-        st = target.stat()
-    except FileNotFoundError:
-        return
-    os.chmod(tmp, st.st_mode & 0o7777)
-    if hasattr(os, "chown") and os.geteuid() == 0:
-        os.chown(tmp, st.st_uid, st.st_gid)
-
-
 def fetch(entry: ModelEntry, cache_dir: Path, mirror: str = "", progress: Optional[Progress] = None,
           timeout: float = 30.0) -> Path:
     """Download or copy ``entry`` into the cache, verify it, and return its path.
@@ -281,7 +257,7 @@ def fetch(entry: ModelEntry, cache_dir: Path, mirror: str = "", progress: Option
     mirror_src = sources[0] if mirror else None
     for src in sources:
         try:
-            fd, tmp = _temp_file(target)
+            fd, tmp = temp_beside(target, ".fetch-", ".part")
         except OSError as e:
             raise ConfigError(f"cannot write to model cache directory {target.parent}: {e}") from None
         try:
@@ -306,7 +282,7 @@ def fetch(entry: ModelEntry, cache_dir: Path, mirror: str = "", progress: Option
                        else "try again later or use a mirror")
                 raise ModelError(f"{whose} of model {entry.name} at {src} is bad: {problem}; nothing was "
                                  f"cached ({fix})")
-            _keep_owner_and_mode(tmp, target)
+            keep_owner_and_mode(tmp, target)
             os.replace(tmp, target)
             return target
         except (OSError, urllib.error.URLError, http.client.HTTPException, ValueError) as e:

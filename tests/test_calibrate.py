@@ -371,6 +371,25 @@ def test_write_follows_a_link_keeps_crlf_and_stores_an_absolute_model_path(edgep
     assert cfg.model.name == str(tmp_path / "m.tflite") and cfg.runtime.threads == 1
 
 
+def test_a_new_config_is_readable_by_the_service_user(tmp_path):
+    """`sudo edgepose calibrate-fps --write /etc/edgepose/edgepose.toml` where the file does not exist yet (or
+    a link points at a missing file): 0644 less the umask, not mkstemp's 0600 that User=edgepose cannot read."""
+    old = os.umask(0o022)
+    try:
+        cal.write_config(str(tmp_path / "new.toml"), VALUES)
+        (tmp_path / "link.toml").symlink_to(tmp_path / "missing.toml")
+        cal.write_config(str(tmp_path / "link.toml"), VALUES)
+        os.umask(0o027)
+        cal.write_config(str(tmp_path / "private.toml"), VALUES)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "new.toml").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "missing.toml").stat().st_mode) == 0o644
+    assert (tmp_path / "link.toml").is_symlink()
+    assert stat.S_IMODE((tmp_path / "private.toml").stat().st_mode) == 0o640
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.toml", "missing.toml", "new.toml", "private.toml"]
+
+
 def test_write_errors_are_clear_and_come_before_the_sweep(edgepose_env, tmp_path):
     r = run_cli(["calibrate-fps", "--source", "synthetic", "--config", os.devnull,
                  "--write", tmp_path / "no" / "dir" / "x.toml"], edgepose_env, timeout=30)
