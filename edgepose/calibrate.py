@@ -58,7 +58,7 @@ from .engine import Engine, default_threads
 from .errors import (ConfigError, DeviceUnavailableError, EdgeposeError, InputMissingError, ModelError,
                      RuntimeMissingError, UsageError)
 from .files import keep_owner_and_mode, temp_beside, write_problem
-from .sources import Frame, FrameSource, RotatedSource, open_source, parse_source
+from .sources import Frame, FrameSource, RotatedSource, open_source, parse_source, redact
 
 log = logging.getLogger(__name__)
 
@@ -300,7 +300,7 @@ def open_frames(cfg: config_mod.Config, opener=None) -> Tuple[FrameSource, Sourc
             src.close()
             raise DeviceUnavailableError(f"camera {uri} opened but delivered no frame in 5 s")
         h, w = first.image.shape[:2]
-        return src, SourceInfo(uri, "camera", True, w, h)
+        return src, SourceInfo(redact(uri), "camera", True, w, h)
     images: List[np.ndarray] = []
     decode: List[float] = []
     try:

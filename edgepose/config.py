@@ -41,7 +41,8 @@ class CameraConfig:
                             "folder or glob of images, rtsp://..., /dev/videoN, csi://N")
     width: int = _opt(640, "requested capture width for live cameras", minimum=16)
     height: int = _opt(480, "requested capture height for live cameras", minimum=16)
-    fps: float = _opt(0.0, "requested capture frame rate for live cameras (0 = driver default)",
+    fps: float = _opt(0.0, "requested capture frame rate for live cameras (0 = driver default; "
+                            "for a snapshot URL: fetches a second, 0 = 2)",
                       minimum=0)
     reopen_backoff_max: float = _opt(10.0, "longest wait (s) between attempts to reopen a lost camera",
                                      minimum=0.1)

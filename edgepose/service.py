@@ -36,7 +36,7 @@ from .engine import Engine
 from .errors import ConfigError, EdgeposeError, UsageError
 from .payload import make_meta, make_payload
 from .sinks import make_sink
-from .sources import FrameSource, RotatedSource, open_source
+from .sources import FrameSource, RotatedSource, open_source, redact
 
 log = logging.getLogger(__name__)
 
@@ -267,7 +267,7 @@ class Daemon:
         source = self.source_factory(cfg.camera.source, width=cfg.camera.width, height=cfg.camera.height,
                                      fps=cfg.camera.fps, backoff_max=cfg.camera.reopen_backoff_max)
         turn = f", frames turned {cfg.camera.rotate} degrees clockwise" if cfg.camera.rotate else ""
-        log.info("source %s (%s%s)", cfg.camera.source, "live" if source.live else "file", turn)
+        log.info("source %s (%s%s)", redact(cfg.camera.source), "live" if source.live else "file", turn)
         return RotatedSource(source, cfg.camera.rotate)
 
     def build(self, cfg: config_mod.Config) -> Components:
@@ -422,7 +422,7 @@ class Daemon:
                     self.notifier.status(self.status_line())
                 if frame is None:
                     if parts.source.exhausted:
-                        log.info("end of %s after %d frames", cfg.camera.source, self.stats.frames)
+                        log.info("end of %s after %d frames", redact(cfg.camera.source), self.stats.frames)
                         break
                     lost_for = parts.source.lost_for()
                     if watchdog and parts.source.state == "reconnecting" and lost_for < cfg.camera.gone_timeout:

@@ -18,18 +18,20 @@ thin adapters; the logic around them takes an injectable ``opener``.
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import glob
+import http.client
 import logging
 import os
 import queue
 import re
 import threading
 import time
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
-from typing import Callable, Iterator, List, Optional, Protocol, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Protocol, Tuple
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import cv2
 import numpy as np
@@ -75,6 +77,16 @@ class SourceSpec:
     @property
     def live(self) -> bool:
         return self.kind in ("camera", "v4l2", "stream", "csi", "snapshot")
+
+
+def redact(uri: str) -> str:
+    """``uri`` with any password replaced by ``***`` (rtsp://user:secret@cam/...): for logs, errors and
+    reports, which end up in the journal."""
+    parts = urlsplit(str(uri)) if "://" in str(uri) else None
+    if parts is None or parts.password is None:
+        return str(uri)
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
 def parse_source(uri: str) -> SourceSpec:
@@ -432,6 +444,12 @@ class SnapshotCapture:
     def __init__(self, url: str, fps: float = 0.0, timeout: float = 5.0,
                  fetch: Optional[Callable[[], bytes]] = None,
                  sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic):
+        parts = urlsplit(url)
+        self.headers: Dict[str, str] = {}
+        if parts.username is not None:  # http://user:pass@cam/snap.jpg: urllib wants them as a header
+            cred = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+            self.headers["Authorization"] = "Basic " + base64.b64encode(cred).decode()
+            url = urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
         self.url, self.timeout = url, timeout
         self.period = 1.0 / (fps if fps and fps > 0 else SNAPSHOT_FPS)
         self._fetch = fetch or self._urlopen
@@ -443,7 +461,8 @@ class SnapshotCapture:
     def _urlopen(self) -> bytes:
         import urllib.request
 
-        with urllib.request.urlopen(self.url, timeout=self.timeout) as r:
+        req = urllib.request.Request(self.url, headers=self.headers)
+        with urllib.request.urlopen(req, timeout=self.timeout) as r:  # noqa: S310 (the user's camera)
             return r.read(MAX_SNAPSHOT_BYTES)
 
     def _get(self) -> Optional[np.ndarray]:
@@ -453,11 +472,14 @@ class SnapshotCapture:
         self._next = self._clock() + self.period
         try:
             data = self._fetch()
-        except (OSError, ValueError) as e:  # URLError, HTTPError and timeouts are OSErrors
+        except (OSError, ValueError, http.client.HTTPException) as e:  # URLError, HTTPError, timeouts: OSError
             self.error = e
             return None
+        if not data:
+            self.error = ValueError(f"{redact(self.url)} answered with no data")
+            return None
         img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-        self.error = None if img is not None else ValueError(f"{self.url} is not an image OpenCV can decode")
+        self.error = None if img is not None else ValueError(f"{redact(self.url)} is not an image OpenCV can decode")
         return img
 
     def probe(self) -> "SnapshotCapture":
@@ -508,7 +530,7 @@ def open_source(uri: str, width: int = 640, height: int = 480, fps: float = 0.0,
     """Open what ``uri`` names. Raises InputMissingError (66) / DeviceUnavailableError (69)."""
     spec = parse_source(uri)
     if spec.live:
-        return LiveSource(opener or default_opener(spec, width, height, fps), spec.uri, backoff_max)
+        return LiveSource(opener or default_opener(spec, width, height, fps), redact(spec.uri), backoff_max)
     if spec.kind == "video":
         cap = cv2.VideoCapture(spec.uri)
         ok = cap.isOpened() and cap.read()[0]

@@ -1,5 +1,6 @@
 """Frame sources: parsing, finite sources in order, live sources keeping the newest frame."""
 
+import base64
 import shutil
 import time
 
@@ -312,3 +313,41 @@ def test_an_image_url_is_polled_as_a_camera_without_flapping(tmp_path, edgepose_
             "last error: HTTP Error 404: File not found)"], r.stderr
     finally:
         server.shutdown()
+
+    # an IP camera asking for a login: user:password in the URL become Basic auth, and never reach the log
+    body = (tmp_path / "snapshot.jpg").read_bytes()
+
+    class Login(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.headers.get("Authorization") != "Basic " + base64.b64encode(b"admin:p@ss w").decode():
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Basic realm="cam"')
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Login)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    host = f"127.0.0.1:{server.server_address[1]}"
+    try:
+        r = run_cli(["run", "--source", f"http://admin:p%40ss%20w@{host}/snap.jpg", "--model", "hourglass",
+                     "--max-frames", "2"], env)
+        assert r.returncode == 0 and len(payloads(r.stdout)) == 2, r.stderr
+        assert f"http://admin:***@{host}/snap.jpg" in r.stderr and "p%40ss" not in r.stderr, r.stderr
+        r = run_cli(["run", "--source", f"http://admin:wrong@{host}/snap.jpg", "--max-frames", "1"], env)
+        assert r.returncode == 69 and "HTTP Error 401" in r.stderr and "wrong" not in r.stderr, r.stderr
+    finally:
+        server.shutdown()
+
+
+def test_passwords_in_source_uris_are_redacted():
+    assert sources.redact("rtsp://admin:s3cret@cam.lan:554/live") == "rtsp://admin:***@cam.lan:554/live"
+    assert sources.redact("http://a:b@[fd00::5]:8080/x.jpg?q=1") == "http://a:***@[fd00::5]:8080/x.jpg?q=1"
+    for plain in ("rtsp://user@cam/live", "http://cam/x.jpg", "0", "/dev/video0", "clips/a b.mp4"):
+        assert sources.redact(plain) == plain
