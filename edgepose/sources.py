@@ -365,6 +365,9 @@ class LiveSource(FrameSource):
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
+        interrupt = getattr(self._cap, "interrupt", None)  # a capture that waits between reads (snapshots)
+        if interrupt is not None:
+            interrupt()
         self._thread.join(timeout=2)
         try:
             self._cap.release()
@@ -443,7 +446,8 @@ class SnapshotCapture:
 
     def __init__(self, url: str, fps: float = 0.0, timeout: float = 5.0,
                  fetch: Optional[Callable[[], bytes]] = None,
-                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic):
+                 sleep: Optional[Callable[[float], None]] = None, clock: Callable[[], float] = time.monotonic):
+        self._wake = threading.Event()  # interrupt(): the source is closing
         parts = urlsplit(url)
         self.headers: Dict[str, str] = {}
         if parts.username is not None:  # http://user:pass@cam/snap.jpg: urllib wants them as a header
@@ -453,7 +457,7 @@ class SnapshotCapture:
         self.url, self.timeout = url, timeout
         self.period = 1.0 / (fps if fps and fps > 0 else SNAPSHOT_FPS)
         self._fetch = fetch or self._urlopen
-        self._sleep, self._clock = sleep, clock
+        self._sleep, self._clock = sleep or self._wake.wait, clock
         self._next = 0.0
         self._first: Optional[np.ndarray] = None
         self.error: Optional[Exception] = None
@@ -469,6 +473,9 @@ class SnapshotCapture:
         wait = self._next - self._clock()
         if wait > 0:
             self._sleep(wait)
+        if self._wake.is_set():
+            self.error = OSError("closed")
+            return None
         self._next = self._clock() + self.period
         try:
             data = self._fetch()
@@ -493,8 +500,12 @@ class SnapshotCapture:
         img, self._first = (self._first, None) if self._first is not None else (self._get(), None)
         return img is not None, img
 
+    def interrupt(self) -> None:
+        """End a wait between fetches at once (the source is being closed)."""
+        self._wake.set()
+
     def release(self) -> None:
-        pass
+        self._wake.set()
 
 
 def default_opener(spec: SourceSpec, width: int, height: int, fps: float,

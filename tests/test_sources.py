@@ -281,6 +281,14 @@ def test_snapshot_capture_paces_its_fetches_and_reports_failures():
         dead.probe()
     assert dead.period == 1 / sources.SNAPSHOT_FPS
 
+    # closing a live snapshot source does not wait out the pause between fetches (here 20 s)
+    slow = sources.LiveSource(lambda: sources.SnapshotCapture("http://cam/snap.jpg", fps=0.05,
+                                                              fetch=lambda: ok_jpg).probe(), "snap")
+    assert slow.read(timeout=5) is not None
+    t0 = time.monotonic()
+    slow.close()
+    assert time.monotonic() - t0 < 1.5 and not slow._thread.is_alive()
+
 
 def test_an_image_url_is_polled_as_a_camera_without_flapping(tmp_path, edgepose_env):
     """`--source http://.../snapshot.jpg` against a real local HTTP server: live frames at camera.fps, no
