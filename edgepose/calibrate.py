@@ -891,10 +891,10 @@ def format_table(report: Dict[str, Any]) -> str:
         lat = c["latency_ms"]
         mark = "<- chosen" if (c["model"], c["threads"], c["xnnpack"]) == (ch["model"], ch["threads"],
                                                                           ch["xnnpack"]) else ""
-        if not c["verified"] and not mark:
-            mark = "(not verified: see below)"
         if c["stage"] == "screen":
             mark = mark or "(screened out)"
+        if not c["verified"] and not mark.startswith("<-"):
+            mark = (mark + " (not verified: see below)").strip()
         if c["stage"] == "failed":
             mark = f"failed: {c['error']}"
         if c["throttled"]:
@@ -913,7 +913,7 @@ def format_table(report: Dict[str, Any]) -> str:
         lines.append(f"not swept: {s['model']}: {s['reason']}")
     unverified = {c["model"]: c["verification"] for c in report["candidates"] if not c["verified"]}
     for name, why in unverified.items():
-        lines.append(f"not verified (never chosen without --allow-unverified): {name}: {why}")
+        lines.append(f"not verified: {name}: {why}")
     lines.append("latency in ms (p50, or p50/p95); fps = sustained frames per second of the whole pipeline")
     th = report["thermal"]
     if th["available"] or th["temp_c_max"] is not None:
