@@ -273,11 +273,36 @@ def crop_box(box: Box, in_w: int, in_h: int, padding: float = DEFAULT_PADDING,
     return out.to_aspect(in_w / in_h) if aspect == "pad" else out
 
 
+def sample_image(s: Sample, cache: Dict[Path, np.ndarray]) -> np.ndarray:
+    """The decoded image of ``s`` (66 if missing, 65 if undecodable), its annotation checked against its
+    size (:func:`sample_problem`).  ``cache`` keeps the last image: samples of one image are adjacent."""
+    import cv2
+
+    img = cache.get(s.image_path)
+    if img is None:
+        if not s.image_path.is_file():
+            raise InputMissingError(f"image {s.image_path} {absent(s.image_path)}")
+        img = cv2.imread(str(s.image_path), cv2.IMREAD_COLOR)
+        if img is None:
+            raise AnnotationError(f"image {s.image_path} cannot be decoded")
+        cache.clear()
+        cache[s.image_path] = img
+    problem = sample_problem(s.box, s.keypoints, s.visible, img.shape[1], img.shape[0])
+    if problem:
+        raise AnnotationError(f"annotation id {s.annotation_id!r} of image {s.image_path}: {problem}")
+    return img
+
+
+def check_samples(samples: Sequence[Sample]) -> None:
+    """What :func:`infer` would refuse, found before a long job starts (``models quantize --eval``)."""
+    cache: Dict[Path, np.ndarray] = {}
+    for s in samples:
+        sample_image(s, cache)
+
+
 def infer(engine, samples: Sequence[Sample], padding: float = DEFAULT_PADDING,
           aspect: str = DEFAULT_ASPECT) -> List[Tuple[np.ndarray, CropTransform]]:
     """Heatmaps and crop transform of every sample (decoders can then be compared cheaply)."""
-    import cv2
-
     from .pipeline import crop_to_input
 
     in_w, in_h = engine.input_size
@@ -285,17 +310,7 @@ def infer(engine, samples: Sequence[Sample], padding: float = DEFAULT_PADDING,
     out = []
     cache: Dict[Path, np.ndarray] = {}
     for s in samples:
-        img = cache.get(s.image_path)
-        if img is None:
-            if not s.image_path.is_file():
-                raise InputMissingError(f"image {s.image_path} {absent(s.image_path)}")
-            img = cv2.imread(str(s.image_path), cv2.IMREAD_COLOR)
-            if img is None:
-                raise AnnotationError(f"image {s.image_path} cannot be decoded")
-            cache = {s.image_path: img}  # samples of one image are adjacent in COCO files
-        problem = sample_problem(s.box, s.keypoints, s.visible, img.shape[1], img.shape[0])
-        if problem:
-            raise AnnotationError(f"annotation id {s.annotation_id!r} of image {s.image_path}: {problem}")
+        img = sample_image(s, cache)
         t = CropTransform(crop_box(s.box, in_w, in_h, padding, aspect), in_w, in_h)
         crop_to_input(img, t, out=buf)
         out.append((engine.run(buf).copy(), t))

@@ -204,9 +204,10 @@ def _quantize(args, cfg, cache: Path, mirror: str) -> int:
         q.list_images(Path(args.calib))
     samples = None
     if args.eval:
-        from .evaluate import load_annotations
+        from .evaluate import check_samples, load_annotations
 
         samples = load_annotations(args.eval)
+        check_samples(samples)  # every image there and fitting its boxes: not found only after the build
     out = Path(args.out) if args.out else entry.cache_file(cache)
     try:  # before the build (minutes of fine-tuning), not after it
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ import pytest
 from edgepose import models
 from edgepose.errors import InputMissingError, ModelError
 
-from conftest import CALIB, EVAL_IMAGES, MIRROR, REPO, error_lines, run_cli
+from conftest import CALIB, EVAL_ANN, EVAL_IMAGES, MIRROR, REPO, error_lines, run_cli
 
 
 @pytest.fixture
@@ -541,6 +541,15 @@ def test_quantize_checks_calib_and_eval_before_fetching(env, cache, tmp_path):
         (line,) = error_lines(r.stderr)
         assert text in line and "could not fetch" not in line, (extra, line)
         assert "fetching" not in r.stderr and "copying" not in r.stderr
+    # a box outside its image, in a file whose images have no width/height: found by reading the images now
+    ann = json.loads(EVAL_ANN.read_text())
+    for im in ann["images"]:
+        im.pop("width", None), im.pop("height", None)
+        im["file_name"] = str(EVAL_ANN.parent / im["file_name"])
+    ann["annotations"][0]["bbox"] = [99999, 99999, 10, 10]
+    (tmp_path / "outside.json").write_text(json.dumps(ann))
+    r = run_cli(["models", "quantize", "cpm", "--calib", CALIB, "--eval", tmp_path / "outside.json"], env, timeout=60)
+    assert r.returncode == 65 and "lies entirely outside" in r.stderr and "fetching" not in r.stderr, r.stderr
     assert not cache.exists()
 
 
