@@ -221,6 +221,57 @@ def test_rotate_turns_a_sideways_or_upside_down_camera_upright(deg, tmp_path, ed
         assert pc["keypoints"] != pa["keypoints"]  # without --rotate the model sees the turned photo
 
 
+def test_a_reload_turns_the_running_source_without_reopening_it(tmp_path, model_cache):
+    """SIGHUP with a new camera.rotate: the same file source goes on (no replay from frame 0) and the frames
+    after the reload are turned (payload frame size 240x320 instead of 320x240)."""
+    import threading
+    import time
+
+    from edgepose import config as config_mod
+    from edgepose.service import Daemon
+    from edgepose.sources import open_source
+
+    clip = tmp_path / "clip.mp4"
+    w = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 10, (320, 240))
+    for i in range(400):
+        w.write(np.full((240, 320, 3), i % 250, np.uint8))
+    w.release()
+    path = tmp_path / "edgepose.toml"
+    base = (f'[camera]\nsource = "{clip}"\n[output]\nsink = "none"\n[runtime]\nthreads = 1\nmax_fps = 40.0\n'
+            f'[model]\nname = "hourglass"\ndir = "{model_cache}"\nmirror = "{MIRROR}"\n')
+    path.write_text(base)
+    opened, seen = [], []
+
+    def source_factory(uri, **kw):
+        opened.append(uri)
+        return open_source(uri, **kw)
+
+    daemon = Daemon(config_mod.load(str(path), environ={}), environ={}, source_factory=source_factory,
+                    observers=[lambda frame, result, payload: seen.append((payload["frame"], frame.index))])
+    t = threading.Thread(target=daemon.run, daemon=True)
+    t.start()
+    try:
+        end = time.monotonic() + 60
+        while len(seen) < 5 and time.monotonic() < end:
+            time.sleep(0.05)
+        path.write_text(base.replace("[camera]\n", "[camera]\nrotate = 90\n"))
+        daemon.reload_event.set()  # what the SIGHUP handler does
+        while not any(f["width"] == 240 for f, _ in seen) and time.monotonic() < end:
+            time.sleep(0.05)
+        after = len(seen)
+        while len(seen) < after + 3 and time.monotonic() < end:
+            time.sleep(0.05)
+    finally:
+        daemon.stop_event.set()
+        t.join(30)
+    sizes = [(f["width"], f["height"]) for f, _ in seen]
+    turn = sizes.index((240, 320))
+    assert set(sizes[:turn]) == {(320, 240)} and set(sizes[turn:]) == {(240, 320)}, sizes
+    indices = [i for _, i in seen]
+    assert indices == sorted(indices) and len(set(indices)) == len(indices)  # one pass, no replay
+    assert opened == [str(clip)] and daemon.cfg.camera.rotate == 90
+
+
 def test_a_reload_reopens_a_source_only_when_it_must():
     """A file is never reopened for capture settings (that would replay it from the start); a live camera is,
     and any source is when camera.source itself changes (service._must_reopen; test_mqtt_daemon.py runs
