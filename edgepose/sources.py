@@ -316,6 +316,8 @@ class LiveSource(FrameSource):
                     self._cond.notify_all()
                 delay = first_delay
                 continue
+            if self._stop.is_set():  # a read cut short by close(): not a lost camera
+                break
             # lost: release and reopen with backoff
             with self._cond:
                 if self._state == "ok":

@@ -249,7 +249,7 @@ def test_picamera2_adapter_logic():
     assert calls[-2:] == [("stop",), ("close",)]
 
 
-def test_snapshot_capture_paces_its_fetches_and_reports_failures():
+def test_snapshot_capture_paces_its_fetches_and_reports_failures(caplog):
     """SnapshotCapture (an IP camera's snapshot.jpg) with a scripted fetch and clock: one fetch per period,
     the probe's image is the first frame, and a failed fetch or a non-image is a failed read."""
     ok_jpg = cv2.imencode(".jpg", np.full((12, 16, 3), 80, np.uint8))[1].tobytes()
@@ -288,6 +288,7 @@ def test_snapshot_capture_paces_its_fetches_and_reports_failures():
     t0 = time.monotonic()
     slow.close()
     assert time.monotonic() - t0 < 1.5 and not slow._thread.is_alive()
+    assert not [r for r in caplog.records if "lost" in r.getMessage()]  # a read cut short by close()
 
 
 def test_an_image_url_is_polled_as_a_camera_without_flapping(tmp_path, edgepose_env):
