@@ -233,35 +233,41 @@ class HungAfter:
         return getattr(self.inner, name)
 
 
-def test_daemon_hung_camera_read_stops_watchdog_pings(receiver, model_cache):
-    clip = VIDEOS / "demo.mp4"
-    cfg = config_mod.load(None, {"camera": {"source": str(clip)}, "output": {"sink": "none"},
+def _watch_daemon(receiver, model_cache, wrap, frames: int, camera=None, after_stop=None):
+    """Run a Daemon on demo.mp4 (its source wrapped by ``wrap``) under the notify socket, with a 200 ms
+    watchdog and stall_timeout 0.5 s, until it has processed ``frames`` frames; watch 1.5 s more, then
+    stop it (``after_stop`` unblocks a source that hangs).  Returns (exit code, frames, when the watch began)."""
+    cfg = config_mod.load(None, {"camera": {"source": str(VIDEOS / "demo.mp4"), **(camera or {})},
+                                 "output": {"sink": "none"},
                                  "model": {"name": "hourglass", "dir": str(model_cache), "mirror": str(MIRROR)},
                                  "service": {"stall_timeout": 0.5}, "runtime": {"threads": 1}}, environ={})
-    release = threading.Event()
     env = {"NOTIFY_SOCKET": receiver.name, "WATCHDOG_USEC": "200000"}
-
-    def source_factory(uri, **kw):
-        return HungAfter(open_source(uri, **kw), 3, release)
-
-    daemon = Daemon(cfg, environ=env, source_factory=source_factory)
+    daemon = Daemon(cfg, environ=env, source_factory=lambda uri, **kw: wrap(open_source(uri, **kw)))
     result = {}
     t = threading.Thread(target=lambda: result.setdefault("rc", daemon.run()), daemon=True)
     t.start()
     try:
         receiver.wait_for("READY", timeout=60)
-        # wait until the source hangs, then watch for stall_timeout + 1 s
         end = time.monotonic() + 30
-        while daemon.stats.frames < 3 and time.monotonic() < end:
+        while daemon.stats.frames < frames and time.monotonic() < end:
             time.sleep(0.02)
-        assert daemon.stats.frames == 3
-        hung_at = time.time()
+        seen, began = daemon.stats.frames, time.time()
         time.sleep(1.5)
     finally:
         daemon.stop_event.set()
-        release.set()
+        if after_stop:
+            after_stop()
         t.join(30)
-    assert result.get("rc") == 0
+    return result.get("rc"), seen, began
+
+
+def test_daemon_hung_camera_read_stops_watchdog_pings(receiver, model_cache):
+    release = threading.Event()
+    # wait until the source hangs, then watch for stall_timeout + 1 s
+    rc, frames, hung_at = _watch_daemon(receiver, model_cache, lambda src: HungAfter(src, 3, release), 3,
+                                        after_stop=release.set)
+    assert frames == 3
+    assert rc == 0
     pings = [tt for tt, _ in receiver.keys("WATCHDOG")]
     assert pings, "no watchdog pings while frames were processed"
     late = [p - hung_at for p in pings if p - hung_at > 0.5 + 0.1 + 0.1]
@@ -306,26 +312,9 @@ def test_a_camera_gone_longer_than_gone_timeout_stops_the_watchdog(lost_s, pings
     """While a camera is being reopened the daemon keeps pinging (it is alive and says so); once it has been
     gone longer than camera.gone_timeout (60 s) the pings stop, so systemd restarts it.  Whatever wraps the
     source (RotatedSource, always) must pass lost_for() through."""
-    cfg = config_mod.load(None, {"camera": {"source": str(VIDEOS / "demo.mp4"), "rotate": 180},
-                                 "output": {"sink": "none"},
-                                 "model": {"name": "hourglass", "dir": str(model_cache), "mirror": str(MIRROR)},
-                                 "service": {"stall_timeout": 0.5}, "runtime": {"threads": 1}}, environ={})
-    env = {"NOTIFY_SOCKET": receiver.name, "WATCHDOG_USEC": "200000"}
-    daemon = Daemon(cfg, environ=env, source_factory=lambda uri, **kw: LostAfter(open_source(uri, **kw), 2, lost_s))
-    result = {}
-    t = threading.Thread(target=lambda: result.setdefault("rc", daemon.run()), daemon=True)
-    t.start()
-    try:
-        receiver.wait_for("READY", timeout=60)
-        end = time.monotonic() + 30
-        while daemon.stats.frames < 2 and time.monotonic() < end:
-            time.sleep(0.02)
-        lost_at = time.time()
-        time.sleep(1.5)
-    finally:
-        daemon.stop_event.set()
-        t.join(30)
-    assert result.get("rc") == 0
+    rc, _, lost_at = _watch_daemon(receiver, model_cache, lambda src: LostAfter(src, 2, lost_s), 2,
+                                   camera={"rotate": 180})
+    assert rc == 0
     late = [tt - lost_at for tt, _ in receiver.keys("WATCHDOG") if tt - lost_at > 0.5 + 0.2]
     assert bool(late) is pings_go_on, late
 
