@@ -112,7 +112,7 @@ class GuardedStdout:
         except BrokenPipeError:
             raise
         except OSError as e:
-            raise OutputError(f"cannot write to stdout: {e.strerror or e}") from None
+            raise OutputError.writing_stdout(e) from None
 
     def write(self, text: str) -> int:
         return self._do("write", text)
@@ -181,7 +181,7 @@ def entry_point() -> None:  # console_scripts
     except OSError as e:  # a full disk seen only now (--help, --version): one line, 74
         _discard_stdout()
         if rc == 0:
-            log.error("%s", OutputError(f"cannot write to stdout: {e.strerror or e}"))
+            log.error("%s", OutputError.writing_stdout(e))
             rc = OutputError.exit_code
     sys.exit(rc)
 

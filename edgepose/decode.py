@@ -315,7 +315,6 @@ def heatmap_meta(model: str, catalogue=None) -> HeatmapMeta:
     :func:`edgepose.models.catalogue_name_of`); other files and unknown names get the defaults.
     ``catalogue``: a loaded catalogue (default: the packaged one).
     """
-    from .errors import ModelError
     from .models import catalogue_name_of, load_catalogue, looks_like_path
 
     if catalogue is None:

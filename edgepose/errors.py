@@ -59,6 +59,10 @@ class RuntimeMissingError(EdgeposeError):
 
 
 class OutputError(EdgeposeError):
-    """Poses cannot be written where they go (stdout on a full disk, closed)."""
+    """Output cannot be written where it goes (stdout on a full disk, closed)."""
 
     exit_code = EX_IOERR
+
+    @classmethod
+    def writing_stdout(cls, e: OSError) -> "OutputError":
+        return cls(f"cannot write to stdout: {e.strerror or e}")

@@ -101,6 +101,12 @@ class Pipeline:
         self.clock = clock
         self._buf = np.empty((in_h, in_w, 3), dtype=np.uint8)
 
+    def reset(self) -> None:
+        """Forget the previous frames (tracked box, smoothing): the next frame is not their continuation."""
+        self.box_policy.reset()
+        if self.smoother is not None:
+            self.smoother.reset()
+
     def process(self, frame: np.ndarray, ts: float, still: bool = False) -> FrameResult:
         """Run one BGR frame; ``ts`` is its capture time (UNIX seconds).
 
@@ -110,9 +116,7 @@ class Pipeline:
         c = self.clock
         t0 = c()
         if still:
-            self.box_policy.reset()
-            if self.smoother is not None:
-                self.smoother.reset()
+            self.reset()
         fh, fw = frame.shape[:2]
         in_w, in_h = self.engine.input_size
         transform = CropTransform(self.box_policy.crop_box(fw, fh), in_w, in_h)

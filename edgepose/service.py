@@ -338,7 +338,7 @@ class Daemon:
         reopen = "camera" in changed and _must_reopen(old.camera, new.camera, parts.source.live)
         turned = new.camera.rotate != old.camera.rotate
         try:
-            if changed & {"model", "runtime", "smoothing", "tracking"} or turned:  # turned: a fresh tracker
+            if changed & {"model", "runtime", "smoothing", "tracking"}:
                 model = self.build_model(new)
             if changed & {"output", "mqtt", "model"}:
                 sink = self.sink_factory(new, new.device_id, model[3] if model else parts.meta, self.status)
@@ -363,6 +363,8 @@ class Daemon:
             parts.source.degrees = new.camera.rotate
         if model is not None:
             parts.model_name, parts.engine, parts.pipeline, parts.meta = model
+        elif turned:  # the tracked box and smoothing belong to the old orientation
+            parts.pipeline.reset()
         self.cfg = new
         self.device = new.device_id
         if sink is not None:

@@ -62,13 +62,10 @@ class StdoutSink:
         return True  # a stream is always there
 
     def publish_pose(self, payload: Dict[str, Any]) -> None:
-        try:
-            self.stream.write(to_json(payload) + "\n")
-            self.stream.flush()
-        except BrokenPipeError:
-            raise  # the reader went away (`| head`): the CLI ends quietly with 0
-        except OSError as e:
-            raise OutputError(f"cannot write poses to stdout: {e.strerror or e}") from None
+        # a full disk or closed stdout: cli.GuardedStdout raises OutputError (74) from these calls; a reader
+        # that went away raises BrokenPipeError, which the CLI ends quietly with 0
+        self.stream.write(to_json(payload) + "\n")
+        self.stream.flush()
         self.published += 1
 
     def stats(self) -> Dict[str, Any]:

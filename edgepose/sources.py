@@ -499,7 +499,9 @@ class SnapshotCapture:
         return self
 
     def read(self) -> Tuple[bool, Optional[np.ndarray]]:
-        img, self._first = (self._first, None) if self._first is not None else (self._get(), None)
+        img, self._first = self._first, None  # the probe's image first
+        if img is None:
+            img = self._get()
         return img is not None, img
 
     def interrupt(self) -> None:

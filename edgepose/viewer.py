@@ -228,11 +228,11 @@ def check_out(out: str) -> Path:
     return path
 
 
-def _open_output(args, view: DeviceView, stop: threading.Event, environ: Mapping[str, str]):
-    """(output, preview server or None) for the chosen destination."""
-    if args.out:
-        path = check_out(args.out)
-        return (Mp4Out(path, args.fps) if path.suffix.lower() == ".mp4" else JpegOut(path)), None
+def _open_output(args, out_path: Optional[Path], view: DeviceView, stop: threading.Event,
+                 environ: Mapping[str, str]):
+    """(output, preview server or None) for the chosen destination (``out_path``: ``--out``, checked)."""
+    if out_path is not None:
+        return (Mp4Out(out_path, args.fps) if out_path.suffix.lower() == ".mp4" else JpegOut(out_path)), None
     listen = args.serve
     if not listen:
         problem = window_problem(environ)
@@ -258,8 +258,7 @@ def command(args: argparse.Namespace, environ: Optional[Mapping[str, str]] = Non
     prefix = mqtt.check_prefix(cfg.mqtt.prefix)
     if args.serve:
         parse_listen(args.serve, "--serve")  # a bad value fails before anything connects
-    if args.out:
-        check_out(args.out)
+    out_path = check_out(args.out) if args.out else None  # before anything connects
     view = DeviceView(device)
     stop = threading.Event()
     state: Dict[str, Any] = {"refused": None}
@@ -289,7 +288,7 @@ def command(args: argparse.Namespace, environ: Optional[Mapping[str, str]] = Non
     except Exception as e:
         raise DeviceUnavailableError(f"cannot connect to the MQTT broker at {cfg.mqtt.host}:{cfg.mqtt.port}: "
                                      f"{mqtt.describe_error(e)}") from None
-    out, server = _open_output(args, view, stop, environ)
+    out, server = _open_output(args, out_path, view, stop, environ)
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
