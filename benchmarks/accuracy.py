@@ -16,8 +16,8 @@ import argparse
 import logging
 
 import clips
-from edgepose.engine import Engine
-from edgepose.evaluate import evaluate_heatmaps, infer, load_annotations
+from edgepose.inference.engine import Engine
+from edgepose.tools.evaluate import evaluate_heatmaps, infer, load_annotations
 
 
 def pct(v) -> str:

@@ -22,9 +22,9 @@ import logging
 import numpy as np
 
 import clips
-from edgepose.decode import DECODERS, heatmap_meta
-from edgepose.engine import Engine
-from edgepose.quantize import _schema, calibration_images, read_model
+from edgepose.inference.decode import DECODERS, heatmap_meta
+from edgepose.inference.engine import Engine
+from edgepose.build.quantize import _schema, calibration_images, read_model
 from int8_error import crop_matches
 from weak_keypoints import weak_decoder
 

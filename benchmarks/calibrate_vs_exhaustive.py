@@ -7,7 +7,7 @@
 1. runs `edgepose calibrate-fps --json` as a user would (subprocess, default budget);
 2. runs an independent exhaustive sweep over the same options (every model variant, thread count
    and XNNPACK setting calibrate-fps measured): each configuration runs the service's own loop
-   (`edgepose.service.Daemon.run`, sink none) for --per-config seconds, --reps times in rotated
+   (`edgepose.daemon.service.Daemon.run`, sink none) for --per-config seconds, --reps times in rotated
    order, on the same frames held in memory by a source written here (not calibrate's); the FPS
    of a configuration is the median over repetitions;
 3. prints the exhaustive FPS of the configuration calibrate-fps picked, the fastest verified one
@@ -39,9 +39,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 SHARED = Path(os.environ.get("EDGEPOSE_SHARED", REPO.parent / "shared"))
 
-from edgepose import config as config_mod  # noqa: E402
-from edgepose.service import Daemon  # noqa: E402
-from edgepose.sources import Frame, FrameSource  # noqa: E402
+from edgepose.core import config as config_mod  # noqa: E402
+from edgepose.daemon.service import Daemon  # noqa: E402
+from edgepose.capture.sources import Frame, FrameSource  # noqa: E402
 
 
 def key(c: dict) -> tuple:

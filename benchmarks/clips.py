@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from edgepose.evaluate import Sample, load_annotations  # noqa: E402
-from edgepose.models import load_catalogue  # noqa: E402
+from edgepose.tools.evaluate import Sample, load_annotations  # noqa: E402
+from edgepose.models.registry import load_catalogue  # noqa: E402
 
 SHARED = Path(os.environ.get("EDGEPOSE_SHARED", ROOT.parent / "shared"))
 EVAL_FILE = SHARED / "data" / "eval" / "annotations.json"
@@ -36,7 +36,7 @@ OUTPUTS = {f: load_catalogue()[f"{f}-pb"].output["name"] for f in ("cpm", "hourg
 
 def decoders(sigmas: Sequence[float] = (), input_size: int = 192) -> dict:
     """Every named decoder, plus ``subpixel@N``: the sub-pixel decoder blurring with N input pixels."""
-    from edgepose.decode import DECODERS, subpixel_decoder
+    from edgepose.inference.decode import DECODERS, subpixel_decoder
     out = dict(DECODERS)
     for s in sigmas:
         out[f"subpixel@{s:g}"] = functools.partial(subpixel_decoder, sigma=s / input_size)

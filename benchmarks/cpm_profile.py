@@ -6,7 +6,7 @@
 Needs the converter extra (TensorFlow).  Part 1 converts the frozen graph
 (after the redundant-ReLU clean-up) truncated at the backbone output and at
 each stage's heatmap, as upstream float32 and with the 7x7 depthwise
-convolutions split into row bands (edgepose.quantize.split_depthwise), and
+convolutions split into row bands (edgepose.build.quantize.split_depthwise), and
 times all truncations round-robin in one loop; the difference between
 consecutive cuts is the cost of one stage.  Part 2 times one depthwise
 convolution of a stage's shape (24x24x260) with 3x3, 5x5 and 7x7 kernels and
@@ -27,8 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from edgepose import quantize as q  # noqa: E402
-from edgepose.modelinfo import delegation, latency_interleaved  # noqa: E402
+from edgepose.build import quantize as q  # noqa: E402
+from edgepose.models.modelinfo import delegation, latency_interleaved  # noqa: E402
 
 SHARED = Path(os.environ.get("EDGEPOSE_SHARED", ROOT.parent / "shared"))
 STAGE = "Convolutional_Pose_Machine/stage_{s}_mv1/stage_{s}_mv1_2_pointwise/BatchNorm/Relu6"
@@ -38,7 +38,7 @@ class Raw:
     """Time a bare interpreter (any input shape) with the modelinfo timing loop."""
 
     def __init__(self, path: str, threads: int):
-        from edgepose.engine import load_runtime
+        from edgepose.inference.engine import load_runtime
 
         self.path = Path(path)
         self.runtime = load_runtime()

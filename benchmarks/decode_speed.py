@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 import clips  # noqa: F401  (puts the repo on sys.path)
-from edgepose.decode import DECODERS
+from edgepose.inference.decode import DECODERS
 
 
 def upstream_loop(heatmaps: np.ndarray):

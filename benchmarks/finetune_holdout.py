@@ -27,9 +27,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 
 import clips  # noqa: E402
-from edgepose import finetune as ft  # noqa: E402
-from edgepose import quantize as q  # noqa: E402
-from edgepose.engine import Engine  # noqa: E402
+from edgepose.build import finetune as ft  # noqa: E402
+from edgepose.build import quantize as q  # noqa: E402
+from edgepose.inference.engine import Engine  # noqa: E402
 from int8_error import crop_agreement  # noqa: E402
 
 

@@ -21,8 +21,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 
 import clips  # noqa: E402
-from edgepose import finetune as ft  # noqa: E402
-from edgepose import quantize as q  # noqa: E402
+from edgepose.build import finetune as ft  # noqa: E402
+from edgepose.build import quantize as q  # noqa: E402
 
 
 def main() -> None:

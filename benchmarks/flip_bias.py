@@ -25,10 +25,10 @@ import logging
 import numpy as np
 
 import clips
-from edgepose import quantize as q
-from edgepose.decode import DECODERS
-from edgepose.engine import Engine
-from edgepose.evaluate import mirror_offsets
+from edgepose.build import quantize as q
+from edgepose.inference.decode import DECODERS
+from edgepose.inference.engine import Engine
+from edgepose.tools.evaluate import mirror_offsets
 
 
 def main() -> None:

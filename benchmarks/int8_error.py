@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 
 import clips
-from edgepose import models
-from edgepose.decode import model_decoder
-from edgepose.engine import Engine
-from edgepose.evaluate import infer, load_annotations
-from edgepose.quantize import AGREEMENT_TOLERANCE, calibration_images
+from edgepose.models import registry
+from edgepose.inference.decode import model_decoder
+from edgepose.inference.engine import Engine
+from edgepose.tools.evaluate import infer, load_annotations
+from edgepose.build.quantize import AGREEMENT_TOLERANCE, calibration_images
 
 
 def heatmaps(engine: Engine, calib, samples):
@@ -56,8 +56,8 @@ def main() -> None:
                     help="float model (default: the catalogue entry's reference; for paths, by file name)")
     args = ap.parse_args()
     logging.disable(logging.WARNING)
-    cache = Path(os.environ.get("EDGEPOSE_MODEL_DIR") or models.default_cache_dir())
-    catalogue = models.load_catalogue()
+    cache = Path(os.environ.get("EDGEPOSE_MODEL_DIR") or registry.default_cache_dir())
+    catalogue = registry.load_catalogue()
     samples = load_annotations(clips.EVAL_FILE)
     calib = calibration_images(clips.CALIB, 192, 192)
     refs = {}

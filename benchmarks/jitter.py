@@ -20,11 +20,11 @@ import logging
 import numpy as np
 
 import clips
-from edgepose.decode import get_decoder
-from edgepose.engine import Engine
-from edgepose.pipeline import Pipeline
-from edgepose.smoothing import OneEuroSmoother
-from edgepose.tracking import Tracker
+from edgepose.inference.decode import get_decoder
+from edgepose.inference.engine import Engine
+from edgepose.inference.pipeline import Pipeline
+from edgepose.inference.smoothing import OneEuroSmoother
+from edgepose.inference.tracking import Tracker
 
 
 def poses(pipe: Pipeline, clip: clips.Clip):
@@ -63,7 +63,7 @@ def main() -> None:
     ap.add_argument("--people", type=int, default=8, help="how many eval people to use")
     args = ap.parse_args()
     logging.disable(logging.WARNING)
-    from edgepose.config import SmoothingConfig
+    from edgepose.core.config import SmoothingConfig
     d = SmoothingConfig()
     mc = d.min_cutoff if args.min_cutoff is None else args.min_cutoff
     beta = d.beta if args.beta is None else args.beta

@@ -64,10 +64,10 @@ class Subscriber:
 
 
 def publish_cost(b, qos: int, n: int):
-    from edgepose import config
-    from edgepose.mqtt import MqttSink
-    from edgepose.payload import make_meta, make_payload
-    from edgepose.pose import KEYPOINT_NAMES, Pose
+    from edgepose.core import config
+    from edgepose.output.mqtt import MqttSink
+    from edgepose.core.payload import make_meta, make_payload
+    from edgepose.core.pose import KEYPOINT_NAMES, Pose
     import numpy as np
 
     cfg = config.load(None, {"mqtt": {"host": b.host, "port": b.port, "qos": qos}}, environ={})
@@ -132,7 +132,7 @@ def main() -> int:
         print("mosquitto is not installed (apt-get install mosquitto mosquitto-clients)")
         return 69
 
-    from edgepose import models
+    from edgepose.models import registry
     tmp = Path(tempfile.mkdtemp(prefix="edgepose-mqtt-bench-"))
     env = dict(os.environ, EDGEPOSE_MODEL_MIRROR=os.environ.get("EDGEPOSE_MODEL_MIRROR",
                                                                 str(pipebench.SHARED / "models")),
@@ -155,7 +155,7 @@ def main() -> int:
 
         clip = pipebench.make_clip(tmp / "clip640x480.mp4", args.frames)
         for m in {args.latency_model, args.model}:
-            models.resolve(m, cache_dir=env["EDGEPOSE_MODEL_DIR"], mirror=env["EDGEPOSE_MODEL_MIRROR"])
+            registry.resolve(m, cache_dir=env["EDGEPOSE_MODEL_DIR"], mirror=env["EDGEPOSE_MODEL_MIRROR"])
         rc, got = run_daemon(b, clip, env, args.latency_model, args.threads, 30, "bench-e2e")
         e2e = [(wall - p["ts"]) * 1e3 for wall, _, p in got]
         rate = (len(got) - 1) / (got[-1][1] - got[0][1]) if len(got) > 1 else float("nan")
@@ -164,7 +164,7 @@ def main() -> int:
         print(f"end-to-end capture -> loopback subscriber: p50 {pct(e2e, 50):.1f} ms, "
               f"p99 {pct(e2e, 99):.1f} ms")
 
-        path = models.resolve(args.model, cache_dir=env["EDGEPOSE_MODEL_DIR"], mirror=env["EDGEPOSE_MODEL_MIRROR"])
+        path = registry.resolve(args.model, cache_dir=env["EDGEPOSE_MODEL_DIR"], mirror=env["EDGEPOSE_MODEL_MIRROR"])
         invokes = [pipebench.bare_invoke_ms(path, args.threads, True)]
         mqtt_fps, stdout_fps = [], []
         for r in range(args.repeat):  # alternate MQTT and stdout runs: same machine load for both

@@ -49,7 +49,7 @@ def make_clip(path: Path, frames: int, size=(640, 480), hold: int = 5) -> Path:
 
 
 def bare_invoke_ms(model_path: Path, threads: int, xnnpack: bool, n: int = 100) -> float:
-    from edgepose.engine import Engine
+    from edgepose.inference.engine import Engine
     e = Engine(model_path, threads=threads, xnnpack=xnnpack)
     e.set_input(np.zeros((e.spec.input_h, e.spec.input_w, 3), np.uint8))
     for _ in range(10):
@@ -113,11 +113,11 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3, help="alternating bare/daemon rounds (median reported)")
     args = ap.parse_args()
 
-    from edgepose import models
+    from edgepose.models import registry
     tmp = Path(tempfile.mkdtemp(prefix="edgepose-bench-"))
     env = dict(os.environ, EDGEPOSE_MODEL_MIRROR=os.environ.get("EDGEPOSE_MODEL_MIRROR", str(SHARED / "models")))
     env.setdefault("EDGEPOSE_MODEL_DIR", str(tmp / "models"))
-    path = models.resolve(args.model, cache_dir=env["EDGEPOSE_MODEL_DIR"], mirror=env["EDGEPOSE_MODEL_MIRROR"])
+    path = registry.resolve(args.model, cache_dir=env["EDGEPOSE_MODEL_DIR"], mirror=env["EDGEPOSE_MODEL_MIRROR"])
     clip = make_clip(tmp / "clip640x480.mp4", args.frames)
     # alternate bare-invoke and daemon measurements so both see the same machine conditions
     rounds = []

@@ -39,8 +39,9 @@ def draw_encode_ms(clip: Path, n: int = 50) -> float:
     """Median time of what the preview's encoder thread does per frame: draw.render + encode_jpeg."""
     import cv2
 
-    from edgepose import draw, preview
-    from edgepose.pose import KEYPOINT_NAMES
+    from edgepose.output import draw
+    from edgepose.output import preview
+    from edgepose.core.pose import KEYPOINT_NAMES
     ok, img = cv2.VideoCapture(str(clip)).read()
     h, w = img.shape[:2]
     payload = {"seq": 1, "ts": 0.0, "present": True, "score": 0.7, "latency_ms": {"infer": 30.0, "total": 40.0},
@@ -103,12 +104,12 @@ def main() -> int:
     ap.add_argument("--no-xnnpack", action="store_true")
     args = ap.parse_args()
 
-    from edgepose import models
+    from edgepose.models import registry
     tmp = Path(tempfile.mkdtemp(prefix="edgepose-bench-"))
     env = dict(os.environ, EDGEPOSE_MODEL_MIRROR=os.environ.get("EDGEPOSE_MODEL_MIRROR", str(SHARED / "models")),
                EDGEPOSE_PREVIEW_FPS=str(args.preview_fps))
     env.setdefault("EDGEPOSE_MODEL_DIR", str(tmp / "models"))
-    path = models.resolve(args.model, cache_dir=env["EDGEPOSE_MODEL_DIR"], mirror=env["EDGEPOSE_MODEL_MIRROR"])
+    path = registry.resolve(args.model, cache_dir=env["EDGEPOSE_MODEL_DIR"], mirror=env["EDGEPOSE_MODEL_MIRROR"])
     clip = make_clip(tmp / "clip640x480.mp4", args.frames)
     draw_ms = draw_encode_ms(clip)
     invoke = [bare_invoke_ms(path, args.threads, not args.no_xnnpack)]

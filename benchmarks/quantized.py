@@ -31,11 +31,11 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import clips  # noqa: E402
-from edgepose import models  # noqa: E402
-from edgepose import quantize as q  # noqa: E402
-from edgepose.engine import Engine  # noqa: E402
-from edgepose.evaluate import load_annotations  # noqa: E402
-from edgepose.modelinfo import delegation, inspect, latency_interleaved  # noqa: E402
+from edgepose.models import registry  # noqa: E402
+from edgepose.build import quantize as q  # noqa: E402
+from edgepose.inference.engine import Engine  # noqa: E402
+from edgepose.tools.evaluate import load_annotations  # noqa: E402
+from edgepose.models.modelinfo import delegation, inspect, latency_interleaved  # noqa: E402
 
 SHARED, EVAL, CALIB = clips.SHARED, clips.EVAL_FILE, clips.CALIB
 DEFAULT = ["cpm-int8", "cpm-int8-mixed", "cpm-dynamic", "cpm-float16", "cpm-float32",
@@ -54,8 +54,8 @@ def main() -> int:
                     help="python of a venv with tflite-runtime 2.14 to check the models there too")
     args = ap.parse_args()
 
-    cat = models.load_catalogue()
-    cache = Path(args.model_dir) if args.model_dir else models.default_cache_dir()
+    cat = registry.load_catalogue()
+    cache = Path(args.model_dir) if args.model_dir else registry.default_cache_dir()
     paths = {}
     for name in args.models:
         entry = cat[name]
@@ -65,10 +65,10 @@ def main() -> int:
             if entry.recipe == "int8":
                 cmd += ["--calib", str(CALIB)]
             subprocess.run(cmd, check=True, cwd=ROOT)
-        paths[name] = models.resolve(name, cache_dir=cache, mirror=args.mirror)
+        paths[name] = registry.resolve(name, cache_dir=cache, mirror=args.mirror)
     families = sorted({cat[n].extra.get("reference", "cpm") for n in args.models})
     for fam in families:
-        paths.setdefault(fam, models.resolve(fam, cache_dir=cache, mirror=args.mirror))
+        paths.setdefault(fam, registry.resolve(fam, cache_dir=cache, mirror=args.mirror))
 
     engines = {n: Engine(p, threads=args.threads) for n, p in paths.items()}
     any_engine = next(iter(engines.values()))

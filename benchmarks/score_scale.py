@@ -18,9 +18,9 @@ import cv2
 import numpy as np
 
 import clips
-from edgepose.engine import Engine
-from edgepose.geometry import CropTransform, whole_frame_box
-from edgepose.pipeline import crop_to_input
+from edgepose.inference.engine import Engine
+from edgepose.core.geometry import CropTransform, whole_frame_box
+from edgepose.inference.pipeline import crop_to_input
 
 CALIB = clips.CALIB
 

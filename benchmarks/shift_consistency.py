@@ -25,10 +25,10 @@ import logging
 import numpy as np
 
 import clips
-from edgepose import quantize as q
-from edgepose.engine import Engine
-from edgepose.evaluate import window_spread, window_views
-from edgepose.geometry import Box, whole_frame_box
+from edgepose.build import quantize as q
+from edgepose.inference.engine import Engine
+from edgepose.tools.evaluate import window_spread, window_views
+from edgepose.core.geometry import Box, whole_frame_box
 
 SHIFTS = range(8)
 ZOOMS = (1.0, 0.8, 0.6)

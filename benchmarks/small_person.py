@@ -16,9 +16,9 @@ import logging
 import numpy as np
 
 import clips
-from edgepose.engine import Engine
-from edgepose.pipeline import Pipeline, WholeFrame
-from edgepose.tracking import Tracker
+from edgepose.inference.engine import Engine
+from edgepose.inference.pipeline import Pipeline, WholeFrame
+from edgepose.inference.tracking import Tracker
 
 
 def run(pipe: Pipeline, clip: clips.Clip) -> np.ndarray:
@@ -38,7 +38,7 @@ def main() -> None:
     ap.add_argument("--height", type=float, default=0.25, help="person height / frame height")
     args = ap.parse_args()
     logging.disable(logging.WARNING)
-    from edgepose.decode import heatmap_meta, model_decoder
+    from edgepose.inference.decode import heatmap_meta, model_decoder
     sample_clips = [clips.moving_clip(s, frames=args.frames, height_frac=args.height, seed=i)
                     for i, s in enumerate(clips.people())]
     print(f"{len(sample_clips)} clips x {args.frames} frames, 1280x720, person {args.height:g} of "

@@ -14,7 +14,7 @@ environment keeps numpy 2 and ai-edge-litert):
     PYTHONPATH=. /tmp/tfl/bin/python benchmarks/tflite_runtime_check.py MODEL.tflite ...
 
 (``benchmarks/quantized.py --tflite-runtime /tmp/tfl/bin/python`` does this for every variant.)
-Uses edgepose.engine / edgepose.modelinfo with ``backend="tflite-runtime"``,
+Uses edgepose.inference.engine / edgepose.models.modelinfo with ``backend="tflite-runtime"``,
 which need only numpy.
 """
 
@@ -30,8 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from edgepose.engine import Engine, load_runtime  # noqa: E402
-from edgepose.modelinfo import delegation  # noqa: E402
+from edgepose.inference.engine import Engine, load_runtime  # noqa: E402
+from edgepose.models.modelinfo import delegation  # noqa: E402
 
 
 def main(paths) -> int:

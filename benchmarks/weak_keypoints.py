@@ -37,11 +37,11 @@ import logging
 import numpy as np
 
 import clips
-from edgepose import quantize as q
-from edgepose.decode import DECODERS, _peaks, _refine, gaussian_blur, heatmap_meta, subpixel_decoder
-from edgepose.engine import Engine
-from edgepose.geometry import Box, CropTransform, whole_frame_box
-from edgepose.pipeline import crop_to_input
+from edgepose.build import quantize as q
+from edgepose.inference.decode import DECODERS, _peaks, _refine, gaussian_blur, heatmap_meta, subpixel_decoder
+from edgepose.inference.engine import Engine
+from edgepose.core.geometry import Box, CropTransform, whole_frame_box
+from edgepose.inference.pipeline import crop_to_input
 
 ZOOMS = (0.85, 0.7, 0.55, 0.45)
 PLACES = (0.0, 0.5, 1.0)

@@ -15,19 +15,20 @@ import os
 import sys
 from typing import List, Optional, TextIO
 
-from . import __version__
-from .errors import EX_SOFTWARE, EdgeposeError, OutputError, UsageError
+from edgepose import __version__
+from edgepose.core.errors import EX_SOFTWARE, EdgeposeError, OutputError, UsageError
+from edgepose.core.logs import setup_logging
 
 log = logging.getLogger("edgepose")
 
 # name -> (module, help); modules are imported lazily so `edgepose --help` stays fast
 COMMANDS = {
-    "run": ("edgepose.service", "run the pose pipeline (camera/file -> keypoints -> stdout/MQTT)"),
-    "models": ("edgepose.modelcmd", "list, pull, inspect, verify and quantize models"),
-    "eval": ("edgepose.evaluate", "measure accuracy (PCK) on a COCO-format keypoint file"),
-    "calibrate-fps": ("edgepose.calibrate", "find and save the fastest configuration this board sustains"),
-    "sub": ("edgepose.mqtt", "subscribe to a device's poses and print them"),
-    "view": ("edgepose.viewer", "render a device's poses from MQTT to a window, file or page"),
+    "run": ("edgepose.daemon.service", "run the pose pipeline (camera/file -> keypoints -> stdout/MQTT)"),
+    "models": ("edgepose.tools.modelcmd", "list, pull, inspect, verify and quantize models"),
+    "eval": ("edgepose.tools.evaluate", "measure accuracy (PCK) on a COCO-format keypoint file"),
+    "calibrate-fps": ("edgepose.tools.calibrate", "find and save the fastest configuration this board sustains"),
+    "sub": ("edgepose.output.mqtt", "subscribe to a device's poses and print them"),
+    "view": ("edgepose.tools.viewer", "render a device's poses from MQTT to a window, file or page"),
 }
 ALIASES = {"watch": "sub"}
 
@@ -35,17 +36,6 @@ ALIASES = {"watch": "sub"}
 def _load(name: str):
     module, _ = COMMANDS[name]
     return importlib.import_module(module)
-
-
-def setup_logging(level: str = "INFO") -> None:
-    """Plain stderr logging; the service swaps in journal logging under systemd."""
-    root = logging.getLogger()
-    for h in list(root.handlers):
-        root.removeHandler(h)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("edgepose: %(levelname)s: %(message)s"))
-    root.addHandler(handler)
-    root.setLevel(getattr(logging, level.upper(), logging.INFO))
 
 
 def _command_word(argv: List[str]) -> Optional[str]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import CALIB, EVAL_ANN, cli_env, run_cli
-from edgepose.models import load_catalogue
+from edgepose.models.registry import load_catalogue
 
 # output node of each family's frozen graph (the catalogue's <family>-pb entry)
 OUTPUTS = {f: load_catalogue()[f"{f}-pb"].output["name"] for f in ("cpm", "hourglass")}
@@ -74,7 +74,7 @@ def run_graph(graph_def, output: str, images) -> "np.ndarray":
     """A frozen graph's output for a batch of images, one TensorFlow session run per image."""
     import numpy as np
 
-    from edgepose import quantize as q
+    from edgepose.build import quantize as q
 
     tf = q._tf()
     g = tf.Graph()

@@ -13,9 +13,11 @@ import stat
 
 import pytest
 
-from edgepose import calibrate as cal
-from edgepose import board, config as config_mod, models
-from edgepose.errors import ConfigError, ModelError, RuntimeMissingError, UsageError
+from edgepose.tools import calibrate as cal
+from edgepose.daemon import board
+from edgepose.core import config as config_mod
+from edgepose.models import registry
+from edgepose.core.errors import ConfigError, ModelError, RuntimeMissingError, UsageError
 
 from conftest import MIRROR, REPO, VIDEOS, error_lines, run_cli
 
@@ -172,16 +174,16 @@ def _quantized_stand_in(cache, name, report, sha=True):
     shutil.copy(MIRROR / "hourglass" / "model.tflite", path)
     if report is not None:
         if isinstance(report, dict) and sha:
-            report = {"sha256": models.sha256_of(path), **report}
-        models.report_path(path).write_text(report if isinstance(report, str) else json.dumps(report))
+            report = {"sha256": registry.sha256_of(path), **report}
+        registry.report_path(path).write_text(report if isinstance(report, str) else json.dumps(report))
     return path
 
 
 def _catalogue_with_variants():
-    cat = models.load_catalogue()
+    cat = registry.load_catalogue()
     for name, recipe in (("hourglass-int8", "int8"), ("hourglass-float16", "float16"),
                          ("hourglass-dynamic", "dynamic")):
-        cat[name] = models.ModelEntry(name=name, description="test", recipe=recipe, source="hourglass-pb",
+        cat[name] = registry.ModelEntry(name=name, description="test", recipe=recipe, source="hourglass-pb",
                                       extra={"reference": "hourglass"})
     # only the family under test, with exactly these three variants (the real catalogue may grow)
     keep = {"hourglass", "hourglass-pb", "hourglass-int8", "hourglass-float16", "hourglass-dynamic"}
@@ -206,7 +208,7 @@ def test_find_variants_reads_the_fidelity_report_beside_each_quantized_model(tmp
 
 
 def test_the_real_catalogue_groups_variants_by_their_reference():
-    cat = models.load_catalogue()
+    cat = registry.load_catalogue()
     assert cal.family_of("cpm-int8", cat) == "cpm" and cal.family_of("hourglass-float16", cat) == "hourglass"
     assert cal.family_of("hourglass") == "hourglass"
 

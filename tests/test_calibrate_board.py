@@ -1,4 +1,4 @@
-"""Thermal zones and throttling (edgepose.board) and how calibrate-fps reports a throttled sweep.
+"""Thermal zones and throttling (edgepose.daemon.board) and how calibrate-fps reports a throttled sweep.
 
 The real files (/sys/class/thermal on a Pi or Jetson, the Pi firmware's get_throttled) and
 `vcgencmd` exist only on the boards, so these tests build a fake sysfs tree under tmp and inject
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-from edgepose import board
-from edgepose import calibrate as cal
-from edgepose import config as config_mod
+from edgepose.daemon import board
+from edgepose.tools import calibrate as cal
+from edgepose.core import config as config_mod
 
 from conftest import MIRROR
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from edgepose import config
-from edgepose.errors import ConfigError
+from edgepose.core import config
+from edgepose.core.errors import ConfigError
 
 
 def write(tmp_path, text):
@@ -105,7 +105,7 @@ def test_split_host_port_rejects(text):
 def test_broker_flag_takes_ipv6():
     import argparse
 
-    from edgepose import service
+    from edgepose.daemon import service
 
     p = argparse.ArgumentParser()
     service.add_arguments(p)

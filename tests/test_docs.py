@@ -2,7 +2,7 @@
 
 import re
 
-from edgepose import config
+from edgepose.core import config
 from edgepose.cli import COMMANDS
 
 from conftest import REPO
@@ -31,7 +31,7 @@ def test_config_reference_in_readme_is_current():
 def test_readme_commands_exist():
     for name in COMMANDS:
         assert f"`edgepose {name}" in README
-    from edgepose.service import add_arguments
+    from edgepose.daemon.service import add_arguments
     import argparse
     p = argparse.ArgumentParser()
     add_arguments(p)

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from conftest import EVAL_ANN, MIRROR, error_lines, run_cli
-from edgepose.evaluate import AnnotationError, crop_box, load_annotations, score
-from edgepose.errors import InputMissingError
-from edgepose.geometry import Box
+from edgepose.tools.evaluate import AnnotationError, crop_box, load_annotations, score
+from edgepose.core.errors import InputMissingError
+from edgepose.core.geometry import Box
 
 NAMES = ("head_top", "neck", "wrist")
 
@@ -184,7 +184,7 @@ def test_partly_matching_names_are_reported_and_camel_case_matches(tmp_path, edg
     # CamelCase names (HeadTop, RightShoulder) are the model's head_top, right_shoulder
     p, imgs = write_coco(tmp_path, ["HeadTop", "RightShoulder", "leftWrist", "LEFT ANKLE"],
                          [1, 2, 2, 3, 4, 2, 5, 6, 2, 7, 8, 2])
-    with caplog.at_level(logging.WARNING, logger="edgepose.evaluate"):
+    with caplog.at_level(logging.WARNING, logger="edgepose.tools.evaluate"):
         [s] = load_annotations(p, imgs)
     assert s.visible.sum() == 4 and not caplog.records
     assert s.keypoints[0].tolist() == [1.5, 2.5] and s.keypoints[2].tolist() == [3.5, 4.5]  # head_top, r. shoulder
@@ -195,7 +195,7 @@ def test_partly_matching_names_are_reported_and_camel_case_matches(tmp_path, edg
     data["annotations"].append(dict(data["annotations"][0], id=2))
     p.write_text(json.dumps(data))
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="edgepose.evaluate"):
+    with caplog.at_level(logging.WARNING, logger="edgepose.tools.evaluate"):
         samples = load_annotations(p, imgs)
     assert len(samples) == 2 and all(s.visible.tolist() == [False, True] + [False] * 12 for s in samples)
     (rec,) = caplog.records

@@ -1,4 +1,4 @@
-"""Quantization-aware fine-tuning (edgepose.finetune): exact batch-norm folding, a simulation that
+"""Quantization-aware fine-tuning (edgepose.build.finetune): exact batch-norm folding, a simulation that
 computes the float graph and tracks the real int8 model, and fine-tuning that lowers the int8 error
 on crops it was not trained on.
 
@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgepose import finetune as ft
-from edgepose import quantize as q
-from edgepose.engine import Engine
+from edgepose.build import finetune as ft
+from edgepose.build import quantize as q
+from edgepose.inference.engine import Engine
 
 from conftest import CALIB, MIRROR
 from models_util import OUTPUTS, needs_tf, run_graph

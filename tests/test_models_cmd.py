@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from edgepose import models
-from edgepose.errors import InputMissingError, ModelError
+from edgepose.models import registry
+from edgepose.core.errors import InputMissingError, ModelError
 
 from conftest import CALIB, EVAL_ANN, EVAL_IMAGES, MIRROR, REPO, error_lines, run_cli
 
@@ -79,14 +79,14 @@ def test_pull_from_directory_mirror_verifies_and_caches(env, cache):
     r = run_cli(["models", "pull", "cpm"], env)
     assert r.returncode == 0, r.stderr
     path = cache / "cpm" / "model.tflite"
-    assert path.is_file() and models.sha256_of(path) == models.load_catalogue()["cpm"].sha256
+    assert path.is_file() and registry.sha256_of(path) == registry.load_catalogue()["cpm"].sha256
     assert "100%" in r.stderr  # the progress bar finished
     assert not list((cache / "cpm").glob(".fetch-*"))  # no temporary files left behind
 
 
 def test_pull_over_http_mirror(http_mirror, cache):
-    path = models.resolve("hourglass", cache_dir=cache, mirror=http_mirror)
-    assert models.sha256_of(path) == models.load_catalogue()["hourglass"].sha256
+    path = registry.resolve("hourglass", cache_dir=cache, mirror=http_mirror)
+    assert registry.sha256_of(path) == registry.load_catalogue()["hourglass"].sha256
     # the CLI too, with --mirror
     r = run_cli(["models", "--model-dir", str(cache / "cli"), "--mirror", http_mirror, "pull", "cpm"],
                 {"PATH": "/usr/bin:/bin"})
@@ -96,7 +96,7 @@ def test_pull_over_http_mirror(http_mirror, cache):
 
 def test_checksum_mismatch_from_mirror_is_refused(http_mirror, cache, tmp_path):
     with pytest.raises(ModelError, match="checksum mismatch|failed verification"):
-        models.resolve("hourglass", cache_dir=cache, mirror=http_mirror + "/bad")
+        registry.resolve("hourglass", cache_dir=cache, mirror=http_mirror + "/bad")
     assert not (cache / "hourglass" / "model.tflite").exists()
     # same from a directory mirror, through the CLI: one line, exit 65, nothing cached
     bad_dir = tmp_path / "badmirror" / "hourglass"
@@ -116,7 +116,7 @@ def test_truncated_cache_file_is_detected(env, cache):
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(ModelError, match="truncated"):
-        models.resolve("hourglass", cache_dir=cache)
+        registry.resolve("hourglass", cache_dir=cache)
     r = run_cli(["models", "verify"], env)
     assert r.returncode == 65 and "truncated" in r.stdout and "Traceback" not in r.stderr
     rows = {x["name"]: x for x in json.loads(run_cli(["models", "list", "--json"], env).stdout)}
@@ -129,24 +129,24 @@ def test_truncated_cache_file_is_detected(env, cache):
 
 
 def test_verify_checks_built_variants_against_their_report(cache):
-    entry = models.load_catalogue()["hourglass-int8"]
+    entry = registry.load_catalogue()["hourglass-int8"]
     path = entry.cache_file(cache)
     path.parent.mkdir(parents=True)
     shutil.copy(MIRROR / "hourglass" / "model.tflite", path)  # stands in for a built file
-    states = dict(models.verify_cache(cache))
+    states = dict(registry.verify_cache(cache))
     assert states["hourglass-int8"].startswith("BAD") and "report" in states["hourglass-int8"]
-    models.report_path(path).write_text(json.dumps({"sha256": models.sha256_of(path)}))
-    assert dict(models.verify_cache(cache))["hourglass-int8"] == "ok"
+    registry.report_path(path).write_text(json.dumps({"sha256": registry.sha256_of(path)}))
+    assert dict(registry.verify_cache(cache))["hourglass-int8"] == "ok"
     with open(path, "ab") as fh:
         fh.write(b"\0")
-    assert "checksum mismatch" in dict(models.verify_cache(cache))["hourglass-int8"]
+    assert "checksum mismatch" in dict(registry.verify_cache(cache))["hourglass-int8"]
 
 
 def test_local_variant_not_built_says_how_to_build_it(cache):
     with pytest.raises(InputMissingError, match="`edgepose models quantize cpm-int8 --calib DIR --eval FILE.json`"):
-        models.resolve("cpm-int8", cache_dir=cache, mirror=str(MIRROR))
+        registry.resolve("cpm-int8", cache_dir=cache, mirror=str(MIRROR))
     with pytest.raises(InputMissingError, match="`edgepose models quantize cpm-float16 --eval FILE.json`"):
-        models.resolve("cpm-float16", cache_dir=cache, mirror=str(MIRROR))
+        registry.resolve("cpm-float16", cache_dir=cache, mirror=str(MIRROR))
 
 
 def test_build_hint_is_a_command_that_builds_that_very_variant():
@@ -154,24 +154,24 @@ def test_build_hint_is_a_command_that_builds_that_very_variant():
     the hint parses as `edgepose models quantize` arguments and names the entry itself."""
     import argparse
 
-    from edgepose import modelcmd
+    from edgepose.tools import modelcmd
 
     parser = argparse.ArgumentParser()
     modelcmd.add_arguments(parser)
-    cat = models.load_catalogue()
+    cat = registry.load_catalogue()
     local = [e for e in cat.values() if e.local_only]
     assert {e.recipe for e in local} >= {"int8", "float16", "dynamic"}
     for e in local:
-        hint = models.build_hint(e)
+        hint = registry.build_hint(e)
         assert hint.startswith(f"edgepose models quantize {e.name} ")
         assert ("--calib DIR" in hint) == (e.recipe == "int8"), hint
         assert "--mode" not in hint and e.source not in hint.split()
         args = parser.parse_args(hint.split()[2:])
         assert modelcmd.variant_for(args.name, args.mode, cat) is e
         assert bool(args.calib) == (e.recipe == "int8") and args.eval == "FILE.json"
-    assert models.build_hint(cat["cpm-int8-mixed"]) == \
+    assert registry.build_hint(cat["cpm-int8-mixed"]) == \
         "edgepose models quantize cpm-int8-mixed --calib DIR --eval FILE.json"
-    assert models.build_hint(cat["hourglass-dynamic"]) == "edgepose models quantize hourglass-dynamic --eval FILE.json"
+    assert registry.build_hint(cat["hourglass-dynamic"]) == "edgepose models quantize hourglass-dynamic --eval FILE.json"
 
 
 @pytest.mark.parametrize("argv", [["models", "info", "cpm-int8-mixed"],
@@ -209,8 +209,8 @@ def test_bad_copy_in_the_mirror_is_blamed_on_the_mirror(env, cache, tmp_path, ar
     assert "Traceback" not in r.stderr
     (line,) = error_lines(r.stderr)
     assert "mirror's copy" in line and str(bad) in line
-    assert models.load_catalogue()["hourglass"].sha256 in line  # expected
-    assert models.sha256_of(bad) in line  # actual
+    assert registry.load_catalogue()["hourglass"].sha256 in line  # expected
+    assert registry.sha256_of(bad) in line  # actual
     assert "delete" not in line and "--force" not in line and ".fetch-" not in line and str(cache) not in line
     assert not (cache / "hourglass" / "model.tflite").exists()
     assert not list((cache / "hourglass").glob(".fetch-*"))
@@ -218,7 +218,7 @@ def test_bad_copy_in_the_mirror_is_blamed_on_the_mirror(env, cache, tmp_path, ar
 
 def test_bad_copy_in_an_http_mirror_names_the_url(http_mirror, cache):
     with pytest.raises(ModelError) as e:
-        models.resolve("hourglass", cache_dir=cache, mirror=http_mirror + "/bad")
+        registry.resolve("hourglass", cache_dir=cache, mirror=http_mirror + "/bad")
     msg = str(e.value)
     assert "mirror's copy" in msg and f"{http_mirror}/bad/hourglass/model.tflite" in msg
     assert "delete" not in msg and "\n" not in msg
@@ -243,7 +243,7 @@ def test_corrupt_cached_file_gives_the_same_fix_everywhere_and_the_fix_works(env
         # the advised command really replaces the bad file
         r = run_cli(fix.strip("`").split()[1:], env)
         assert r.returncode == 0, r.stderr
-        assert models.sha256_of(path) == models.load_catalogue()["hourglass"].sha256
+        assert registry.sha256_of(path) == registry.load_catalogue()["hourglass"].sha256
         assert run_cli(["models", "verify"], env).returncode == 0
 
 
@@ -253,22 +253,22 @@ def test_data_path_searches_every_prefix_in_order(tmp_path):
     for p in (src, a, b, c):
         p.mkdir()
     rel = "models/catalogue.toml"
-    assert models.data_search(rel, [a, b, c], src) == [
+    assert registry.data_search(rel, [a, b, c], src) == [
         src / rel, a / "share/edgepose" / rel, b / "share/edgepose" / rel, c / "share/edgepose" / rel]
     # nothing anywhere: the first prefix's place, so the error names where it should be
-    assert models.catalogue_path([a, b, c], src) == a / "share/edgepose" / rel
+    assert registry.catalogue_path([a, b, c], src) == a / "share/edgepose" / rel
     for p in (c, b):
         (p / "share/edgepose/models").mkdir(parents=True)
-        shutil.copy(models.catalogue_path(), p / "share/edgepose" / rel)
-    assert models.catalogue_path([a, b, c], src) == b / "share/edgepose" / rel
-    assert "cpm" in models.load_catalogue(models.catalogue_path([a, b, c], src))
+        shutil.copy(registry.catalogue_path(), p / "share/edgepose" / rel)
+    assert registry.catalogue_path([a, b, c], src) == b / "share/edgepose" / rel
+    assert "cpm" in registry.load_catalogue(registry.catalogue_path([a, b, c], src))
     (src / "models").mkdir()
     (src / rel).write_text("")
-    assert models.catalogue_path([a, b, c], src) == src / rel  # the source tree wins
+    assert registry.catalogue_path([a, b, c], src) == src / rel  # the source tree wins
     # deploy files are found by the same search
     (c / "share/edgepose/deploy").mkdir()
     (c / "share/edgepose/deploy/edgepose.service").write_text("[Unit]\n")
-    assert models.data_path("deploy/edgepose.service", [a, b, c], src) == c / "share/edgepose/deploy/edgepose.service"
+    assert registry.data_path("deploy/edgepose.service", [a, b, c], src) == c / "share/edgepose/deploy/edgepose.service"
 
 
 def test_default_prefixes_cover_user_base_schemes_and_usr_local():
@@ -276,13 +276,13 @@ def test_default_prefixes_cover_user_base_schemes_and_usr_local():
     import sys
     import sysconfig
 
-    got = models.install_prefixes()
+    got = registry.install_prefixes()
     assert len(got) == len(set(got))
     want = [sys.prefix, site.getuserbase(), "/usr/local", "/usr"] + [
         sysconfig.get_paths(s)["data"] for s in sysconfig.get_scheme_names()]
     for w in want:
         assert Path(w) in got, w
-    assert models.catalogue_path() == REPO / "models" / "catalogue.toml"  # this checkout
+    assert registry.catalogue_path() == REPO / "models" / "catalogue.toml"  # this checkout
 
 
 def _copy_project(dst: Path) -> Path:
@@ -319,8 +319,8 @@ def test_pip_install_user_finds_the_catalogue_under_user_base(tmp_path):
     assert r.returncode == 0, r.stderr
     assert (ub / "share/edgepose/models/catalogue.toml").is_file()
     code = ("import edgepose, sys; from edgepose import models; "
-            "print(edgepose.__file__); print(models.catalogue_path()); "
-            "print(models.data_path('deploy/edgepose.service')); print(len(models.load_catalogue()))")
+            "print(edgepose.__file__); print(registry.catalogue_path()); "
+            "print(registry.data_path('deploy/edgepose.service')); print(len(registry.load_catalogue()))")
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60,
                        cwd=tmp_path)
     assert r.returncode == 0, r.stderr
@@ -366,7 +366,7 @@ def test_info_on_upstream_models(env, name, grid, flops):
     assert info["ops"]["CONV_2D"] > 90 and info["ops"]["RELU"] == 52  # the standalone RELUs
     d = info["delegation"]
     assert d["prepared"] and d["partitions"] == 1 and d["delegated_nodes"] == d["total_nodes"]
-    assert info["size_bytes"] == models.load_catalogue()[name].size
+    assert info["size_bytes"] == registry.load_catalogue()[name].size
     text = run_cli(["models", "info", name], env).stdout
     assert "xnnpack    1 partition(s)" in text and "GFLOP" in text
 
@@ -374,13 +374,13 @@ def test_info_on_upstream_models(env, name, grid, flops):
 def test_an_existing_file_with_another_suffix_is_a_path_not_a_catalogue_name(tmp_path, monkeypatch, cache):
     """`--model clip.mp4` (a file in the working directory) is reported as not a model, not as an
     unknown catalogue entry; a catalogue name stays a name."""
-    from edgepose.engine import Engine
+    from edgepose.inference.engine import Engine
 
     monkeypatch.chdir(tmp_path)  # a relative name, as typed in a shell
     (tmp_path / "clip.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(200))
-    assert models.looks_like_path("clip.mp4") and not models.looks_like_path("nosuch.mp4")
-    assert not models.looks_like_path("cpm-int8")
-    path = models.resolve("clip.mp4", cache_dir=cache)
+    assert registry.looks_like_path("clip.mp4") and not registry.looks_like_path("nosuch.mp4")
+    assert not registry.looks_like_path("cpm-int8")
+    path = registry.resolve("clip.mp4", cache_dir=cache)
     assert path == Path("clip.mp4")
     with pytest.raises(ModelError) as e:
         Engine(path)
@@ -409,10 +409,10 @@ def test_a_mirror_that_does_not_speak_http_is_one_warning_per_source(cache):
 
     threading.Thread(target=answer, daemon=True).start()
     url = f"http://127.0.0.1:{srv.getsockname()[1]}"
-    entry = dataclasses.replace(models.load_catalogue()["hourglass"], url=url + "/upstream/model.tflite")
+    entry = dataclasses.replace(registry.load_catalogue()["hourglass"], url=url + "/upstream/model.tflite")
     try:
         with pytest.raises(InputMissingError, match="BadStatusLine") as e:
-            models.fetch(entry, cache, mirror=url)
+            registry.fetch(entry, cache, mirror=url)
     finally:
         srv.close()
     assert str(e.value).count("BadStatusLine") == 2  # the mirror, then the (here also broken) upstream URL
@@ -455,7 +455,7 @@ def test_pull_force_keeps_the_mode_and_owner_of_the_file_it_replaces(env, cache)
     r = run_cli(["models", "pull", "cpm", "--force"], env, umask=0o077)
     assert r.returncode == 0, r.stderr
     after = path.stat()
-    assert after.st_ino != before.st_ino and models.sha256_of(path) == models.load_catalogue()["cpm"].sha256
+    assert after.st_ino != before.st_ino and registry.sha256_of(path) == registry.load_catalogue()["cpm"].sha256
     assert after.st_mode & 0o7777 == 0o640
     if root:
         assert (after.st_uid, after.st_gid) == (65534, 65534)
@@ -506,9 +506,9 @@ def test_a_download_cut_short_is_an_interrupted_download_not_a_bad_mirror_file(s
     tried; all failed: exit 66), and the mirror's file is not blamed."""
     import dataclasses
 
-    entry = dataclasses.replace(models.load_catalogue()["cpm"], url=short_server + "/cpm/model.tflite")
+    entry = dataclasses.replace(registry.load_catalogue()["cpm"], url=short_server + "/cpm/model.tflite")
     with pytest.raises(InputMissingError) as e:
-        models.fetch(entry, cache, mirror=short_server)
+        registry.fetch(entry, cache, mirror=short_server)
     assert str(e.value).count("download interrupted: the connection closed after 1179952 of 2359904 bytes") == 2
     assert not (cache / "cpm" / "model.tflite").exists() and not list((cache / "cpm").glob(".fetch-*"))
     # the CLI, with upstream (the catalogue's https URL) unreachable through a proxy that refuses connections

@@ -22,11 +22,11 @@ import pytest
 import broker as brokers
 from mqtt_util import Collector, MosquittoSub, wait_for
 
-from edgepose import config
-from edgepose.errors import ConfigError, InputMissingError
-from edgepose.mqtt import MqttSink, SeqTracker, Topics, backoff_delay
-from edgepose.payload import make_meta
-from edgepose.pose import KEYPOINT_NAMES
+from edgepose.core import config
+from edgepose.core.errors import ConfigError, InputMissingError
+from edgepose.output.mqtt import MqttSink, SeqTracker, Topics, backoff_delay
+from edgepose.core.payload import make_meta
+from edgepose.core.pose import KEYPOINT_NAMES
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -234,7 +234,7 @@ def test_wait_connected_ends_with_the_first_attempt(tmp_path, broker, sinks, cap
     stop = threading.Event()
     slow = sinks(relay)
     slow.start()
-    caplog.set_level(logging.INFO, logger="edgepose.mqtt")
+    caplog.set_level(logging.INFO, logger="edgepose.output.mqtt")
     t0 = time.monotonic()
     assert slow.wait_connected(0.5) is False
     assert 0.4 < time.monotonic() - t0 < 5

@@ -14,9 +14,9 @@ import time
 import numpy as np
 import pytest
 
-from edgepose.pose import KEYPOINT_NAMES
-from edgepose.errors import ConfigError, DeviceUnavailableError
-from edgepose.preview import PreviewServer, parse_listen
+from edgepose.core.pose import KEYPOINT_NAMES
+from edgepose.core.errors import ConfigError, DeviceUnavailableError
+from edgepose.output.preview import PreviewServer, parse_listen
 
 from conftest import error_lines, payloads, run_cli
 from preview_util import (chromium, chromium_available, count_payloads, decode, free_port, get, long_clip,
@@ -305,7 +305,7 @@ def test_sigterm_with_a_viewer_connected_stops_cleanly(own_daemon):
 
 
 def test_the_installed_service_leaves_the_preview_off():
-    from edgepose import config
+    from edgepose.core import config
     from conftest import REPO
     assert config.load(str(REPO / "deploy" / "edgepose.toml"), environ={}).preview.listen == ""
     assert "--preview" not in (REPO / "deploy" / "edgepose.service").read_text()

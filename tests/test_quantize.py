@@ -12,11 +12,11 @@ import json
 import numpy as np
 import pytest
 
-from edgepose import models
-from edgepose import quantize as q
-from edgepose.engine import Engine
-from edgepose.errors import ModelError, UsageError
-from edgepose.modelinfo import delegation, inspect
+from edgepose.models import registry
+from edgepose.build import quantize as q
+from edgepose.inference.engine import Engine
+from edgepose.core.errors import ModelError, UsageError
+from edgepose.models.modelinfo import delegation, inspect
 
 from conftest import CALIB, MIRROR, run_cli
 from models_util import OUTPUTS, built, needs_tf, quant_cache, quant_env, run_graph  # noqa: F401 (fixtures)
@@ -108,9 +108,9 @@ def test_not_a_graph(tmp_path):
 def test_int8_conversion_meets_the_partition_and_fidelity_goals(built, quant_cache, family):
     path, report, r = built(family, "int8")
     # the model is where the catalogue says, and --model cpm-int8 resolves to it
-    assert models.resolve(f"{family}-int8", cache_dir=quant_cache) == path
-    assert report["sha256"] == models.sha256_of(path)
-    assert dict(models.verify_cache(quant_cache))[f"{family}-int8"] == "ok"
+    assert registry.resolve(f"{family}-int8", cache_dir=quant_cache) == path
+    assert report["sha256"] == registry.sha256_of(path)
+    assert dict(registry.verify_cache(quant_cache))[f"{family}-int8"] == "ok"
     info = inspect(path)
     assert info.quantized == "int8"
     assert info.inputs[0].dtype == "int8" and info.inputs[0].quantization == (1.0, -128)  # lossless 0..255

@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edgepose.pose import KEYPOINT_NAMES
+from edgepose.core.pose import KEYPOINT_NAMES
 
 from conftest import CALIB, EVAL_ANN, EVAL_IMAGES, MIRROR, REPO, VIDEOS, error_lines, payloads, run_cli
 
@@ -227,9 +227,9 @@ def test_a_reload_turns_the_running_source_without_reopening_it(tmp_path, model_
     import threading
     import time
 
-    from edgepose import config as config_mod
-    from edgepose.service import Daemon
-    from edgepose.sources import open_source
+    from edgepose.core import config as config_mod
+    from edgepose.daemon.service import Daemon
+    from edgepose.capture.sources import open_source
 
     clip = tmp_path / "clip.mp4"
     w = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 10, (320, 240))
@@ -278,8 +278,8 @@ def test_a_reload_reopens_a_source_only_when_it_must():
     the file and missing-source cases for real)."""
     from dataclasses import replace
 
-    from edgepose.config import CameraConfig
-    from edgepose.service import _must_reopen
+    from edgepose.core.config import CameraConfig
+    from edgepose.daemon.service import _must_reopen
 
     cam = CameraConfig(source="0")
     assert _must_reopen(cam, replace(cam, width=1280), live=True)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgepose.config import SmoothingConfig
-from edgepose.pose import Pose
-from edgepose.smoothing import OneEuroSmoother, alpha, confidence_weight, from_config
+from edgepose.core.config import SmoothingConfig
+from edgepose.core.pose import Pose
+from edgepose.inference.smoothing import OneEuroSmoother, alpha, confidence_weight, from_config
 
 BASE = np.array([[100.0, 50.0], [100.0, 150.0], [60.0, 250.0], [140.0, 250.0]])  # a 200 px pose
 

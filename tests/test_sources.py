@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edgepose import sources
-from edgepose.errors import DeviceUnavailableError, InputMissingError, RuntimeMissingError
+from edgepose.capture import sources
+from edgepose.core.errors import DeviceUnavailableError, InputMissingError, RuntimeMissingError
 
 from conftest import CALIB, VIDEOS
 

@@ -23,10 +23,10 @@ import uuid
 import pytest
 
 from conftest import MIRROR, REPO, VIDEOS, run_cli
-from edgepose import config as config_mod
-from edgepose import systemd
-from edgepose.service import Daemon
-from edgepose.sources import open_source
+from edgepose.core import config as config_mod
+from edgepose.daemon import systemd
+from edgepose.daemon.service import Daemon
+from edgepose.capture.sources import open_source
 
 
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux value; Python does not export it
@@ -130,7 +130,7 @@ def test_without_notify_socket_everything_is_a_no_op():
 
 def test_unreachable_socket_warns_once_and_never_raises(tmp_path, caplog):
     n = systemd.Notifier.from_environ({"NOTIFY_SOCKET": str(tmp_path / "gone")})
-    with caplog.at_level(logging.WARNING, logger="edgepose.systemd"):
+    with caplog.at_level(logging.WARNING, logger="edgepose.daemon.systemd"):
         assert n.ready() is False
         assert n.watchdog() is False
     assert len([r for r in caplog.records if "cannot notify systemd" in r.getMessage()]) == 1
@@ -410,7 +410,7 @@ def test_stop_event_is_safe_to_set_from_a_signal_handler():
     """SIGTERM's handler sets the daemon's stop event.  A threading.Event would deadlock when the signal
     lands while the main thread holds the Event's own lock inside wait(); WakeEvent takes no lock, and its
     wait() returns as soon as the handler ran."""
-    from edgepose.service import WakeEvent
+    from edgepose.daemon.service import WakeEvent
 
     ev = WakeEvent()
     old = signal.signal(signal.SIGALRM, lambda *_: ev.set())

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from conftest import MIRROR, REPO
-from edgepose.geometry import CropTransform, whole_frame_box
-from edgepose.pose import KEYPOINT_NAMES, Pose
-from edgepose.tracking import Tracker, search_boxes
+from edgepose.core.geometry import CropTransform, whole_frame_box
+from edgepose.core.pose import KEYPOINT_NAMES, Pose
+from edgepose.inference.tracking import Tracker, search_boxes
 
 W, H = 1280, 720
 
@@ -66,8 +66,9 @@ def test_search_tiles_keep_the_model_aspect_and_cover_the_frame(tile, frame, mod
 
 
 def test_search_below_a_tenth_is_refused():
-    from edgepose import config, tracking
-    from edgepose.errors import ConfigError
+    from edgepose.core import config
+    from edgepose.inference import tracking
+    from edgepose.core.errors import ConfigError
 
     cfg = config.Config()
     cfg.tracking.search = 0.01  # 22,000 tiles of 13 px
@@ -81,8 +82,8 @@ def test_pipeline_falls_back_when_the_person_leaves_the_frame():
     """Real CPM model on frames built from an eval photo; then the person walks out of view."""
     sys.path.insert(0, str(REPO / "benchmarks"))
     import clips
-    from edgepose.engine import Engine
-    from edgepose.pipeline import Pipeline
+    from edgepose.inference.engine import Engine
+    from edgepose.inference.pipeline import Pipeline
 
     eng = Engine(Path(MIRROR) / "cpm" / "model.tflite", threads=2)
     person = max(clips.people(), key=lambda s: s.visible.sum() + s.box.h / 1000)

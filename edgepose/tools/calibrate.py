@@ -3,13 +3,13 @@
 The sweep covers every *available* variant of the chosen model family
 (``cpm``, ``cpm-int8``, ``cpm-float16`` ...), interpreter threads ``1..cores``
 and XNNPACK on/off.  Each candidate is measured through the real pipeline
-(:class:`~edgepose.engine.Engine` + :func:`edgepose.pipeline.from_config`, so
+(:class:`~edgepose.inference.engine.Engine` + :func:`edgepose.inference.pipeline.from_config`, so
 the configured decoder, tracking and smoothing are included) on the frames of
 the configured camera, a file, or synthetic frames.
 
 How frames are fed (a deliberate choice, see docs/calibrate.md):
 
-* a **camera** is opened once with :func:`edgepose.sources.open_source` and read
+* a **camera** is opened once with :func:`edgepose.capture.sources.open_source` and read
   live for every candidate; ``capture`` is the time the pipeline waits in
   ``read()`` for a new frame, so a camera slower than the model shows up as
   capture time and caps the sustained FPS, as it does in the service;
@@ -52,13 +52,15 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import board, config as config_mod, models
-from . import pipeline as pipeline_mod
-from .engine import Engine, default_threads
-from .errors import (ConfigError, DeviceUnavailableError, EdgeposeError, InputMissingError, ModelError,
+from edgepose.daemon import board
+from edgepose.core import config as config_mod
+from edgepose.models import registry
+from edgepose.inference import pipeline as pipeline_mod
+from edgepose.inference.engine import Engine, default_threads
+from edgepose.core.errors import (ConfigError, DeviceUnavailableError, EdgeposeError, InputMissingError, ModelError,
                      RuntimeMissingError, UsageError)
-from .files import keep_owner_and_mode, temp_beside, write_problem
-from .sources import Frame, FrameSource, RotatedSource, open_source, parse_source, redact
+from edgepose.core.files import keep_owner_and_mode, temp_beside, write_problem
+from edgepose.capture.sources import Frame, FrameSource, RotatedSource, open_source, parse_source, redact
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +102,7 @@ class Candidate:
         return f"{self.variant.name} t{self.threads} xnnpack {'on' if self.xnnpack else 'off'}"
 
 
-def family_of(name: str, catalogue: Optional[Mapping[str, models.ModelEntry]] = None) -> str:
+def family_of(name: str, catalogue: Optional[Mapping[str, registry.ModelEntry]] = None) -> str:
     """``cpm-int8`` -> ``cpm``: the float model a variant's report compares against (its catalogue
     ``reference``), else the part of the name before the first ``-``."""
     entry = (catalogue or {}).get(name)
@@ -115,11 +117,11 @@ def fidelity_verdict(report: Any) -> Tuple[bool, str]:
     """Whether a locally built model's report (``edgepose models quantize``) shows it keeps accuracy.
 
     The goals are re-checked from the numbers in the report with
-    :func:`edgepose.quantize.check_goals` (keypoint agreement with the float
+    :func:`edgepose.build.quantize.check_goals` (keypoint agreement with the float
     model, PCK@0.1 drop); both must be met.  No fidelity numbers (the model
     was built without ``--eval``) means *not verified*.
     """
-    from .quantize import check_goals
+    from edgepose.build.quantize import check_goals
 
     if not isinstance(report, Mapping) or not isinstance(report.get("fidelity"), Mapping):
         return False, "its report has no fidelity results (build it with `edgepose models quantize ... --eval`)"
@@ -138,7 +140,7 @@ def fidelity_verdict(report: Any) -> Tuple[bool, str]:
 
 def read_verdict(model_path: Path) -> Tuple[bool, str]:
     """The verdict of the report beside ``model_path`` (which must describe this very file)."""
-    report = models.report_path(model_path)
+    report = registry.report_path(model_path)
     if not report.is_file():
         return False, f"no fidelity report ({report.name} is missing)"
     try:
@@ -146,29 +148,29 @@ def read_verdict(model_path: Path) -> Tuple[bool, str]:
     except (OSError, ValueError) as e:
         return False, f"unreadable fidelity report {report}: {e}"
     try:
-        models.verify_local(Path(model_path))
+        registry.verify_local(Path(model_path))
     except ModelError as e:
         return False, f"its report describes another file ({e})"
     return fidelity_verdict(data)
 
 
 def find_variants(model: str, cache_dir: Optional[Path] = None, mirror: str = "",
-                  catalogue: Optional[Dict[str, models.ModelEntry]] = None,
+                  catalogue: Optional[Dict[str, registry.ModelEntry]] = None,
                   kinds: Optional[Sequence[str]] = None,
-                  progress: Optional[models.Progress] = None) -> Tuple[List[Variant], List[Skipped]]:
+                  progress: Optional[registry.Progress] = None) -> Tuple[List[Variant], List[Skipped]]:
     """Every available variant of ``model``'s family (float fetched on first use; quantized ones
     only when already built in the cache).  A path is swept alone (the user chose that file)."""
-    if models.looks_like_path(model):
-        path = Path(os.path.abspath(models.resolve(model)))  # --write puts it in a config read from anywhere
-        verdict = read_verdict(path) if models.report_path(path).is_file() else (
+    if registry.looks_like_path(model):
+        path = Path(os.path.abspath(registry.resolve(model)))  # --write puts it in a config read from anywhere
+        verdict = read_verdict(path) if registry.report_path(path).is_file() else (
             True, "given as a path (your choice; only threads and XNNPACK are swept)")
         return [Variant(str(path), "file", path, *verdict)], []
-    catalogue = models.load_catalogue() if catalogue is None else catalogue
+    catalogue = registry.load_catalogue() if catalogue is None else catalogue
     if model not in catalogue:
         raise ConfigError(f"unknown model {model!r}: expected a path to a .tflite file or one of "
                           + ", ".join(n for n, e in catalogue.items() if e.format == "tflite"))
     family = family_of(model, catalogue)
-    cache = Path(cache_dir) if cache_dir else models.default_cache_dir()
+    cache = Path(cache_dir) if cache_dir else registry.default_cache_dir()
     entries = [e for n, e in catalogue.items() if e.format == "tflite" and family_of(n, catalogue) == family]
     variants: List[Variant] = []
     skipped: List[Skipped] = []
@@ -180,11 +182,11 @@ def find_variants(model: str, cache_dir: Optional[Path] = None, mirror: str = ""
         if e.local_only:
             path = e.cache_file(cache)
             if not path.is_file():
-                skipped.append(Skipped(e.name, f"not built (make it with `{models.build_hint(e)}`)"))
+                skipped.append(Skipped(e.name, f"not built (make it with `{registry.build_hint(e)}`)"))
                 continue
             variants.append(Variant(e.name, kind, path, *read_verdict(path)))
         else:
-            path = models.resolve(e.name, cache_dir=cache, mirror=mirror, progress=progress, catalogue=catalogue)
+            path = registry.resolve(e.name, cache_dir=cache, mirror=mirror, progress=progress, catalogue=catalogue)
             variants.append(Variant(e.name, kind, path, True, "float32 upstream model"))
     if not variants:
         raise InputMissingError(f"no variant of model family {family!r} is available"
@@ -980,15 +982,15 @@ def calibrate(cfg: config_mod.Config, opts: Options = Options(), probe: Optional
     """Run the whole calibration and return the report dict (nothing is written)."""
     t0 = time.monotonic()
     probe = probe or ThermalProbe(board_root)
-    by_path = models.looks_like_path(cfg.model.name)
+    by_path = registry.looks_like_path(cfg.model.name)
     if catalogue is None and not by_path:
-        catalogue = models.load_catalogue()
+        catalogue = registry.load_catalogue()
     family = cfg.model.name if by_path else family_of(cfg.model.name, catalogue)
     source, info = open_frames(cfg, opener)  # the camera first: fail fast without one
     try:
         variants, skipped = find_variants(cfg.model.name, Path(cfg.model.dir) if cfg.model.dir else None,
                                           cfg.model.mirror, catalogue, opts.kinds,
-                                          models.stderr_progress())
+                                          registry.stderr_progress())
         if not opts.allow_unverified and not any(v.verified for v in variants):
             raise ModelError("no verified model variant to choose from: "
                              + "; ".join(f"{v.name}: {v.why}" for v in variants)
@@ -1054,7 +1056,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def overrides_from_args(args: argparse.Namespace) -> Dict[str, Dict[str, Any]]:
     """The flags shared with ``edgepose run`` (source, model, mirror, backend) as config overrides."""
-    from .service import overrides_from_args as run_overrides
+    from edgepose.daemon.service import overrides_from_args as run_overrides
 
     unset = dict(rotate=None, decoder=None, threads=None, no_xnnpack=False, fps=None, max_frames=None, sink=None,
                  device=None, broker=None, no_smoothing=False, no_tracking=False, preview=None)
@@ -1105,7 +1107,7 @@ def command(args: argparse.Namespace, runner: Optional[board.Runner] = None) -> 
         values = report["choice"]["config"]
         write_config(target, values)
         report["written"] = str(target)
-        if values["model"]["name"] and not models.looks_like_path(values["model"]["name"]):
+        if values["model"]["name"] and not registry.looks_like_path(values["model"]["name"]):
             _warn_model_location(target, values["model"]["name"], cfg, report)
     if args.apply:
         log.info("restarting %s with the new settings if it runs (returns once it is running again)", SERVICE_UNIT)
@@ -1120,15 +1122,15 @@ def command(args: argparse.Namespace, runner: Optional[board.Runner] = None) -> 
 def _warn_model_location(target: str, name: str, cfg: config_mod.Config, report: Dict[str, Any]) -> None:
     """A locally built (quantized) model must be in the cache the written config points at."""
     try:
-        entry = models.load_catalogue().get(name)
+        entry = registry.load_catalogue().get(name)
         written = config_mod.load(target, environ={})
     except EdgeposeError:
         return
     if entry is None or not entry.local_only:
         return
-    there = entry.cache_file(Path(written.model.dir) if written.model.dir else models.default_cache_dir())
+    there = entry.cache_file(Path(written.model.dir) if written.model.dir else registry.default_cache_dir())
     if not there.is_file():
-        here = entry.cache_file(Path(cfg.model.dir) if cfg.model.dir else models.default_cache_dir())
+        here = entry.cache_file(Path(cfg.model.dir) if cfg.model.dir else registry.default_cache_dir())
         msg = (f"{name} is not in the model cache {there.parent.parent} that {target} uses: copy "
                f"{here.parent} there (with its model.report.json)")
         log.warning("%s", msg)

@@ -16,7 +16,7 @@ from typing import Any, List, Mapping, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from .pose import SKELETON
+from edgepose.core.pose import SKELETON
 
 # BGR colours: the person's right side orange, left side cyan, centre line white
 RIGHT = (0, 140, 255)

@@ -3,7 +3,7 @@
 A single-person heatmap model sees the whole frame shrunk to 192x192; a person
 who fills a quarter of a 720p frame's height is then ~45 input pixels tall and
 the model barely finds them.  :class:`Tracker` is a box policy for
-:class:`edgepose.pipeline.Pipeline`:
+:class:`edgepose.inference.pipeline.Pipeline`:
 
 * while the last pose is confident (pose score >= ``min_score``), the next
   crop is the box around its confident keypoints, grown by ``margin`` (room
@@ -11,13 +11,13 @@ the model barely finds them.  :class:`Tracker` is a box policy for
   fitted to the model's aspect ratio and never smaller than ``min_size``
   pixels;
 * when the pose is lost it falls back to the whole frame
-  (:func:`edgepose.geometry.whole_frame_box`).  With ``search`` > 0 it also
+  (:func:`edgepose.core.geometry.whole_frame_box`).  With ``search`` > 0 it also
   looks at tiles of that fraction of the frame's longer side, one per frame
   in turn after each whole-frame try, so a person too small for the
   whole-frame view is still picked up.
 
 Score thresholds are set for CPM and multiplied by the model's
-``score_scale`` (:class:`edgepose.decode.HeatmapMeta`): Hourglass' peaks are
+``score_scale`` (:class:`edgepose.inference.decode.HeatmapMeta`): Hourglass' peaks are
 about 0.6 of CPM's on the same people, so a fixed 0.25 would drop a
 Hourglass pose that is as good as a CPM one.
 """
@@ -28,8 +28,8 @@ from typing import List, Optional
 
 import numpy as np
 
-from .geometry import Box, CropTransform, whole_frame_box
-from .pose import Pose
+from edgepose.core.geometry import Box, CropTransform, whole_frame_box
+from edgepose.core.pose import Pose
 
 
 MIN_SEARCH = 0.1  # smallest tracking.search tile (fraction of the frame's longer side) other than 0
@@ -127,13 +127,13 @@ class Tracker:
 def from_config(cfg, in_w: int, in_h: int, score_scale: float = 1.0) -> Optional[Tracker]:
     """The tracker a config asks for (``[tracking]``), or None when tracking is off.
 
-    ``score_scale``: the model's (:func:`edgepose.decode.heatmap_meta`).
+    ``score_scale``: the model's (:func:`edgepose.inference.decode.heatmap_meta`).
     """
     t = cfg.tracking
     if not t.enabled:
         return None
     if 0 < t.search < MIN_SEARCH:
-        from .errors import ConfigError
+        from edgepose.core.errors import ConfigError
         raise ConfigError(f"tracking.search must be 0 (whole frame only) or from {MIN_SEARCH} to 1, not "
                           f"{t.search:g}: smaller tiles are thousands of crops the model sees upscaled")
     return Tracker(in_w, in_h, min_score=t.min_score, margin=t.margin, fit=cfg.model.fit,

@@ -3,13 +3,13 @@
 Every annotated person is evaluated top-down: its box is padded (``padding``,
 a fraction of the box added around it), fitted to the model's input aspect
 (``aspect="pad"`` grows the short side, ``"stretch"`` keeps the box) and
-cropped with :func:`edgepose.pipeline.crop_to_input`; the heatmaps are decoded
-with :func:`edgepose.decode.decode_pose` — the same geometry the daemon uses.
+cropped with :func:`edgepose.inference.pipeline.crop_to_input`; the heatmaps are decoded
+with :func:`edgepose.inference.decode.decode_pose` — the same geometry the daemon uses.
 
 Keypoint coordinates are read as integer pixel *indices* by default (COCO and
 AI Challenger label a pixel by its index; detectron2 makes the same
 assumption), i.e. the pixel covering ``[i, i + 1)``, and moved to its centre
-``i + 0.5`` — the continuous coordinates of :mod:`edgepose.geometry` that
+``i + 0.5`` — the continuous coordinates of :mod:`edgepose.core.geometry` that
 decoders return.  ``keypoint_coords="continuous"`` takes them as they are.
 
 Keypoints are matched *by name* between the annotation file's category and the
@@ -39,11 +39,11 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .decode import DECODERS, Decoder, decode_pose, get_decoder, model_decoder
-from .errors import EX_DATAERR, EdgeposeError, InputMissingError, UsageError
-from .files import absent
-from .geometry import Box, CropTransform
-from .pose import KEYPOINT_NAMES, mirror_order
+from edgepose.inference.decode import DECODERS, Decoder, decode_pose, get_decoder, model_decoder
+from edgepose.core.errors import EX_DATAERR, EdgeposeError, InputMissingError, UsageError
+from edgepose.core.files import absent
+from edgepose.core.geometry import Box, CropTransform
+from edgepose.core.pose import KEYPOINT_NAMES, mirror_order
 
 log = logging.getLogger(__name__)
 
@@ -303,7 +303,7 @@ def check_samples(samples: Sequence[Sample]) -> None:
 def infer(engine, samples: Sequence[Sample], padding: float = DEFAULT_PADDING,
           aspect: str = DEFAULT_ASPECT) -> List[Tuple[np.ndarray, CropTransform]]:
     """Heatmaps and crop transform of every sample (decoders can then be compared cheaply)."""
-    from .pipeline import crop_to_input
+    from edgepose.inference.pipeline import crop_to_input
 
     in_w, in_h = engine.input_size
     buf = np.empty((in_h, in_w, 3), dtype=np.uint8)
@@ -356,7 +356,7 @@ def mirror_offsets(pairs: Sequence[Tuple[np.ndarray, np.ndarray]], decoder: Unio
     """Label-free check of a decoder's horizontal geometry, in heatmap cells (+ = right).
 
     ``pairs``: the heatmaps of a crop and of its left-right mirror image.  The
-    mirrored pose, left/right swapped (:func:`edgepose.pose.mirror_order`) and
+    mirrored pose, left/right swapped (:func:`edgepose.core.pose.mirror_order`) and
     mirrored back (``W - x``), should land on the plain one; a decoder placing
     keypoints ``b`` cells right of where the model means them gives ``b`` for
     every keypoint both runs score ``>= min_score``.  Returns those offsets.
@@ -381,7 +381,7 @@ def shifted_windows(box: Box, in_w: int, in_h: int, shifts: Sequence[float]) -> 
 def window_views(engine, frame: np.ndarray, box: Box, shifts: Sequence[float]
                  ) -> List[Tuple[np.ndarray, CropTransform]]:
     """Heatmaps and transform of ``frame`` cropped through each of :func:`shifted_windows` (one scene)."""
-    from .pipeline import crop_to_input
+    from edgepose.inference.pipeline import crop_to_input
 
     in_w, in_h = engine.input_size
     return [(engine.run(crop_to_input(frame, t)).copy(), t) for t in shifted_windows(box, in_w, in_h, shifts)]
@@ -490,17 +490,17 @@ def format_table(metrics: Dict[str, object], title: str = "") -> str:
 
 
 def command(args: argparse.Namespace) -> int:
-    from . import config as config_mod
-    from . import models
-    from .engine import Engine
+    from edgepose.core import config as config_mod
+    from edgepose.models import registry
+    from edgepose.inference.engine import Engine
 
     cfg = config_mod.load(args.config)
     name = args.model or cfg.model.name
     decoder = args.decoder or cfg.model.decoder
     if not 0 <= args.padding <= 10:
         raise UsageError(f"--padding must be between 0 and 10, not {args.padding}")
-    path = models.resolve(name, cache_dir=Path(cfg.model.dir) if cfg.model.dir else None,
-                          mirror=cfg.model.mirror, progress=models.stderr_progress())
+    path = registry.resolve(name, cache_dir=Path(cfg.model.dir) if cfg.model.dir else None,
+                          mirror=cfg.model.mirror, progress=registry.stderr_progress())
     engine = Engine(path, threads=cfg.runtime.threads, xnnpack=cfg.runtime.xnnpack,
                     backend=cfg.runtime.backend)
     samples = load_annotations(args.annotations, args.images, keypoint_coords=args.keypoint_coords)

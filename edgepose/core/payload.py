@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
-from .pose import SKELETON, Pose
+from edgepose.core.pose import SKELETON, Pose
 
 SCHEMA_VERSION = 1
 MAX_FRAME_SIDE = 16384  # what a subscriber accepts as a frame size before it allocates a canvas

@@ -30,13 +30,17 @@ from typing import Any, Callable, Dict, List, Optional
 import cv2
 import numpy as np
 
-from . import __version__, board, config as config_mod, models, systemd
-from . import pipeline as pipeline_mod
-from .engine import Engine
-from .errors import ConfigError, EdgeposeError, UsageError
-from .payload import make_meta, make_payload
-from .sinks import make_sink
-from .sources import FrameSource, RotatedSource, open_source, redact
+from edgepose import __version__
+from edgepose.daemon import board
+from edgepose.core import config as config_mod
+from edgepose.models import registry
+from edgepose.daemon import systemd
+from edgepose.inference import pipeline as pipeline_mod
+from edgepose.inference.engine import Engine
+from edgepose.core.errors import ConfigError, EdgeposeError, UsageError
+from edgepose.core.payload import make_meta, make_payload
+from edgepose.output.sinks import make_sink
+from edgepose.capture.sources import FrameSource, RotatedSource, open_source, redact
 
 log = logging.getLogger(__name__)
 
@@ -249,13 +253,13 @@ class Daemon:
     def build_model(self, cfg: config_mod.Config):
         """Resolve (fetch on first use) and load the model; build the pipeline around it."""
         # no progress bar in the journal: the "copying/downloading" log line is enough there
-        progress = None if systemd.under_systemd(self.environ) else models.stderr_progress()
-        path = models.resolve(cfg.model.name, cache_dir=cfg.model.dir or None, mirror=cfg.model.mirror,
+        progress = None if systemd.under_systemd(self.environ) else registry.stderr_progress()
+        path = registry.resolve(cfg.model.name, cache_dir=cfg.model.dir or None, mirror=cfg.model.mirror,
                               progress=progress)
         engine = Engine(path, threads=cfg.runtime.threads, xnnpack=cfg.runtime.xnnpack,
                         backend=cfg.runtime.backend)
         pipe = pipeline_mod.from_config(cfg, engine)
-        model_name = path.stem if models.looks_like_path(cfg.model.name) else cfg.model.name
+        model_name = path.stem if registry.looks_like_path(cfg.model.name) else cfg.model.name
         d = engine.describe()
         log.info("model %s (%s) on %s %s, %d thread(s), XNNPACK %s", model_name, path, d["backend"],
                  d["backend_version"], d["threads"], "on" if d["xnnpack"] else "off")
@@ -398,7 +402,7 @@ class Daemon:
                                                     self.cfg.service.stall_timeout)
                 watchdog.start()
             if self.cfg.preview.listen:  # the live preview page (edgepose/preview.py); off by default
-                from .preview import PreviewServer
+                from edgepose.output.preview import PreviewServer
                 preview = PreviewServer(self.cfg.preview.listen, self.cfg.preview.fps, self.status,
                                         title=f"edgepose {self.device}").start()
                 self.observers.append(preview.observe)

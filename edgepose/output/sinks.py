@@ -13,7 +13,7 @@ import json
 import sys
 from typing import Any, Callable, Dict, Optional, Protocol, TextIO
 
-from .errors import OutputError
+from edgepose.core.errors import OutputError
 
 StatusProvider = Callable[[], Dict[str, Any]]
 
@@ -95,5 +95,5 @@ def make_sink(cfg, device: str, meta: Dict[str, Any], status_provider: StatusPro
         return StdoutSink()
     if kind == "none":
         return NullSink()
-    from .mqtt import MqttSink
+    from edgepose.output.mqtt import MqttSink
     return MqttSink(cfg.mqtt, device=device, meta=meta, status_provider=status_provider)

@@ -20,9 +20,9 @@ import sys
 from pathlib import Path
 from typing import Dict, Optional
 
-from . import models
-from .errors import ConfigError, ModelError, UsageError
-from .files import write_problem
+from edgepose.models import registry
+from edgepose.core.errors import ConfigError, ModelError, UsageError
+from edgepose.core.files import write_problem
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -65,10 +65,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _context(args):
-    from . import config as config_mod
+    from edgepose.core import config as config_mod
 
     cfg = config_mod.load(args.config)
-    cache = Path(args.model_dir or cfg.model.dir or models.default_cache_dir())
+    cache = Path(args.model_dir or cfg.model.dir or registry.default_cache_dir())
     mirror = args.mirror if args.mirror is not None else cfg.model.mirror
     return cfg, cache, mirror
 
@@ -88,10 +88,10 @@ def _out(text: str) -> None:
 
 
 def _list(args, cfg, cache: Path, mirror: str) -> int:
-    cat = models.load_catalogue()
+    cat = registry.load_catalogue()
     rows = []
     for name, e in cat.items():
-        rows.append({"name": name, "state": models.cache_state(e, cache),
+        rows.append({"name": name, "state": registry.cache_state(e, cache),
                      "kind": f"local ({e.recipe} from {e.source})" if e.local_only else e.format,
                      "size": e.size, "description": e.description, "path": str(e.cache_file(cache))})
     if args.json:
@@ -106,23 +106,23 @@ def _list(args, cfg, cache: Path, mirror: str) -> int:
 
 
 def _pull(args, cfg, cache: Path, mirror: str) -> int:
-    cat = models.load_catalogue()
+    cat = registry.load_catalogue()
     if args.name not in cat:
         raise ConfigError(f"unknown model {args.name!r}; `edgepose models list` shows the catalogue")
     entry = cat[args.name]
     if args.force and not entry.local_only:  # replaces the cached file only once the new one is verified
-        path = models.fetch(entry, cache, mirror, progress=models.stderr_progress())
+        path = registry.fetch(entry, cache, mirror, progress=registry.stderr_progress())
     else:
-        path = models.resolve(args.name, cache_dir=cache, mirror=mirror, progress=models.stderr_progress(),
+        path = registry.resolve(args.name, cache_dir=cache, mirror=mirror, progress=registry.stderr_progress(),
                               catalogue=cat)
-    _out(f"{args.name}: {path} ({models.cache_state(entry, cache)})\n")
+    _out(f"{args.name}: {path} ({registry.cache_state(entry, cache)})\n")
     return 0
 
 
 def _info(args, cfg, cache: Path, mirror: str) -> int:
-    from . import modelinfo
+    from edgepose.models import modelinfo
 
-    path = models.resolve(args.name, cache_dir=cache, mirror=mirror, progress=models.stderr_progress())
+    path = registry.resolve(args.name, cache_dir=cache, mirror=mirror, progress=registry.stderr_progress())
     if path.suffix == ".pb":
         raise UsageError(f"{path} is a frozen TensorFlow graph; `info` reads .tflite models")
     info = modelinfo.inspect(path)
@@ -134,8 +134,8 @@ def _info(args, cfg, cache: Path, mirror: str) -> int:
 
 
 def _verify(args, cfg, cache: Path, mirror: str) -> int:
-    cat = models.load_catalogue()
-    results = models.verify_cache(cache, cat)
+    cat = registry.load_catalogue()
+    results = registry.verify_cache(cache, cat)
     bad = []
     for name, state in results:
         _out(f"  {name:<20} {state}\n")
@@ -144,11 +144,11 @@ def _verify(args, cfg, cache: Path, mirror: str) -> int:
     _out(f"{len(results)} entries, {len(bad)} bad ({cache})\n")
     if bad:
         raise ModelError(f"{len(bad)} cached model(s) failed verification; fix: "
-                         + "; ".join(f"`{models.repair_hint(cat[n])}`" for n in bad))
+                         + "; ".join(f"`{registry.repair_hint(cat[n])}`" for n in bad))
     return 0
 
 
-def variant_for(name: str, mode: Optional[str], catalogue: Dict[str, models.ModelEntry]) -> models.ModelEntry:
+def variant_for(name: str, mode: Optional[str], catalogue: Dict[str, registry.ModelEntry]) -> registry.ModelEntry:
     """``cpm`` + ``int8`` -> the ``cpm-int8`` entry; ``cpm-int8`` -> itself."""
     if name in catalogue and catalogue[name].local_only:
         e = catalogue[name]
@@ -166,10 +166,10 @@ def variant_for(name: str, mode: Optional[str], catalogue: Dict[str, models.Mode
 
 
 def _quantize(args, cfg, cache: Path, mirror: str) -> int:
-    from . import quantize as q
-    from .engine import Engine
+    from edgepose.build import quantize as q
+    from edgepose.inference.engine import Engine
 
-    cat = models.load_catalogue()
+    cat = registry.load_catalogue()
     entry = variant_for(args.name, args.mode, cat)
     src = cat.get(entry.source)
     if src is None:
@@ -204,7 +204,7 @@ def _quantize(args, cfg, cache: Path, mirror: str) -> int:
         q.list_images(Path(args.calib))
     samples = None
     if args.eval:
-        from .evaluate import check_samples, load_annotations
+        from edgepose.tools.evaluate import check_samples, load_annotations
 
         samples = load_annotations(args.eval)
         check_samples(samples)  # every image there and fitting its boxes: not found only after the build
@@ -216,9 +216,9 @@ def _quantize(args, cfg, cache: Path, mirror: str) -> int:
     problem = write_problem(out)
     if problem:
         raise ConfigError(f"cannot write {out}: {problem}")
-    pb = models.resolve(entry.source, cache_dir=cache, mirror=mirror, progress=models.stderr_progress(),
+    pb = registry.resolve(entry.source, cache_dir=cache, mirror=mirror, progress=registry.stderr_progress(),
                         catalogue=cat)
-    float_path = models.resolve(ref_name, cache_dir=cache, mirror=mirror, progress=models.stderr_progress(),
+    float_path = registry.resolve(ref_name, cache_dir=cache, mirror=mirror, progress=registry.stderr_progress(),
                                 catalogue=cat)
     threads = args.threads if args.threads is not None else cfg.runtime.threads
     float_engine = Engine(float_path, threads=threads, backend=cfg.runtime.backend)

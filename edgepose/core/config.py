@@ -3,7 +3,7 @@
 Precedence: command line > environment > file > defaults.  Every key lives in
 one section (``[camera]``, ``[model]``, ...).  An unknown section or key, or a
 value of the wrong type or outside its allowed values, raises
-:class:`~edgepose.errors.ConfigError` naming the key and what is allowed.
+:class:`~edgepose.core.errors.ConfigError` naming the key and what is allowed.
 
 Environment variables are ``EDGEPOSE_<SECTION>_<KEY>`` in upper case, e.g.
 ``EDGEPOSE_MQTT_HOST`` or ``EDGEPOSE_MODEL_MIRROR``.
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple
 
-from .errors import ConfigError
+from edgepose.core.errors import ConfigError
 
 try:  # Python 3.11+
     import tomllib as _toml

@@ -50,9 +50,9 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from .errors import ModelError
-from .geometry import CropTransform
-from .pose import Pose
+from edgepose.core.errors import ModelError
+from edgepose.core.geometry import CropTransform
+from edgepose.core.pose import Pose
 
 Decoder = Callable[[np.ndarray], Tuple[np.ndarray, np.ndarray]]
 
@@ -312,10 +312,10 @@ def heatmap_meta(model: str, catalogue=None) -> HeatmapMeta:
     """:class:`HeatmapMeta` of a catalogue model (keys missing there come from its ``source``).
 
     A path gets the metadata of the catalogue entry the file is (its build report, or its sha256:
-    :func:`edgepose.models.catalogue_name_of`); other files and unknown names get the defaults.
+    :func:`edgepose.models.registry.catalogue_name_of`); other files and unknown names get the defaults.
     ``catalogue``: a loaded catalogue (default: the packaged one).
     """
-    from .models import catalogue_name_of, load_catalogue, looks_like_path
+    from edgepose.models.registry import catalogue_name_of, load_catalogue, looks_like_path
 
     if catalogue is None:
         try:

@@ -6,7 +6,7 @@ swap any of them:
 * a *box policy* (``crop_box(frame_w, frame_h) -> Box``, ``update(pose)`` and ``reset()``):
   :class:`WholeFrame` feeds the whole frame; ``tracking.Tracker`` crops around
   the previous confident pose;
-* a *decoder* (see :mod:`edgepose.decode`);
+* a *decoder* (see :mod:`edgepose.inference.decode`);
 * a *smoother* (``__call__(pose, ts) -> Pose`` and ``reset()``), or ``None``.
 """
 
@@ -19,9 +19,9 @@ from typing import Callable, Dict, Optional, Protocol, Sequence
 import cv2
 import numpy as np
 
-from .decode import Decoder, argmax_decoder, decode_pose
-from .geometry import Box, CropTransform, whole_frame_box
-from .pose import KEYPOINT_NAMES, Pose
+from edgepose.inference.decode import Decoder, argmax_decoder, decode_pose
+from edgepose.core.geometry import Box, CropTransform, whole_frame_box
+from edgepose.core.pose import KEYPOINT_NAMES, Pose
 
 
 class BoxPolicy(Protocol):
@@ -58,7 +58,7 @@ def crop_to_input(frame: np.ndarray, transform: CropTransform, out: Optional[np.
     """Resample ``transform.box`` of the frame to the model input size (black outside the frame).
 
     One ``warpAffine`` with the exact half-pixel geometry of
-    :mod:`edgepose.geometry`; when the box is shrunk by 4x or more the frame
+    :mod:`edgepose.core.geometry`; when the box is shrunk by 4x or more the frame
     is first reduced by an integer-ish factor with area averaging (tracked
     exactly), so small inputs are not aliased.
     """
@@ -140,9 +140,10 @@ class Pipeline:
 
 def from_config(cfg, engine) -> Pipeline:
     """Build the pipeline the config asks for: decoder, box policy (tracking) and smoother."""
-    from . import smoothing, tracking
-    from .decode import get_decoder, heatmap_meta
-    from .errors import ConfigError
+    from edgepose.inference import smoothing
+    from edgepose.inference import tracking
+    from edgepose.inference.decode import get_decoder, heatmap_meta
+    from edgepose.core.errors import ConfigError
 
     meta = heatmap_meta(cfg.model.name)  # catalogue: output geometry and score scale
     try:

@@ -36,7 +36,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import cv2
 import numpy as np
 
-from .errors import DeviceUnavailableError, EdgeposeError, InputMissingError, RuntimeMissingError, UsageError
+from edgepose.core.errors import DeviceUnavailableError, EdgeposeError, InputMissingError, RuntimeMissingError, UsageError
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ A stdlib :class:`http.server.ThreadingHTTPServer` in its own thread serves
 Cost model.  The daemon calls :meth:`PreviewServer.observe` once per frame; it
 only stores a reference to the newest (image, payload) pair: no copy, no
 drawing, no lock.  A separate encoder thread draws the skeleton, scores, FPS
-and latency (:mod:`edgepose.draw`) on a downscaled copy and JPEG-encodes it, at
+and latency (:mod:`edgepose.output.draw`) on a downscaled copy and JPEG-encodes it, at
 most ``preview.fps`` times per second, and only while someone is watching (a
 stream is open, or a ``/frame.jpg`` was asked for in the last few seconds).
 Each client thread sends the newest JPEG it has not sent yet, so a slow client
@@ -32,9 +32,9 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
-from .config import split_host_port
-from .errors import ConfigError, DeviceUnavailableError
-from .pose import SKELETON
+from edgepose.core.config import split_host_port
+from edgepose.core.errors import ConfigError, DeviceUnavailableError
+from edgepose.core.pose import SKELETON
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ class PreviewServer:
         self._latest = (image, payload)
 
     def observe(self, frame, result, payload: Dict[str, Any]) -> None:
-        """A :class:`edgepose.service.Daemon` frame observer."""
+        """A :class:`edgepose.daemon.service.Daemon` frame observer."""
         self._latest = (frame.image, payload)
 
     # -- lifecycle ------------------------------------------------------
@@ -187,7 +187,7 @@ class PreviewServer:
         return self._clients > 0 or self.clock() < self._demand_until
 
     def _encoder_main(self) -> None:
-        from . import draw  # cv2 and numpy: only loaded once the preview is on
+        from edgepose.output import draw  # cv2 and numpy: only loaded once the preview is on
 
         try:  # Linux nice values are per thread: inference keeps precedence over drawing
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), ENCODER_NICE)

@@ -41,12 +41,12 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Deque, Dict, Optional
 
-from .config import join_host_port
-from .errors import ConfigError, DeviceUnavailableError, EX_TEMPFAIL, InputMissingError
-from .payload import pose_problem
-from .sinks import StatusProvider, to_json
+from edgepose.core.config import join_host_port
+from edgepose.core.errors import ConfigError, DeviceUnavailableError, EX_TEMPFAIL, InputMissingError
+from edgepose.core.payload import pose_problem
+from edgepose.output.sinks import StatusProvider, to_json
 
-log = logging.getLogger("edgepose.mqtt")
+log = logging.getLogger("edgepose.output.mqtt")
 
 # pose messages handed to paho at once; the rest wait in our own bounded queue
 POSE_INFLIGHT = 16
@@ -103,7 +103,7 @@ def make_client(cfg, client_id: str = "", clean_session: bool = True):
     try:
         import paho.mqtt.client as paho
     except ImportError:  # pragma: no cover - paho-mqtt is an install requirement
-        from .errors import RuntimeMissingError
+        from edgepose.core.errors import RuntimeMissingError
         raise RuntimeMissingError("paho-mqtt is not installed: pip install 'paho-mqtt>=2'") from None
     client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id,
                          clean_session=clean_session, protocol=paho.MQTTv311)
@@ -780,7 +780,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def connection_config(args):
     """The config with the flags of :func:`add_connection_arguments` applied to ``[mqtt]``."""
-    from . import config
+    from edgepose.core import config
     keys = {"host": args.host, "port": args.port, "prefix": args.prefix, "username": args.username,
             "password": args.password, "tls": args.tls, "tls_ca": args.tls_ca,
             "tls_cert": args.tls_cert, "tls_key": args.tls_key, "tls_insecure": args.tls_insecure}

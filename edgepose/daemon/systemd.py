@@ -22,6 +22,9 @@ import threading
 import time
 from typing import Callable, Mapping, Optional, TextIO
 
+from edgepose.core.logs import install_handler
+from edgepose.core.logs import setup_logging as setup_logging_plain
+
 log = logging.getLogger(__name__)
 
 # logging level -> syslog priority (sd-daemon(3) "<N>" prefixes, journal PRIORITY=)
@@ -233,8 +236,7 @@ def setup_logging(level: str, environ: Mapping[str, str], stream: Optional[TextI
     format.
     """
     if not under_systemd(environ):
-        from .cli import setup_logging as plain
-        plain(level)
+        setup_logging_plain(level)
         return "stderr"
     handler = journal()
     kind = "journal"
@@ -243,9 +245,5 @@ def setup_logging(level: str, environ: Mapping[str, str], stream: Optional[TextI
         kind = "stderr-priority"
     handler.setFormatter(PriorityFormatter("%(message)s") if kind != "journal"
                          else logging.Formatter("%(message)s"))
-    root = logging.getLogger()
-    for h in list(root.handlers):
-        root.removeHandler(h)
-    root.addHandler(handler)
-    root.setLevel(getattr(logging, str(level).upper(), logging.INFO))
+    install_handler(handler, level)
     return kind

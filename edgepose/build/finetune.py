@@ -35,7 +35,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .quantize import _const_node, _consumers, _const_value, _node_name, _tf
+from edgepose.build.quantize import _const_node, _consumers, _const_value, _node_name, _tf
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ class QuantSim:
     """
 
     def __init__(self, graph_def, input_name: str, output_name: str, float_groups: Sequence[str] = ()):
-        from .quantize import layer_group  # noqa: PLC0415
+        from edgepose.build.quantize import layer_group  # noqa: PLC0415
 
         tf = _tf()
         self.tf = tf
@@ -293,7 +293,7 @@ class QuantSim:
         get the concatenation's.  Simulating the real grid is what makes the fine-tuning carry over
         to the converted model.  Returns how many points were matched (the others keep the ranges
         they had)."""
-        from .quantize import _name, _schema, read_model  # noqa: PLC0415
+        from edgepose.build.quantize import _name, _schema, read_model  # noqa: PLC0415
 
         int8 = _schema().TensorType.INT8
         g = read_model(tflite).subgraphs[0]

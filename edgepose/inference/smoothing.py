@@ -27,7 +27,7 @@ from typing import Optional
 
 import numpy as np
 
-from .pose import Keypoint, Pose
+from edgepose.core.pose import Keypoint, Pose
 
 
 def alpha(dt: float, cutoff: np.ndarray) -> np.ndarray:

@@ -23,8 +23,8 @@ from typing import Any, Optional, Tuple
 
 import numpy as np
 
-from .errors import ModelError, RuntimeMissingError
-from .files import absent
+from edgepose.core.errors import ModelError, RuntimeMissingError
+from edgepose.core.files import absent
 
 log = logging.getLogger(__name__)
 

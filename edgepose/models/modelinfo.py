@@ -23,8 +23,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .engine import Engine, Runtime, default_threads, load_runtime
-from .errors import ModelError
+from edgepose.inference.engine import Engine, Runtime, default_threads, load_runtime
+from edgepose.core.errors import ModelError
 
 _REPLACING = re.compile(r"Replacing (\d+) out of (\d+) node\(s\) with delegate \((\w+)\) node, "
                         r"yielding (\d+) partitions")

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from .errors import ConfigError, InputMissingError, ModelError
-from .files import absent, keep_owner_and_mode, temp_beside
+from edgepose.core.errors import ConfigError, InputMissingError, ModelError
+from edgepose.core.files import absent, keep_owner_and_mode, temp_beside
 
 try:
     import tomllib as _toml
@@ -42,7 +42,7 @@ def default_cache_dir(environ=None) -> Path:
 
 
 # the source tree (a checkout or an editable install): models/, deploy/ beside the package
-_SOURCE_ROOT = Path(__file__).resolve().parent.parent
+_SOURCE_ROOT = Path(__file__).resolve().parents[2]
 # where setup.py's data_files land under an installation prefix
 _SHARE = Path("share") / "edgepose"
 

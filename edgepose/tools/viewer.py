@@ -1,7 +1,7 @@
 """``edgepose view``: watch a device's poses from a laptop.
 
 Subscribes to ``<prefix>/<device>/{pose,meta,status,availability}`` (see
-docs/mqtt.md) and draws each pose with :mod:`edgepose.draw` on a blank canvas
+docs/mqtt.md) and draws each pose with :mod:`edgepose.output.draw` on a blank canvas
 of the device's frame size (the camera picture never leaves the device), to
 
 * a window, when there is a display and OpenCV has GUI support;
@@ -28,11 +28,12 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from . import draw, mqtt
-from .errors import EX_TEMPFAIL, DeviceUnavailableError, UsageError
-from .files import write_problem
-from .payload import pose_problem
-from .preview import PreviewServer, RateMeter, parse_listen
+from edgepose.output import draw
+from edgepose.output import mqtt
+from edgepose.core.errors import EX_TEMPFAIL, DeviceUnavailableError, UsageError
+from edgepose.core.files import write_problem
+from edgepose.core.payload import pose_problem
+from edgepose.output.preview import PreviewServer, RateMeter, parse_listen
 
 log = logging.getLogger(__name__)
 

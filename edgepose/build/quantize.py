@@ -35,8 +35,8 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .errors import InputMissingError, ModelError, RuntimeMissingError, UsageError
-from .geometry import Box, CropTransform, whole_frame_box
+from edgepose.core.errors import InputMissingError, ModelError, RuntimeMissingError, UsageError
+from edgepose.core.geometry import Box, CropTransform, whole_frame_box
 
 log = logging.getLogger(__name__)
 
@@ -450,7 +450,7 @@ def list_images(folder: Path) -> List[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise InputMissingError(f"calibration folder {folder} does not exist")
-    from .sources import IMAGE_EXTS, images_in
+    from edgepose.capture.sources import IMAGE_EXTS, images_in
 
     files = images_in(folder)
     if not files:
@@ -480,7 +480,7 @@ def calibration_images(folder: Path, in_w: int, in_h: int, augment: Optional[Aug
 def calibration_crops(photos: Sequence[np.ndarray], in_w: int, in_h: int, augment: Optional[Augment] = Augment()
                       ) -> List[np.ndarray]:
     """:func:`calibration_images` of photos already read."""
-    from .pipeline import crop_to_input
+    from edgepose.inference.pipeline import crop_to_input
 
     rng = np.random.default_rng(augment.seed if augment else 0)
     out = []
@@ -529,7 +529,7 @@ class Recipe:
     # least sensitive first, while their summed single-block output error is within this fraction
     int8_budget: float = 0.0
     equalize_depthwise: bool = True  # see equalize_depthwise
-    # int8: Adam steps of quantization-aware fine-tuning (edgepose.finetune) before the conversion
+    # int8: Adam steps of quantization-aware fine-tuning (edgepose.build.finetune) before the conversion
     finetune_steps: int = 0
     finetune_rate: float = 2e-5
     finetune_peak_floor: float = 0.0  # see finetune.FineTune.peak_floor
@@ -661,7 +661,7 @@ class Sensitivity:
 
 def _run_outputs(data: bytes, images: Sequence[np.ndarray]) -> np.ndarray:
     """Float heatmaps of a (float-I/O or int8-I/O) TFLite model on BGR uint8 images (engine.Engine)."""
-    from .engine import Engine  # noqa: PLC0415
+    from edgepose.inference.engine import Engine  # noqa: PLC0415
 
     with tempfile.TemporaryDirectory(prefix="edgepose-sensitivity-") as tmp:
         path = Path(tmp) / "model.tflite"
@@ -734,7 +734,7 @@ def build(pb_path: Path, input_name: str, output_name: str, input_shape: Sequenc
     """Frozen graph -> clean-ups -> (fine-tuning) -> converter -> quantization fixes."""
     gd, notes = prepare_graph(pb_path, input_name, output_name, recipe, calibration)
     if recipe.mode == "int8" and recipe.finetune_steps > 0:
-        from .finetune import FineTune, finetune  # noqa: PLC0415
+        from edgepose.build.finetune import FineTune, finetune  # noqa: PLC0415
 
         if not len(photos):
             raise UsageError("fine-tuning needs the calibration photos (--calib DIR)")
@@ -927,7 +927,7 @@ class Fidelity:
 def fidelity(float_engine, quant_engine, samples, decoder: str = "subpixel",
              tolerance: float = AGREEMENT_TOLERANCE) -> Fidelity:
     """Keypoint agreement with the float model and PCK of both, on annotated people."""
-    from .evaluate import evaluate  # noqa: PLC0415
+    from edgepose.tools.evaluate import evaluate  # noqa: PLC0415
 
     ref = evaluate(float_engine, samples, decoder)
     got = evaluate(quant_engine, samples, decoder)
@@ -973,17 +973,17 @@ def make_report(*, name: str, source: str, source_path: Path, model_path: Path, 
                 samples=None, decoder: str = "subpixel", runs: int = 30, image: Optional[np.ndarray] = None,
                 float_path: Optional[Path] = None) -> dict:
     """Everything measured about a built model, in one JSON-able dict (measured in this run)."""
-    from . import models  # noqa: PLC0415
-    from .modelinfo import delegation, latency_interleaved  # noqa: PLC0415
+    from edgepose.models import registry  # noqa: PLC0415
+    from edgepose.models.modelinfo import delegation, latency_interleaved  # noqa: PLC0415
 
     if image is None:
         image = np.random.default_rng(0).integers(0, 256, (quant_engine.spec.input_h,
                                                            quant_engine.spec.input_w, 3), dtype=np.uint8)
     lat = latency_interleaved({"float": float_engine, "quantized": quant_engine}, image, runs=runs)
     report = {
-        "model": name, "path": str(model_path), "sha256": models.sha256_of(model_path),
+        "model": name, "path": str(model_path), "sha256": registry.sha256_of(model_path),
         "size_bytes": Path(model_path).stat().st_size,
-        "source": source, "source_sha256": models.sha256_of(source_path),
+        "source": source, "source_sha256": registry.sha256_of(source_path),
         "recipe": asdict(recipe), "rewrites": built.notes,
         "quantization_fixes": [asdict(f) for f in built.fixes],
         "calibration": {"dir": str(calib_dir) if calib_dir else None, "images": calib_count},
@@ -1005,7 +1005,7 @@ def make_report(*, name: str, source: str, source_path: Path, model_path: Path, 
 
 
 def write_report(report: dict, model_path: Path) -> Path:
-    from .models import report_path  # noqa: PLC0415
+    from edgepose.models.registry import report_path  # noqa: PLC0415
 
     path = report_path(model_path)
     tmp = path.with_name(path.name + ".part")

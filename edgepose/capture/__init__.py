@@ -1,0 +1,1 @@
+"""Capture: where frames come from (cameras, streams, files, folders, snapshot URLs)."""

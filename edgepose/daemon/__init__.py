@@ -1,0 +1,1 @@
+"""The daemon: the `edgepose run` loop, systemd integration and board facts."""

@@ -1,0 +1,1 @@
+"""Inference: preprocess -> engine -> decode -> track/smooth, one frame at a time."""

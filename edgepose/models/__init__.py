@@ -1,0 +1,1 @@
+"""Models: the catalogue, the local cache and what a model file holds."""

@@ -1,0 +1,1 @@
+"""The user's tools around the daemon: calibrate-fps, eval, models, view."""
