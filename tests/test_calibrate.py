@@ -13,7 +13,12 @@ import stat
 
 import pytest
 
+from edgepose.core import config_write as cw
+from edgepose.daemon import systemd as sd
+from edgepose.models import fidelity as fid
 from edgepose.tools import calibrate as cal
+from edgepose.tools import calibrate_report as rep
+from edgepose.tools import sweep
 from edgepose.daemon import board
 from edgepose.core import config as config_mod
 from edgepose.models import registry
@@ -22,7 +27,7 @@ from edgepose.core.errors import ConfigError, ModelError, RuntimeMissingError, U
 from conftest import MIRROR, REPO, VIDEOS, error_lines, run_cli
 
 CLIP = VIDEOS / "demo.mp4"
-TINY = cal.Plan(budget_s=2.5, screen_share=0.4, final_rounds=2, keep=0.5, max_finalists=4, warmup=1,
+TINY = sweep.Plan(budget_s=2.5, screen_share=0.4, final_rounds=2, keep=0.5, max_finalists=4, warmup=1,
                 min_frames=2, min_slice_s=0.1)
 
 
@@ -36,7 +41,7 @@ def _cfg(model_cache, source=CLIP, model="hourglass", **sections):
 def _check_schema(report):
     import jsonschema  # the test extra (setup.py)
 
-    jsonschema.validate(report, cal.REPORT_SCHEMA)
+    jsonschema.validate(report, rep.REPORT_SCHEMA)
 
 
 # --- the sweep on a real model and clip ---------------------------------------------------------------
@@ -58,7 +63,7 @@ def test_sweep_measures_every_configuration_of_the_family_on_a_real_clip(model_c
     for c in report["candidates"]:
         assert c["error"] == "" and c["fps"] > 0 and c["frames"] >= TINY.min_frames
         assert c["backend"] == "litert" and (c["verified"] or c["model"] != "hourglass")
-        for stage in cal.STAGES:
+        for stage in sweep.STAGES:
             lat = c["latency_ms"][stage]
             assert 0 <= lat["p50"] <= lat["p95"], (stage, lat)
         assert c["latency_ms"]["infer"]["p50"] > 0
@@ -82,27 +87,27 @@ def test_sweep_measures_every_configuration_of_the_family_on_a_real_clip(model_c
 
 
 def test_synthetic_frames_replay_as_fresh_copies():
-    src = cal.ReplaySource(cal.synthetic_frames(64, 48, n=3))
+    src = sweep.ReplaySource(sweep.synthetic_frames(64, 48, n=3))
     a, b, c, d = (src.read() for _ in range(4))
     assert a.image.shape == (48, 64, 3) and a.image.std() > 5  # not blank
     assert d.image is not a.image and (d.image == a.image).all()  # looped, as a copy
     assert [f.index for f in (a, b, c, d)] == [0, 1, 2, 3]
-    assert cal.parse_synthetic("synthetic:320x240", 640, 480) == (320, 240)
-    assert cal.parse_synthetic("synthetic", 640, 480) == (640, 480)
-    assert cal.parse_synthetic("clip.mp4", 640, 480) is None
+    assert sweep.parse_synthetic("synthetic:320x240", 640, 480) == (320, 240)
+    assert sweep.parse_synthetic("synthetic", 640, 480) == (640, 480)
+    assert sweep.parse_synthetic("clip.mp4", 640, 480) is None
     with pytest.raises(UsageError):
-        cal.parse_synthetic("synthetic:big", 640, 480)
+        sweep.parse_synthetic("synthetic:big", 640, 480)
 
 
 # --- selection and the fidelity gate --------------------------------------------------------------------
 
 def _variant(name, verified, kind="float32"):
-    return cal.Variant(name, kind, MIRROR / "hourglass" / "model.tflite", verified, "test")
+    return sweep.Variant(name, kind, MIRROR / "hourglass" / "model.tflite", verified, "test")
 
 
 def _result(variant, threads, xnnpack, fps_list):
-    r = cal.Result(cal.Candidate(variant, threads, xnnpack))
-    mk = lambda f: cal.Slice(f, 10, 10 / f, {k: [1.0] for k in cal.STAGES}, 0.1, xnnpack, "litert")  # noqa: E731
+    r = sweep.Result(sweep.Candidate(variant, threads, xnnpack))
+    mk = lambda f: sweep.Slice(f, 10, 10 / f, {k: [1.0] for k in sweep.STAGES}, 0.1, xnnpack, "litert")  # noqa: E731
     r.screen = mk(fps_list[0])
     r.finals = [mk(f) for f in fps_list[1:]]
     return r
@@ -111,11 +116,11 @@ def _result(variant, threads, xnnpack, fps_list):
 def test_select_never_picks_an_unverified_variant_unless_allowed():
     f32, q = _variant("hourglass", True), _variant("hourglass-int8", False, "int8")
     results = [_result(f32, 2, True, [30, 31, 29, 30]), _result(q, 2, True, [60, 61, 59, 60])]
-    choice = cal.select(results)
+    choice = sweep.select(results)
     assert choice.result.candidate.variant.name == "hourglass" and choice.max_fps == 27.0
-    assert cal.select(results, allow_unverified=True).result.candidate.variant.name == "hourglass-int8"
+    assert sweep.select(results, allow_unverified=True).result.candidate.variant.name == "hourglass-int8"
     with pytest.raises(ModelError, match="--allow-unverified"):
-        cal.select([results[1]])
+        sweep.select([results[1]])
 
 
 def test_select_prefers_fewer_threads_within_the_tie_band_and_uses_final_medians():
@@ -123,10 +128,10 @@ def test_select_prefers_fewer_threads_within_the_tie_band_and_uses_final_medians
     results = [_result(v, 1, True, [50, 40.0, 40.2, 39.8]),  # fast screen, median of finals 40.0
                _result(v, 2, True, [30, 41.5, 41.6, 41.4]),  # 41.5: within 5% of it
                _result(v, 2, False, [60])]  # screened only: never chosen
-    pick = cal.select(results).result
+    pick = sweep.select(results).result
     assert (pick.candidate.threads, pick.fps) == (1, 40.0)
     results[1] = _result(v, 2, True, [30, 45, 45, 45])  # clearly faster now
-    assert cal.select(results).result.candidate.threads == 2
+    assert sweep.select(results).result.candidate.threads == 2
 
 
 def test_sweep_screens_then_measures_contenders_in_alternating_order():
@@ -139,13 +144,13 @@ def test_sweep_screens_then_measures_contenders_in_alternating_order():
     def fake_slice(cand, seconds, plan, phase):  # the measurement itself is tested with the real model above
         calls.append((cand.variant.name, cand.threads, round(seconds, 3), phase))
         now[0] += seconds + 0.05
-        return cal.Slice(speed[(cand.variant.name, cand.threads)], 5, seconds, {k: [1.0] for k in cal.STAGES},
+        return sweep.Slice(speed[(cand.variant.name, cand.threads)], 5, seconds, {k: [1.0] for k in sweep.STAGES},
                          0.05, True, "litert")
 
-    cands = [cal.Candidate(v, 1, True), cal.Candidate(v, 2, True), cal.Candidate(v, 3, True),
-             cal.Candidate(q, 2, True)]
-    plan = cal.Plan(budget_s=10, final_rounds=3, keep=0.8)
-    results = cal.sweep(cands, fake_slice, plan, clock=lambda: now[0])
+    cands = [sweep.Candidate(v, 1, True), sweep.Candidate(v, 2, True), sweep.Candidate(v, 3, True),
+             sweep.Candidate(q, 2, True)]
+    plan = sweep.Plan(budget_s=10, final_rounds=3, keep=0.8)
+    results = sweep.sweep(cands, fake_slice, plan, clock=lambda: now[0])
     screen = calls[:4]
     assert [c[:2] for c in screen] == [("hourglass", 1), ("hourglass", 2), ("hourglass", 3), ("hourglass-int8", 2)]
     finals = [c[:2] for c in calls[4:]]
@@ -195,7 +200,7 @@ def test_find_variants_reads_the_fidelity_report_beside_each_quantized_model(tmp
     _quantized_stand_in(cache, "hourglass-int8", _report(0.975, 0.80, 0.795))
     _quantized_stand_in(cache, "hourglass-float16", _report(0.99, 0.80, 0.77))  # PCK drops 3 points
     cat = _catalogue_with_variants()  # hourglass-dynamic is not built
-    variants, skipped = cal.find_variants("hourglass-int8", cache, str(MIRROR), cat)
+    variants, skipped = sweep.find_variants("hourglass-int8", cache, str(MIRROR), cat)
     by = {v.name: v for v in variants}
     assert set(by) == {"hourglass", "hourglass-int8", "hourglass-float16"}
     assert by["hourglass"].verified and by["hourglass"].kind == "float32"
@@ -203,14 +208,14 @@ def test_find_variants_reads_the_fidelity_report_beside_each_quantized_model(tmp
     assert not by["hourglass-float16"].verified and "pck_drop" in by["hourglass-float16"].why
     assert [s.name for s in skipped] == ["hourglass-dynamic"]
     assert "`edgepose models quantize hourglass-dynamic --eval FILE.json`" in skipped[0].reason
-    only, skipped = cal.find_variants("hourglass", cache, str(MIRROR), cat, kinds=["int8"])
+    only, skipped = sweep.find_variants("hourglass", cache, str(MIRROR), cat, kinds=["int8"])
     assert [v.name for v in only] == ["hourglass-int8"]
 
 
 def test_the_real_catalogue_groups_variants_by_their_reference():
     cat = registry.load_catalogue()
-    assert cal.family_of("cpm-int8", cat) == "cpm" and cal.family_of("hourglass-float16", cat) == "hourglass"
-    assert cal.family_of("hourglass") == "hourglass"
+    assert sweep.family_of("cpm-int8", cat) == "cpm" and sweep.family_of("hourglass-float16", cat) == "hourglass"
+    assert sweep.family_of("hourglass") == "hourglass"
 
 
 @pytest.mark.parametrize("report,why", [
@@ -223,13 +228,13 @@ def test_the_real_catalogue_groups_variants_by_their_reference():
 ])
 def test_a_missing_incomplete_or_failing_report_is_not_verified(tmp_path, report, why):
     path = _quantized_stand_in(tmp_path, "hourglass-int8", report)
-    ok, text = cal.read_verdict(path)
+    ok, text = fid.read_verdict(path)
     assert not ok and why in text, text
 
 
 def test_a_report_of_another_file_does_not_verify(tmp_path):
     path = _quantized_stand_in(tmp_path, "hourglass-int8", {"sha256": "0" * 64, **_report(0.99)}, sha=False)
-    ok, text = cal.read_verdict(path)
+    ok, text = fid.read_verdict(path)
     assert not ok and "describes another file" in text
 
 
@@ -290,7 +295,7 @@ def _flat(text):
 
 def test_update_toml_changes_only_the_chosen_keys_and_keeps_comments():
     original = (REPO / "deploy" / "edgepose.toml").read_text()
-    new = cal.update_toml(original, VALUES)
+    new = cw.update_toml(original, VALUES)
     before, after = _flat(original), _flat(new)
     changed = {(s, k) for s, kv in VALUES.items() for k in kv}
     assert {k: v for k, v in after.items() if k in changed} == {(s, k): v for s, kv in VALUES.items()
@@ -299,16 +304,16 @@ def test_update_toml_changes_only_the_chosen_keys_and_keeps_comments():
                                                                    if k not in changed}
     comments = [line for line in original.splitlines() if line.strip().startswith("#")]
     assert comments and all(c in new.splitlines() for c in comments)
-    assert cal.update_toml(new, VALUES) == new  # idempotent
+    assert cw.update_toml(new, VALUES) == new  # idempotent
 
 
 def test_update_toml_adds_missing_sections_and_keeps_trailing_comments():
     text = '# mine\n[camera]\nsource = "1"  # the USB one\n\n[runtime]\nthreads = 1  # keep me\n'
-    new = cal.update_toml(text, VALUES)
+    new = cw.update_toml(text, VALUES)
     assert 'source = "1"  # the USB one' in new and "threads = 3  # keep me" in new
     assert _flat(new)[("model", "name")] == "hourglass-int8"
-    assert cal.update_toml("", VALUES)  # a new file
-    inline = cal.update_toml('runtime = { threads = 1 }\n', VALUES)
+    assert cw.update_toml("", VALUES)  # a new file
+    inline = cw.update_toml('runtime = { threads = 1 }\n', VALUES)
     assert _flat(inline)[("runtime", "threads")] == 3
 
 
@@ -320,7 +325,7 @@ def test_update_toml_adds_missing_sections_and_keeps_trailing_comments():
 ])
 def test_update_toml_refuses_to_write_a_broken_config(text, values, msg):
     with pytest.raises(ConfigError, match=msg):
-        cal.update_toml(text, values, "t.toml")
+        cw.update_toml(text, values, "t.toml")
 
 
 def test_cli_write_round_trip_keeps_the_rest_of_the_file(edgepose_env, tmp_path):
@@ -378,11 +383,11 @@ def test_a_new_config_is_readable_by_the_service_user(tmp_path):
     a link points at a missing file): 0644 less the umask, not mkstemp's 0600 that User=edgepose cannot read."""
     old = os.umask(0o022)
     try:
-        cal.write_config(str(tmp_path / "new.toml"), VALUES)
+        cw.write_config(str(tmp_path / "new.toml"), VALUES)
         (tmp_path / "link.toml").symlink_to(tmp_path / "missing.toml")
-        cal.write_config(str(tmp_path / "link.toml"), VALUES)
+        cw.write_config(str(tmp_path / "link.toml"), VALUES)
         os.umask(0o027)
-        cal.write_config(str(tmp_path / "private.toml"), VALUES)
+        cw.write_config(str(tmp_path / "private.toml"), VALUES)
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "new.toml").stat().st_mode) == 0o644
@@ -398,7 +403,7 @@ def test_write_errors_are_clear_and_come_before_the_sweep(edgepose_env, tmp_path
     assert r.returncode == 78 and "directory" in r.stderr and "does not exist" in r.stderr
     assert "sweeping" not in r.stderr and "Traceback" not in r.stderr
     with pytest.raises(ConfigError, match="is a directory"):
-        cal.check_writable(str(tmp_path))
+        cw.check_writable(str(tmp_path))
     # a directory where no file can be created, though os.access says yes to root (sysfs)
     r = run_cli(["calibrate-fps", "--source", "synthetic", "--config", os.devnull, "--write", "/sys/edgepose.toml"],
                 edgepose_env, timeout=30)
@@ -433,15 +438,15 @@ class Systemctl:
 
 def test_restart_service_only_restarts_a_running_service():
     run = Systemctl(active=True)
-    assert cal.restart_service(run=run) == "restarted edgepose"
+    assert sd.restart_service(run=run) == "restarted edgepose"
     assert run.calls == [["systemctl", "is-active", "--quiet", "edgepose"], ["systemctl", "try-restart", "edgepose"]]
     run = Systemctl(active=False)
-    assert cal.restart_service(run=run, booted=lambda: True) == (
+    assert sd.restart_service(run=run, booted=lambda: True) == (
         "edgepose is not running; it will use the new settings when it starts") and len(run.calls) == 1
-    said = cal.restart_service(run=Systemctl(active=False), booted=lambda: False)  # e.g. in a container
+    said = sd.restart_service(run=Systemctl(active=False), booted=lambda: False)  # e.g. in a container
     assert said.startswith("systemd is not this system's init") and "restart edgepose yourself" in said
     with pytest.raises(RuntimeMissingError, match="systemctl not found"):
-        cal.restart_service(run=Systemctl(missing=True))
+        sd.restart_service(run=Systemctl(missing=True))
 
 
 def test_apply_writes_then_restarts(model_cache, tmp_path, monkeypatch, capsys):
@@ -495,16 +500,16 @@ def test_a_file_that_is_not_a_model_fails_clearly(edgepose_env, tmp_path):
 
 
 def test_parse_helpers():
-    assert cal.parse_int_list("1-3,5", "--threads") == [1, 2, 3, 5]
-    assert cal.parse_int_list("2,2", "--threads") == [2]
+    assert sweep.parse_int_list("1-3,5", "--threads") == [1, 2, 3, 5]
+    assert sweep.parse_int_list("2,2", "--threads") == [2]
     with pytest.raises(UsageError):
-        cal.parse_int_list("a", "--threads")
+        sweep.parse_int_list("a", "--threads")
     for bad in ("1-2000000000", "0-2", "4-1", "65"):  # a huge range is refused before it is built
         with pytest.raises(UsageError, match="from 1 to 64"):
-            cal.parse_int_list(bad, "--threads")
-    assert cal.recommend_cap(33.37) == 30.0 and cal.recommend_cap(33.37, 1.0) == 33.3
-    assert cal.recommend_cap(0.05) == 0.1 and cal.recommend_cap(0) == 0.0
-    assert cal.family_of("cpm-int8") == "cpm" and cal.family_of("hourglass") == "hourglass"
+            sweep.parse_int_list(bad, "--threads")
+    assert sweep.recommend_cap(33.37) == 30.0 and sweep.recommend_cap(33.37, 1.0) == 33.3
+    assert sweep.recommend_cap(0.05) == 0.1 and sweep.recommend_cap(0) == 0.0
+    assert sweep.family_of("cpm-int8") == "cpm" and sweep.family_of("hourglass") == "hourglass"
 
 
 def test_writing_a_locally_built_choice_warns_when_the_service_cache_lacks_it(edgepose_env, tmp_path):

@@ -11,6 +11,8 @@ import pytest
 
 from edgepose.daemon import board
 from edgepose.tools import calibrate as cal
+from edgepose.tools import calibrate_report as rep
+from edgepose.tools import sweep
 from edgepose.core import config as config_mod
 
 from conftest import MIRROR
@@ -98,10 +100,10 @@ def test_unparsable_vcgencmd_output_falls_back_to_thermal_zones(tmp_path):
 def test_throttled_between_catches_a_pi_event_that_came_and_went():
     quiet = board.decode_throttled(0x0)
     came_and_went = board.decode_throttled(0x40000)  # "throttled since boot" appeared meanwhile
-    assert cal.throttled_between(quiet, came_and_went)
-    assert not cal.throttled_between(came_and_went, came_and_went)  # happened before: not this one
-    assert cal.throttled_between(quiet, board.decode_throttled(0x4))
-    assert not cal.throttled_between(board.Throttle(False), board.Throttle(False))
+    assert sweep.throttled_between(quiet, came_and_went)
+    assert not sweep.throttled_between(came_and_went, came_and_went)  # happened before: not this one
+    assert sweep.throttled_between(quiet, board.decode_throttled(0x4))
+    assert not sweep.throttled_between(board.Throttle(False), board.Throttle(False))
 
 
 def test_the_run_command_runner_reports_a_missing_tool():
@@ -117,17 +119,17 @@ def test_a_throttled_sweep_is_flagged_in_the_report(tmp_path, model_cache):
     cfg = config_mod.load(None, {"camera": {"source": "synthetic:320x240"},
                                  "model": {"name": "hourglass", "dir": str(model_cache), "mirror": str(MIRROR)}},
                           environ={})
-    plan = cal.Plan(budget_s=1.0, final_rounds=1, warmup=1, min_frames=2, min_slice_s=0.1)
+    plan = sweep.Plan(budget_s=1.0, final_rounds=1, warmup=1, min_frames=2, min_slice_s=0.1)
     opts = cal.Options(plan=plan, threads=[1], xnnpack=(True,))
-    report = cal.calibrate(cfg, opts, probe=cal.ThermalProbe(str(tmp_path), run=no_vcgencmd))
+    report = cal.calibrate(cfg, opts, probe=sweep.ThermalProbe(str(tmp_path), run=no_vcgencmd))
     assert report["thermal"] == {"available": True, "source": "thermal-trip", "throttled": True,
                                  "temp_c_max": 86.0}
     assert all(c["throttled"] and c["temp_c_max"] == 86.0 for c in report["candidates"])
     assert any("throttled during" in w and "cpu-thermal 86.0C >= trip 85.0C" in w for w in report["warnings"])
-    table = cal.format_table(report)
+    table = rep.format_table(report)
     assert "THROTTLED" in table and "warning: throttled during" in table
 
     (tmp_path / "sys/class/thermal/thermal_zone0/temp").write_text("55000\n")
-    cool = cal.calibrate(cfg, opts, probe=cal.ThermalProbe(str(tmp_path), run=no_vcgencmd))
+    cool = cal.calibrate(cfg, opts, probe=sweep.ThermalProbe(str(tmp_path), run=no_vcgencmd))
     assert cool["thermal"]["throttled"] is False and cool["warnings"] == []
-    assert "thermal: not throttled (thermal-trip, max 55.0 C)" in cal.format_table(cool)
+    assert "thermal: not throttled (thermal-trip, max 55.0 C)" in rep.format_table(cool)

@@ -109,11 +109,11 @@ def test_broker_flag_takes_ipv6():
 
     p = argparse.ArgumentParser()
     service.add_arguments(p)
-    o = service.overrides_from_args(p.parse_args(["--broker", "[::1]:1884"]))
+    o = config.overrides_from_flags(p.parse_args(["--broker", "[::1]:1884"]))
     assert o["mqtt"] == {"host": "::1", "port": 1884}
-    assert service.overrides_from_args(p.parse_args(["--broker", "fd00::5"]))["mqtt"] == {"host": "fd00::5"}
+    assert config.overrides_from_flags(p.parse_args(["--broker", "fd00::5"]))["mqtt"] == {"host": "fd00::5"}
     with pytest.raises(ConfigError, match="bad --broker"):
-        service.overrides_from_args(p.parse_args(["--broker", "host:port"]))
+        config.overrides_from_flags(p.parse_args(["--broker", "host:port"]))
 
 
 def test_file_errors_name_the_file_and_the_section(tmp_path):

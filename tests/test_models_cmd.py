@@ -318,7 +318,7 @@ def test_pip_install_user_finds_the_catalogue_under_user_base(tmp_path):
                        env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert (ub / "share/edgepose/models/catalogue.toml").is_file()
-    code = ("import edgepose, sys; from edgepose import models; "
+    code = ("import edgepose, sys; from edgepose.models import registry; "
             "print(edgepose.__file__); print(registry.catalogue_path()); "
             "print(registry.data_path('deploy/edgepose.service')); print(len(registry.load_catalogue()))")
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60,

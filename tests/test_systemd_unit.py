@@ -93,7 +93,7 @@ def test_unit_contract():
     assert d["StateDirectory"] == ["edgepose"]
     assert d["WantedBy"] == ["multi-user.target"]
     # `calibrate-fps --apply` waits for `systemctl try-restart` as long as the unit may take to stop and start
-    from edgepose.tools.calibrate import RESTART_TIMEOUT_S
+    from edgepose.daemon.systemd import RESTART_TIMEOUT_S
     assert RESTART_TIMEOUT_S > int(d["TimeoutStopSec"][0]) + int(d["TimeoutStartSec"][0])
 
 

@@ -37,6 +37,7 @@ import numpy as np
 
 from edgepose.core.errors import InputMissingError, ModelError, RuntimeMissingError, UsageError
 from edgepose.core.geometry import Box, CropTransform, whole_frame_box
+from edgepose.models.fidelity import check_goals
 
 log = logging.getLogger(__name__)
 
@@ -942,30 +943,6 @@ def fidelity(float_engine, quant_engine, samples, decoder: str = "subpixel",
                     pck_float={k: ref.metrics[k] for k in keys},
                     pck_quant={k: got.metrics[k] for k in keys},
                     keypoints=int(vis.sum()), people=int(len(samples)), decoder=decoder)
-
-
-@dataclass(frozen=True)
-class Goals:
-    """The acceptance goals a report is checked against (issue #5)."""
-
-    partitions: int = 1
-    agreement: float = 0.97
-    max_pck_drop: float = 0.01  # PCK@0.1, absolute
-
-
-def check_goals(report: dict, goals: Goals = Goals()) -> Dict[str, Optional[bool]]:
-    """Goal name -> met (None when the report has no numbers for it)."""
-    x = report.get("xnnpack", {}).get("quantized") or {}
-    out: Dict[str, Optional[bool]] = {
-        "one_xnnpack_partition": bool(x.get("prepared")) and x.get("partitions") == goals.partitions
-        and x.get("delegated_nodes") == x.get("total_nodes")}
-    fid = report.get("fidelity")
-    if fid:
-        out["agreement"] = fid["agreement"] >= goals.agreement
-        out["pck_drop"] = (fid["pck_float"]["pck@0.1"] - fid["pck_quant"]["pck@0.1"]) <= goals.max_pck_drop + 1e-9
-    else:
-        out["agreement"] = out["pck_drop"] = None
-    return out
 
 
 def make_report(*, name: str, source: str, source_path: Path, model_path: Path, recipe: Recipe,

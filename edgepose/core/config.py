@@ -11,15 +11,17 @@ Environment variables are ``EDGEPOSE_<SECTION>_<KEY>`` in upper case, e.g.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 import os
+import re
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple
 
-from edgepose.core.errors import ConfigError
+from edgepose.core.errors import ConfigError, UsageError
 
 try:  # Python 3.11+
     import tomllib as _toml
@@ -363,3 +365,56 @@ def reference_markdown() -> str:
             lines.append(f"| `{f.name}` | `{shown}` | {_describe(f)} | {f.metadata['doc']} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def overrides_from_flags(args: Any) -> Dict[str, Dict[str, Any]]:
+    """The command-line flags of ``edgepose run`` (and those of them another command has, e.g. calibrate-fps)
+    as config overrides: only the flags that were given; a flag the command does not have counts as not given."""
+    def flag(name: str) -> Any:
+        return getattr(args, name, None)
+
+    o: Dict[str, Dict[str, Any]] = collections.defaultdict(dict)
+    if flag('camera') is not None:
+        if not re.fullmatch(r"\d+|/dev/video\d+|csi://\d+", str(flag('camera')).strip()):
+            raise UsageError(f"--camera takes a camera (0, /dev/video2, csi://0), not {flag('camera')!r}; "
+                             f"give files, folders and stream URLs with --source")
+        o["camera"]["source"] = str(flag('camera')).strip()
+    if flag('source') is not None:
+        o["camera"]["source"] = flag('source')
+    if flag('rotate') is not None:
+        o["camera"]["rotate"] = flag('rotate')
+    if flag('model'):
+        o["model"]["name"] = flag('model')
+    if flag('model_mirror'):
+        o["model"]["mirror"] = flag('model_mirror')
+    if flag('decoder'):
+        o["model"]["decoder"] = flag('decoder')
+    if flag('backend'):
+        o["runtime"]["backend"] = flag('backend')
+    if flag('threads') is not None:
+        o["runtime"]["threads"] = flag('threads')
+    if flag('no_xnnpack'):
+        o["runtime"]["xnnpack"] = False
+    if flag('fps') is not None:
+        o["runtime"]["max_fps"] = flag('fps')
+    if flag('max_frames') is not None:
+        o["runtime"]["max_frames"] = flag('max_frames')
+    if flag('sink'):
+        o["output"]["sink"] = flag('sink')
+    if flag('device'):
+        o["output"]["device"] = flag('device')
+    if flag('broker'):
+        try:
+            host, port = split_host_port(flag('broker'))
+        except ValueError:
+            raise ConfigError(f"bad --broker {flag('broker')!r}: expected HOST, HOST:PORT or [IPv6]:PORT") from None
+        o["mqtt"]["host"] = host
+        if port is not None:
+            o["mqtt"]["port"] = port
+    if flag('no_smoothing'):
+        o["smoothing"]["enabled"] = False
+    if flag('no_tracking'):
+        o["tracking"]["enabled"] = False
+    if flag('preview'):
+        o["preview"]["listen"] = flag('preview')
+    return dict(o)

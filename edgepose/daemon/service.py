@@ -19,7 +19,6 @@ import argparse
 import collections
 import logging
 import os
-import re
 import select
 import signal
 import threading
@@ -37,7 +36,7 @@ from edgepose.models import registry
 from edgepose.daemon import systemd
 from edgepose.inference import pipeline as pipeline_mod
 from edgepose.inference.engine import Engine
-from edgepose.core.errors import ConfigError, EdgeposeError, UsageError
+from edgepose.core.errors import EdgeposeError
 from edgepose.core.payload import make_meta, make_payload
 from edgepose.output.sinks import make_sink
 from edgepose.capture.sources import FrameSource, RotatedSource, open_source, redact
@@ -72,60 +71,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preview", metavar="[HOST:]PORT", help="serve a live preview page (off by default)")
 
 
-def overrides_from_args(args: argparse.Namespace) -> Dict[str, Dict[str, Any]]:
-    """Command-line flags as config overrides (only the flags that were given)."""
-    o: Dict[str, Dict[str, Any]] = collections.defaultdict(dict)
-    if args.camera is not None:
-        if not re.fullmatch(r"\d+|/dev/video\d+|csi://\d+", str(args.camera).strip()):
-            raise UsageError(f"--camera takes a camera (0, /dev/video2, csi://0), not {args.camera!r}; "
-                             f"give files, folders and stream URLs with --source")
-        o["camera"]["source"] = str(args.camera).strip()
-    if args.source is not None:
-        o["camera"]["source"] = args.source
-    if args.rotate is not None:
-        o["camera"]["rotate"] = args.rotate
-    if args.model:
-        o["model"]["name"] = args.model
-    if args.model_mirror:
-        o["model"]["mirror"] = args.model_mirror
-    if args.decoder:
-        o["model"]["decoder"] = args.decoder
-    if args.backend:
-        o["runtime"]["backend"] = args.backend
-    if args.threads is not None:
-        o["runtime"]["threads"] = args.threads
-    if args.no_xnnpack:
-        o["runtime"]["xnnpack"] = False
-    if args.fps is not None:
-        o["runtime"]["max_fps"] = args.fps
-    if args.max_frames is not None:
-        o["runtime"]["max_frames"] = args.max_frames
-    if args.sink:
-        o["output"]["sink"] = args.sink
-    if args.device:
-        o["output"]["device"] = args.device
-    if args.broker:
-        try:
-            host, port = config_mod.split_host_port(args.broker)
-        except ValueError:
-            raise ConfigError(f"bad --broker {args.broker!r}: expected HOST, HOST:PORT or [IPv6]:PORT") from None
-        o["mqtt"]["host"] = host
-        if port is not None:
-            o["mqtt"]["port"] = port
-    if args.no_smoothing:
-        o["smoothing"]["enabled"] = False
-    if args.no_tracking:
-        o["tracking"]["enabled"] = False
-    if getattr(args, "preview", None):
-        o["preview"]["listen"] = args.preview
-    return dict(o)
-
-
 def command(args: argparse.Namespace) -> int:
     # journal logging first, so a config error (exit 78) is logged with its priority
     level = getattr(args, "log_level", None) or "info"
     systemd.setup_logging(level, os.environ)
-    overrides = overrides_from_args(args)
+    overrides = config_mod.overrides_from_flags(args)
     cfg = config_mod.load(args.config, overrides)
     return Daemon(cfg, overrides=overrides).run()
 

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -22,8 +23,10 @@ import threading
 import time
 from typing import Callable, Mapping, Optional, TextIO
 
+from edgepose.core.errors import DeviceUnavailableError, RuntimeMissingError
 from edgepose.core.logs import install_handler
 from edgepose.core.logs import setup_logging as setup_logging_plain
+from edgepose.daemon import board
 
 log = logging.getLogger(__name__)
 
@@ -247,3 +250,43 @@ def setup_logging(level: str, environ: Mapping[str, str], stream: Optional[TextI
                          else logging.Formatter("%(message)s"))
     install_handler(handler, level)
     return kind
+
+
+# --- restarting the installed service (calibrate-fps --apply) -------------------------------------
+
+SERVICE_UNIT = "edgepose"
+RESTART_TIMEOUT_S = 20 + 180 + 10  # the unit's TimeoutStopSec + TimeoutStartSec, and some slack
+
+
+def systemd_booted() -> bool:
+    """sd_booted(3): whether systemd is this system's init (so a service can be running at all)."""
+    return os.path.isdir("/run/systemd/system")
+
+
+def restart_service(unit: str = SERVICE_UNIT, run: Optional[board.Runner] = None,
+                    booted: Callable[[], bool] = systemd_booted) -> str:
+    """``systemctl try-restart UNIT`` (restarts only if it runs); returns what happened.
+
+    systemctl returns once the restarted service is READY (model loaded, first
+    frame decoded), which takes a while on a slow board: it gets as long as the
+    unit's own start and stop timeouts allow.
+    """
+    run = run or functools.partial(board.run_command, timeout=RESTART_TIMEOUT_S)
+    try:
+        run(["systemctl", "is-active", "--quiet", unit])
+        active = True
+    except FileNotFoundError:
+        raise RuntimeMissingError(f"systemctl not found: restart the {unit} service yourself to use the "
+                                  f"new settings") from None
+    except OSError:
+        active = False
+    if not active and not booted():
+        return (f"systemd is not this system's init (a container?), so no {unit} service runs here: "
+                f"restart edgepose yourself to use the new settings")
+    if not active:
+        return f"{unit} is not running; it will use the new settings when it starts"
+    try:
+        run(["systemctl", "try-restart", unit])
+    except OSError as e:
+        raise DeviceUnavailableError(f"could not restart {unit}: {e}") from None
+    return f"restarted {unit}"
