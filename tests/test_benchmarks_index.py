@@ -1,10 +1,12 @@
 """benchmarks/ and research/ stay findable: every script is in its folder's README index, every
 research script is cited by a document, and every `benchmarks/...` / `research/...` path cited
-anywhere in the docs or the code exists.  Reads files only (no model runs)."""
+anywhere in the docs or the code exists; a benchmark uses no private name of the package, and each
+script's imports of other scripts find them where it looks.  Reads files only (no model runs)."""
 
 from __future__ import annotations
 
 import ast
+import importlib.util
 import re
 
 import pytest
@@ -100,3 +102,34 @@ def test_benchmarks_use_no_private_name():
     offenders = {p.name: private_uses(p.read_text()) for p in sorted((REPO / "benchmarks").glob("*.py"))}
     offenders = {k: v for k, v in offenders.items() if v}
     assert not offenders, f"benchmarks using private names (use a public function or move to research/): {offenders}"
+
+
+def test_scripts_import_their_siblings_from_where_they_look():
+    """After a move, a script's imports of other scripts (clips, int8_error, tests/broker, ...) still
+    find a file where it looks: a benchmark in benchmarks/ and tests/ (never research/), a research
+    script also in research/.  Any other import is an installed package."""
+    where = {d: {p.stem for p in (REPO / d).glob("*.py")} for d in ("benchmarks", "research", "tests")}
+    looks = {"benchmarks": ("benchmarks", "tests"), "research": ("research", "benchmarks", "tests")}
+    bad = []
+    for folder in FOLDERS:
+        for p in sorted((REPO / folder).glob("*.py")):
+            for node in ast.walk(ast.parse(p.read_text())):
+                if isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names = [node.module]
+                else:
+                    continue
+                for name in names:
+                    top = name.split(".")[0]
+                    if top == "benchmarks":  # `from benchmarks.pipeline import ...` with the repo on sys.path
+                        top, dirs = name.split(".")[1], ("benchmarks",)
+                    elif any(top in where[d] for d in where):
+                        dirs = looks[folder]
+                    elif importlib.util.find_spec(top) is not None:
+                        continue
+                    else:
+                        dirs = looks[folder]
+                    if not any(top in where[d] for d in dirs):
+                        bad.append(f"{folder}/{p.name}:{node.lineno}: {name} (not in {', '.join(dirs)})")
+    assert not bad, "scripts importing modules that are not where they look:\n" + "\n".join(bad)
