@@ -3,8 +3,9 @@
 Each annotated person of ``../shared/data/eval`` is cut out by its annotation
 box (plus a little context), scaled and pasted onto a plain textured
 background; since we place the person ourselves, the keypoints of every frame
-are known exactly.  Used by ``jitter.py`` and ``small_person.py`` (shared
-data is read, never copied into the repo).
+are known exactly.  Also the shared data paths and the eval people's crops.
+Used by the benchmarks here, by the scripts in ``research/`` and by a few tests
+(shared data is read, never copied into the repo).
 """
 
 from __future__ import annotations

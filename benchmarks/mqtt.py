@@ -27,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -91,7 +92,9 @@ def publish_cost(b, qos: int, n: int):
         t_next += 1 / 30
         time.sleep(max(0.0, t_next - time.monotonic()))
     time.sleep(0.5)
-    net_cpu_s = thread_cpu_s(sink._threads[0].native_id)
+    # the sink's network thread, found by its public thread name (no private attribute of the sink)
+    net = [t for t in threading.enumerate() if t.name == "edgepose-mqtt"]
+    net_cpu_s = thread_cpu_s(net[0].native_id) if net else float("nan")
     sink.close()
     sub.close()
     lat = [(mono - sent[json.loads(p)["seq"]]) * 1e3 for _, mono, p in sub.got]

@@ -248,7 +248,7 @@ else
     "$VENV/bin/python" - "$HERE/edgepose.toml" "$tmp" "$SOURCE" "$MODEL" "$BROKER" "$DEVICE" "$BACKEND" <<'EOF'
 import sys
 import tomlkit
-from edgepose.config import split_host_port
+from edgepose.core.config import split_host_port
 template, out, source, model, broker, device, backend = sys.argv[1:]
 host, port = split_host_port(broker) if broker else ("", None)
 doc = tomlkit.parse(open(template).read())
@@ -267,8 +267,8 @@ fi
 # the effective config must load (exit 78 with the reason otherwise) and names the model to fetch
 read -r CFG_MODEL CFG_MIRROR < <("$VENV/bin/python" - "$CONFIG" <<'EOF'
 import sys
-from edgepose import config
-from edgepose.errors import EdgeposeError
+from edgepose.core import config
+from edgepose.core.errors import EdgeposeError
 try:
     cfg = config.load(sys.argv[1], environ={})
 except EdgeposeError as e:
@@ -285,8 +285,8 @@ say "model $CFG_MODEL -> $MODELS${MIRROR:+ (from $MIRROR)}"
 "$VENV/bin/python" - "$CFG_MODEL" "$MODELS" "$MIRROR" <<'EOF' || die 69 "could not fetch model $CFG_MODEL"
 import sys
 from pathlib import Path
-from edgepose import models
-from edgepose.errors import EdgeposeError
+from edgepose.models import registry as models
+from edgepose.core.errors import EdgeposeError
 name, cache, mirror = sys.argv[1:]
 try:
     path = models.resolve(name, cache_dir=Path(cache), mirror=mirror)

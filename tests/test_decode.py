@@ -261,7 +261,7 @@ def test_mirror_order_swaps_sides_only():
 
 @pytest.mark.parametrize("family", ["cpm", "hourglass"])
 def test_subpixel_decoder_has_no_horizontal_bias_on_mirrored_real_crops(family):
-    """Label-free geometry check (evaluate.mirror_offsets, benchmarks/flip_bias.py): decode real crops and their mirror
+    """Label-free geometry check (evaluate.mirror_offsets, research/flip_bias.py): decode real crops and their mirror
     images with the real model; an unbiased decoder puts the mirrored keypoints back where the plain
     ones are; a decoder that puts keypoints b cells right of the truth measures b.  (Only the
     sub-pixel decoder is checked: integer decoders land on a half-cell lattice, CPM's on 2 cells.)"""
@@ -320,7 +320,7 @@ def test_window_spread_measures_sub_cell_precision():
 
 @pytest.mark.parametrize("family", ["cpm", "hourglass"])
 def test_subpixel_follows_sub_cell_shifts_on_real_crops(family):
-    """Label-free (benchmarks/shift_consistency.py): real photos through windows moved by 0..7 input
+    """Label-free (research/shift_consistency.py): real photos through windows moved by 0..7 input
     pixels; the sub-pixel decoder's keypoints stay put far better than the integer argmax's."""
     from conftest import CALIB, MIRROR
     from edgepose.build import quantize as q

@@ -351,7 +351,7 @@ class Daemon:
                 watchdog = systemd.ProgressWatchdog(self.notifier, self.notifier.watchdog_interval,
                                                     self.cfg.service.stall_timeout)
                 watchdog.start()
-            if self.cfg.preview.listen:  # the live preview page (edgepose/preview.py); off by default
+            if self.cfg.preview.listen:  # the live preview page (edgepose/output/preview.py); off by default
                 from edgepose.output.preview import PreviewServer
                 preview = PreviewServer(self.cfg.preview.listen, self.cfg.preview.fps, self.status,
                                         title=f"edgepose {self.device}").start()

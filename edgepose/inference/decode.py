@@ -300,7 +300,7 @@ class HeatmapMeta:
     ``cut_upsample``: the graph ends before a legacy bilinear upsampling by
     this factor (see :func:`get_decoder`).  ``score_scale``: the model's
     typical confident score relative to CPM's (Hourglass' peaks are about
-    0.6 of CPM's on the same people; ``python3 benchmarks/score_scale.py``);
+    0.6 of CPM's on the same people; ``python3 research/score_scale.py``);
     thresholds on scores that were set for CPM are multiplied by it.
     """
 

@@ -6,7 +6,7 @@ side of float's) with each decoder, split by float's peak score; and the
 agreement of the *float* heatmaps merely rounded to the int8 model's output
 grid, i.e. what the output tensor's resolution alone costs.
 
-    python3 benchmarks/agreement_sources.py cpm=PATH.tflite hourglass=PATH.tflite [--weak-sigmas 8 16 32]
+    python3 research/agreement_sources.py cpm=PATH.tflite hourglass=PATH.tflite [--weak-sigmas 8 16 32]
 
 ``--weak-sigmas`` adds `weak@N` rows (weak_keypoints.py's decoder: `subpixel`, except that channels
 scoring under 0.1 x ``score_scale`` are peaked and refined on an N-input-pixel blur), to see whether
@@ -16,12 +16,15 @@ decoding the barely-seen keypoints more robustly makes int8 agree with float the
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 import functools
 import logging
 
 import numpy as np
 
-import clips
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import clips  # noqa: E402  (benchmarks/clips.py: shared data, eval people; puts the repo on sys.path)
 from edgepose.inference.decode import DECODERS, heatmap_meta
 from edgepose.inference.engine import Engine
 from edgepose.build.quantize import _schema, calibration_images, read_model

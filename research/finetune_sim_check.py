@@ -8,19 +8,22 @@ simulation's own calibrated ranges and once with the converted model's grid
 (``QuantSim.ranges_from_model``, what the build uses).  Prints the ratio
 real/simulated per tensor (1.0 = the same error) and a summary.
 
-    python3 benchmarks/finetune_sim_check.py cpm      (from benchmarks/)
+    python3 research/finetune_sim_check.py cpm
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
-import clips  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import clips  # noqa: E402  (benchmarks/clips.py: shared data, eval people; puts the repo on sys.path)
 from edgepose.build import finetune as ft  # noqa: E402
 from edgepose.build import quantize as q  # noqa: E402
 

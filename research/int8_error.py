@@ -9,19 +9,21 @@ crops: the share of all keypoints (detected or not) decoded within 5 % of the
 crop side of the float model's, the quantity a recipe could be tuned on
 without touching the evaluation set.
 
-    EDGEPOSE_MODEL_DIR=/tmp/mcache python3 benchmarks/int8_error.py cpm-int8 hourglass-int8 [PATH.tflite ...]
+    EDGEPOSE_MODEL_DIR=/tmp/mcache python3 research/int8_error.py cpm-int8 hourglass-int8 [PATH.tflite ...]
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import logging
 import os
 from pathlib import Path
 
 import numpy as np
 
-import clips
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import clips  # noqa: E402  (benchmarks/clips.py: shared data, eval people; puts the repo on sys.path)
 from edgepose.models import registry
 from edgepose.inference.decode import model_decoder
 from edgepose.inference.engine import Engine

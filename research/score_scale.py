@@ -6,18 +6,21 @@ prints the median pose score (mean keypoint peak) and its ratio to CPM's: the
 by which thresholds set for CPM (tracking) are multiplied.  Calibration
 photos only: the eval set is never used to set a parameter.
 
-    python3 benchmarks/score_scale.py [--models cpm hourglass]
+    python3 research/score_scale.py [--models cpm hourglass]
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 import logging
 
 import cv2
 import numpy as np
 
-import clips
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import clips  # noqa: E402  (benchmarks/clips.py: shared data, eval people; puts the repo on sys.path)
 from edgepose.inference.engine import Engine
 from edgepose.core.geometry import CropTransform, whole_frame_box
 from edgepose.inference.pipeline import crop_to_input

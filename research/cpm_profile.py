@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Where CPM's time goes: the graph cut at every stage output, and its depthwise convolutions alone.
 
-    python3 benchmarks/cpm_profile.py [--runs 40] [--threads 2] [--pb ../shared/models/cpm/model.pb]
+    python3 research/cpm_profile.py [--runs 40] [--threads 2] [--pb ../shared/models/cpm/model.pb]
 
 Needs the converter extra (TensorFlow).  Part 1 converts the frozen graph
 (after the redundant-ReLU clean-up) truncated at the backbone output and at

@@ -10,12 +10,13 @@ the held-out photos' crops: their calibration crops plus --crops augmented
 ones.  This is how the fine-tuning settings in the catalogue were chosen
 without touching the evaluation set.
 
-    python3 benchmarks/finetune_holdout.py cpm --steps 600 --rate 2e-5 [--peak-floor 0.1]
+    python3 research/finetune_holdout.py cpm --steps 600 --rate 2e-5 [--peak-floor 0.1]
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import logging
 import os
 import tempfile
@@ -26,7 +27,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
-import clips  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import clips  # noqa: E402  (benchmarks/clips.py: shared data, eval people; puts the repo on sys.path)
 from edgepose.build import finetune as ft  # noqa: E402
 from edgepose.build import quantize as q  # noqa: E402
 from edgepose.inference.engine import Engine  # noqa: E402

@@ -14,17 +14,20 @@ network's own response to where the content falls on its stride grid and is the
 same for every decoder.  `subpixel@N` is the sub-pixel decoder blurring with a
 Gaussian of N input pixels (`subpixel`, the default, uses 4).
 
-    python3 benchmarks/shift_consistency.py [--models cpm hourglass] [--sigmas 0 2 6 8 10 12]
+    python3 research/shift_consistency.py [--models cpm hourglass] [--sigmas 0 2 6 8 10 12]
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 import logging
 
 import numpy as np
 
-import clips
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import clips  # noqa: E402  (benchmarks/clips.py: shared data, eval people; puts the repo on sys.path)
 from edgepose.build import quantize as q
 from edgepose.inference.engine import Engine
 from edgepose.tools.evaluate import window_spread, window_views

@@ -25,18 +25,21 @@ Taylor step on that blurred map.  Printed per decoder: median and mean error,
 shares within 0.05 and 0.1, and per photo (photo or mirror image) whether its
 mean error is lower or higher than `subpixel`'s.
 
-    python3 benchmarks/weak_keypoints.py [--models cpm hourglass] [--sigmas 4 8 16 32]
+    python3 research/weak_keypoints.py [--models cpm hourglass] [--sigmas 4 8 16 32]
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 import functools
 import logging
 
 import numpy as np
 
-import clips
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import clips  # noqa: E402  (benchmarks/clips.py: shared data, eval people; puts the repo on sys.path)
 from edgepose.build import quantize as q
 from edgepose.inference.decode import DECODERS, _peaks, _refine, gaussian_blur, heatmap_meta, subpixel_decoder
 from edgepose.inference.engine import Engine

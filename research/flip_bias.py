@@ -14,17 +14,20 @@ left/right confusions give a few large outliers.  The networks themselves are no
 exactly mirror-symmetric (stride-2 convolutions pad one side), which adds a small
 bias of their own to every decoder.
 
-    python3 benchmarks/flip_bias.py [--models cpm hourglass]
+    python3 research/flip_bias.py [--models cpm hourglass]
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 import logging
 
 import numpy as np
 
-import clips
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import clips  # noqa: E402  (benchmarks/clips.py: shared data, eval people; puts the repo on sys.path)
 from edgepose.build import quantize as q
 from edgepose.inference.decode import DECODERS
 from edgepose.inference.engine import Engine
