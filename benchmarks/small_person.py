@@ -38,17 +38,18 @@ def main() -> None:
     ap.add_argument("--height", type=float, default=0.25, help="person height / frame height")
     args = ap.parse_args()
     logging.disable(logging.WARNING)
-    from edgepose.inference.decode import heatmap_meta, model_decoder
+    from edgepose.models.resolved import model_at
     sample_clips = [clips.moving_clip(s, frames=args.frames, height_frac=args.height, seed=i)
                     for i, s in enumerate(clips.people())]
     print(f"{len(sample_clips)} clips x {args.frames} frames, 1280x720, person {args.height:g} of "
           f"frame height, decoder {args.decoder}")
     print(f"{'model':<10}{'score_scale':>12}{'whole frame':>13}{'tracking':>10}{'gain':>7}{'tracked frames':>16}")
     for name in args.models:
-        eng = Engine(clips.MODELS / name / "model.tflite")
+        model = model_at(clips.MODELS / name / "model.tflite", entry=name)
+        eng = Engine(model)
         in_w, in_h = eng.input_size
-        dec = model_decoder(args.decoder, name)
-        scale = heatmap_meta(name).score_scale if args.score_scale is None else args.score_scale
+        dec = model.decoder(args.decoder)
+        scale = model.score_scale if args.score_scale is None else args.score_scale
         hits = {"whole": [0, 0], "track": [0, 0]}
         tracked = 0
         for c in sample_clips:

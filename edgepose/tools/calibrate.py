@@ -366,10 +366,14 @@ class Slice:
 
 def load_candidate(cand: Candidate, cfg: config_mod.Config,
                    engine_factory: Callable[..., Engine] = Engine) -> pipeline_mod.Pipeline:
-    """The candidate's engine inside the pipeline the config asks for (decoder, tracking, smoothing)."""
-    engine = engine_factory(cand.variant.path, threads=cand.threads, xnnpack=cand.xnnpack,
-                            backend=cfg.runtime.backend)
-    return pipeline_mod.from_config(cfg, engine)
+    """The candidate's engine inside the pipeline the config asks for (decoder, tracking, smoothing),
+    its file resolved as the model it is (:func:`edgepose.models.resolved.model_at`)."""
+    from edgepose.models.resolved import model_at
+
+    entry = None if cand.variant.kind == "file" else cand.variant.name
+    model = model_at(cand.variant.path, entry=entry, family=cfg.model.family)
+    engine = engine_factory(model, threads=cand.threads, xnnpack=cand.xnnpack, backend=cfg.runtime.backend)
+    return pipeline_mod.from_config(cfg, engine, model)
 
 
 def measure(pipe: pipeline_mod.Pipeline, source: FrameSource, seconds: float, warmup: int = 3,
