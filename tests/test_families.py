@@ -271,3 +271,47 @@ def test_eval_scores_two_keypoint_sets_by_name(edgepose_env):
     cpm_alone = json.loads(r.stdout)
     assert all(cpm["per_joint"][n] == cpm_alone["per_joint"][n] for n in shared)
     assert mn["pck@0.1"] > cpm["pck@0.1"]  # issue 21's finding, on this small set too
+
+
+def test_the_engine_feeds_movenet_rgb_uint8():
+    """The resolved model tells the engine its colour order: the same BGR crop gives what the bare
+    interpreter gives for its RGB version (and not for the BGR one)."""
+    from edgepose.inference.engine import Engine, load_runtime
+
+    model = resolved.model_at(MOVENET)
+    crop = cv2.resize(cv2.imread(str(CALIB / "apink1.jpg")), (192, 192), interpolation=cv2.INTER_AREA)
+    got = Engine(model, threads=1).run(crop).copy()
+    bare = load_runtime().module.Interpreter(model_path=str(MOVENET), num_threads=1)
+    bare.allocate_tensors()
+
+    def plain(image):
+        bare.set_tensor(bare.get_input_details()[0]["index"], np.ascontiguousarray(image)[None])
+        bare.invoke()
+        return bare.get_tensor(bare.get_output_details()[0]["index"])[0]
+
+    assert got.shape == (1, 17, 3)
+    np.testing.assert_allclose(got, plain(crop[..., ::-1]), atol=1e-6)
+    assert np.abs(got - plain(crop)).max() > 0.01
+    assert Engine(MOVENET, threads=1).color == "BGR" and Engine(model, threads=1).color == "RGB"
+
+
+def test_calibrate_fps_sweeps_movenet(model_cache):
+    """`calibrate-fps --model movenet-lightning`: its family's variants (MoveNet Lightning itself) x
+    threads x XNNPACK, each candidate run through the pipeline of its resolved model on a real clip.
+    Speeds are not asserted (shared machine), only that every configuration ran and decoded frames."""
+    from edgepose.core import config as config_mod
+    from edgepose.tools import calibrate as cal
+
+    cfg = config_mod.load(None, {"camera": {"source": str(VIDEOS / "demo.mp4")},
+                                 "model": {"name": "movenet-lightning", "dir": str(model_cache),
+                                           "mirror": str(MIRROR)}}, environ={})
+    plan = cal.Plan(budget_s=2.5, screen_share=0.4, final_rounds=2, keep=0.5, max_finalists=4, warmup=1,
+                    min_frames=2, min_slice_s=0.1)
+    report = cal.calibrate(cfg, cal.Options(plan=plan))
+    cores = cal.default_threads()
+    combos = {(c["model"], c["threads"], c["xnnpack"]) for c in report["candidates"]}
+    assert combos == {("movenet-lightning", t, x) for t in range(1, cores + 1) for x in (True, False)}
+    for c in report["candidates"]:
+        assert c["error"] == "" and c["fps"] > 0 and c["verified"], c
+        assert c["latency_ms"]["infer"]["p50"] > 0
+    assert report["choice"]["config"]["model"] == {"name": "movenet-lightning"}
