@@ -315,3 +315,28 @@ def test_calibrate_fps_sweeps_movenet(model_cache):
         assert c["error"] == "" and c["fps"] > 0 and c["verified"], c
         assert c["latency_ms"]["infer"]["p50"] > 0
     assert report["choice"]["config"]["model"] == {"name": "movenet-lightning"}
+
+
+def test_regression_decoder_maps_normalised_keypoints_to_frame_pixels():
+    from edgepose.core.geometry import Box, CropTransform
+    from edgepose.inference.decode import decode_pose, regression_decoder
+
+    out = np.zeros((1, 17, 3), np.float32)
+    out[0, :, 0] = 0.25  # y
+    out[0, :, 1] = np.linspace(0, 1, 17)  # x
+    out[0, :, 2] = 0.5
+    t = CropTransform(Box(100.0, 50.0, 384.0, 384.0), 192, 192)  # input 0..1 -> frame 100..484 / 50..434
+    pose = decode_pose(out, t, COCO_KEYPOINT_NAMES, 0.3, regression_decoder)
+    np.testing.assert_allclose(pose.xy(), np.stack([100 + 384 * out[0, :, 1], np.full(17, 50 + 96.0)], axis=1))
+    assert pose.present and pose.score == pytest.approx(0.5)
+    with pytest.raises(ModelError, match="gives 17 keypoints, not the 14"):
+        decode_pose(out, t, KEYPOINT_NAMES, 0.3, regression_decoder)
+
+
+def test_models_info_shows_the_family(tmp_path, edgepose_env):
+    r = run_cli(["models", "info", "movenet-lightning", "--json"], edgepose_env)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["family"] == "movenet (17 keypoints: nose ... right_ankle)"
+    r = run_cli(["models", "info", _non_pose_model(tmp_path / "alien.tflite")], edgepose_env)
+    assert r.returncode == 0, r.stderr  # info describes any .tflite file
+    assert "family     not recognised (cannot tell what kind of pose model" in r.stdout

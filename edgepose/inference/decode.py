@@ -320,6 +320,9 @@ def decode_pose(heatmaps: np.ndarray, transform: CropTransform, names: Sequence[
     ``grid`` attribute (:func:`regression_decoder`: normalised coordinates).
     """
     xy, scores = decoder(heatmaps)
+    if len(scores) != len(names):
+        raise ModelError(f"the model gives {len(scores)} keypoints, not the {len(names)} named {names[0]} ... "
+                         f"{names[-1]}: the model file does not match its family")
     if not np.isfinite(scores).all():  # every decoder's score is its channel's raw maximum: NaN shows there
         raise ModelError("the model's output is not finite numbers (NaN or inf): the model file is broken")
     grid = getattr(decoder, "grid", None)

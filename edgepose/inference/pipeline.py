@@ -98,8 +98,9 @@ class Pipeline:
         in_w, in_h = engine.input_size
         self.box_policy = box_policy or WholeFrame(in_w, in_h)
         self.smoother = smoother
-        k = len(names) if getattr(decoder, "grid", None) else engine.spec.num_keypoints  # regression: the names'
-        self.names = tuple(names) if len(names) == k else tuple(f"kp{i}" for i in range(k))
+        k = engine.spec.num_keypoints  # channels of a heatmap model (a regression decoder checks its own count)
+        heatmaps = getattr(decoder, "grid", None) is None
+        self.names = tuple(names) if len(names) == k or not heatmaps else tuple(f"kp{i}" for i in range(k))
         self.threshold = threshold
         self.clock = clock
         self._buf = np.empty((in_h, in_w, 3), dtype=np.uint8)
