@@ -340,3 +340,21 @@ def test_models_info_shows_the_family(tmp_path, edgepose_env):
     r = run_cli(["models", "info", _non_pose_model(tmp_path / "alien.tflite")], edgepose_env)
     assert r.returncode == 0, r.stderr  # info describes any .tflite file
     assert "family     not recognised (cannot tell what kind of pose model" in r.stdout
+
+
+def test_movenet_is_pulled_and_verified_like_the_others(tmp_path, edgepose_env):
+    """Fetched from the mirror's movenet-lightning/model.tflite and checked against the catalogue's sha256;
+    a mirror copy with other bytes is refused (65) and nothing is cached."""
+    env = dict(edgepose_env, EDGEPOSE_MODEL_DIR=str(tmp_path / "cache"))
+    r = run_cli(["models", "pull", "movenet-lightning"], env)
+    assert r.returncode == 0, r.stderr
+    assert registry.sha256_of(tmp_path / "cache" / "movenet-lightning" / "model.tflite") == \
+        registry.load_catalogue()["movenet-lightning"].sha256
+    bad = tmp_path / "mirror" / "movenet-lightning" / "model.tflite"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(MOVENET.read_bytes()[:-1] + b"\0")
+    r = run_cli(["models", "--mirror", tmp_path / "mirror", "pull", "movenet-lightning"],
+                dict(env, EDGEPOSE_MODEL_DIR=str(tmp_path / "other")))
+    assert r.returncode == 65, r.stderr
+    assert "checksum mismatch" in r.stderr and len(error_lines(r.stderr)) == 1
+    assert not (tmp_path / "other" / "movenet-lightning" / "model.tflite").exists()

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 from edgepose.core.errors import ConfigError, ModelError
 from edgepose.core.pose import COCO_KEYPOINT_NAMES, COCO_SKELETON, KEYPOINT_NAMES, SKELETON
@@ -122,7 +122,7 @@ def entry_traits(name: Optional[str], catalogue: Mapping[str, registry.ModelEntr
                  ) -> Tuple[Optional[str], int, float]:
     """(family, cut_upsample, score_scale) of catalogue entry ``name``; keys it lacks come from its
     ``source`` chain, then the defaults (heatmap, 1, 1.0).  (None, 1, 1.0) for a name not in it."""
-    values: Dict[str, object] = {}
+    values: Dict[str, Any] = {}
     seen = set()
     entry = catalogue.get(name) if name else None
     known = entry is not None
@@ -136,7 +136,7 @@ def entry_traits(name: Optional[str], catalogue: Mapping[str, registry.ModelEntr
         entry = catalogue.get(entry.source) if entry.source else None
     family = str(values.get("family", "heatmap")) if known else None
     try:
-        cut, scale = int(values.get("cut_upsample", 1)), float(values.get("score_scale", 1.0))  # type: ignore[arg-type]
+        cut, scale = int(values.get("cut_upsample", 1)), float(values.get("score_scale", 1.0))
     except (TypeError, ValueError):
         raise ModelError(f"catalogue entry {name!r}: cut_upsample must be an integer and "
                          f"score_scale a number") from None
