@@ -358,3 +358,20 @@ def test_movenet_is_pulled_and_verified_like_the_others(tmp_path, edgepose_env):
     assert r.returncode == 65, r.stderr
     assert "checksum mismatch" in r.stderr and len(error_lines(r.stderr)) == 1
     assert not (tmp_path / "other" / "movenet-lightning" / "model.tflite").exists()
+
+
+def test_pose_estimator_refuses_what_is_not_a_bgr_frame_or_a_good_option(model_cache):
+    from edgepose import PoseEstimator
+
+    est = PoseEstimator("cpm", threads=1, mirror=str(MIRROR), model_dir=str(model_cache))
+    for bad in (np.zeros((48, 64), np.uint8), np.zeros((0, 0, 3), np.uint8), None):
+        with pytest.raises(ValueError, match="H x W x 3"):
+            est(bad)
+    pose = est(np.zeros((48, 64, 3), np.uint8))
+    assert [k.name for k in pose.keypoints] == list(KEYPOINT_NAMES) and est.model.family.name == "heatmap"
+    with pytest.raises(ConfigError, match="model.family"):
+        PoseEstimator("cpm", family="bogus", mirror=str(MIRROR), model_dir=str(model_cache))
+    with pytest.raises(ConfigError, match="threads"):
+        PoseEstimator("cpm", threads=-1, mirror=str(MIRROR), model_dir=str(model_cache))
+    with pytest.raises(ConfigError, match="unknown config key model.colour"):
+        PoseEstimator("cpm", colour="RGB", mirror=str(MIRROR), model_dir=str(model_cache))

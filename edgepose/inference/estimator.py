@@ -80,6 +80,10 @@ class PoseEstimator:
     def process(self, frame: np.ndarray, ts: Optional[float] = None,
                 still: bool = False) -> pipeline_mod.FrameResult:
         """The pose with its crop transform and stage latencies (what the daemon publishes)."""
+        if not (isinstance(frame, np.ndarray) and frame.ndim == 3 and frame.shape[2] == 3 and frame.size):
+            shape = getattr(frame, "shape", type(frame).__name__)
+            raise ValueError(f"PoseEstimator takes a BGR image, an H x W x 3 numpy array (as cv2.imread gives), "
+                             f"not {shape}")
         return self.pipeline.process(frame, time.time() if ts is None else ts, still=still)
 
     def estimate(self, frame: np.ndarray, ts: Optional[float] = None, still: bool = False) -> Pose:
