@@ -375,3 +375,26 @@ def test_pose_estimator_refuses_what_is_not_a_bgr_frame_or_a_good_option(model_c
         PoseEstimator("cpm", threads=-1, mirror=str(MIRROR), model_dir=str(model_cache))
     with pytest.raises(ConfigError, match="unknown config key model.colour"):
         PoseEstimator("cpm", colour="RGB", mirror=str(MIRROR), model_dir=str(model_cache))
+
+
+def test_the_daemon_retains_movenet_meta_on_a_real_broker(tmp_path, edgepose_env):
+    """`edgepose run --sink mqtt` with MoveNet: the retained meta a subscriber draws from carries the 17
+    names, the COCO skeleton and the family (and no heatmap size)."""
+    import subprocess
+
+    import broker as brokers
+
+    b = brokers.Broker(tmp_path, persistence=True).start()
+    try:
+        r = run_cli(["run", "--source", CALIB / "apink1.jpg", "--model", "movenet-lightning", "--sink", "mqtt",
+                     "--broker", f"{b.host}:{b.port}", "--device", "mn"], edgepose_env)
+        assert r.returncode == 0, r.stderr
+        got = subprocess.run(["mosquitto_sub", "-h", b.host, "-p", str(b.port), "-t", "edgepose/mn/meta", "-C", "1",
+                              "-W", "10"], capture_output=True, text=True, timeout=20)
+    finally:
+        b.kill()
+    meta = json.loads(got.stdout)
+    assert meta["model"] == "movenet-lightning" and meta["family"] == "movenet" and "heatmap" not in meta
+    assert meta["keypoints"] == list(COCO_KEYPOINT_NAMES)
+    assert meta["skeleton"] == [list(e) for e in COCO_SKELETON]
+    assert meta["input"] == {"width": 192, "height": 192}
