@@ -24,7 +24,7 @@ import numpy as np
 from edgepose.core import config as config_mod
 from edgepose.core.pose import Pose
 from edgepose.inference import pipeline as pipeline_mod
-from edgepose.inference.engine import Engine
+from edgepose.inference.engine import Engine, load_runtime
 from edgepose.models import registry
 from edgepose.models.resolved import ResolvedModel, resolve_model
 
@@ -70,11 +70,11 @@ class PoseEstimator:
         return self
 
     def _build(self, cfg: config_mod.Config, progress: Optional[registry.Progress] = None) -> None:
+        runtime = load_runtime(cfg.runtime.backend)  # one runtime reads the model's signature and runs it
         self.model: ResolvedModel = resolve_model(cfg.model.name, cfg.model.family,
                                                   cache_dir=Path(cfg.model.dir) if cfg.model.dir else None,
-                                                  mirror=cfg.model.mirror, progress=progress)
-        self.engine = Engine(self.model, threads=cfg.runtime.threads, xnnpack=cfg.runtime.xnnpack,
-                             backend=cfg.runtime.backend)
+                                                  mirror=cfg.model.mirror, progress=progress, runtime=runtime)
+        self.engine = Engine(self.model, threads=cfg.runtime.threads, xnnpack=cfg.runtime.xnnpack, runtime=runtime)
         self.pipeline = pipeline_mod.from_config(cfg, self.engine, self.model)
 
     def process(self, frame: np.ndarray, ts: Optional[float] = None,
