@@ -398,3 +398,12 @@ def test_the_daemon_retains_movenet_meta_on_a_real_broker(tmp_path, edgepose_env
     assert meta["keypoints"] == list(COCO_KEYPOINT_NAMES)
     assert meta["skeleton"] == [list(e) for e in COCO_SKELETON]
     assert meta["input"] == {"width": 192, "height": 192}
+
+
+def test_the_config_offers_exactly_the_known_families():
+    import dataclasses
+
+    from edgepose.core.config import ModelConfig
+
+    field = next(f for f in dataclasses.fields(ModelConfig) if f.name == "family")
+    assert field.metadata["choices"] == (resolved.AUTO, *resolved.FAMILIES)
