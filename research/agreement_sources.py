@@ -25,7 +25,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import clips  # noqa: E402  (benchmarks/clips.py: shared data, eval people; puts the repo on sys.path)
-from edgepose.inference.decode import DECODERS, heatmap_meta
+from edgepose.inference.decode import DECODERS
+from edgepose.models.registry import load_catalogue
+from edgepose.models.resolved import entry_traits
 from edgepose.inference.engine import Engine
 from edgepose.build.quantize import _schema, calibration_images, read_model
 from int8_error import crop_matches
@@ -55,7 +57,7 @@ def main() -> None:
         want = np.stack([ref.run(x).copy() for x in calib])
         got = np.stack([quant.run(x).copy() for x in calib])
         rows = [("int8 model", d, got) for d in DECODERS]
-        weak_below = 0.1 * heatmap_meta(family).score_scale
+        weak_below = 0.1 * entry_traits(family, load_catalogue())[2]
         rows += [("int8 model", (f"weak@{px:g}", functools.partial(weak_decoder, weak_below=weak_below, sigma_px=px)),
                   got) for px in args.weak_sigmas]
         g = read_model(open(path, "rb").read()).subgraphs[0]

@@ -25,7 +25,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import clips  # noqa: E402  (benchmarks/clips.py: shared data, eval people; puts the repo on sys.path)
 from edgepose.models import registry
-from edgepose.inference.decode import model_decoder
+from edgepose.inference.decode import get_decoder
+from edgepose.models.registry import load_catalogue
+from edgepose.models.resolved import entry_traits
 from edgepose.inference.engine import Engine
 from edgepose.tools.evaluate import infer, load_annotations
 from edgepose.build.quantize import AGREEMENT_TOLERANCE, calibration_images
@@ -39,7 +41,7 @@ def heatmaps(engine: Engine, calib, samples):
 def crop_matches(model: str, quant: np.ndarray, ref: np.ndarray, decoder="subpixel"):
     """Per keypoint of every crop: decoded within AGREEMENT_TOLERANCE of the crop side of the
     reference's (bool), and the reference's score.  ``decoder``: a name, or a decoder function."""
-    decode = decoder if callable(decoder) else model_decoder(decoder, model)
+    decode = decoder if callable(decoder) else get_decoder(decoder, entry_traits(model, load_catalogue())[1])
     side = max(ref.shape[1:3])  # heatmap cells; the crop is the whole model input
     got, want = [decode(q) for q in quant], [decode(r) for r in ref]
     dist = np.concatenate([np.linalg.norm(g[0] - w[0], axis=-1) for g, w in zip(got, want)])

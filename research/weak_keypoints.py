@@ -41,7 +41,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import clips  # noqa: E402  (benchmarks/clips.py: shared data, eval people; puts the repo on sys.path)
 from edgepose.build import quantize as q
-from edgepose.inference.decode import DECODERS, _peaks, _refine, gaussian_blur, heatmap_meta, subpixel_decoder
+from edgepose.inference.decode import DECODERS, _peaks, _refine, gaussian_blur, subpixel_decoder
+from edgepose.models.registry import load_catalogue
+from edgepose.models.resolved import entry_traits
 from edgepose.inference.engine import Engine
 from edgepose.core.geometry import Box, CropTransform, whole_frame_box
 from edgepose.inference.pipeline import crop_to_input
@@ -121,7 +123,7 @@ def main() -> None:
     print(f"{len(photos)} calibration photos and their mirror images x {1 + len(ZOOMS) * len(PLACES) ** 2} windows; "
           "errors as a fraction of the window side")
     for name in args.models:
-        scale = heatmap_meta(name).score_scale
+        scale = entry_traits(name, load_catalogue())[2]
         decoders = dict(DECODERS)
         for s in args.sigmas:
             decoders[f"weak@{s:g}"] = functools.partial(weak_decoder, weak_below=q.CONFIDENT * scale, sigma_px=s)

@@ -175,58 +175,6 @@ def test_cut_model_gives_the_same_frame_coordinates(name):
         decode.get_decoder(name, cut_upsample=0)
 
 
-def test_heatmap_meta_from_the_catalogue(tmp_path):
-    from edgepose.core.errors import ModelError
-    from edgepose.models.registry import load_catalogue
-
-    cat = tmp_path / "catalogue.toml"
-    cat.write_text('[base]\ndescription = "b"\noutput = { shape = [1, 48, 48, 14], score_scale = 0.5 }\n'
-                   '[cut]\ndescription = "c"\nrecipe = "int8"\nsource = "base"\n'
-                   'output = { shape = [1, 24, 24, 14], cut_upsample = 4 }\n'
-                   '[bad]\ndescription = "x"\noutput = { score_scale = "high" }\n')
-    c = load_catalogue(cat)
-    assert decode.heatmap_meta("cut", c) == decode.HeatmapMeta(cut_upsample=4, score_scale=0.5)
-    assert decode.heatmap_meta("base", c) == decode.HeatmapMeta(1, 0.5)
-    assert decode.heatmap_meta("/some/model.tflite", c) == decode.HeatmapMeta()
-    with pytest.raises(ModelError, match="bad"):
-        decode.heatmap_meta("bad", c)
-    maps = gaussian_maps(24, [(10.5, 12.5)], 0.75)  # peak cell (10, 12), centre 10.5, 12.5
-    assert decode.model_decoder("argmax", "cut", c)(maps)[0].tolist() == [[10.125, 12.125]]  # 0.5 - 3/8
-    assert decode.heatmap_meta("hourglass").score_scale < 1  # the packaged catalogue
-
-
-def test_a_catalogue_model_given_by_path_keeps_its_entry_metadata(tmp_path):
-    """`--model /path/model.tflite` of a catalogue model is still that model: a byte-identical copy of
-    an upstream file (sha256), or a build whose report (`models quantize --out`) names its entry and
-    records the file's sha256.  Anything else is a model of the user's own (defaults)."""
-    import json
-    import shutil
-
-    from conftest import MIRROR
-    from edgepose.models.registry import sha256_of
-
-    want = decode.heatmap_meta("hourglass")
-    assert want.score_scale < 1
-    copy = tmp_path / "copy" / "hourglass.tflite"
-    copy.parent.mkdir()
-    shutil.copy(MIRROR / "hourglass" / "model.tflite", copy)
-    assert decode.heatmap_meta(str(copy)) == want
-
-    own = tmp_path / "built" / "model.tflite"  # stands in for a build: only its bytes and report matter
-    own.parent.mkdir()
-    own.write_bytes(b"any bytes")
-    assert decode.heatmap_meta(str(own)) == decode.HeatmapMeta()  # no report: the user's own model
-    report = own.with_name("model.report.json")
-    report.write_text(json.dumps({"model": "hourglass-int8", "sha256": sha256_of(own)}))
-    assert decode.heatmap_meta(str(own)) == decode.heatmap_meta("hourglass-int8") == want
-    report.write_text(json.dumps({"model": "hourglass-int8", "sha256": "0" * 64}))  # another file's
-    assert decode.heatmap_meta(str(own)) == decode.HeatmapMeta()
-    for junk in ("[1, 2", "[1, 2]", '{"model": ["hourglass-int8"], "sha256": 1}'):
-        report.write_text(junk)
-        assert decode.heatmap_meta(str(own)) == decode.HeatmapMeta()
-    assert decode.heatmap_meta(str(own)) == decode.HeatmapMeta()
-
-
 def test_real_cpm_output_is_refined_on_its_24x24_knots():
     import sys
 

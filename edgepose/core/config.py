@@ -64,7 +64,11 @@ class ModelConfig:
     score_threshold: float = _opt(0.3, "pose score at or above which `present` is true (set for CPM; "
                                        "multiplied by the catalogue's score_scale for other models)",
                                   minimum=0, maximum=1)
-    decoder: str = _opt("subpixel", "heatmap decoder", choices=("subpixel", "argmax", "upstream"))
+    family: str = _opt("auto", "how the model's output becomes a pose: auto (the catalogue's, else recognised "
+                               "from a model file's output), heatmap (CPM, Hourglass) or movenet",
+                       choices=("auto", "heatmap", "movenet"))
+    decoder: str = _opt("subpixel", "heatmap decoder (heatmap family only)",
+                        choices=("subpixel", "argmax", "upstream"))
     fit: str = _opt("pad", "how a whole frame is fitted to the square model input",
                     choices=("pad", "stretch"))
 
@@ -385,6 +389,8 @@ def overrides_from_flags(args: Any) -> Dict[str, Dict[str, Any]]:
         o["camera"]["rotate"] = flag('rotate')
     if flag('model'):
         o["model"]["name"] = flag('model')
+    if flag('family'):
+        o["model"]["family"] = flag('family')
     if flag('model_mirror'):
         o["model"]["mirror"] = flag('model_mirror')
     if flag('decoder'):

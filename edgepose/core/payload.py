@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
-from edgepose.core.pose import SKELETON, Pose
+from edgepose.core.pose import Pose, skeleton_for
 
 SCHEMA_VERSION = 1
 MAX_FRAME_SIDE = 16384  # what a subscriber accepts as a frame size before it allocates a canvas
@@ -32,20 +32,31 @@ def make_payload(device: str, seq: int, ts: float, frame_size: Tuple[int, int], 
 
 
 def make_meta(device: str, model: str, names: Sequence[str], input_size: Tuple[int, int],
-              grid: Tuple[int, int], version: str, skeleton=SKELETON) -> Dict[str, Any]:
-    """What a subscriber needs to draw poses without hard-coding anything."""
-    return {
+              grid: Optional[Tuple[int, int]], version: str, skeleton: Optional[Sequence[Sequence[int]]] = None,
+              family: str = "heatmap") -> Dict[str, Any]:
+    """What a subscriber needs to draw poses without hard-coding anything.
+
+    ``grid``: (width, height) of the heatmap, None for a model without one (``heatmap`` is then left
+    out); ``skeleton``: the model's bones (default: those of the layout ``names`` is).
+    """
+    bones = skeleton_for(names) if skeleton is None else skeleton
+    meta: Dict[str, Any] = {
         "v": SCHEMA_VERSION,
         "device": device,
         "model": model,
+        "family": family,
         "keypoints": list(names),
-        "skeleton": [list(e) for e in skeleton if max(e) < len(names)],
+        "skeleton": [list(e) for e in bones if max(e) < len(names)],
         "input": {"width": int(input_size[0]), "height": int(input_size[1])},
-        "heatmap": {"width": int(grid[0]), "height": int(grid[1])},
+    }
+    if grid is not None:
+        meta["heatmap"] = {"width": int(grid[0]), "height": int(grid[1])}
+    meta.update({
         "coordinates": "frame pixels, origin top-left, x right, y down; pixel k covers [k, k+1)",
         "sides": "person-centric (right_* is the person's right)",
         "edgepose_version": version,
-    }
+    })
+    return meta
 
 
 def pose_problem(doc: Any) -> Optional[str]:

@@ -1,7 +1,9 @@
-"""Small typed results: keypoints and poses, plus the 14-keypoint layout of the models.
+"""Small typed results: keypoints and poses, plus the keypoint layouts of the models.
 
-Sides are the person's own (channel 2 is the person's right shoulder), as in
-AI Challenger and ../shared/models/README.md.
+Two layouts: the 14 keypoints of the heatmap models (CPM, Hourglass; AI
+Challenger order) and COCO's 17 (MoveNet).  Sides are the person's own
+(channel 2 of the 14 is the person's right shoulder), as in AI Challenger,
+COCO and ../shared/models/README.md.
 """
 
 from __future__ import annotations
@@ -46,6 +48,42 @@ SKELETON: Tuple[Tuple[int, int], ...] = (
     (0, 1), (1, 2), (2, 3), (3, 4), (1, 5), (5, 6), (6, 7),
     (1, 8), (8, 9), (9, 10), (1, 11), (11, 12), (12, 13),
 )
+
+
+COCO_KEYPOINT_NAMES: Tuple[str, ...] = (
+    "nose",
+    "left_eye",
+    "right_eye",
+    "left_ear",
+    "right_ear",
+    "left_shoulder",
+    "right_shoulder",
+    "left_elbow",
+    "right_elbow",
+    "left_wrist",
+    "right_wrist",
+    "left_hip",
+    "right_hip",
+    "left_knee",
+    "right_knee",
+    "left_ankle",
+    "right_ankle",
+)
+
+# the bones TensorFlow's MoveNet examples draw
+COCO_SKELETON: Tuple[Tuple[int, int], ...] = (
+    (0, 1), (0, 2), (1, 3), (2, 4), (0, 5), (0, 6), (5, 7), (7, 9), (6, 8), (8, 10),
+    (5, 6), (5, 11), (6, 12), (11, 12), (11, 13), (13, 15), (12, 14), (14, 16),
+)
+
+LAYOUTS: Tuple[Tuple[Tuple[str, ...], Tuple[Tuple[int, int], ...]], ...] = (
+    (KEYPOINT_NAMES, SKELETON), (COCO_KEYPOINT_NAMES, COCO_SKELETON))
+
+
+def skeleton_for(names: Sequence[str]) -> Tuple[Tuple[int, int], ...]:
+    """The bones of the known layout whose keypoint names are ``names`` (none for another set)."""
+    names = tuple(names)
+    return next((bones for known, bones in LAYOUTS if known == names), ())
 
 
 @dataclass(frozen=True)

@@ -34,8 +34,8 @@ from edgepose.daemon import board
 from edgepose.core import config as config_mod
 from edgepose.models import registry
 from edgepose.daemon import systemd
-from edgepose.inference import pipeline as pipeline_mod
 from edgepose.inference.engine import Engine
+from edgepose.inference.estimator import PoseEstimator
 from edgepose.core.errors import EdgeposeError
 from edgepose.core.payload import make_meta, make_payload
 from edgepose.output.sinks import make_sink
@@ -54,8 +54,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rotate", type=int, choices=[0, 90, 180, 270], metavar="DEG",
                    help="turn frames clockwise by 0, 90, 180 or 270 degrees (a sideways or upside-down camera)")
     p.add_argument("--config", metavar="FILE", help="TOML config file (default: $EDGEPOSE_CONFIG)")
-    p.add_argument("--model", metavar="NAME|PATH", help="catalogue name (cpm, hourglass, cpm-int8, ...) "
+    p.add_argument("--model", metavar="NAME|PATH", help="catalogue name (cpm, hourglass, movenet-lightning, ...) "
                                                         "or .tflite path (default cpm)")
+    p.add_argument("--family", metavar="FAMILY", help="model family of a model file that is not recognised by "
+                                                      "its output: heatmap or movenet (default auto)")
     p.add_argument("--model-mirror", metavar="DIR|URL", help="fetch models from this mirror")
     p.add_argument("--backend", choices=["auto", "litert", "tflite-runtime"], help="TFLite runtime")
     p.add_argument("--threads", type=int, metavar="N", help="interpreter threads (default: all cores)")
@@ -201,21 +203,18 @@ class Daemon:
 
     # -- building -----------------------------------------------------
     def build_model(self, cfg: config_mod.Config):
-        """Resolve (fetch on first use) and load the model; build the pipeline around it."""
+        """Resolve (fetch on first use) and load the model; build the pipeline around it (the same
+        :class:`~edgepose.inference.estimator.PoseEstimator` a Python program uses)."""
         # no progress bar in the journal: the "copying/downloading" log line is enough there
         progress = None if systemd.under_systemd(self.environ) else registry.stderr_progress()
-        path = registry.resolve(cfg.model.name, cache_dir=cfg.model.dir or None, mirror=cfg.model.mirror,
-                              progress=progress)
-        engine = Engine(path, threads=cfg.runtime.threads, xnnpack=cfg.runtime.xnnpack,
-                        backend=cfg.runtime.backend)
-        pipe = pipeline_mod.from_config(cfg, engine)
-        model_name = path.stem if registry.looks_like_path(cfg.model.name) else cfg.model.name
+        est = PoseEstimator.from_config(cfg, progress)
+        model, engine = est.model, est.engine
         d = engine.describe()
-        log.info("model %s (%s) on %s %s, %d thread(s), XNNPACK %s", model_name, path, d["backend"],
-                 d["backend_version"], d["threads"], "on" if d["xnnpack"] else "off")
-        meta = make_meta(cfg.device_id, model_name, pipe.names, engine.input_size,
-                         (engine.spec.grid_w, engine.spec.grid_h), __version__)
-        return model_name, engine, pipe, meta
+        log.info("model %s (%s, %s family) on %s %s, %d thread(s), XNNPACK %s", model.name, model.path,
+                 model.family.name, d["backend"], d["backend_version"], d["threads"], "on" if d["xnnpack"] else "off")
+        meta = make_meta(cfg.device_id, model.name, est.pipeline.names, engine.input_size,
+                         model.grid, __version__, skeleton=model.skeleton, family=model.family.name)
+        return model.name, engine, est.pipeline, meta
 
     def open_source(self, cfg: config_mod.Config) -> FrameSource:
         source = self.source_factory(cfg.camera.source, width=cfg.camera.width, height=cfg.camera.height,

@@ -1,4 +1,9 @@
-"""Heatmaps -> keypoints (pure numpy + one OpenCV blur, vectorized over all keypoints).
+"""Model outputs -> keypoints (pure numpy + one OpenCV blur, vectorized over all keypoints).
+
+Nothing here knows the catalogue: which decoder a model needs, and its output
+geometry, come from its resolved model (:mod:`edgepose.models.resolved`).
+Heatmap models (CPM, Hourglass) use the heatmap decoders below; models that
+regress keypoints directly (MoveNet) use :func:`regression_decoder`.
 
 A *decoder* is a function ``heatmaps (H, W, K) float32 -> (xy (K, 2), scores (K,))``
 where ``xy`` is in continuous heatmap coordinates: the centre of cell
@@ -43,8 +48,6 @@ in, ``u + 0.5 / f`` in the coarse map's own coordinates.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import cv2
@@ -293,66 +296,36 @@ def get_decoder(name: str, cut_upsample: int = 1) -> Decoder:
     return cut_decoder
 
 
-@dataclass(frozen=True)
-class HeatmapMeta:
-    """How to read a model's heatmaps, from its catalogue entry's ``output`` table.
+def regression_decoder(output: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Keypoints regressed directly (MoveNet): an output (1, K, 3) or (K, 3) of (y, x, score).
 
-    ``cut_upsample``: the graph ends before a legacy bilinear upsampling by
-    this factor (see :func:`get_decoder`).  ``score_scale``: the model's
-    typical confident score relative to CPM's (Hourglass' peaks are about
-    0.6 of CPM's on the same people; ``python3 research/score_scale.py``);
-    thresholds on scores that were set for CPM are multiplied by it.
+    ``y, x`` are normalised to the model input (0..1 across it), so they are
+    returned as continuous coordinates of a 1x1 grid (:data:`REGRESSION_GRID`,
+    which :func:`decode_pose` maps to frame pixels like a heatmap grid).
     """
-
-    cut_upsample: int = 1
-    score_scale: float = 1.0
-
-
-def heatmap_meta(model: str, catalogue=None) -> HeatmapMeta:
-    """:class:`HeatmapMeta` of a catalogue model (keys missing there come from its ``source``).
-
-    A path gets the metadata of the catalogue entry the file is (its build report, or its sha256:
-    :func:`edgepose.models.registry.catalogue_name_of`); other files and unknown names get the defaults.
-    ``catalogue``: a loaded catalogue (default: the packaged one).
-    """
-    from edgepose.models.registry import catalogue_name_of, load_catalogue, looks_like_path
-
-    if catalogue is None:
-        try:
-            catalogue = load_catalogue()
-        except ModelError:  # an unreadable catalogue is reported where the model is resolved
-            catalogue = {}
-    if model not in catalogue and looks_like_path(model):
-        model = catalogue_name_of(Path(model).expanduser(), catalogue) or model
-    values: Dict[str, object] = {}
-    seen = set()
-    entry = catalogue.get(model)
-    while entry is not None and entry.name not in seen:
-        seen.add(entry.name)
-        for key in ("cut_upsample", "score_scale"):
-            if key in entry.output:
-                values.setdefault(key, entry.output[key])
-        entry = catalogue.get(entry.source) if entry.source else None
-    try:
-        meta = HeatmapMeta(int(values.get("cut_upsample", 1)), float(values.get("score_scale", 1.0)))
-    except (TypeError, ValueError):
-        raise ModelError(f"catalogue entry {model!r}: cut_upsample must be an integer and "
-                         f"score_scale a number") from None
-    if meta.cut_upsample < 1 or meta.score_scale <= 0:
-        raise ModelError(f"catalogue entry {model!r}: cut_upsample must be >= 1 and score_scale > 0")
-    return meta
+    out = np.asarray(output, dtype=np.float64).reshape(-1, 3)
+    return out[:, [1, 0]], out[:, 2].copy()
 
 
-def model_decoder(name: str, model: str, catalogue=None) -> Decoder:
-    """The decoder ``name`` for model ``model`` (catalogue name or path), see :class:`HeatmapMeta`."""
-    return get_decoder(name, heatmap_meta(model, catalogue).cut_upsample)
+REGRESSION_GRID = (1, 1)  # (w, h) of the coordinates regression_decoder returns
+regression_decoder.grid = REGRESSION_GRID  # type: ignore[attr-defined]
 
 
 def decode_pose(heatmaps: np.ndarray, transform: CropTransform, names: Sequence[str],
                 threshold: float, decoder: Decoder = argmax_decoder) -> Pose:
+    """The model output decoded into a pose in frame pixels.
+
+    A decoder returns continuous coordinates of a grid: the heatmap's own
+    (H, W) for heatmap decoders, or the ``(w, h)`` it declares as its
+    ``grid`` attribute (:func:`regression_decoder`: normalised coordinates).
+    """
     xy, scores = decoder(heatmaps)
+    if len(scores) != len(names):
+        raise ModelError(f"the model gives {len(scores)} keypoints, not the {len(names)} named {names[0]} ... "
+                         f"{names[-1]}: the model file does not match its family")
     if not np.isfinite(scores).all():  # every decoder's score is its channel's raw maximum: NaN shows there
-        raise ModelError("the model's heatmaps are not finite numbers (NaN or inf): the model file is broken")
-    h, w = heatmaps.shape[:2]
+        raise ModelError("the model's output is not finite numbers (NaN or inf): the model file is broken")
+    grid = getattr(decoder, "grid", None)
+    w, h = grid if grid is not None else heatmaps.shape[1::-1][:2]
     frame_xy = transform.heatmap_to_frame(xy, w, h)
     return Pose.from_arrays(names, frame_xy, np.clip(scores, 0.0, 1.0), threshold)

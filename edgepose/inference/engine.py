@@ -3,7 +3,9 @@
 * discovers input size, dtype and quantization, output grid and keypoint count
   from the model itself;
 * takes BGR uint8 images already at the input size and writes them straight
-  into the interpreter's input buffer (quantizing when the input is int8/uint8);
+  into the interpreter's input buffer (quantizing when the input is int8/uint8,
+  in the model's colour order: RGB models such as MoveNet get the channels
+  swapped);
 * dequantizes int8/uint8 outputs to float32 heatmaps;
 * applies XNNPACK by default with a thread count; if the delegate fails to
   prepare, logs one warning and runs without it.
@@ -19,7 +21,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Tuple
+from typing import Any, Optional, Protocol, Tuple, Union
 
 import numpy as np
 
@@ -86,12 +88,60 @@ class ModelSpec:
     output_quant: Tuple[float, int]
 
 
-class Engine:
-    """A loaded heatmap model, ready to run on one image at a time."""
+@dataclass(frozen=True)
+class Signature:
+    """A model file's input and output tensors, read without preparing the model."""
 
-    def __init__(self, model_path: Path, threads: int = 0, xnnpack: bool = True,
+    input_shape: Tuple[int, ...]
+    input_dtype: np.dtype
+    output_shape: Tuple[int, ...]
+    output_dtype: np.dtype
+
+
+def _interpreter(mod: Any, path: Path, **kwargs: Any) -> Any:
+    """``mod.Interpreter`` for ``path``; a missing or non-TFLite file is a ModelError (exit 65/66)."""
+    if not path.is_file():
+        raise ModelError(f"model file {path} {absent(path)}")
+    try:
+        with native_info_to_log():
+            return mod.Interpreter(model_path=str(path), **kwargs)
+    except (ValueError, RuntimeError) as e:
+        raise ModelError(f"cannot load model {path}: not a valid TFLite model ({_first_line(e)})") from None
+
+
+def read_signature(model_path: Path, runtime: Optional[Runtime] = None, backend: str = "auto") -> Signature:
+    """The input/output shapes and dtypes of a .tflite file (the first input and output)."""
+    interp = _interpreter((runtime or load_runtime(backend)).module, Path(model_path))
+    ins, outs = interp.get_input_details(), interp.get_output_details()
+    if not ins or not outs:
+        raise ModelError(f"model {model_path} has no input or no output tensor")
+    return Signature(tuple(int(d) for d in ins[0]["shape"]), np.dtype(ins[0]["dtype"]),
+                     tuple(int(d) for d in outs[0]["shape"]), np.dtype(outs[0]["dtype"]))
+
+
+class ModelFile(Protocol):
+    """What the engine needs of a resolved model (:class:`edgepose.models.resolved.ResolvedModel`)."""
+
+    @property
+    def path(self) -> Path: ...
+
+    @property
+    def input_color(self) -> str: ...
+
+
+class Engine:
+    """A loaded model, ready to run on one image at a time.
+
+    ``model``: a resolved model (its file and input colour order), or a path
+    to a BGR model.
+    """
+
+    def __init__(self, model: Union[ModelFile, Path, str], threads: int = 0, xnnpack: bool = True,
                  backend: str = "auto", runtime: Optional[Runtime] = None):
-        self.path = Path(model_path)
+        if isinstance(model, (str, os.PathLike)):
+            self.path, self.color = Path(model), "BGR"
+        else:
+            self.path, self.color = Path(model.path), model.input_color
         self.runtime = runtime or load_runtime(backend)
         self.threads = threads or default_threads()
         self.xnnpack_requested = xnnpack
@@ -106,16 +156,10 @@ class Engine:
     # -- construction -------------------------------------------------
     def _create(self, xnnpack: bool):
         mod = self.runtime.module
-        if not self.path.is_file():
-            raise ModelError(f"model file {self.path} {absent(self.path)}")
-        kwargs = {"model_path": str(self.path), "num_threads": self.threads}
+        kwargs: dict = {"num_threads": self.threads}
         if not xnnpack:
             kwargs["experimental_op_resolver_type"] = mod.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-        try:
-            with native_info_to_log():
-                interp = mod.Interpreter(**kwargs)
-        except (ValueError, RuntimeError) as e:
-            raise ModelError(f"cannot load model {self.path}: not a valid TFLite model ({_first_line(e)})") from None
+        interp = _interpreter(mod, self.path, **kwargs)
         try:
             with native_info_to_log():
                 interp.allocate_tensors()
@@ -156,8 +200,11 @@ class Engine:
         return self.spec.input_w, self.spec.input_h
 
     def set_input(self, image_bgr: np.ndarray) -> None:
-        """Write an HxWx3 BGR uint8 (or float) image into the input tensor, in place."""
+        """Write an HxWx3 BGR uint8 (or float) image into the input tensor, in place (channels swapped
+        for an RGB model)."""
         view = self._interp.tensor(self._in_index)()[0]
+        if self.color == "RGB":
+            image_bgr = image_bgr[..., ::-1]
         if self._in_affine is None:
             np.copyto(view, image_bgr, casting="unsafe")
         else:
@@ -171,7 +218,8 @@ class Engine:
         self._interp.invoke()
 
     def output(self) -> np.ndarray:
-        """The heatmaps (H, W, K) as float32 (a copy, dequantized when needed)."""
+        """The output without its batch axis as float32 (a copy, dequantized when needed): heatmaps
+        (H, W, K), or (1, K, 3) for a regression model."""
         raw = self._interp.get_tensor(self._out_index)[0]
         if raw.dtype == np.float32:
             return raw
@@ -187,7 +235,7 @@ class Engine:
         return {"backend": self.runtime.name, "backend_version": self.runtime.version,
                 "xnnpack": self.xnnpack, "threads": self.threads,
                 "input": [self.spec.input_h, self.spec.input_w, 3],
-                "input_dtype": self.spec.input_dtype.name,
+                "input_dtype": self.spec.input_dtype.name, "input_color": self.color,
                 "output": [self.spec.grid_h, self.spec.grid_w, self.spec.num_keypoints],
                 "output_dtype": self.spec.output_dtype.name}
 

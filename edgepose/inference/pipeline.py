@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Dict, Optional, Protocol, Sequence
 
 import cv2
 import numpy as np
@@ -22,6 +22,9 @@ import numpy as np
 from edgepose.inference.decode import Decoder, argmax_decoder, decode_pose
 from edgepose.core.geometry import Box, CropTransform, whole_frame_box
 from edgepose.core.pose import KEYPOINT_NAMES, Pose
+
+if TYPE_CHECKING:  # the resolved model imports this package's engine and decoders
+    from edgepose.models.resolved import ResolvedModel
 
 
 class BoxPolicy(Protocol):
@@ -95,8 +98,9 @@ class Pipeline:
         in_w, in_h = engine.input_size
         self.box_policy = box_policy or WholeFrame(in_w, in_h)
         self.smoother = smoother
-        k = engine.spec.num_keypoints
-        self.names = tuple(names) if len(names) == k else tuple(f"kp{i}" for i in range(k))
+        k = engine.spec.num_keypoints  # channels of a heatmap model (a regression decoder checks its own count)
+        heatmaps = getattr(decoder, "grid", None) is None
+        self.names = tuple(names) if len(names) == k or not heatmaps else tuple(f"kp{i}" for i in range(k))
         self.threshold = threshold
         self.clock = clock
         self._buf = np.empty((in_h, in_w, 3), dtype=np.uint8)
@@ -138,21 +142,21 @@ class Pipeline:
                                              "decode": (t3 - t2) * 1e3})
 
 
-def from_config(cfg, engine) -> Pipeline:
-    """Build the pipeline the config asks for: decoder, box policy (tracking) and smoother."""
+def from_config(cfg, engine, model: "ResolvedModel") -> Pipeline:
+    """Build the pipeline the config asks for around ``engine`` running ``model`` (its resolved
+    model: decoder and output geometry, keypoint names, score scale): decoder, box policy (tracking)
+    and smoother."""
     from edgepose.inference import smoothing
     from edgepose.inference import tracking
-    from edgepose.inference.decode import get_decoder, heatmap_meta
     from edgepose.core.errors import ConfigError
 
-    meta = heatmap_meta(cfg.model.name)  # catalogue: output geometry and score scale
     try:
-        decoder = get_decoder(cfg.model.decoder, meta.cut_upsample)
+        decoder = model.decoder(cfg.model.decoder)
     except ValueError as e:
         raise ConfigError(f"model.decoder: {e}") from None
     in_w, in_h = engine.input_size
-    box_policy: BoxPolicy = (tracking.from_config(cfg, in_w, in_h, meta.score_scale)
+    box_policy: BoxPolicy = (tracking.from_config(cfg, in_w, in_h, model.score_scale)
                              or WholeFrame(in_w, in_h, cfg.model.fit))
     return Pipeline(engine, decoder=decoder, box_policy=box_policy,
-                    smoother=smoothing.from_config(cfg.smoothing),
-                    threshold=cfg.model.score_threshold * meta.score_scale)
+                    smoother=smoothing.from_config(cfg.smoothing), names=model.keypoint_names,
+                    threshold=cfg.model.score_threshold * model.score_scale)

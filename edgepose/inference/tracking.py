@@ -17,7 +17,7 @@ the model barely finds them.  :class:`Tracker` is a box policy for
   whole-frame view is still picked up.
 
 Score thresholds are set for CPM and multiplied by the model's
-``score_scale`` (:class:`edgepose.inference.decode.HeatmapMeta`): Hourglass' peaks are
+``score_scale`` (:class:`edgepose.models.resolved.ResolvedModel`): Hourglass' peaks are
 about 0.6 of CPM's on the same people, so a fixed 0.25 would drop a
 Hourglass pose that is as good as a CPM one.
 """
@@ -127,7 +127,7 @@ class Tracker:
 def from_config(cfg, in_w: int, in_h: int, score_scale: float = 1.0) -> Optional[Tracker]:
     """The tracker a config asks for (``[tracking]``), or None when tracking is off.
 
-    ``score_scale``: the model's (:func:`edgepose.inference.decode.heatmap_meta`).
+    ``score_scale``: the model's (:attr:`edgepose.models.resolved.ResolvedModel.score_scale`).
     """
     t = cfg.tracking
     if not t.enabled:

@@ -62,6 +62,7 @@ class ModelInfo:
     weight_dtypes: Dict[str, int]  # dtype -> number of constant tensors
     quantized: str  # "float32", "int8", "float16 weights", "dynamic range (int8 weights)", ...
     delegation: Optional[Delegation] = None
+    family: str = ""  # how its output becomes a pose (edgepose.models.resolved), "" if not known
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -279,4 +280,6 @@ def format_info(info: ModelInfo) -> str:
             lines.append(f"xnnpack    {d.partitions} partition(s), {d.delegated_nodes} of {d.total_nodes} "
                          f"nodes delegated")
     lines.append("ops        " + ", ".join(f"{k} {v}" for k, v in info.ops.items()))
+    if info.family:
+        lines.append(f"family     {info.family}")
     return "\n".join(lines) + "\n"

@@ -16,7 +16,7 @@ from typing import Any, List, Mapping, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from edgepose.core.pose import SKELETON
+from edgepose.core.pose import skeleton_for
 
 # BGR colours: the person's right side orange, left side cyan, centre line white
 RIGHT = (0, 140, 255)
@@ -50,10 +50,13 @@ def _fixed(x: float, y: float, scale: float) -> Tuple[int, int]:
 
 
 def draw_skeleton(img: np.ndarray, names: Sequence[str], xy: np.ndarray, scores: np.ndarray,
-                  skeleton: Sequence[Sequence[int]] = SKELETON, threshold: float = 0.2,
+                  skeleton: Optional[Sequence[Sequence[int]]] = None, threshold: float = 0.2,
                   scale: float = 1.0) -> None:
-    """Bones between keypoints that both reach ``threshold``; every keypoint as a dot (grey below it)."""
+    """Bones between keypoints that both reach ``threshold``; every keypoint as a dot (grey below it).
+
+    ``skeleton``: the bones (None: those of the layout ``names`` is, :func:`edgepose.core.pose.skeleton_for`)."""
     k = len(names)
+    skeleton = skeleton_for(names) if skeleton is None else skeleton
     thick = max(1, int(round(min(img.shape[:2]) / 160)))
     for a, b in skeleton:
         if a >= k or b >= k or scores[a] < threshold or scores[b] < threshold:
@@ -127,7 +130,7 @@ def fit_width(image: np.ndarray, max_width: int) -> Tuple[np.ndarray, float]:
 
 
 def render(image: np.ndarray, payload: Mapping[str, Any], fps: Optional[float] = None,
-           skeleton: Sequence[Sequence[int]] = SKELETON, threshold: float = 0.2,
+           skeleton: Optional[Sequence[Sequence[int]]] = None, threshold: float = 0.2,
            max_width: int = 0, scores: bool = True) -> np.ndarray:
     """A new BGR image: ``image`` (scaled to ``max_width``) with the pose, scores and HUD drawn."""
     out, s = fit_width(image, max_width)
@@ -156,11 +159,12 @@ def encode_jpeg(img: np.ndarray, quality: int = 75) -> bytes:
     return buf.tobytes()
 
 
-def skeleton_from_meta(meta: Optional[Mapping[str, Any]]) -> Tuple[Tuple[int, int], ...]:
-    """The bones a device announced in its retained meta document (the default layout otherwise)."""
+def skeleton_from_meta(meta: Optional[Mapping[str, Any]]) -> Optional[Tuple[Tuple[int, int], ...]]:
+    """The bones a device announced in its retained meta document (None without one: :func:`render`
+    then draws the bones of the layout the payload's keypoint names are)."""
     edges = (meta or {}).get("skeleton")
     try:
         return tuple((int(a), int(b)) for a, b in edges)  # type: ignore[union-attr]
     except (TypeError, ValueError):
-        return SKELETON
+        return None
 

@@ -34,7 +34,6 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 from edgepose.core.config import split_host_port
 from edgepose.core.errors import ConfigError, DeviceUnavailableError
-from edgepose.core.pose import SKELETON
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +97,7 @@ class PreviewServer:
     """
 
     def __init__(self, listen: str, fps: float = 5.0, status_provider: Optional[StatusProvider] = None,
-                 title: str = "edgepose", skeleton: Sequence[Sequence[int]] = SKELETON,
+                 title: str = "edgepose", skeleton: Optional[Sequence[Sequence[int]]] = None,
                  max_width: int = MAX_WIDTH, quality: int = QUALITY, max_clients: int = MAX_CLIENTS,
                  clock: Callable[[], float] = time.monotonic, flag: str = "--preview"):
         self.host, self.port = parse_listen(listen)
@@ -106,7 +105,8 @@ class PreviewServer:
         self.period = 1.0 / max(fps, 0.01)
         self.status_provider = status_provider or dict
         self.title = title
-        self.skeleton = tuple(tuple(e) for e in skeleton)
+        # None: the bones of the layout each payload's keypoint names are (draw.render)
+        self.skeleton = None if skeleton is None else tuple(tuple(e) for e in skeleton)
         self.max_width, self.quality, self.max_clients = max_width, quality, max_clients
         self.clock = clock
         self._latest: Optional[Tuple[Any, Dict[str, Any]]] = None

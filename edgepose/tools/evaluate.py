@@ -33,13 +33,13 @@ import json
 import logging
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from edgepose.inference.decode import DECODERS, Decoder, decode_pose, get_decoder, model_decoder
+from edgepose.inference.decode import DECODERS, Decoder, decode_pose, get_decoder
 from edgepose.core.errors import EX_DATAERR, EdgeposeError, InputMissingError, UsageError
 from edgepose.core.files import absent
 from edgepose.core.geometry import Box, CropTransform
@@ -442,7 +442,7 @@ def evaluate(engine, samples: Sequence[Sample], decoder: Union[str, Decoder] = "
     """Run ``engine`` on every sample's crop, decode and score."""
     if not samples:
         raise UsageError("nothing to evaluate: no annotated people")
-    if len(names) != engine.spec.num_keypoints:
+    if getattr(decoder, "grid", None) is None and len(names) != engine.spec.num_keypoints:
         raise UsageError(f"the model has {engine.spec.num_keypoints} keypoints; eval scores models with the "
                          f"{len(names)} keypoints {names[0]} ... {names[-1]}")
     return evaluate_heatmaps(infer(engine, samples, padding, aspect), samples, decoder, names)
@@ -467,6 +467,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keypoint-coords", default="index", choices=KEYPOINT_COORDS,
                         help="annotation keypoints are integer pixel indices (COCO, AI Challenger; "
                              "moved to pixel centres) or continuous coordinates")
+    parser.add_argument("--compare", default=None, metavar="NAME|PATH",
+                        help="a second model, run on the same people: both are scored on the keypoint names "
+                             "they share (12 between the 14-keypoint models and MoveNet's 17)")
+    parser.add_argument("--family", default=None, metavar="FAMILY",
+                        help="model family of a model file that is not recognised: heatmap or movenet "
+                             "(default: model.family from the config)")
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
     parser.add_argument("--config", default=None, help="config file (model dir/mirror, runtime)")
 
@@ -489,26 +495,60 @@ def format_table(metrics: Dict[str, object], title: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
+def shared_joints(*name_sets: Sequence[str]) -> Tuple[str, ...]:
+    """The keypoint names every one of ``name_sets`` has, in the first set's order (CPM's 14 and
+    MoveNet's 17 share 12: shoulders, elbows, wrists, hips, knees, ankles)."""
+    first, *rest = name_sets
+    return tuple(n for n in first if all(n in other for other in rest))
+
+
+def only_joints(samples: Sequence[Sample], names: Sequence[str], keep: Sequence[str]) -> List[Sample]:
+    """``samples`` (keypoints in the order of ``names``) with every joint not in ``keep`` unlabelled,
+    so that models with different keypoint sets are scored on the same joints."""
+    mask = np.array([n in keep for n in names])
+    return [replace(s, visible=s.visible & mask) for s in samples]
+
+
 def command(args: argparse.Namespace) -> int:
     from edgepose.core import config as config_mod
     from edgepose.models import registry
+    from edgepose.models.resolved import resolve_model
     from edgepose.inference.engine import Engine
 
-    cfg = config_mod.load(args.config)
-    name = args.model or cfg.model.name
+    overrides = {"model": {"family": args.family}} if args.family else None
+    cfg = config_mod.load(args.config, overrides)
+    names = [args.model or cfg.model.name] + ([args.compare] if args.compare else [])
     decoder = args.decoder or cfg.model.decoder
     if not 0 <= args.padding <= 10:
         raise UsageError(f"--padding must be between 0 and 10, not {args.padding}")
-    path = registry.resolve(name, cache_dir=Path(cfg.model.dir) if cfg.model.dir else None,
-                          mirror=cfg.model.mirror, progress=registry.stderr_progress())
-    engine = Engine(path, threads=cfg.runtime.threads, xnnpack=cfg.runtime.xnnpack,
-                    backend=cfg.runtime.backend)
-    samples = load_annotations(args.annotations, args.images, keypoint_coords=args.keypoint_coords)
-    result = evaluate(engine, samples, model_decoder(decoder, name), args.padding, args.aspect)
+    models = [resolve_model(n, cfg.model.family if i == 0 else "auto",
+                            cache_dir=Path(cfg.model.dir) if cfg.model.dir else None,
+                            mirror=cfg.model.mirror, progress=registry.stderr_progress()) for i, n in enumerate(names)]
+    joints = shared_joints(*(m.keypoint_names for m in models)) if len(models) > 1 else None
+    reports = []
+    for name, model in zip(names, models):
+        engine = Engine(model, threads=cfg.runtime.threads, xnnpack=cfg.runtime.xnnpack,
+                        backend=cfg.runtime.backend)
+        # matched by name: a file with another keypoint set scores the joints both have
+        samples = load_annotations(args.annotations, args.images, names=model.keypoint_names,
+                                   keypoint_coords=args.keypoint_coords)
+        if joints is not None:
+            samples = only_joints(samples, model.keypoint_names, joints)
+        result = evaluate(engine, samples, model.decoder(decoder), args.padding, args.aspect,
+                          names=model.keypoint_names)
+        metrics = dict(result.metrics)
+        if joints is not None:
+            metrics["per_joint"] = {j: metrics["per_joint"][j] for j in joints}  # type: ignore[index]
+        shown_decoder = decoder if model.family.kind == "heatmap" else model.family.kind
+        reports.append((name, shown_decoder, dict(metrics, family=model.family.name)))
     if args.json:
-        out = dict(result.metrics, model=name, decoder=decoder, padding=args.padding, aspect=args.aspect)
-        sys.stdout.write(json.dumps(out, indent=1) + "\n")
+        out = [dict(m, model=n, decoder=d, padding=args.padding, aspect=args.aspect) for n, d, m in reports]
+        doc = out[0] if joints is None else {"joints": list(joints), "models": out}
+        sys.stdout.write(json.dumps(doc, indent=1) + "\n")
     else:
-        sys.stdout.write(format_table(result.metrics, f"model {name}  decoder {decoder}  "
-                                      f"padding {args.padding}  aspect {args.aspect}"))
+        if joints is not None:
+            sys.stdout.write(f"the {len(joints)} joints both models have: {', '.join(joints)}\n")
+        for n, d, m in reports:
+            sys.stdout.write(format_table(m, f"model {n} ({m['family']})  decoder {d}  padding {args.padding}  "
+                                             f"aspect {args.aspect}"))
     return 0

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Dict, Optional
 
 from edgepose.models import registry
-from edgepose.core.errors import ConfigError, ModelError, UsageError
+from edgepose.core.errors import ConfigError, EdgeposeError, ModelError, UsageError
 from edgepose.core.files import write_problem
 
 
@@ -125,12 +126,23 @@ def _info(args, cfg, cache: Path, mirror: str) -> int:
     path = registry.resolve(args.name, cache_dir=cache, mirror=mirror, progress=registry.stderr_progress())
     if path.suffix == ".pb":
         raise UsageError(f"{path} is a frozen TensorFlow graph; `info` reads .tflite models")
-    info = modelinfo.inspect(path)
+    info = dataclasses.replace(modelinfo.inspect(path), family=_family(args.name, path))
     if args.json:
         _out(json.dumps(info.to_dict(), indent=1) + "\n")
     else:
         _out(modelinfo.format_info(info))
     return 0
+
+
+def _family(name: str, path: Path) -> str:
+    """The family ``info`` shows: the catalogue's, or the one the file's output is recognised as."""
+    from edgepose.models.resolved import model_at
+
+    try:
+        m = model_at(path, entry=None if registry.looks_like_path(name) else name)
+    except EdgeposeError as e:  # `info` describes any .tflite file, pose model or not
+        return f"not recognised ({e})"
+    return f"{m.family.name} ({len(m.keypoint_names)} keypoints: {m.keypoint_names[0]} ... {m.keypoint_names[-1]})"
 
 
 def _verify(args, cfg, cache: Path, mirror: str) -> int:

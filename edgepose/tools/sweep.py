@@ -57,6 +57,7 @@ from edgepose.inference import pipeline as pipeline_mod
 from edgepose.inference.engine import Engine
 from edgepose.models import registry
 from edgepose.models.fidelity import read_verdict
+from edgepose.models.resolved import model_at
 
 log = logging.getLogger(__name__)
 
@@ -315,10 +316,12 @@ class Slice:
 
 def load_candidate(cand: Candidate, cfg: config_mod.Config,
                    engine_factory: Callable[..., Engine] = Engine) -> pipeline_mod.Pipeline:
-    """The candidate's engine inside the pipeline the config asks for (decoder, tracking, smoothing)."""
-    engine = engine_factory(cand.variant.path, threads=cand.threads, xnnpack=cand.xnnpack,
-                            backend=cfg.runtime.backend)
-    return pipeline_mod.from_config(cfg, engine)
+    """The candidate's engine inside the pipeline the config asks for (decoder, tracking, smoothing),
+    its file resolved as the model it is (:func:`edgepose.models.resolved.model_at`)."""
+    entry = None if cand.variant.kind == "file" else cand.variant.name
+    model = model_at(cand.variant.path, entry=entry, family=cfg.model.family)
+    engine = engine_factory(model, threads=cand.threads, xnnpack=cand.xnnpack, backend=cfg.runtime.backend)
+    return pipeline_mod.from_config(cfg, engine, model)
 
 
 def measure(pipe: pipeline_mod.Pipeline, source: FrameSource, seconds: float, warmup: int = 3,
