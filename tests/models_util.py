@@ -74,9 +74,9 @@ def run_graph(graph_def, output: str, images) -> "np.ndarray":
     """A frozen graph's output for a batch of images, one TensorFlow session run per image."""
     import numpy as np
 
-    from edgepose.build import quantize as q
+    from edgepose.build.graphs import tensorflow
 
-    tf = q._tf()
+    tf = tensorflow()
     g = tf.Graph()
     with g.as_default():
         tf.compat.v1.import_graph_def(graph_def, name="")

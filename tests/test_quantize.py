@@ -14,6 +14,7 @@ import pytest
 
 from edgepose.models import registry
 from edgepose.build import quantize as q
+from edgepose.build.tflite import tensor_name
 from edgepose.inference.engine import Engine
 from edgepose.core.errors import ModelError, UsageError
 from edgepose.models.modelinfo import delegation, inspect
@@ -190,7 +191,7 @@ def test_hourglass_degenerate_scales_are_fixed(built):
     m = q.read_model(path.read_bytes())
     g = m.subgraphs[0]
     fixed_names = {f["tensor"] for f in report["quantization_fixes"]}
-    t = next(t for t in g.tensors if q._name(t) in fixed_names and t.quantization.scale is not None)
+    t = next(t for t in g.tensors if tensor_name(t) in fixed_names and t.quantization.scale is not None)
     t.quantization.scale = [7.8e-9]
     broken = path.parent / "broken.tflite"
     broken.write_bytes(q.write_model(m))
