@@ -20,7 +20,7 @@ from edgepose.core.errors import ModelError, UsageError
 from edgepose.models.modelinfo import delegation, inspect
 
 from conftest import CALIB, MIRROR, run_cli
-from models_util import OUTPUTS, built, needs_tf, quant_cache, quant_env, run_graph  # noqa: F401 (fixtures)
+from models_util import OUTPUTS, needs_tf, run_graph
 
 pytestmark = needs_tf
 
