@@ -39,6 +39,8 @@ setup(
         "systemd": ["systemd-python>=234"],
         "test": ["pytest>=7", "selenium>=4.10", "jsonschema>=4", "scipy>=1.7"],  # selenium: preview page tests;
         # jsonschema: report schemas; scipy: upstream's own gaussian_filter, the reference for the upstream decoder
+        # the checks .ci/run makes before the tests (configured in pyproject.toml)
+        "dev": ["ruff>=0.6", "mypy>=1.10"],
     },
     entry_points={"console_scripts": ["edgepose=edgepose.cli:entry_point"]},
     classifiers=[

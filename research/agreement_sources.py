@@ -29,7 +29,8 @@ from edgepose.inference.decode import DECODERS
 from edgepose.models.registry import load_catalogue
 from edgepose.models.resolved import entry_traits
 from edgepose.inference.engine import Engine
-from edgepose.build.quantize import _schema, calibration_images, read_model
+from edgepose.build.quantize import calibration_images
+from edgepose.build.tflite import load_schema, read_model
 from int8_error import crop_matches
 from weak_keypoints import weak_decoder
 
@@ -62,7 +63,7 @@ def main() -> None:
                   got) for px in args.weak_sigmas]
         g = read_model(open(path, "rb").read()).subgraphs[0]
         out = g.tensors[g.outputs[0]]
-        if out.type == _schema().TensorType.INT8:  # the output's grid
+        if out.type == load_schema().TensorType.INT8:  # the output's grid
             s, z = float(out.quantization.scale[0]), int(out.quantization.zeroPoint[0])
             rounded = (np.clip(np.round(want / s) + z, -128, 127) - z) * s
             rows.append((f"float on output grid {s:.4f}", "subpixel", rounded))

@@ -28,6 +28,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from edgepose.build import quantize as q  # noqa: E402
+from edgepose.build.graphs import tensorflow  # noqa: E402
 from edgepose.models.modelinfo import delegation, latency_interleaved  # noqa: E402
 
 SHARED = Path(os.environ.get("EDGEPOSE_SHARED", ROOT.parent / "shared"))
@@ -108,7 +109,7 @@ def _banded(tf, w):
 
 
 def depthwise_alone(tmp: Path, runs: int, threads: int) -> None:
-    tf = q._tf()
+    tf = tensorflow()
     rng = np.random.default_rng(0)
     shape = [1, 24, 24, 260]
     engines = {}

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +21,9 @@ EVAL_ANN = SHARED / "data" / "eval" / "annotations.json"
 EVAL_IMAGES = SHARED / "data" / "eval" / "images"
 CALIB = SHARED / "data" / "calib"
 VIDEOS = SHARED / "data" / "video"
+
+# the session-built quantized models' fixtures (quant_cache, quant_env, built)
+pytest_plugins = ["models_util"]
 
 
 @pytest.fixture(scope="session")
@@ -47,9 +54,61 @@ def edgepose_env(model_cache) -> dict:
 
 
 def run_cli(args, env, timeout=120, **kw) -> subprocess.CompletedProcess:
-    """Run `python -m edgepose.cli ARGS` as a user would run `edgepose ARGS`."""
+    """Run `python -m edgepose.cli ARGS` as a user would run `edgepose ARGS`.
+
+    A process of its own: for what is about the process (exit on a signal, stdout buffering or a
+    closed stdout, native stderr, a traceback, a command left running).  Otherwise `run_cli_inproc`."""
     return subprocess.run([sys.executable, "-m", "edgepose.cli", *map(str, args)], env=env,
                           capture_output=True, text=True, timeout=timeout, cwd=REPO, **kw)
+
+
+@contextlib.contextmanager
+def _process_state(env: dict):
+    """``os.environ`` set to ``env`` and the cwd to the repo for the block; afterwards the environment,
+    cwd, root logging handlers/level, signal handlers and stdout/stderr are put back as they were."""
+    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    root = logging.getLogger()
+    saved_handlers, saved_level = list(root.handlers), root.level
+    signals = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]
+    saved_signals = {s: signal.getsignal(s) for s in signals}
+    saved_out, saved_err = sys.stdout, sys.stderr
+    os.environ.clear()
+    os.environ.update({k: str(v) for k, v in env.items()})
+    os.chdir(REPO)
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = saved_out, saved_err
+        for s, handler in saved_signals.items():
+            signal.signal(s, handler)
+        for h in list(root.handlers):
+            root.removeHandler(h)
+        for h in saved_handlers:
+            root.addHandler(h)
+        root.setLevel(saved_level)
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+
+
+def run_cli_inproc(args, env, timeout=None) -> subprocess.CompletedProcess:
+    """`edgepose ARGS` in this process: ``edgepose.cli.main`` with ``env`` as the environment and
+    stdout/stderr captured, the same result as `run_cli` (exit code, stdout, stderr) without starting
+    an interpreter and importing numpy, OpenCV and the runtime again for each command.
+
+    For commands that end on their own; where the test is about the process itself use `run_cli`.
+    ``timeout`` is accepted for symmetry with `run_cli` and not enforced (there is no process to kill)."""
+    from edgepose import cli
+
+    argv = [str(a) for a in args]
+    out, err = io.StringIO(), io.StringIO()
+    with _process_state(env):
+        sys.stdout, sys.stderr = out, err
+        try:
+            rc = cli.main(argv)
+        except SystemExit as e:  # argparse's usage errors, --help, --version (as cli.entry_point)
+            rc = e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+    return subprocess.CompletedProcess(["edgepose", *argv], rc, out.getvalue(), err.getvalue())
 
 
 def error_lines(stderr: str) -> list:

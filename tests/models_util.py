@@ -3,17 +3,33 @@
 Building runs the real `edgepose models quantize` command (TensorFlow
 converter, calibration on ../shared/data/calib, report measured on
 ../shared/data/eval) into a session model cache fed from ../shared/models.
+
+A build is also kept across sessions in a cache keyed by the content hash of
+everything it reads (the command's arguments, the package's source and
+catalogue, ../shared/models and the calibration and evaluation data, the
+Python/TensorFlow/LiteRT/numpy versions): the same inputs give the model and
+report that command made, a change to any of them builds again.  The cache is
+``.cache/test-builds`` in the repo (or ``$EDGEPOSE_TEST_BUILD_CACHE``; set it
+to ``off`` to build every session).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import platform
+import shutil
+import subprocess
+from functools import lru_cache
+from importlib import metadata
 from pathlib import Path
+from typing import Optional, Sequence
 
+import numpy as np
 import pytest
 
-from conftest import CALIB, EVAL_ANN, cli_env, run_cli
+from conftest import CALIB, EVAL_ANN, EVAL_IMAGES, MIRROR, REPO, cli_env, run_cli
 from edgepose.models.registry import load_catalogue
 
 # output node of each family's frozen graph (the catalogue's <family>-pb entry)
@@ -42,6 +58,75 @@ def quant_env(quant_cache) -> dict:
     return cli_env(quant_cache)
 
 
+def build_cache_dir() -> Optional[Path]:
+    """Where builds are kept across sessions (None: ``EDGEPOSE_TEST_BUILD_CACHE=off``)."""
+    where = os.environ.get("EDGEPOSE_TEST_BUILD_CACHE", str(REPO / ".cache" / "test-builds"))
+    return None if where.lower() in ("off", "0", "") else Path(where)
+
+
+def _hash_tree(h, root: Path, pattern: str = "*") -> None:
+    for path in sorted(p for p in root.rglob(pattern) if p.is_file() and "__pycache__" not in p.parts):
+        h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+
+
+def _version(*dists: str) -> str:
+    for d in dists:
+        try:
+            return f"{d}=={metadata.version(d)}"
+        except metadata.PackageNotFoundError:
+            pass
+    return "-".join(dists) + " missing"
+
+
+@lru_cache(maxsize=1)
+def inputs_digest() -> str:
+    """The content hash of everything a build reads besides its arguments."""
+    h = hashlib.sha256()
+    for root, pattern in ((REPO / "edgepose", "*.py"), (REPO / "models", "*"), (MIRROR, "*"), (CALIB, "*"),
+                          (EVAL_IMAGES, "*")):
+        _hash_tree(h, root, pattern)
+    h.update(EVAL_ANN.read_bytes())
+    versions = [platform.python_version(), platform.machine(), _version("tensorflow-cpu", "tensorflow"),
+                _version("ai-edge-litert"), _version("numpy"), _version("opencv-python-headless")]
+    h.update("\0".join(versions).encode())
+    return h.hexdigest()
+
+
+def quantize_cached(args: Sequence, out_dir: Path, env: dict) -> subprocess.CompletedProcess:
+    """`edgepose models quantize ARGS` writing ``model.tflite`` and ``model.report.json`` into
+    ``out_dir``, or the same files from an earlier run with the same inputs (see the module's doc).
+    ``out_dir`` is left out of the key (it names where the files go, not what they are)."""
+    args = [str(a) for a in args]
+    cache = build_cache_dir()
+    key = None
+    if cache is not None:
+        key_args = [a.replace(str(out_dir), "<out>") for a in args]
+        key = hashlib.sha256(json.dumps([inputs_digest(), key_args]).encode()).hexdigest()[:32]
+        kept = cache / key
+        if (kept / "result.json").is_file():
+            out_dir.mkdir(parents=True, exist_ok=True)
+            for name in ("model.tflite", "model.report.json"):
+                shutil.copy(kept / name, out_dir / name)
+            res = json.loads((kept / "result.json").read_text())
+            return subprocess.CompletedProcess(["edgepose", "models", "quantize", *args], res["returncode"],
+                                               res["stdout"].replace("<out>", str(out_dir)), res["stderr"])
+    r = run_cli(["models", "quantize", *args], env, timeout=900)
+    if cache is not None and r.returncode == 0:
+        kept = cache / key
+        tmp = cache / f"{key}.partial-{os.getpid()}"
+        tmp.mkdir(parents=True, exist_ok=True)
+        for name in ("model.tflite", "model.report.json"):
+            shutil.copy(out_dir / name, tmp / name)
+        (tmp / "result.json").write_text(json.dumps({"returncode": r.returncode, "args": args,
+                                                     "stdout": r.stdout.replace(str(out_dir), "<out>"),
+                                                     "stderr": r.stderr}))
+        if kept.exists():  # another session stored the same build meanwhile
+            shutil.rmtree(tmp)
+        else:
+            tmp.rename(kept)
+    return r
+
+
 class Built:
     """Build each (family, mode) once per session; returns (model path, report dict, CLI result)."""
 
@@ -53,13 +138,12 @@ class Built:
         key = (family, mode, variant)
         if key not in self.done:
             name = variant or f"{family}-{mode}"
-            args = ["models", "quantize", variant or family] + ([] if variant else ["--mode", mode]) + [
-                "--eval", EVAL_ANN, "--runs", "5"]
+            args = [variant or family] + ([] if variant else ["--mode", mode]) + ["--eval", EVAL_ANN, "--runs", "5"]
             if mode == "int8":
                 args += ["--calib", CALIB]
-            r = run_cli(args, self.env, timeout=900)
-            assert r.returncode == 0, r.stderr[-3000:]
             path = self.cache / name / "model.tflite"
+            r = quantize_cached(args, path.parent, self.env)
+            assert r.returncode == 0, r.stderr[-3000:]
             report = json.loads((path.parent / "model.report.json").read_text())
             self.done[key] = (path, report, r)
         return self.done[key]
@@ -70,13 +154,11 @@ def built(quant_cache, quant_env) -> Built:
     return Built(quant_cache, quant_env)
 
 
-def run_graph(graph_def, output: str, images) -> "np.ndarray":
+def run_graph(graph_def, output: str, images) -> np.ndarray:
     """A frozen graph's output for a batch of images, one TensorFlow session run per image."""
-    import numpy as np
+    from edgepose.build.graphs import tensorflow
 
-    from edgepose.build import quantize as q
-
-    tf = q._tf()
+    tf = tensorflow()
     g = tf.Graph()
     with g.as_default():
         tf.compat.v1.import_graph_def(graph_def, name="")

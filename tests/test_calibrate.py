@@ -24,7 +24,7 @@ from edgepose.core import config as config_mod
 from edgepose.models import registry
 from edgepose.core.errors import ConfigError, ModelError, RuntimeMissingError, UsageError
 
-from conftest import MIRROR, REPO, VIDEOS, error_lines, run_cli
+from conftest import MIRROR, REPO, VIDEOS, error_lines, run_cli, run_cli_inproc
 
 CLIP = VIDEOS / "demo.mp4"
 TINY = sweep.Plan(budget_s=2.5, screen_share=0.4, final_rounds=2, keep=0.5, max_finalists=4, warmup=1,
@@ -46,6 +46,7 @@ def _check_schema(report):
 
 # --- the sweep on a real model and clip ---------------------------------------------------------------
 
+@pytest.mark.slow
 def test_sweep_measures_every_configuration_of_the_family_on_a_real_clip(model_cache):
     cfg = _cfg(model_cache)
     seen = []
@@ -242,24 +243,25 @@ def test_calibrate_refuses_a_model_without_passing_report_unless_allowed(tmp_pat
     path = _quantized_stand_in(tmp_path, "mine", _report(0.5))
     args = ["calibrate-fps", "--source", "synthetic:320x240", "--model", path, "--config", os.devnull,
             "--quick", "--seconds", "1", "--threads", "1", "--xnnpack", "on"]
-    r = run_cli(args, edgepose_env)
+    r = run_cli_inproc(args, edgepose_env)
     assert r.returncode == 65, r.stderr
     assert "fails its fidelity goals" in r.stderr and "--allow-unverified" in r.stderr
     assert "Traceback" not in r.stderr and r.stdout == ""
-    r = run_cli(args + ["--allow-unverified", "--json"], edgepose_env)
+    r = run_cli_inproc(args + ["--allow-unverified", "--json"], edgepose_env)
     assert r.returncode == 0, r.stderr
     rep = json.loads(r.stdout)
     assert rep["choice"]["model"] == str(path) and rep["choice"]["verified"] is False
-    r = run_cli(args + ["--allow-unverified"], edgepose_env)  # the table says why, not only --json
+    r = run_cli_inproc(args + ["--allow-unverified"], edgepose_env)  # the table says why, not only --json
     assert r.returncode == 0, r.stderr
     assert f"not verified: {path}: fails its fidelity goals" in r.stdout
 
 
 # --- the CLI, JSON and the table ---------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_cli_json_report_matches_the_schema(edgepose_env, tmp_path):
-    r = run_cli(["calibrate-fps", "--source", CLIP, "--model", "hourglass", "--config", os.devnull,
-                 "--quick", "--seconds", "2", "--json"], edgepose_env)
+    r = run_cli_inproc(["calibrate-fps", "--source", CLIP, "--model", "hourglass", "--config", os.devnull,
+                        "--quick", "--seconds", "2", "--json"], edgepose_env)
     assert r.returncode == 0, r.stderr
     rep = json.loads(r.stdout)  # stdout is exactly one JSON document
     _check_schema(rep)
@@ -270,8 +272,8 @@ def test_cli_json_report_matches_the_schema(edgepose_env, tmp_path):
 
 
 def test_cli_table_names_the_choice_and_the_cap(edgepose_env):
-    r = run_cli(["calibrate-fps", "--source", "synthetic", "--model", "hourglass", "--config", os.devnull,
-                 "--quick", "--seconds", "1", "--threads", "1"], edgepose_env)
+    r = run_cli_inproc(["calibrate-fps", "--source", "synthetic", "--model", "hourglass", "--config", os.devnull,
+                        "--quick", "--seconds", "1", "--threads", "1"], edgepose_env)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     header = next(line for line in lines if line.startswith("model"))
@@ -333,8 +335,9 @@ def test_cli_write_round_trip_keeps_the_rest_of_the_file(edgepose_env, tmp_path)
     shutil.copy(REPO / "deploy" / "edgepose.toml", target)
     target.chmod(0o640)
     original = target.read_text()
-    r = run_cli(["calibrate-fps", "--source", "synthetic:320x240", "--model", "hourglass", "--config", os.devnull,
-                 "--quick", "--seconds", "1", "--threads", "1", "--json", "--write", target], edgepose_env)
+    r = run_cli_inproc(["calibrate-fps", "--source", "synthetic:320x240", "--model", "hourglass", "--config",
+                        os.devnull, "--quick", "--seconds", "1", "--threads", "1", "--json", "--write", target],
+                       edgepose_env)
     assert r.returncode == 0, r.stderr
     rep = json.loads(r.stdout)
     assert rep["written"] == str(target)
@@ -352,6 +355,7 @@ def test_cli_write_round_trip_keeps_the_rest_of_the_file(edgepose_env, tmp_path)
     assert cfg.runtime.max_fps == ch["max_fps"] and cfg.mqtt.host == "localhost"
 
 
+@pytest.mark.slow
 def test_write_follows_a_link_keeps_crlf_and_stores_an_absolute_model_path(edgepose_env, tmp_path):
     """A config managed through a symbolic link is updated where the link points; a CRLF file stays CRLF
     (the added keys too); `--model ./m.tflite` is written as an absolute path, since the service reads the
@@ -398,23 +402,23 @@ def test_a_new_config_is_readable_by_the_service_user(tmp_path):
 
 
 def test_write_errors_are_clear_and_come_before_the_sweep(edgepose_env, tmp_path):
-    r = run_cli(["calibrate-fps", "--source", "synthetic", "--config", os.devnull,
-                 "--write", tmp_path / "no" / "dir" / "x.toml"], edgepose_env, timeout=30)
+    r = run_cli_inproc(["calibrate-fps", "--source", "synthetic", "--config", os.devnull,
+                        "--write", tmp_path / "no" / "dir" / "x.toml"], edgepose_env, timeout=30)
     assert r.returncode == 78 and "directory" in r.stderr and "does not exist" in r.stderr
     assert "sweeping" not in r.stderr and "Traceback" not in r.stderr
     with pytest.raises(ConfigError, match="is a directory"):
         cw.check_writable(str(tmp_path))
     # a directory where no file can be created, though os.access says yes to root (sysfs)
-    r = run_cli(["calibrate-fps", "--source", "synthetic", "--config", os.devnull, "--write", "/sys/edgepose.toml"],
-                edgepose_env, timeout=30)
+    r = run_cli_inproc(["calibrate-fps", "--source", "synthetic", "--config", os.devnull,
+                        "--write", "/sys/edgepose.toml"], edgepose_env, timeout=30)
     assert r.returncode == 78 and "cannot write /sys/edgepose.toml" in r.stderr, r.stderr
     assert "sweeping" not in r.stderr and "Traceback" not in r.stderr
     # an existing file that is not a valid config (the sweep's result could not be merged into it)
     for name, content in (("broken.toml", b"[runtime\n"), ("binary.toml", b"\xff\xfe\x00"),
                           ("badkey.toml", b"[runtime]\nthreadz = 2\n")):
         (tmp_path / name).write_bytes(content)
-        r = run_cli(["calibrate-fps", "--source", "synthetic", "--config", os.devnull, "--write", tmp_path / name],
-                    edgepose_env, timeout=30)
+        r = run_cli_inproc(["calibrate-fps", "--source", "synthetic", "--config", os.devnull,
+                            "--write", tmp_path / name], edgepose_env, timeout=30)
         assert r.returncode == 78 and name in r.stderr, r.stderr
         assert "sweeping" not in r.stderr and "Traceback" not in r.stderr
 
@@ -469,6 +473,7 @@ def test_apply_writes_then_restarts(model_cache, tmp_path, monkeypatch, capsys):
 
 # --- error paths ----------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args,code,msg", [
     (["--camera", "0"], 69, "cannot open camera 0"),  # this machine has no camera (real, not mocked)
     (["--source", "/dev/video7"], 69, "cannot open camera /dev/video7"),
@@ -481,6 +486,7 @@ def test_apply_writes_then_restarts(model_cache, tmp_path, monkeypatch, capsys):
     (["--source", "synthetic", "--model", "hourglass", "--variants", "int8"], 66, "no variant of model family"),
 ])
 def test_error_paths_exit_with_one_clear_line(edgepose_env, args, code, msg):
+    # a process: OpenCV's native messages about the camera (fd 2) must stay quiet too
     r = run_cli(["calibrate-fps", "--config", os.devnull, "--quick", "--seconds", "1", *args]
                 if "--seconds" not in args else ["calibrate-fps", "--config", os.devnull, *args],
                 edgepose_env, timeout=60)
@@ -493,8 +499,8 @@ def test_error_paths_exit_with_one_clear_line(edgepose_env, args, code, msg):
 def test_a_file_that_is_not_a_model_fails_clearly(edgepose_env, tmp_path):
     bad = tmp_path / "broken.tflite"
     bad.write_bytes(b"not a flatbuffer" * 100)
-    r = run_cli(["calibrate-fps", "--config", os.devnull, "--source", "synthetic", "--model", bad,
-                 "--quick", "--seconds", "1", "--threads", "1"], edgepose_env, timeout=60)
+    r = run_cli_inproc(["calibrate-fps", "--config", os.devnull, "--source", "synthetic", "--model", bad,
+                        "--quick", "--seconds", "1", "--threads", "1"], edgepose_env, timeout=60)
     assert r.returncode == 65 and "no configuration could be measured" in r.stderr, r.stderr
     assert "not a valid TFLite model" in r.stderr and "Traceback" not in r.stderr
 
@@ -518,9 +524,9 @@ def test_writing_a_locally_built_choice_warns_when_the_service_cache_lacks_it(ed
     target = tmp_path / "svc.toml"
     target.write_text(f'[model]\nname = "cpm"\ndir = "{tmp_path / "service-cache"}"\n')
     env = dict(edgepose_env, EDGEPOSE_MODEL_DIR=str(cache))
-    r = run_cli(["calibrate-fps", "--source", "synthetic:320x240", "--model", "hourglass", "--config", os.devnull,
-                 "--variants", "int8", "--quick", "--seconds", "1", "--threads", "1", "--xnnpack", "on",
-                 "--write", target], env)
+    r = run_cli_inproc(["calibrate-fps", "--source", "synthetic:320x240", "--model", "hourglass", "--config",
+                        os.devnull, "--variants", "int8", "--quick", "--seconds", "1", "--threads", "1",
+                        "--xnnpack", "on", "--write", target], env)
     assert r.returncode == 0, r.stderr
     assert "chosen: hourglass-int8" in r.stdout
     assert f"hourglass-int8 is not in the model cache {tmp_path / 'service-cache'}" in r.stdout

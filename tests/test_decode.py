@@ -207,6 +207,7 @@ def test_mirror_order_swaps_sides_only():
     assert mirror_order(["nose", "left_eye", "right_eye", "left_tail"]) == (0, 2, 1, 3)  # no partner: itself
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["cpm", "hourglass"])
 def test_subpixel_decoder_has_no_horizontal_bias_on_mirrored_real_crops(family):
     """Label-free geometry check (evaluate.mirror_offsets, research/flip_bias.py): decode real crops and their mirror
@@ -266,6 +267,7 @@ def test_window_spread_measures_sub_cell_precision():
     assert len(window_spread([[(m * 0.1, t) for m, t in scene]])[0]) == 0  # nothing scored >= 0.3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["cpm", "hourglass"])
 def test_subpixel_follows_sub_cell_shifts_on_real_crops(family):
     """Label-free (research/shift_consistency.py): real photos through windows moved by 0..7 input

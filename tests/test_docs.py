@@ -64,3 +64,15 @@ def test_installer_help_matches_the_deploy_guide():
     documented = set(re.findall(r"`(--[a-z][a-z-]+)", "\n".join(table)))
     in_help = set(re.findall(r"(--[a-z][a-z-]+)", out["install.sh"])) - {"--no-index"}  # pip's, in --offline's text
     assert documented and documented == in_help
+
+
+def test_readme_shows_the_quick_lane_with_a_registered_marker():
+    try:
+        import tomllib
+    except ImportError:  # Python < 3.11
+        import tomli as tomllib
+    m = re.search(r'```sh\n(python3 -m pytest -q -m "not (\w+)" tests)\n```', README)
+    assert m, "README lost the quick lane command"
+    pytest_conf = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
+    assert "--strict-markers" in pytest_conf["addopts"]
+    assert m.group(2) in {marker.split(":")[0] for marker in pytest_conf["markers"]}

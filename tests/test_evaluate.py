@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import EVAL_ANN, MIRROR, error_lines, run_cli
+from conftest import EVAL_ANN, MIRROR, error_lines, run_cli_inproc
 from edgepose.tools.evaluate import AnnotationError, crop_box, load_annotations, score
 from edgepose.core.errors import InputMissingError
 from edgepose.core.geometry import Box
@@ -132,8 +132,8 @@ def test_crop_box_policy():
 
 
 def test_cli_eval_real_model(edgepose_env):
-    r = run_cli(["eval", "--model", MIRROR / "hourglass" / "model.tflite", "--annotations", EVAL_ANN,
-                 "--json"], edgepose_env)
+    r = run_cli_inproc(["eval", "--model", MIRROR / "hourglass" / "model.tflite", "--annotations", EVAL_ANN,
+                        "--json"], edgepose_env)
     assert r.returncode == 0, r.stderr
     m = json.loads(r.stdout)
     assert m["people"] == 23 and m["decoder"] == "subpixel"
@@ -145,23 +145,23 @@ def test_cli_eval_real_model(edgepose_env):
     assert m["pckh@0.5"] == pytest.approx(0.526, abs=0.01)
     assert m["median_error"] == pytest.approx(0.0651, abs=0.002)
     assert set(m["per_joint"]) >= {"head_top", "left_ankle"}
-    r = run_cli(["eval", "--model", "cpm", "--annotations", EVAL_ANN, "--decoder", "upstream"], edgepose_env)
+    r = run_cli_inproc(["eval", "--model", "cpm", "--annotations", EVAL_ANN, "--decoder", "upstream"], edgepose_env)
     assert r.returncode == 0, r.stderr
     assert "PCK@0.05" in r.stdout and "right_wrist" in r.stdout
 
 
 def test_cli_eval_bad_input(edgepose_env, tmp_path):
-    r = run_cli(["eval", "--model", MIRROR / "cpm" / "model.tflite", "--annotations",
-                 tmp_path / "nope.json"], edgepose_env)
+    r = run_cli_inproc(["eval", "--model", MIRROR / "cpm" / "model.tflite", "--annotations",
+                        tmp_path / "nope.json"], edgepose_env)
     assert r.returncode == 66 and "does not exist" in r.stderr and "Traceback" not in r.stderr
     bad = tmp_path / "bad.json"
     bad.write_text("[]")
-    r = run_cli(["eval", "--model", MIRROR / "cpm" / "model.tflite", "--annotations", bad], edgepose_env)
+    r = run_cli_inproc(["eval", "--model", MIRROR / "cpm" / "model.tflite", "--annotations", bad], edgepose_env)
     assert r.returncode == 65 and "Traceback" not in r.stderr
 
 
 def _eval_cli(ann, env, *extra):
-    return run_cli(["eval", "--model", MIRROR / "cpm" / "model.tflite", "--annotations", ann, *extra], env)
+    return run_cli_inproc(["eval", "--model", MIRROR / "cpm" / "model.tflite", "--annotations", ann, *extra], env)
 
 
 def test_duplicate_image_ids_are_refused(tmp_path, edgepose_env):

@@ -34,6 +34,7 @@ def crops(photos):
     return q.calibration_crops(photos, 192, 192)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family,convs", [("cpm", 93), ("hourglass", 105)])
 def test_folding_batch_norms_is_exact_and_the_simulation_computes_the_graph(family, convs, crops):
     gd = _graph(family)
@@ -53,6 +54,7 @@ def test_folding_batch_norms_is_exact_and_the_simulation_computes_the_graph(fami
     assert len(sim.bias_of) == convs
 
 
+@pytest.mark.slow
 def test_the_int8_simulation_tracks_the_converted_model(crops, tmp_path):
     """With the converted model's int8 grid, the simulated int8 error is the real model's error
     (same graph, same calibration crops), crop by crop."""
@@ -101,6 +103,8 @@ def test_mixup_blends_a_share_of_the_batch_with_other_images_of_it():
     changed = sum(int(not np.array_equal(m, b)) for m, b in zip(mixed, batch))
     assert changed >= 2
 
+
+@pytest.mark.slow
 def test_finetuning_lowers_the_int8_error_on_held_out_photos(photos, crops):
     """Trained on 10 photos, measured on the crops of the 3 others (never seen): the simulated int8
     heatmap error falls; only weight and bias values change, not the graph."""
@@ -128,6 +132,7 @@ def test_finetuning_lowers_the_int8_error_on_held_out_photos(photos, crops):
     assert 0 < np.abs(a - b).max() < 0.1
 
 
+@pytest.mark.slow
 def test_a_mixed_models_float_blocks_are_simulated_in_float_and_stay_float(crops, tmp_path):
     """Fine-tuning a mixed int8/float recipe: the blocks the model keeps in float are read off the
     converted model, simulated without quantization, and kept in float by the final conversion."""

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CALIB, VIDEOS, payloads, run_cli
+from conftest import CALIB, VIDEOS, payloads, run_cli_inproc
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -29,7 +29,7 @@ def _args(model: str, name: str) -> list:
 
 @pytest.mark.parametrize("model,name", CASES)
 def test_payloads_match_pre_move_code(model, name, edgepose_env):
-    r = run_cli(_args(model, name), edgepose_env)
+    r = run_cli_inproc(_args(model, name), edgepose_env)
     assert r.returncode == 0, r.stderr
     got = payloads(r.stdout)
     want = [json.loads(line) for line in (GOLDEN / f"{model}_{name}.jsonl").read_text().splitlines()]

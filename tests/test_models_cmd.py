@@ -19,7 +19,7 @@ import pytest
 from edgepose.models import registry
 from edgepose.core.errors import InputMissingError, ModelError
 
-from conftest import CALIB, EVAL_ANN, EVAL_IMAGES, MIRROR, REPO, error_lines, run_cli
+from conftest import CALIB, EVAL_ANN, EVAL_IMAGES, MIRROR, REPO, error_lines, run_cli, run_cli_inproc
 
 
 @pytest.fixture
@@ -60,23 +60,23 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 def test_list_shows_catalogue_and_cache_state(env, cache):
-    r = run_cli(["models", "list", "--json"], env)
+    r = run_cli_inproc(["models", "list", "--json"], env)
     assert r.returncode == 0, r.stderr
     rows = {x["name"]: x for x in json.loads(r.stdout)}
     assert {"cpm", "hourglass", "cpm-pb", "cpm-int8", "hourglass-int8", "cpm-float16",
             "hourglass-float16"} <= set(rows)
     assert rows["cpm"]["state"] == "not cached"
     assert rows["cpm-int8"]["kind"].startswith("local (int8 from cpm-pb)")
-    r = run_cli(["models", "pull", "hourglass"], env)
+    r = run_cli_inproc(["models", "pull", "hourglass"], env)
     assert r.returncode == 0, r.stderr
-    rows = {x["name"]: x for x in json.loads(run_cli(["models", "list", "--json"], env).stdout)}
+    rows = {x["name"]: x for x in json.loads(run_cli_inproc(["models", "list", "--json"], env).stdout)}
     assert rows["hourglass"]["state"] == "cached"
-    text = run_cli(["models", "list"], env).stdout
+    text = run_cli_inproc(["models", "list"], env).stdout
     assert "hourglass" in text and "cached" in text
 
 
 def test_pull_from_directory_mirror_verifies_and_caches(env, cache):
-    r = run_cli(["models", "pull", "cpm"], env)
+    r = run_cli_inproc(["models", "pull", "cpm"], env)
     assert r.returncode == 0, r.stderr
     path = cache / "cpm" / "model.tflite"
     assert path.is_file() and registry.sha256_of(path) == registry.load_catalogue()["cpm"].sha256
@@ -88,8 +88,8 @@ def test_pull_over_http_mirror(http_mirror, cache):
     path = registry.resolve("hourglass", cache_dir=cache, mirror=http_mirror)
     assert registry.sha256_of(path) == registry.load_catalogue()["hourglass"].sha256
     # the CLI too, with --mirror
-    r = run_cli(["models", "--model-dir", str(cache / "cli"), "--mirror", http_mirror, "pull", "cpm"],
-                {"PATH": "/usr/bin:/bin"})
+    r = run_cli_inproc(["models", "--model-dir", str(cache / "cli"), "--mirror", http_mirror, "pull", "cpm"],
+                       {"PATH": "/usr/bin:/bin"})
     assert r.returncode == 0, r.stderr
     assert (cache / "cli" / "cpm" / "model.tflite").is_file()
 
@@ -103,27 +103,27 @@ def test_checksum_mismatch_from_mirror_is_refused(http_mirror, cache, tmp_path):
     bad_dir.mkdir(parents=True)
     data = (MIRROR / "hourglass" / "model.tflite").read_bytes()
     (bad_dir / "model.tflite").write_bytes(data[:1000] + b"x" + data[1001:])
-    r = run_cli(["models", "--model-dir", str(cache), "--mirror", str(tmp_path / "badmirror"), "pull",
-                 "hourglass"], {"PATH": "/usr/bin:/bin"})
+    r = run_cli_inproc(["models", "--model-dir", str(cache), "--mirror", str(tmp_path / "badmirror"), "pull",
+                        "hourglass"], {"PATH": "/usr/bin:/bin"})
     assert r.returncode == 65
     assert "Traceback" not in r.stderr and "checksum" in r.stderr
     assert not (cache / "hourglass" / "model.tflite").exists()
 
 
 def test_truncated_cache_file_is_detected(env, cache):
-    assert run_cli(["models", "pull", "hourglass"], env).returncode == 0
+    assert run_cli_inproc(["models", "pull", "hourglass"], env).returncode == 0
     path = cache / "hourglass" / "model.tflite"
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(ModelError, match="truncated"):
         registry.resolve("hourglass", cache_dir=cache)
-    r = run_cli(["models", "verify"], env)
+    r = run_cli_inproc(["models", "verify"], env)
     assert r.returncode == 65 and "truncated" in r.stdout and "Traceback" not in r.stderr
-    rows = {x["name"]: x for x in json.loads(run_cli(["models", "list", "--json"], env).stdout)}
+    rows = {x["name"]: x for x in json.loads(run_cli_inproc(["models", "list", "--json"], env).stdout)}
     assert rows["hourglass"]["state"] == "CORRUPT"
     # pull --force repairs it
-    assert run_cli(["models", "pull", "hourglass", "--force"], env).returncode == 0
-    r = run_cli(["models", "verify"], env)
+    assert run_cli_inproc(["models", "pull", "hourglass", "--force"], env).returncode == 0
+    r = run_cli_inproc(["models", "verify"], env)
     assert r.returncode == 0, r.stdout
     assert "hourglass" in r.stdout and "ok" in r.stdout
 
@@ -179,7 +179,7 @@ def test_build_hint_is_a_command_that_builds_that_very_variant():
 def test_unbuilt_mixed_variant_names_its_own_build_command(env, cache, argv):
     if argv[0] == "run":
         argv = argv + ["--source", next(iter(sorted(EVAL_IMAGES.glob("*.jpg"))))]
-    r = run_cli(argv, env)
+    r = run_cli_inproc(argv, env)
     assert r.returncode == 66, r.stderr
     assert "Traceback" not in r.stderr
     (line,) = error_lines(r.stderr)
@@ -204,7 +204,7 @@ def test_bad_copy_in_the_mirror_is_blamed_on_the_mirror(env, cache, tmp_path, ar
     bad = _corrupt_mirror(tmp_path / "badmirror")
     if argv[0] == "run":
         argv = argv + ["--source", next(iter(sorted(EVAL_IMAGES.glob("*.jpg"))))]
-    r = run_cli(argv, dict(env, EDGEPOSE_MODEL_MIRROR=str(tmp_path / "badmirror")))
+    r = run_cli_inproc(argv, dict(env, EDGEPOSE_MODEL_MIRROR=str(tmp_path / "badmirror")))
     assert r.returncode == 65, r.stderr
     assert "Traceback" not in r.stderr
     (line,) = error_lines(r.stderr)
@@ -225,7 +225,7 @@ def test_bad_copy_in_an_http_mirror_names_the_url(http_mirror, cache):
 
 
 def test_corrupt_cached_file_gives_the_same_fix_everywhere_and_the_fix_works(env, cache):
-    assert run_cli(["models", "pull", "hourglass"], env).returncode == 0
+    assert run_cli_inproc(["models", "pull", "hourglass"], env).returncode == 0
     path = cache / "hourglass" / "model.tflite"
     fix = "`edgepose models pull hourglass --force`"
     for damage in ("truncate", "flip"):
@@ -235,16 +235,16 @@ def test_corrupt_cached_file_gives_the_same_fix_everywhere_and_the_fix_works(env
         image = next(iter(sorted(EVAL_IMAGES.glob("*.jpg"))))
         for argv in (["run", "--model", "hourglass", "--source", image, "--sink", "none", "--max-frames", "1"],
                      ["models", "info", "hourglass"], ["models", "pull", "hourglass"], ["models", "verify"]):
-            r = run_cli(argv, env)
+            r = run_cli_inproc(argv, env)
             assert r.returncode == 65, (argv, r.stderr)
             assert "Traceback" not in r.stderr
             (line,) = error_lines(r.stderr)
             assert fix in line and "delete" not in line, (argv, line)
         # the advised command really replaces the bad file
-        r = run_cli(fix.strip("`").split()[1:], env)
+        r = run_cli_inproc(fix.strip("`").split()[1:], env)
         assert r.returncode == 0, r.stderr
         assert registry.sha256_of(path) == registry.load_catalogue()["hourglass"].sha256
-        assert run_cli(["models", "verify"], env).returncode == 0
+        assert run_cli_inproc(["models", "verify"], env).returncode == 0
 
 
 def test_data_path_searches_every_prefix_in_order(tmp_path):
@@ -295,6 +295,7 @@ def _copy_project(dst: Path) -> Path:
     return dst
 
 
+@pytest.mark.slow
 def test_pip_install_user_finds_the_catalogue_under_user_base(tmp_path):
     """A real `pip install --user` (PYTHONUSERBASE in tmp_path): data_files land in
     USER_BASE/share, not sys.prefix/share; the installed package must find them."""
@@ -346,17 +347,17 @@ def test_pip_install_user_finds_the_catalogue_under_user_base(tmp_path):
 
 
 def test_unknown_model_and_missing_action(env):
-    r = run_cli(["models", "pull", "nosuchmodel"], env)
+    r = run_cli_inproc(["models", "pull", "nosuchmodel"], env)
     assert r.returncode == 78 and "unknown model" in r.stderr and "Traceback" not in r.stderr
-    r = run_cli(["models"], env)
+    r = run_cli_inproc(["models"], env)
     assert r.returncode == 64 and "Traceback" not in r.stderr
-    r = run_cli(["models", "info", "/nonexistent/model.tflite"], env)
+    r = run_cli_inproc(["models", "info", "/nonexistent/model.tflite"], env)
     assert r.returncode == 66 and "Traceback" not in r.stderr
 
 
 @pytest.mark.parametrize("name,grid,flops", [("cpm", 96, 0.555e9), ("hourglass", 48, 0.537e9)])
 def test_info_on_upstream_models(env, name, grid, flops):
-    r = run_cli(["models", "info", name, "--json"], env)
+    r = run_cli_inproc(["models", "info", name, "--json"], env)
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout)
     assert info["inputs"][0]["shape"] == [1, 192, 192, 3] and info["inputs"][0]["dtype"] == "float32"
@@ -367,7 +368,7 @@ def test_info_on_upstream_models(env, name, grid, flops):
     d = info["delegation"]
     assert d["prepared"] and d["partitions"] == 1 and d["delegated_nodes"] == d["total_nodes"]
     assert info["size_bytes"] == registry.load_catalogue()[name].size
-    text = run_cli(["models", "info", name], env).stdout
+    text = run_cli_inproc(["models", "info", name], env).stdout
     assert "xnnpack    1 partition(s)" in text and "GFLOP" in text
 
 
@@ -426,7 +427,7 @@ def test_quantize_checks_its_arguments_before_building(env, tmp_path):
              (["--mode", "float16", "--threads", -4], 64, "--threads takes a number from 1 to 64"),
              (["--calib", tmp_path, "--finetune-rate", "nan"], 64, "--finetune-rate takes a learning rate > 0")]
     for extra, code, text in cases:
-        r = run_cli(["models", "quantize", "cpm", *extra], env, timeout=60)
+        r = run_cli_inproc(["models", "quantize", "cpm", *extra], env, timeout=60)
         assert r.returncode == code and text in r.stderr, (extra, r.returncode, r.stderr)
         assert "building" not in r.stderr and "Traceback" not in r.stderr
     assert not list(tmp_path.glob("*.part")) and not (tmp_path.parent / (tmp_path.name + ".part")).exists()
@@ -515,7 +516,7 @@ def test_a_download_cut_short_is_an_interrupted_download_not_a_bad_mirror_file(s
     proxy = f"http://127.0.0.1:{_closed_port()}"
     env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
     env.update(EDGEPOSE_MODEL_DIR=str(cache), http_proxy=proxy, https_proxy=proxy, no_proxy="127.0.0.1")
-    r = run_cli(["models", "--mirror", short_server, "pull", "cpm"], env)
+    r = run_cli_inproc(["models", "--mirror", short_server, "pull", "cpm"], env)
     assert r.returncode == 66 and "Traceback" not in r.stderr, r.stderr
     (line,) = error_lines(r.stderr)
     assert f"{short_server}/cpm/model.tflite: download interrupted" in line
@@ -536,7 +537,7 @@ def test_quantize_checks_calib_and_eval_before_fetching(env, cache, tmp_path):
              (["--calib", CALIB, "--eval", tmp_path / "no.json"], f"annotation file {tmp_path / 'no.json'} does not exist"),
              (["--mode", "float16", "--eval", tmp_path / "no.json"], "annotation file")]
     for extra, text in cases:
-        r = run_cli(["models", "quantize", "cpm", *extra], env, timeout=60)
+        r = run_cli_inproc(["models", "quantize", "cpm", *extra], env, timeout=60)
         assert r.returncode == 66 and "Traceback" not in r.stderr, (extra, r.stderr)
         (line,) = error_lines(r.stderr)
         assert text in line and "could not fetch" not in line, (extra, line)
@@ -548,15 +549,16 @@ def test_quantize_checks_calib_and_eval_before_fetching(env, cache, tmp_path):
         im["file_name"] = str(EVAL_ANN.parent / im["file_name"])
     ann["annotations"][0]["bbox"] = [99999, 99999, 10, 10]
     (tmp_path / "outside.json").write_text(json.dumps(ann))
-    r = run_cli(["models", "quantize", "cpm", "--calib", CALIB, "--eval", tmp_path / "outside.json"], env, timeout=60)
+    r = run_cli_inproc(["models", "quantize", "cpm", "--calib", CALIB, "--eval", tmp_path / "outside.json"], env,
+                       timeout=60)
     assert r.returncode == 65 and "lies entirely outside" in r.stderr and "fetching" not in r.stderr, r.stderr
     assert not cache.exists()
 
 
 def test_list_columns_stay_aligned(env):
     """Each column is as wide as its longest entry (`local (int8 from hourglass-pb)` included)."""
-    rows = json.loads(run_cli(["models", "list", "--json"], env).stdout)
-    lines = run_cli(["models", "list"], env).stdout.splitlines()[1:]
+    rows = json.loads(run_cli_inproc(["models", "list", "--json"], env).stdout)
+    lines = run_cli_inproc(["models", "list"], env).stdout.splitlines()[1:]
     assert len(lines) == len(rows)
     starts = {line.index(r["description"]) for line, r in zip(lines, rows)}
     assert len(starts) == 1, lines

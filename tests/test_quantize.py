@@ -14,12 +14,13 @@ import pytest
 
 from edgepose.models import registry
 from edgepose.build import quantize as q
+from edgepose.build.tflite import tensor_name
 from edgepose.inference.engine import Engine
 from edgepose.core.errors import ModelError, UsageError
 from edgepose.models.modelinfo import delegation, inspect
 
-from conftest import CALIB, MIRROR, run_cli
-from models_util import OUTPUTS, built, needs_tf, quant_cache, quant_env, run_graph  # noqa: F401 (fixtures)
+from conftest import CALIB, MIRROR, run_cli, run_cli_inproc
+from models_util import OUTPUTS, needs_tf, run_graph
 
 pytestmark = needs_tf
 
@@ -49,6 +50,7 @@ def test_calibration_folder_errors(tmp_path):
         q.calibration_images(tmp_path, 192, 192)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["cpm", "hourglass"])
 def test_graph_rewrites_preserve_the_output(family, calib_images):
     """Relu removal, 7x7 depthwise split, concat balancing and depthwise equalization: the same function."""
@@ -104,6 +106,7 @@ def test_not_a_graph(tmp_path):
         q.Recipe(mode="int4")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["cpm", "hourglass"])
 def test_int8_conversion_meets_the_partition_and_fidelity_goals(built, quant_cache, family):
     path, report, r = built(family, "int8")
@@ -143,6 +146,7 @@ def test_int8_conversion_meets_the_partition_and_fidelity_goals(built, quant_cac
 # the 270 labelled keypoints; PCK@0.1 drops by nothing for either, which meets that half of the
 # goal; most disagreements are keypoints whose float heatmap peak is < 0.1.
 # strict: when a recipe reaches the goal this XPASSes and fails, so the marker must be removed.
+@pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason="issue #5 fidelity goal (>= 97% agreement, PCK@0.1 drop <= 1.0) "
                    "not reached by int8 yet; see docs/models.md")
 @pytest.mark.parametrize("family", ["cpm", "hourglass"])
@@ -165,6 +169,7 @@ def test_select_float_keeps_the_most_sensitive_blocks():
         == "stage_1_mv2_2"
 
 
+@pytest.mark.slow
 def test_cpm_mixed_variant_is_one_partition_and_keeps_pck(built):
     """Blocks chosen by sensitivity on the calibration photos (never the eval set) stay in float.
 
@@ -182,6 +187,7 @@ def test_cpm_mixed_variant_is_one_partition_and_keeps_pck(built):
     print(f"cpm-int8-mixed: agreement {fid['agreement']:.3f}, speed-up {report['speedup_vs_float']:.2f}x")
 
 
+@pytest.mark.slow
 def test_hourglass_degenerate_scales_are_fixed(built):
     """Hourglass has always-zero tensors whose calibrated scale collapses to ~1e-8."""
     path, report, _ = built("hourglass", "int8")
@@ -190,7 +196,7 @@ def test_hourglass_degenerate_scales_are_fixed(built):
     m = q.read_model(path.read_bytes())
     g = m.subgraphs[0]
     fixed_names = {f["tensor"] for f in report["quantization_fixes"]}
-    t = next(t for t in g.tensors if q._name(t) in fixed_names and t.quantization.scale is not None)
+    t = next(t for t in g.tensors if tensor_name(t) in fixed_names and t.quantization.scale is not None)
     t.quantization.scale = [7.8e-9]
     broken = path.parent / "broken.tflite"
     broken.write_bytes(q.write_model(m))
@@ -201,6 +207,7 @@ def test_hourglass_degenerate_scales_are_fixed(built):
     assert delegation(broken).whole
 
 
+@pytest.mark.slow
 def test_float32_rewrite_is_exact_and_whole(built):
     path, report, _ = built("cpm", "float32")
     assert report["xnnpack"]["quantized"]["partitions"] == 1
@@ -211,6 +218,7 @@ def test_float32_rewrite_is_exact_and_whole(built):
     assert a.shape == b.shape and np.abs(a - b).max() < 1e-4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["hourglass"])
 def test_float16_variant(built, family):
     path, report, _ = built(family, "float16")
@@ -220,14 +228,14 @@ def test_float16_variant(built, family):
 
 
 def test_quantize_command_errors(quant_env):
-    r = run_cli(["models", "quantize", "cpm"], quant_env)  # int8 without --calib
+    r = run_cli_inproc(["models", "quantize", "cpm"], quant_env)  # int8 without --calib
     assert r.returncode == 64 and "--calib" in r.stderr and "Traceback" not in r.stderr
-    r = run_cli(["models", "quantize", "nosuch", "--calib", CALIB], quant_env)
+    r = run_cli_inproc(["models", "quantize", "nosuch", "--calib", CALIB], quant_env)
     assert r.returncode == 78 and "Traceback" not in r.stderr
-    r = run_cli(["models", "quantize", "cpm-int8", "--mode", "float16"], quant_env)
+    r = run_cli_inproc(["models", "quantize", "cpm-int8", "--mode", "float16"], quant_env)
     assert r.returncode == 64 and "Traceback" not in r.stderr
     for bad in (["cpm-float16", "--finetune", "10"], ["cpm-int8", "--calib", str(CALIB), "--finetune", "-1"]):
-        r = run_cli(["models", "quantize"] + bad, quant_env)
+        r = run_cli_inproc(["models", "quantize"] + bad, quant_env)
         assert r.returncode == 64 and "--finetune" in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
@@ -241,6 +249,7 @@ def test_report_goal_check_is_strict():
     assert json.dumps(rep)
 
 
+@pytest.mark.slow
 def test_daemon_runs_the_built_variant_by_name(built, quant_env):
     built("cpm", "int8")
     r = run_cli(["run", "--model", "cpm-int8", "--source", CALIB / "ski.jpg"], quant_env)
@@ -249,6 +258,7 @@ def test_daemon_runs_the_built_variant_by_name(built, quant_env):
     assert payload["model"] == "cpm-int8" and len(payload["keypoints"]) == 14
 
 
+@pytest.mark.slow
 def test_float_output_skips_the_int8_output_grid(tmp_path, quant_env, calib_images):
     """`--float-output` (measured, not kept: docs/models.md): the op making the heatmaps stays float and
     the model's I/O is float32, so the heatmaps are not rounded to an int8 grid (<= 256 values)."""

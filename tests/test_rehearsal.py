@@ -25,6 +25,8 @@ from conftest import REPO
 
 SCRIPT = REPO / "tests" / "rehearsal" / "arm64.sh"
 
+pytestmark = pytest.mark.slow  # minutes of debootstrap and install under qemu
+
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the rehearsal needs root (debootstrap, mounts, namespaces)")
 @pytest.mark.parametrize("arch, board", [("arm64", "pi"), ("amd64", "generic")])

@@ -9,7 +9,7 @@ import pytest
 
 from edgepose.core.pose import KEYPOINT_NAMES
 
-from conftest import CALIB, EVAL_ANN, EVAL_IMAGES, MIRROR, REPO, VIDEOS, error_lines, payloads, run_cli
+from conftest import CALIB, EVAL_ANN, EVAL_IMAGES, MIRROR, REPO, VIDEOS, error_lines, payloads, run_cli, run_cli_inproc
 
 LATENCY_KEYS = {"capture", "preprocess", "infer", "decode", "total"}
 
@@ -28,7 +28,7 @@ def check_payload(p, seq, width, height, model):
 
 @pytest.mark.parametrize("clip,size", [("demo.mp4", (960, 540)), ("posetrack_000001.mp4", (1280, 720))])
 def test_run_on_shared_clips_gives_one_valid_payload_per_frame(clip, size, edgepose_env):
-    r = run_cli(["run", "--source", VIDEOS / clip, "--model", "hourglass", "--threads", "1"], edgepose_env)
+    r = run_cli_inproc(["run", "--source", VIDEOS / clip, "--model", "hourglass", "--threads", "1"], edgepose_env)
     assert r.returncode == 0, r.stderr
     ps = payloads(r.stdout)
     assert len(ps) == 5
@@ -61,8 +61,8 @@ def _person_crops(tmp_path):
 def test_keypoints_land_on_the_person(model, tmp_path, edgepose_env):
     crops = _person_crops(tmp_path)
     assert len(crops) >= 10
-    r = run_cli(["run", "--source", tmp_path, "--model", model, "--no-tracking", "--no-smoothing"],
-                edgepose_env)
+    r = run_cli_inproc(["run", "--source", tmp_path, "--model", model, "--no-tracking", "--no-smoothing"],
+                       edgepose_env)
     assert r.returncode == 0, r.stderr
     ps = payloads(r.stdout)
     assert len(ps) == len(crops)
@@ -77,8 +77,8 @@ def test_keypoints_land_on_the_person(model, tmp_path, edgepose_env):
 
 
 def test_image_glob_max_frames_and_fps_cap(edgepose_env):
-    r = run_cli(["run", "--source", str(CALIB / "*.jpg"), "--model", "hourglass", "--max-frames", "4",
-                 "--fps", "10"], edgepose_env)
+    r = run_cli_inproc(["run", "--source", str(CALIB / "*.jpg"), "--model", "hourglass", "--max-frames", "4",
+                        "--fps", "10"], edgepose_env)
     assert r.returncode == 0, r.stderr
     ps = payloads(r.stdout)
     assert [p["seq"] for p in ps] == [0, 1, 2, 3]
@@ -91,7 +91,7 @@ def test_config_file_and_environment_reach_the_daemon(tmp_path, edgepose_env):
     cfg.write_text(f'[camera]\nsource = "{CALIB / "ski.jpg"}"\n[model]\nname = "hourglass"\n'
                    f'[output]\ndevice = "porch"\n')
     env = dict(edgepose_env, EDGEPOSE_MODEL_SCORE_THRESHOLD="0.0")
-    r = run_cli(["run", "--config", cfg], env)
+    r = run_cli_inproc(["run", "--config", cfg], env)
     assert r.returncode == 0, r.stderr
     (p,) = payloads(r.stdout)
     assert p["device"] == "porch" and p["model"] == "hourglass" and p["present"] is True
@@ -120,7 +120,7 @@ def test_error_paths_one_line_and_exit_code(args, code, message, tmp_path, edgep
     fakevideo = tmp_path / "fake.mp4"
     fakevideo.write_text("not a video\n")
     args = [a.format(calib=CALIB / "ski.jpg", corrupt=corrupt, badcfg=badcfg, fakevideo=fakevideo) for a in args]
-    r = run_cli(args, edgepose_env)
+    r = run_cli(args, edgepose_env)  # a process: native runtime/OpenCV/FFmpeg chatter on fd 2 is checked too
     assert r.returncode == code, (r.returncode, r.stderr)
     assert message in r.stderr
     assert "Traceback" not in r.stderr
@@ -138,19 +138,20 @@ def test_checksum_mismatch_in_cache_is_exit_65(tmp_path, edgepose_env):
     data[5000] ^= 0xFF
     (cache / "hourglass" / "model.tflite").write_bytes(bytes(data))
     env = dict(edgepose_env, EDGEPOSE_MODEL_DIR=str(cache))
-    r = run_cli(["run", "--source", CALIB / "ski.jpg", "--model", "hourglass"], env)
+    r = run_cli_inproc(["run", "--source", CALIB / "ski.jpg", "--model", "hourglass"], env)
     assert r.returncode == 65 and "checksum mismatch" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_first_use_fetches_into_the_cache_from_the_mirror(tmp_path, edgepose_env):
     cache = tmp_path / "fresh"
     env = dict(edgepose_env, EDGEPOSE_MODEL_DIR=str(cache))
-    r = run_cli(["run", "--source", CALIB / "ski.jpg", "--model", "hourglass"], env)
+    r = run_cli_inproc(["run", "--source", CALIB / "ski.jpg", "--model", "hourglass"], env)
     assert r.returncode == 0, r.stderr
     assert (cache / "hourglass" / "model.tflite").stat().st_size == 1716000
     assert "100%" in r.stderr  # the progress bar finished
 
 
+@pytest.mark.slow
 def test_sigterm_stops_cleanly(tmp_path, edgepose_env):
     import select
     import signal
@@ -176,7 +177,7 @@ def test_sigterm_stops_cleanly(tmp_path, edgepose_env):
 @pytest.mark.parametrize("args", [["--log-level", "warning", "run"], ["--log-level=warning", "run"],
                                   ["run", "--log-level", "warning"]])
 def test_log_level_before_or_after_the_command(args, edgepose_env):
-    r = run_cli([*args, "--source", CALIB / "ski.jpg", "--model", "hourglass"], edgepose_env)
+    r = run_cli_inproc([*args, "--source", CALIB / "ski.jpg", "--model", "hourglass"], edgepose_env)
     assert r.returncode == 0, r.stderr
     assert len(payloads(r.stdout)) == 1
     assert "edgepose: INFO" not in r.stderr  # the level took effect
@@ -184,18 +185,19 @@ def test_log_level_before_or_after_the_command(args, edgepose_env):
 
 def test_photos_of_a_folder_are_independent(edgepose_env):
     """Tracking and smoothing are for sequences: each photo of a folder gives what it gives alone."""
-    r = run_cli(["run", "--source", CALIB, "--model", "hourglass"], edgepose_env)
+    r = run_cli_inproc(["run", "--source", CALIB, "--model", "hourglass"], edgepose_env)
     assert r.returncode == 0, r.stderr
     together = payloads(r.stdout)
     names = sorted(p.name for p in CALIB.iterdir() if p.suffix.lower() in (".jpg", ".png"))
     assert len(together) == len(names)
     for i in (1, 6, len(names) - 1):  # later photos, after others were tracked and smoothed
-        r = run_cli(["run", "--source", CALIB / names[i], "--model", "hourglass"], edgepose_env)
+        r = run_cli_inproc(["run", "--source", CALIB / names[i], "--model", "hourglass"], edgepose_env)
         (alone,) = payloads(r.stdout)
         xy = [(k["x"], k["y"], k["score"]) for k in together[i]["keypoints"]]
         assert xy == pytest.approx([(k["x"], k["y"], k["score"]) for k in alone["keypoints"]], abs=1e-6), names[i]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("deg", [90, 180, 270])
 def test_rotate_turns_a_sideways_or_upside_down_camera_upright(deg, tmp_path, edgepose_env):
     """`--rotate DEG` (camera.rotate): photos as a camera turned the other way would take them (rotated
@@ -209,9 +211,9 @@ def test_rotate_turns_a_sideways_or_upside_down_camera_upright(deg, tmp_path, ed
         cv2.imwrite(str(upright / (path.stem + ".png")), img)
         cv2.imwrite(str(turned / (path.stem + ".png")), cv2.rotate(img, back))
     base = ["run", "--model", "hourglass", "--no-smoothing"]
-    want = run_cli(base + ["--source", upright], edgepose_env)
-    got = run_cli(base + ["--source", turned, "--rotate", str(deg)], edgepose_env)
-    plain = run_cli(base + ["--source", turned], edgepose_env)
+    want = run_cli_inproc(base + ["--source", upright], edgepose_env)
+    got = run_cli_inproc(base + ["--source", turned, "--rotate", str(deg)], edgepose_env)
+    plain = run_cli_inproc(base + ["--source", turned], edgepose_env)
     assert want.returncode == got.returncode == plain.returncode == 0, got.stderr
     assert f"frames turned {deg} degrees clockwise" in got.stderr
     a, b, c = payloads(want.stdout), payloads(got.stdout), payloads(plain.stdout)
@@ -288,6 +290,7 @@ def test_a_reload_reopens_a_source_only_when_it_must():
     assert _must_reopen(cam, replace(cam, source="clip.mp4"), live=False)
 
 
+@pytest.mark.slow
 def test_ctrl_c_interrupts_a_first_use_download(tmp_path, edgepose_env):
     """A mirror that accepts the connection and never answers: Ctrl-C ends `run` at once (130, "interrupted",
     nothing cached), instead of waiting out the download's timeout and blaming the mirror."""
@@ -318,6 +321,7 @@ def test_ctrl_c_interrupts_a_first_use_download(tmp_path, edgepose_env):
     assert not list((tmp_path / "cache").rglob("*.tflite")) and not list((tmp_path / "cache").rglob("*.part"))
 
 
+@pytest.mark.slow
 def test_a_very_low_frame_rate_cap_still_answers_signals(tmp_path, edgepose_env):
     """--fps 1e-300 (one frame, then a wait longer than time_t): the pause is taken in slices, so there is
     no OverflowError, SIGHUP is answered during it, and SIGTERM ends the run with 0."""
@@ -348,6 +352,7 @@ def test_a_very_low_frame_rate_cap_still_answers_signals(tmp_path, edgepose_env)
     assert "Traceback" not in err.read_text() and "stopped after 1 frames" in err.read_text()
 
 
+@pytest.mark.slow
 def test_stdout_that_cannot_be_written_is_one_error(edgepose_env):
     """A full disk behind `> file` (here /dev/full) or a closed stdout: one line and exit 74, no traceback."""
     import subprocess

@@ -291,6 +291,7 @@ def test_snapshot_capture_paces_its_fetches_and_reports_failures(caplog):
     assert not [r for r in caplog.records if "lost" in r.getMessage()]  # a read cut short by close()
 
 
+@pytest.mark.slow
 def test_an_image_url_is_polled_as_a_camera_without_flapping(tmp_path, edgepose_env):
     """`--source http://.../snapshot.jpg` against a real local HTTP server: live frames at camera.fps, no
     'lost'/'back' pair per frame (it used to open as a one-frame stream and lose it every time); a URL

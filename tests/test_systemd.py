@@ -176,6 +176,7 @@ def test_watchdog_decision_follows_progress_age(receiver):
     assert len(wait_messages(receiver, 2)) == 2 and w.pings == 2
 
 
+@pytest.mark.slow
 def test_watchdog_pings_at_the_interval_only_while_frames_flow(receiver):
     n = systemd.Notifier.from_environ({"NOTIFY_SOCKET": receiver.name, "WATCHDOG_USEC": "200000"})
     assert n.watchdog_interval == pytest.approx(0.1)
@@ -261,6 +262,7 @@ def _watch_daemon(receiver, model_cache, wrap, frames: int, camera=None, after_s
     return result.get("rc"), seen, began
 
 
+@pytest.mark.slow
 def test_daemon_hung_camera_read_stops_watchdog_pings(receiver, model_cache):
     release = threading.Event()
     # wait until the source hangs, then watch for stall_timeout + 1 s
@@ -307,6 +309,7 @@ class LostAfter:
         return getattr(self.inner, name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lost_s,pings_go_on", [(5.0, True), (120.0, False)])
 def test_a_camera_gone_longer_than_gone_timeout_stops_the_watchdog(lost_s, pings_go_on, receiver, model_cache):
     """While a camera is being reopened the daemon keeps pinging (it is alive and says so); once it has been
@@ -319,6 +322,7 @@ def test_a_camera_gone_longer_than_gone_timeout_stops_the_watchdog(lost_s, pings
     assert bool(late) is pings_go_on, late
 
 
+@pytest.mark.slow
 def test_edgepose_run_notifies_ready_status_watchdog_and_stopping_on_sigterm(receiver, edgepose_env):
     env = dict(edgepose_env, NOTIFY_SOCKET=receiver.name, WATCHDOG_USEC="400000",
                INVOCATION_ID=uuid.uuid4().hex)

@@ -35,7 +35,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from edgepose.build.quantize import _const_node, _consumers, _const_value, _node_name, _tf
+from edgepose.build.graphs import const_node, const_value, consumers_of, layer_group, node_name, tensorflow
+from edgepose.build.tflite import load_schema, read_model, tensor_name
 
 log = logging.getLogger(__name__)
 
@@ -48,23 +49,23 @@ def fold_batch_norms(graph_def) -> Tuple[object, List[str]]:
     """``Conv2D/DepthwiseConv2dNative -> FusedBatchNorm`` (inference mode, const parameters) becomes
     the convolution with ``w * gamma / sqrt(var + eps)`` per output channel followed by a
     ``BiasAdd`` of ``beta - mean * gamma / sqrt(var + eps)``: the same function."""
-    tf = _tf()
+    tf = tensorflow()
     out = tf.compat.v1.GraphDef()
     out.CopyFrom(graph_def)
     by_name = {n.name: n for n in out.node}
-    users = _consumers(out)
+    users = consumers_of(out)
     folded = 0
     for bn in list(out.node):
         if bn.op not in ("FusedBatchNorm", "FusedBatchNormV3") or bn.attr["is_training"].b:
             continue
-        conv = by_name.get(_node_name(bn.input[0]))
+        conv = by_name.get(node_name(bn.input[0]))
         if conv is None or conv.op not in _CONVS or len(users.get(conv.name, [])) != 1:
             continue
         if any(":" in ref and not ref.endswith(":0") for u in users.get(bn.name, []) for ref in u[0].input
-               if _node_name(ref) == bn.name):
+               if node_name(ref) == bn.name):
             continue  # something reads the batch statistics outputs
-        vals = [_const_value(by_name, ref)[1] for ref in bn.input[1:5]]
-        _, w = _const_value(by_name, conv.input[1])
+        vals = [const_value(by_name, ref)[1] for ref in bn.input[1:5]]
+        _, w = const_value(by_name, conv.input[1])
         if w is None or any(v is None for v in vals):
             continue
         gamma, beta, mean, var = (np.asarray(v, np.float64) for v in vals)
@@ -76,10 +77,10 @@ def fold_batch_norms(graph_def) -> Tuple[object, List[str]]:
             kh, kw, cin, mult = w.shape
             w2 = (w.reshape(kh, kw, cin * mult) * s[None, None, :]).reshape(w.shape)
         name = f"{conv.name}/edgepose_folded_weights"
-        _const_node(out, name, w2.astype(np.float32))
+        const_node(out, name, w2.astype(np.float32))
         conv.input[1] = name
         bias = f"{bn.name}/edgepose_folded_bias"
-        _const_node(out, bias, (beta - mean * s).astype(np.float32))
+        const_node(out, bias, (beta - mean * s).astype(np.float32))
         data = bn.input[0]
         bn.op = "BiasAdd"
         del bn.input[:]
@@ -119,9 +120,7 @@ class QuantSim:
     """
 
     def __init__(self, graph_def, input_name: str, output_name: str, float_groups: Sequence[str] = ()):
-        from edgepose.build.quantize import layer_group  # noqa: PLC0415
-
-        tf = _tf()
+        tf = tensorflow()
         self.tf = tf
         self.input_name, self.output_name = input_name, output_name
         by_name = {n.name: n for n in graph_def.node}
@@ -140,25 +139,25 @@ class QuantSim:
             seen.add(name)
             stack.append((name, True))
             for ref in by_name[name].input:
-                if not ref.startswith("^") and _node_name(ref) not in seen:
-                    stack.append((_node_name(ref), False))
+                if not ref.startswith("^") and node_name(ref) not in seen:
+                    stack.append((node_name(ref), False))
         self.order = order
         # nodes of blocks a mixed model keeps in float: neither their weights nor outputs are quantized
         groups = set(float_groups)
         self.float_nodes = {name for name in order if layer_group(name) in groups}
-        users = _consumers(graph_def)
+        users = consumers_of(graph_def)
         self.variables: Dict[str, object] = {}  # Const node name -> tf.Variable
         self.weight_of: Dict[str, str] = {}     # conv node -> Const name of its weights
         self.bias_of: Dict[str, str] = {}       # BiasAdd node -> Const name of its bias
         for name in order:
             n = by_name[name]
             if n.op in _CONVS:
-                cnode, w = _const_value(by_name, n.input[1])
+                cnode, w = const_value(by_name, n.input[1])
                 if cnode is not None:
                     self.variables[cnode.name] = tf.Variable(w.astype(np.float32), name=_safe(cnode.name))
                     self.weight_of[name] = cnode.name
             elif n.op == "BiasAdd":
-                cnode, b = _const_value(by_name, n.input[1])
+                cnode, b = const_value(by_name, n.input[1])
                 if cnode is not None:
                     self.variables[cnode.name] = tf.Variable(b.astype(np.float32), name=_safe(cnode.name))
                     self.bias_of[name] = cnode.name
@@ -178,7 +177,7 @@ class QuantSim:
 
     # -- evaluation -------------------------------------------------------------------
     def _const(self, ref: str, original: bool = False):
-        node, v = _const_value(self.by_name, ref)
+        node, v = const_value(self.by_name, ref)
         if not original and node is not None and node.name in self.variables:
             return self.variables[node.name]
         return v
@@ -208,7 +207,7 @@ class QuantSim:
         vals: Dict[str, object] = {}
 
         def get(ref: str):
-            base = _node_name(ref)
+            base = node_name(ref)
             return vals[base]
 
         for name in self.order:
@@ -219,7 +218,7 @@ class QuantSim:
             elif op == "Const":
                 continue
             elif op == "Identity":
-                if self.by_name[_node_name(n.input[0])].op == "Const":
+                if self.by_name[node_name(n.input[0])].op == "Const":
                     continue
                 y = get(n.input[0])
             elif op in _CONVS:
@@ -247,7 +246,7 @@ class QuantSim:
             elif op in ("Add", "AddV2"):
                 y = get(n.input[0]) + get(n.input[1])
             elif op == "Mul":
-                a, b = (vals[_node_name(r)] if _node_name(r) in vals else np.asarray(const(r), np.float32)
+                a, b = (vals[node_name(r)] if node_name(r) in vals else np.asarray(const(r), np.float32)
                         for r in n.input[:2])
                 y = a * b
             elif op == "ConcatV2":
@@ -293,9 +292,8 @@ class QuantSim:
         get the concatenation's.  Simulating the real grid is what makes the fine-tuning carry over
         to the converted model.  Returns how many points were matched (the others keep the ranges
         they had)."""
-        from edgepose.build.quantize import _name, _schema, read_model  # noqa: PLC0415
 
-        int8 = _schema().TensorType.INT8
+        int8 = load_schema().TensorType.INT8
         g = read_model(tflite).subgraphs[0]
         found: Dict[str, Tuple[float, float]] = {}
         for t in g.tensors:
@@ -305,7 +303,7 @@ class QuantSim:
             scale, zero = float(qp.scale[0]), int(qp.zeroPoint[0])
             if t.type != int8 or scale <= 0:
                 continue
-            for part in _name(t).split(";"):
+            for part in tensor_name(t).split(";"):
                 found.setdefault(part, ((-128 - zero) * scale, (127 - zero) * scale))
         hit = 0
         for p in self.points:
@@ -375,7 +373,7 @@ def finetune(graph_def, input_name: str, output_name: str, calibration: Sequence
     report notes."""
     if spec.steps <= 0:
         return graph_def, []
-    tf = _tf()
+    tf = tensorflow()
     gd, notes = fold_batch_norms(graph_def)
     sim = QuantSim(gd, input_name, output_name, float_groups)
     in_h, in_w = np.asarray(calibration[0]).shape[:2]

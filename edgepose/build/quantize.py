@@ -35,7 +35,9 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from edgepose.core.errors import InputMissingError, ModelError, RuntimeMissingError, UsageError
+from edgepose.build.graphs import const_node, const_value, consumers_of, layer_group, node_name, tensorflow
+from edgepose.build.tflite import load_schema, read_model, tensor_name, write_model
+from edgepose.core.errors import InputMissingError, ModelError, UsageError
 from edgepose.core.geometry import Box, CropTransform, whole_frame_box
 from edgepose.models.fidelity import check_goals
 
@@ -48,19 +50,6 @@ AGREEMENT_TOLERANCE = 0.05  # of the person-box size
 CONFIDENT = 0.1  # float heatmap peak at or above which a keypoint counts as detected (diagnostics)
 
 
-def _tf():
-    """Import TensorFlow lazily (only the workstation converter needs it)."""
-    try:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # deterministic calibration runs
-        import tensorflow as tf  # noqa: PLC0415
-    except ImportError as e:
-        raise RuntimeMissingError(
-            f"quantizing needs the TensorFlow converter ({e}); install it with "
-            "`pip install 'edgepose[convert]'` on a workstation") from None
-    return tf
-
-
 # -- 1. graph clean-up ----------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -68,12 +57,8 @@ class Cleanup:
     removed_relu: int  # Relu nodes after Relu6/Relu removed
 
 
-def _node_name(ref: str) -> str:
-    return ref.lstrip("^").split(":")[0]
-
-
 def load_graph(pb_path: Path):
-    tf = _tf()
+    tf = tensorflow()
     gd = tf.compat.v1.GraphDef()
     try:
         gd.ParseFromString(Path(pb_path).read_bytes())
@@ -90,12 +75,12 @@ def cleanup_graph(graph_def, keep: Sequence[str] = ()) -> Tuple[object, Cleanup]
     ``keep`` names nodes (the graph outputs) that must survive; an output
     that is such a ``Relu`` is kept.  Returns a new GraphDef.
     """
-    tf = _tf()
+    tf = tensorflow()
     by_name = {n.name: n for n in graph_def.node}
     replace: Dict[str, str] = {}
     for n in graph_def.node:
         if n.op == "Relu" and n.name not in keep and n.input:
-            src = by_name.get(_node_name(n.input[0]))
+            src = by_name.get(node_name(n.input[0]))
             if src is not None and src.op in ("Relu6", "Relu") and ":" not in n.input[0]:
                 replace[n.name] = n.input[0]
 
@@ -120,35 +105,15 @@ def cleanup_graph(graph_def, keep: Sequence[str] = ()) -> Tuple[object, Cleanup]
     return out, Cleanup(removed_relu=len(replace))
 
 
-def _const_node(graph_def, name: str, value: np.ndarray):
-    tf = _tf()
-    from tensorflow.python.framework import tensor_util  # noqa: PLC0415
-
-    n = graph_def.node.add()
-    n.name, n.op = name, "Const"
-    n.attr["dtype"].type = tf.as_dtype(value.dtype).as_datatype_enum
-    n.attr["value"].tensor.CopyFrom(tensor_util.make_tensor_proto(value))
-    return n
-
-
 def _replace_weights(graph_def, node, value: np.ndarray, tag: str) -> None:
     """Point ``node``'s weights input (input 1) at a new Const ``<node>/<tag>`` holding ``value``."""
     name = f"{node.name}/{tag}"
-    _const_node(graph_def, name, value.astype(np.float32))
+    const_node(graph_def, name, value.astype(np.float32))
     node.input[1] = name
 
 
-def _consumers(graph_def) -> Dict[str, List[Tuple[object, int]]]:
-    """Node name -> [(consumer node, input index)], control inputs included."""
-    out: Dict[str, List[Tuple[object, int]]] = {}
-    for n in graph_def.node:
-        for i, ref in enumerate(n.input):
-            out.setdefault(_node_name(ref), []).append((n, i))
-    return out
-
-
 def _static_shapes(graph_def, names: Sequence[str]) -> Dict[str, Tuple[int, ...]]:
-    tf = _tf()
+    tf = tensorflow()
     g = tf.Graph()
     with g.as_default():
         tf.compat.v1.import_graph_def(graph_def, name="")
@@ -165,7 +130,7 @@ def split_depthwise(graph_def, max_taps: int = 25) -> Tuple[object, List[str]]:
     Only stride-1, undilated, NHWC ``SAME`` convolutions with static shapes
     are rewritten.
     """
-    tf = _tf()
+    tf = tensorflow()
     by_name = {n.name: n for n in graph_def.node}
     todo = []
     for n in graph_def.node:
@@ -174,7 +139,7 @@ def split_depthwise(graph_def, max_taps: int = 25) -> Tuple[object, List[str]]:
         if list(n.attr["strides"].list.i) not in ([1, 1, 1, 1], []) or \
                 any(d != 1 for d in n.attr["dilations"].list.i) or n.attr["data_format"].s not in (b"", b"NHWC"):
             continue
-        wnode, w = _const_value(by_name, n.input[1])
+        wnode, w = const_value(by_name, n.input[1])
         if w is None or w.shape[0] * w.shape[1] <= max_taps or w.shape[1] > max_taps:
             continue
         todo.append((n.name, w))
@@ -195,7 +160,7 @@ def split_depthwise(graph_def, max_taps: int = 25) -> Tuple[object, List[str]]:
         kh, kw = w.shape[:2]
         band = max(1, max_taps // kw)
         pt, pl = (kh - 1) // 2, (kw - 1) // 2
-        _const_node(out, f"{name}/edgepose_split/pads",
+        const_node(out, f"{name}/edgepose_split/pads",
                     np.array([[0, 0], [pt, kh - 1 - pt], [pl, kw - 1 - pl], [0, 0]], np.int32))
         pad = out.node.add()
         pad.name, pad.op = f"{name}/edgepose_split/pad", "Pad"
@@ -206,16 +171,16 @@ def split_depthwise(graph_def, max_taps: int = 25) -> Tuple[object, List[str]]:
         for k, r0 in enumerate(range(0, kh, band)):
             rows = min(band, kh - r0)
             base = f"{name}/edgepose_split/band{k}"
-            _const_node(out, base + "/begin", np.array([0, r0, 0, 0], np.int32))
+            const_node(out, base + "/begin", np.array([0, r0, 0, 0], np.int32))
             # explicit sizes: XNNPACK does not delegate an int8 SLICE with -1 sizes
-            _const_node(out, base + "/size", np.array([shape[0] or 1, h + rows - 1, wd + kw - 1, w.shape[2]],
+            const_node(out, base + "/size", np.array([shape[0] or 1, h + rows - 1, wd + kw - 1, w.shape[2]],
                                                       np.int32))
             sl = out.node.add()
             sl.name, sl.op = base + "/slice", "Slice"
             sl.input.extend([pad.name, base + "/begin", base + "/size"])
             sl.attr["T"].type = tf.float32.as_datatype_enum
             sl.attr["Index"].type = tf.int32.as_datatype_enum
-            _const_node(out, base + "/weights", np.ascontiguousarray(w[r0:r0 + rows]).astype(np.float32))
+            const_node(out, base + "/weights", np.ascontiguousarray(w[r0:r0 + rows]).astype(np.float32))
             dw = out.node.add()
             dw.CopyFrom(n)
             dw.name = base + "/depthwise"
@@ -246,7 +211,7 @@ def split_wide_concats(graph_def, max_inputs: int = 4) -> Tuple[object, List[str
     (tflite-runtime 2.14) delegate concatenations of at most 4 inputs and
     leave wider ones to the CPU kernels, splitting the graph.
     """
-    tf = _tf()
+    tf = tensorflow()
     out = tf.compat.v1.GraphDef()
     out.CopyFrom(graph_def)
     notes = []
@@ -275,7 +240,7 @@ def split_wide_concats(graph_def, max_inputs: int = 4) -> Tuple[object, List[str
 def channel_ranges(graph_def, input_name: str, names: Sequence[str], images: Sequence[np.ndarray]
                    ) -> Dict[str, np.ndarray]:
     """max |value| of every channel (last axis) of graph tensors over images (float graph, TensorFlow)."""
-    tf = _tf()
+    tf = tensorflow()
     g = tf.Graph()
     with g.as_default():
         tf.compat.v1.import_graph_def(graph_def, name="")
@@ -297,18 +262,6 @@ def tensor_ranges(graph_def, input_name: str, names: Sequence[str], images: Sequ
     return {n: float(r.max()) for n, r in channel_ranges(graph_def, input_name, names, images).items()}
 
 
-def _const_value(by_name: dict, ref: str):
-    """The Const node behind ``ref`` (through Identity nodes) and its value."""
-    from tensorflow.python.framework import tensor_util  # noqa: PLC0415
-
-    n = by_name[_node_name(ref)]
-    while n.op == "Identity":
-        n = by_name[_node_name(n.input[0])]
-    if n.op != "Const":
-        return None, None
-    return n, tensor_util.MakeNdarray(n.attr["value"].tensor)
-
-
 def balance_concats(graph_def, input_name: str, images: Sequence[np.ndarray], ratio: float = 4.0
                     ) -> Tuple[object, List[str]]:
     """Scale small-range inputs of a ``ConcatV2`` up and the consuming convolution's weights down.
@@ -320,9 +273,9 @@ def balance_concats(graph_def, input_name: str, images: Sequence[np.ndarray], ra
     and gives ``H`` the full int8 range.  Applied only where every consumer of
     the concatenation is a ``Conv2D`` reading it as its data input.
     """
-    tf = _tf()
+    tf = tensorflow()
     by_name = {n.name: n for n in graph_def.node}
-    consumers = _consumers(graph_def)
+    consumers = consumers_of(graph_def)
     candidates = []
     for n in graph_def.node:
         if n.op != "ConcatV2":
@@ -330,7 +283,7 @@ def balance_concats(graph_def, input_name: str, images: Sequence[np.ndarray], ra
         users = consumers.get(n.name, [])
         if not users or any(u.op != "Conv2D" or i != 0 for u, i in users):
             continue
-        _, axis = _const_value(by_name, n.input[-1])
+        _, axis = const_value(by_name, n.input[-1])
         if axis is None or int(axis) not in (3, -1):
             continue
         candidates.append(n)
@@ -360,12 +313,12 @@ def balance_concats(graph_def, input_name: str, images: Sequence[np.ndarray], ra
                 mul.name = f"{n.name}/edgepose_balance_{k}"
                 mul.op = "Mul"
                 mul.attr["T"].type = tf.float32.as_datatype_enum
-                _const_node(out, mul.name + "/c", np.float32(c))
+                const_node(out, mul.name + "/c", np.float32(c))
                 mul.input.extend([ref, mul.name + "/c"])
                 n.input[k] = mul.name
                 for user, _ in consumers[cand.name]:
                     conv = by_name[user.name]
-                    wnode, w = _const_value(by_name, conv.input[1])
+                    wnode, w = const_value(by_name, conv.input[1])
                     w = w.copy()
                     w[:, :, offset:offset + width, :] /= c
                     _replace_weights(out, conv, w, "edgepose_weights")
@@ -391,9 +344,9 @@ def equalize_depthwise(graph_def, input_name: str, images: Sequence[np.ndarray],
     max r``, doubled CPM's int8 error instead).  Channels below ``floor`` of
     the tensor's range (dead ones) are left alone.
     """
-    tf = _tf()
+    tf = tensorflow()
     by_name = {n.name: n for n in graph_def.node}
-    users = _consumers(graph_def)
+    users = consumers_of(graph_def)
     chains = []  # (depthwise, its weights, relu, [(conv, its weights)])
     for n in graph_def.node:
         nxt = [u for u, _ in users.get(n.name, [])]
@@ -402,8 +355,8 @@ def equalize_depthwise(graph_def, input_name: str, images: Sequence[np.ndarray],
         readers = users.get(nxt[0].name, [])
         if not readers or any(c.op != "Conv2D" or i != 0 for c, i in readers):
             continue
-        _, w = _const_value(by_name, n.input[1])
-        convs = [(c.name, _const_value(by_name, c.input[1])[1]) for c, _ in readers]
+        _, w = const_value(by_name, n.input[1])
+        convs = [(c.name, const_value(by_name, c.input[1])[1]) for c, _ in readers]
         if w is None or w.shape[3] != 1 or any(cw is None for _, cw in convs):
             continue
         chains.append((n.name, w, nxt[0].name, convs))
@@ -554,7 +507,7 @@ class Recipe:
 def convert(graph_def, input_name: str, output_name: str, input_shape: Sequence[int], recipe: Recipe,
             calibration: Sequence[np.ndarray] = ()) -> bytes:
     """Run the TFLite converter on a (cleaned) frozen graph."""
-    tf = _tf()
+    tf = tensorflow()
     if recipe.mode == "int8" and not len(calibration):
         raise UsageError("int8 quantization needs calibration images (--calib DIR)")
     with tempfile.TemporaryDirectory(prefix="edgepose-convert-") as tmp:
@@ -603,11 +556,11 @@ def _convert_mixed(tf, conv, representative, recipe: "Recipe", calibration: Sequ
     except Exception as e:
         raise ModelError(f"the TFLite converter failed: {str(e).strip().splitlines()[-1]}") from None
     g = read_model(calibrated).subgraphs[0]
-    names = [_name(g.tensors[op.outputs[0]]) for op in g.operators]
+    names = [tensor_name(g.tensors[op.outputs[0]]) for op in g.operators]
 
     def quantize(deny: Sequence[str]) -> bytes:
         if recipe.float_output:  # the output op in float; float32 I/O instead of int8
-            deny = list(dict.fromkeys([*deny, *(_name(g.tensors[i]) for i in g.outputs)]))
+            deny = list(dict.fromkeys([*deny, *(tensor_name(g.tensors[i]) for i in g.outputs)]))
         try:
             data = tfl_convert.mlir_quantize(calibrated, fully_quantize=not recipe.float_output,
                                              denylisted_nodes=list(deny) or None)
@@ -632,25 +585,13 @@ def _convert_mixed(tf, conv, representative, recipe: "Recipe", calibration: Sequ
 
 def float_groups(data: bytes) -> Tuple[str, ...]:
     """The blocks (:func:`layer_group`) with ops kept in float in a mixed int8 model."""
-    schema = _schema()
+    schema = load_schema()
     model = read_model(data)
     g = model.subgraphs[0]
     codes = builtin_codes(model)
     conversions = (schema.BuiltinOperator.QUANTIZE, schema.BuiltinOperator.DEQUANTIZE)
     outputs = [g.tensors[op.outputs[0]] for op in g.operators if codes[op.opcodeIndex] not in conversions]
-    return tuple(sorted({layer_group(_name(t)) for t in outputs if t.type == schema.TensorType.FLOAT32}))
-
-
-def layer_group(name: str) -> str:
-    """The block an op belongs to, from its output tensor name (``part_2_3``, ``stage_1_mv2_2`` ...)."""
-    import re  # noqa: PLC0415
-
-    base = name.split(";")[0]
-    m = re.search(r"(part_\d+_\d+|stage_\d+_mv\d_\d+|stage_\d+_mv1|Conv2d_0)", base)
-    if m:
-        return m.group(1)
-    parts = base.split("/")
-    return "/".join(parts[:2]) if len(parts) > 2 else parts[0]
+    return tuple(sorted({layer_group(tensor_name(t)) for t in outputs if t.type == schema.TensorType.FLOAT32}))
 
 
 @dataclass(frozen=True)
@@ -775,46 +716,10 @@ class QuantFix:
     reason: str
 
 
-def _schema():
-    try:
-        from ai_edge_litert import schema_py_generated as schema  # noqa: PLC0415
-    except ImportError:
-        try:
-            from tensorflow.lite.python import schema_py_generated as schema  # noqa: PLC0415
-        except ImportError:
-            raise RuntimeMissingError("reading TFLite flatbuffers needs ai-edge-litert or tensorflow") from None
-    return schema
-
-
-def read_model(data: bytes):
-    """The flatbuffer as the schema's mutable object tree (``ModelT``)."""
-    schema = _schema()
-    try:
-        if not schema.Model.ModelBufferHasIdentifier(data, 0):
-            raise ModelError("not a TFLite flatbuffer (no TFL3 identifier)")
-        return schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(data, 0))
-    except ModelError:
-        raise
-    except Exception as e:
-        raise ModelError(f"cannot parse TFLite flatbuffer: {e}") from None
-
-
 def builtin_codes(model) -> List[int]:
     """The ``BuiltinOperator`` of each of the model's operator codes (by ``opcodeIndex``; new
     operators live in ``builtinCode``, old ones in ``deprecatedBuiltinCode``)."""
     return [max(oc.builtinCode, oc.deprecatedBuiltinCode) for oc in model.operatorCodes]
-
-
-def write_model(model) -> bytes:
-    import flatbuffers  # noqa: PLC0415 - a dependency of both runtimes
-
-    b = flatbuffers.Builder(1 << 20)
-    b.Finish(model.Pack(b), file_identifier=b"TFL3")
-    return bytes(b.Output())
-
-
-def _name(t) -> str:
-    return t.name.decode() if isinstance(t.name, bytes) else str(t.name)
 
 
 def fix_quantization(data: bytes, min_scale: float = MIN_ACTIVATION_SCALE, output_max: float = 0.0
@@ -828,7 +733,7 @@ def fix_quantization(data: bytes, min_scale: float = MIN_ACTIVATION_SCALE, outpu
     concatenation, reshape) are kept consistent by applying the same change
     along such chains.
     """
-    schema = _schema()
+    schema = load_schema()
     model = read_model(data)
     g = model.subgraphs[0]
     ops = g.operators
@@ -882,7 +787,7 @@ def fix_quantization(data: bytes, min_scale: float = MIN_ACTIVATION_SCALE, outpu
             if find(j) == root and is_activation(j):
                 q = g.tensors[j].quantization
                 old = float(q.scale[0])
-                fixes.append(QuantFix(_name(g.tensors[j]), old, float(scale), reason))
+                fixes.append(QuantFix(tensor_name(g.tensors[j]), old, float(scale), reason))
                 q.scale = [float(scale)]
                 q.zeroPoint = [int(zero)]
                 rescale_biases(j, old, float(scale))

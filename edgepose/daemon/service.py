@@ -38,7 +38,7 @@ from edgepose.inference.engine import Engine
 from edgepose.inference.estimator import PoseEstimator
 from edgepose.core.errors import EdgeposeError
 from edgepose.core.payload import make_meta, make_payload
-from edgepose.output.sinks import make_sink
+from edgepose.output.factory import make_sink
 from edgepose.capture.sources import FrameSource, RotatedSource, open_source, redact
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""Where payloads go: the Sink protocol, the stdout sink, and the factory.
+"""Where payloads go: the Sink protocol and the stdout sink (output/factory.py picks one from the config).
 
 A sink gets one schema-v1 payload dict per frame.  Sinks that report on
 their own (MQTT) take a ``status_provider`` callable returning the daemon's
@@ -86,14 +86,3 @@ class NullSink(StdoutSink):
 
     def stats(self) -> Dict[str, Any]:
         return {"sink": "none", "published": self.published}
-
-
-def make_sink(cfg, device: str, meta: Dict[str, Any], status_provider: StatusProvider) -> Sink:
-    """The sink named by ``cfg.output.sink`` (MQTT is imported only when used)."""
-    kind = cfg.output.sink
-    if kind == "stdout":
-        return StdoutSink()
-    if kind == "none":
-        return NullSink()
-    from edgepose.output.mqtt import MqttSink
-    return MqttSink(cfg.mqtt, device=device, meta=meta, status_provider=status_provider)

@@ -1,0 +1,22 @@
+"""The sink a config names (stdout, none or MQTT): the daemon's one way to make a sink.
+
+Apart from sinks.py so that the MQTT sink (which uses sinks.py) is imported only when chosen,
+without an import cycle between the two.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict
+
+from edgepose.output.sinks import NullSink, Sink, StatusProvider, StdoutSink
+
+
+def make_sink(cfg, device: str, meta: Dict[str, Any], status_provider: StatusProvider) -> Sink:
+    """The sink named by ``cfg.output.sink`` (MQTT is imported only when used)."""
+    kind = cfg.output.sink
+    if kind == "stdout":
+        return StdoutSink()
+    if kind == "none":
+        return NullSink()
+    from edgepose.output.mqtt import MqttSink
+    return MqttSink(cfg.mqtt, device=device, meta=meta, status_provider=status_provider)

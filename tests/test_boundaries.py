@@ -1,0 +1,285 @@
+"""The package's import boundaries, checked: `edgepose run` never pulls in the build subpackage or
+TensorFlow (statically, over every import the daemon could reach, and by running it), nothing outside
+edgepose/build and edgepose/tools imports edgepose.build, and the module import graph has no cycle.
+
+The graph is read from the source (every ``import`` and ``from ... import``, module-level or inside a
+function, and the modules the CLI imports by name), so a lazy import the tests never execute counts.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List, Set
+
+from conftest import REPO, VIDEOS, cli_env
+from edgepose.cli import ALIASES, COMMANDS
+
+PACKAGE = REPO / "edgepose"
+BUILD = "edgepose.build"
+FORBIDDEN_IN_RUN = (BUILD, "tensorflow")
+
+
+def module_files() -> Dict[str, Path]:
+    """Every module of the package by dotted name (a package is its ``__init__``)."""
+    mods = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = list(path.relative_to(REPO).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        mods[".".join(parts)] = path
+    return mods
+
+
+def _nodes(tree: ast.AST, at_import: bool):
+    """Every node of ``tree``; ``at_import``: only those run when the module is imported (not the
+    bodies of functions)."""
+    if not at_import:
+        yield from ast.walk(tree)
+        return
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        yield node
+        todo.extend(c for c in ast.iter_child_nodes(node)
+                    if not isinstance(c, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)))
+
+
+def imported_names(module: str, path: Path, at_import: bool = False) -> Set[str]:
+    """Every dotted name ``module`` imports anywhere in its source (relative imports resolved), plus
+    string constants naming an edgepose module (``importlib.import_module`` targets, e.g. cli.COMMANDS);
+    ``at_import``: only the imports made when the module is imported."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    names: Set[str] = set()
+    for node in _nodes(ast.parse(path.read_text(), str(path)), at_import):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            names.add(base)
+            names.update(f"{base}.{a.name}" for a in node.names)  # `from pkg import module`
+        elif (isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("edgepose.")
+              and not at_import):
+            names.add(node.value)
+    return names
+
+
+def import_graph(at_import: bool = False) -> Dict[str, Set[str]]:
+    """module -> the edgepose modules and the outside top-level packages it imports (``at_import``:
+    the imports made when it is imported, i.e. without those inside functions)."""
+    mods = module_files()
+    graph = {}
+    for module, path in mods.items():
+        targets = set()
+        for name in imported_names(module, path, at_import):
+            if name == "edgepose" or name.startswith("edgepose."):
+                while name and name not in mods:  # `from edgepose.core.errors import X` -> edgepose.core.errors
+                    name = name.rpartition(".")[0]
+                if name and name != module:
+                    targets.add(name)
+            else:
+                targets.add(name.split(".")[0])
+        graph[module] = targets
+    return graph
+
+
+def reachable(graph: Dict[str, Set[str]], start: str) -> Set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        m = todo.pop()
+        if m not in seen:
+            seen.add(m)
+            todo.extend(graph.get(m, ()))
+    return seen
+
+
+def cycles(graph: Dict[str, Set[str]]) -> List[List[str]]:
+    """The strongly connected components with more than one module (Tarjan), each sorted."""
+    index: Dict[str, int] = {}
+    low: Dict[str, int] = {}
+    stack: List[str] = []
+    on_stack: Set[str] = set()
+    found: List[List[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.get(v, ()):
+            if w not in graph:
+                continue
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                found.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_graph_sees_function_level_and_by_name_imports():
+    """The reader itself: lazy imports and the CLI's by-name commands are edges (else the checks below
+    would pass on a graph that misses them)."""
+    graph = import_graph()
+    assert "edgepose.output.mqtt" in graph["edgepose.cli"]  # COMMANDS: imported with importlib by name
+    assert "edgepose.build.quantize" in graph["edgepose.tools.modelcmd"]  # inside a function
+    assert "tensorflow" in graph["edgepose.build.quantize"]  # inside a function
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycle_between_modules():
+    assert cycles(import_graph()) == []
+
+
+def test_only_build_and_tools_import_the_build_subpackage_or_tensorflow():
+    offenders = {m: sorted(t for t in targets if t.startswith(FORBIDDEN_IN_RUN))
+                 for m, targets in import_graph().items()
+                 if not m.startswith((BUILD, "edgepose.tools"))}
+    assert {m: t for m, t in offenders.items() if t} == {}
+
+
+def test_nothing_the_daemon_can_import_reaches_build_or_tensorflow():
+    """Every module `edgepose run` could import, following lazy imports on paths no test takes."""
+    graph = import_graph()
+    run_module = "edgepose.daemon.service"
+    assert graph["edgepose.cli"] >= {run_module}
+    reach = reachable(graph, run_module) | {"edgepose.cli", "edgepose.core.errors", "edgepose.core.logs"}
+    assert sorted(m for m in reach if m.startswith(FORBIDDEN_IN_RUN + ("edgepose.tools",))) == []
+
+
+# Run as `python -c`: records every import statement the process executes (even one that fails, as a
+# `try: import tensorflow` would on a board without it), then runs the CLI's main as `edgepose` does.
+RECORDER = """
+import json, sys
+seen = set()
+class Recorder:
+    def find_spec(self, name, path=None, target=None):
+        seen.add(name)
+        return None
+sys.meta_path.insert(0, Recorder())
+from edgepose import cli
+try:
+    rc = cli.main(sys.argv[2:])
+finally:
+    with open(sys.argv[1], "w") as f:
+        json.dump({"attempted": sorted(seen), "loaded": sorted(sys.modules)}, f)
+sys.exit(rc)
+"""
+
+
+def test_edgepose_run_on_a_clip_imports_neither_build_nor_tensorflow(model_cache, tmp_path):
+    record = tmp_path / "imports.json"
+    r = subprocess.run([sys.executable, "-c", RECORDER, str(record), "run", "--source", str(VIDEOS / "demo.mp4"),
+                        "--model", "hourglass", "--threads", "1", "--max-frames", "5"],
+                       env=cli_env(model_cache), cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert len(r.stdout.splitlines()) == 5  # it did run: one payload per frame
+    seen = json.loads(record.read_text())
+    assert "edgepose.daemon.service" in seen["loaded"] and "cv2" in seen["loaded"]  # the recorder works
+    for kind in ("attempted", "loaded"):
+        assert [m for m in seen[kind] if m.startswith(FORBIDDEN_IN_RUN)] == [], kind
+
+
+# --- the quick lane (-m "not slow") touches every module ------------------------------------------------
+
+TESTS = REPO / "tests"
+CLI_RUNNERS = ("run_cli", "run_cli_inproc")
+
+
+def _marks_slow(node: ast.AST) -> bool:
+    return any((isinstance(n, ast.Attribute) and n.attr == "slow") or (isinstance(n, ast.Name) and n.id == "slow")
+               for n in ast.walk(node))
+
+
+def quick_lane_files() -> List[Path]:
+    """Test files with at least one test the quick lane runs: not marked slow by the file's
+    ``pytestmark`` nor by its own decorators (a parametrize with a slow case counts as slow)."""
+    files = []
+    for path in sorted(TESTS.glob("test_*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        file_slow = any(isinstance(st, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "pytestmark"
+                                                           for t in st.targets) and _marks_slow(st.value)
+                        for st in tree.body)
+        tests = [f for f in tree.body if isinstance(f, ast.FunctionDef) and f.name.startswith("test_")]
+        if not file_slow and any(not any(_marks_slow(d) for d in f.decorator_list) for f in tests):
+            files.append(path)
+    return files
+
+
+def touched_by(path: Path, graph: Dict[str, Set[str]]) -> Set[str]:
+    """The edgepose modules loaded by importing test file ``path`` (and the tests/ helpers it imports)
+    and by the CLI commands it runs (`run_cli(["models", ...])`): each with what it imports at import."""
+    start: Set[str] = set()
+    helpers, seen_helpers = [path], set()
+    while helpers:
+        p = helpers.pop()
+        if p in seen_helpers:
+            continue
+        seen_helpers.add(p)
+        tree = ast.parse(p.read_text(), str(p))
+        for name in imported_names(p.stem, p, at_import=True):
+            if (TESTS / f"{name}.py").is_file():
+                helpers.append(TESTS / f"{name}.py")
+            elif name.startswith("edgepose"):
+                start.add(name)
+        for word in cli_commands_run(tree):
+            start |= {"edgepose.cli", COMMANDS[word][0]}
+    touched: Set[str] = set()
+    for name in start:
+        while name and name not in graph:
+            name = name.rpartition(".")[0]
+        if name:
+            touched |= reachable(graph, name)
+    parents = {m.rsplit(".", i)[0] for m in touched for i in range(1, m.count(".") + 1)}  # importing a.b.c
+    return {m for m in touched | parents if m in graph}
+
+
+def cli_commands_run(tree: ast.AST) -> Set[str]:
+    """The subcommands a test file runs: ``run_cli(["models", ...])`` / ``run_cli_inproc([...])`` and
+    ``[sys.executable, "-m", "edgepose.cli", "view", ...]`` for a process it starts itself."""
+    words = set()
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in CLI_RUNNERS
+                and node.args and isinstance(node.args[0], ast.List)):
+            elts = node.args[0].elts[:1]
+        elif isinstance(node, ast.List):
+            consts = [e.value if isinstance(e, ast.Constant) else None for e in node.elts]
+            elts = node.elts[consts.index("edgepose.cli") + 1:][:1] if "edgepose.cli" in consts else []
+        else:
+            continue
+        for e in elts:
+            if isinstance(e, ast.Constant) and ALIASES.get(e.value, e.value) in COMMANDS:
+                words.add(ALIASES.get(e.value, e.value))
+    return words
+
+
+def test_the_quick_lane_touches_every_module():
+    graph = import_graph(at_import=True)
+    quick = quick_lane_files()
+    assert TESTS / "test_boundaries.py" in quick and TESTS / "test_rehearsal.py" not in quick
+    assert "edgepose.tools.viewer" in touched_by(TESTS / "test_viewer.py", graph)  # a `view` process it starts
+    assert "edgepose.build.quantize" not in touched_by(TESTS / "test_smoothing.py", graph)
+    touched: Set[str] = set()
+    for path in quick:
+        touched |= touched_by(path, graph)
+    assert sorted(set(module_files()) - touched) == []
