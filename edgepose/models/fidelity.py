@@ -42,12 +42,10 @@ def fidelity_verdict(report: Any) -> Tuple[bool, str]:
     """Whether a locally built model's report (``edgepose models quantize``) shows it keeps accuracy.
 
     The goals are re-checked from the numbers in the report with
-    :func:`edgepose.build.quantize.check_goals` (keypoint agreement with the float
+    :func:`check_goals` (keypoint agreement with the float
     model, PCK@0.1 drop); both must be met.  No fidelity numbers (the model
     was built without ``--eval``) means *not verified*.
     """
-    from edgepose.build.quantize import check_goals
-
     if not isinstance(report, Mapping) or not isinstance(report.get("fidelity"), Mapping):
         return False, "its report has no fidelity results (build it with `edgepose models quantize ... --eval`)"
     try:
