@@ -16,7 +16,8 @@ import pytest
 import broker as broker_mod
 from broker import Broker
 from conftest import REPO, VIDEOS, run_cli
-from preview_util import chromium, chromium_available, decode, free_port, get, read_frames, status, wait_http
+from preview_util import (chromium, chromium_available, decode, free_port, get, get_with_host, read_frames, status,
+                          wait_http)
 
 pytestmark = pytest.mark.skipif(not broker_mod.available(), reason="mosquitto is not installed (see .ci/run)")
 
@@ -252,3 +253,22 @@ def test_view_canvas_is_bounded_by_the_output_not_the_message(broker, tmp_path):
     assert rc == 0, err.read_text()
     assert maxrss_kb < 400 * 1024, f"view peaked at {maxrss_kb / 1024:.0f} MB"
     assert cv2.imread(str(jpg)).shape == (1920, 1920, 3)
+
+
+def test_view_serve_answers_only_its_own_host_names(broker, tmp_path):
+    """--serve-host NAME (and preview.hosts) adds a name the page answers to; others get 421 (issue 23 item 7)."""
+    port = free_port()
+    p = _viewer(broker, tmp_path, "--serve", f"127.0.0.1:{port}", "--serve-host", "cam.lan")
+    try:
+        assert wait_http(f"http://127.0.0.1:{port}/", timeout=10)
+        assert get_with_host("127.0.0.1", port, f"cam.lan:{port}")[0] == 200
+        assert get_with_host("127.0.0.1", port, f"localhost:{port}")[0] == 200
+        assert get_with_host("127.0.0.1", port, f"rebind.example:{port}")[0] == 421
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(15) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    err = (tmp_path / "viewer.err").read_text()
+    assert "refused a request for host 'rebind.example:" in err and "--serve-host NAME" in err, err

@@ -143,6 +143,8 @@ class ServiceConfig:
 class PreviewConfig:
     listen: str = _opt("", "[HOST:]PORT of the preview page (empty = off; host defaults to 127.0.0.1)")
     fps: float = _opt(5.0, "most preview frames encoded per second", minimum=0.1)
+    hosts: str = _opt("", "more host names the page answers to, comma-separated (e.g. \"pi.local\"); the "
+                          "address it listens on, localhost, 127.0.0.1 and [::1] always work, other names get 421")
 
 
 @dataclass

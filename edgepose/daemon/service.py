@@ -70,6 +70,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-smoothing", action="store_true", help="turn One Euro smoothing off")
     p.add_argument("--no-tracking", action="store_true", help="always feed the whole frame")
     p.add_argument("--preview", metavar="[HOST:]PORT", help="serve a live preview page (off by default)")
+    p.add_argument("--preview-host", metavar="NAME", action="append",
+                   help="a host name the preview page answers to besides its address and localhost "
+                        "(preview.hosts; repeatable)")
 
 
 def overrides_from_args(args: argparse.Namespace) -> Dict[str, Dict[str, Any]]:
@@ -118,6 +121,8 @@ def overrides_from_args(args: argparse.Namespace) -> Dict[str, Dict[str, Any]]:
         o["tracking"]["enabled"] = False
     if getattr(args, "preview", None):
         o["preview"]["listen"] = args.preview
+    if getattr(args, "preview_host", None):
+        o["preview"]["hosts"] = ",".join(args.preview_host)
     return dict(o)
 
 
@@ -402,9 +407,10 @@ class Daemon:
                                                     self.cfg.service.stall_timeout)
                 watchdog.start()
             if self.cfg.preview.listen:  # the live preview page (edgepose/preview.py); off by default
-                from edgepose.output.preview import PreviewServer
+                from edgepose.output.preview import PreviewServer, host_names
                 preview = PreviewServer(self.cfg.preview.listen, self.cfg.preview.fps, self.status,
-                                        title=f"edgepose {self.device}").start()
+                                        title=f"edgepose {self.device}",
+                                        hosts=host_names(self.cfg.preview.hosts)).start()
                 self.observers.append(preview.observe)
             while not self.stop_event.is_set():
                 if self.reload_event.is_set():

@@ -37,7 +37,7 @@ from edgepose.core.errors import EX_TEMPFAIL, DeviceUnavailableError, UsageError
 from edgepose.core.files import write_problem
 from edgepose.core.payload import read_message
 from edgepose.output.mqttclient import Subscriber, check_device, check_prefix
-from edgepose.output.preview import PreviewServer, RateMeter, parse_listen
+from edgepose.output.preview import PreviewServer, RateMeter, host_names, parse_listen
 from edgepose.tools.sub import KINDS, add_connection_arguments, add_stop_arguments, bounded_arg, connection_config
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                           "with GUI support; the default when both exist)")
     to.add_argument("--out", metavar="FILE", help="write FILE.jpg (newest pose) or FILE.mp4 (one frame per pose)")
     to.add_argument("--serve", metavar="[HOST:]PORT", help="serve the preview page (host defaults to 127.0.0.1)")
+    p.add_argument("--serve-host", metavar="NAME", action="append",
+                   help="a host name the page answers to besides its address and localhost "
+                        "(preview.hosts; repeatable)")
     fps = bounded_arg(float, lambda v: math.isfinite(v) and v >= 0.1, "a frame rate >= 0.1")
     p.add_argument("--fps", type=fps, default=10.0, metavar="F",
                    help="frame rate of an .mp4, and most frames drawn per second elsewhere (default 10)")
@@ -242,7 +245,7 @@ def check_out(out: str) -> Path:
 
 
 def _open_output(args, out_path: Optional[Path], view: DeviceView, stop: threading.Event,
-                 environ: Mapping[str, str]):
+                 environ: Mapping[str, str], hosts: Tuple[str, ...] = ()):
     """(output, preview server or None) for the chosen destination (``out_path``: ``--out``, checked)."""
     if out_path is not None:
         return (Mp4Out(out_path, args.fps) if out_path.suffix.lower() == ".mp4" else JpegOut(out_path)), None
@@ -256,7 +259,7 @@ def _open_output(args, out_path: Optional[Path], view: DeviceView, stop: threadi
         log.info("%s: serving the view instead (or use --out FILE.jpg|FILE.mp4)", problem)
         listen = FALLBACK_SERVE
     server = PreviewServer(listen, args.fps, view.status_doc, title=f"edgepose view {args.device or ''}".strip(),
-                           flag="--serve")
+                           flag="--serve", hosts=hosts)
     return None, server.start()
 
 
@@ -272,6 +275,7 @@ def command(args: argparse.Namespace, environ: Optional[Mapping[str, str]] = Non
     if args.serve:
         parse_listen(args.serve, "--serve")  # a bad value fails before anything connects
     out_path = check_out(args.out) if args.out else None  # before anything connects
+    hosts = host_names(",".join([cfg.preview.hosts, *(args.serve_host or [])]))
     view = DeviceView(device)
     stop = threading.Event()
     who = device or "+"
@@ -282,7 +286,7 @@ def command(args: argparse.Namespace, environ: Optional[Mapping[str, str]] = Non
                                                     prefix, who, sub.broker))
     sub.start()
     try:
-        out, server = _open_output(args, out_path, view, stop, environ)
+        out, server = _open_output(args, out_path, view, stop, environ, hosts)
     except BaseException:
         sub.close()
         raise
