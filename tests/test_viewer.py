@@ -3,6 +3,7 @@ JPEG, an MP4 and the preview page (checked over HTTP and in headless Chromium). 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -39,6 +40,19 @@ def _viewer(broker, tmp_path, *args, device="cam1") -> subprocess.Popen:
         assert p.poll() is None and time.monotonic() < deadline, (tmp_path / "viewer.err").read_text()
         time.sleep(0.05)
     return p
+
+
+@contextlib.contextmanager
+def stopped_at_the_end(p: subprocess.Popen):
+    """Runs the block; then ``p`` (a viewer) must exit 0 on SIGTERM.  Killed if the block fails."""
+    try:
+        yield p
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(15) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
 
 
 def _publish(broker, env, clip="demo.mp4"):
@@ -80,7 +94,7 @@ def test_view_serves_the_preview_page(broker, edgepose_env, tmp_path):
     port = free_port()
     v = _viewer(broker, tmp_path, "--serve", f"127.0.0.1:{port}")
     base = f"http://127.0.0.1:{port}/"
-    try:
+    with stopped_at_the_end(v):
         assert wait_http(base, timeout=10)
         _publish(broker, edgepose_env, "posetrack_000001.mp4")  # 5 frames of 1280x720
         code, ctype, body = get(base + "frame.jpg")
@@ -100,12 +114,6 @@ def test_view_serves_the_preview_page(broker, edgepose_env, tmp_path):
             WebDriverWait(driver, 15).until(lambda d: d.find_element("id", "st-model").text == "hourglass")
         finally:
             driver.quit()
-        v.send_signal(signal.SIGTERM)
-        assert v.wait(15) == 0
-    finally:
-        if v.poll() is None:
-            v.kill()
-            v.wait()
 
 
 def test_view_errors(broker, edgepose_env, tmp_path):
@@ -191,7 +199,7 @@ def test_view_survives_hostile_messages(broker, tmp_path, mode):
     port = free_port()
     args = ["--out", tmp_path / "pose.jpg", "--count", 1] if mode == "out" else ["--serve", f"127.0.0.1:{port}"]
     p = _viewer(broker, tmp_path, *args, "--timeout", 60)
-    try:
+    with stopped_at_the_end(p):  # (--out: it has exited by itself)
         for doc in HOSTILE_POSES:
             _pub(broker, "edgepose/cam1/pose", doc)
         _pub(broker, "edgepose/cam1/pose", GOOD)
@@ -209,13 +217,7 @@ def test_view_survives_hostile_messages(broker, tmp_path, mode):
             assert code == 200, body
             img = decode(body)
             assert p.poll() is None
-            p.send_signal(signal.SIGTERM)
-            assert p.wait(15) == 0
         assert img.shape == (240, 320, 3)
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
     err = (tmp_path / "viewer.err").read_text()
     assert "Traceback" not in err and "failed" not in err, err
     skipped = [line for line in err.splitlines() if " skipped: " in line]
@@ -259,16 +261,10 @@ def test_view_serve_answers_only_its_own_host_names(broker, tmp_path):
     """--serve-host NAME (and preview.hosts) adds a name the page answers to; others get 421 (issue 23 item 7)."""
     port = free_port()
     p = _viewer(broker, tmp_path, "--serve", f"127.0.0.1:{port}", "--serve-host", "cam.lan")
-    try:
+    with stopped_at_the_end(p):
         assert wait_http(f"http://127.0.0.1:{port}/", timeout=10)
         assert get_with_host("127.0.0.1", port, f"cam.lan:{port}")[0] == 200
         assert get_with_host("127.0.0.1", port, f"localhost:{port}")[0] == 200
         assert get_with_host("127.0.0.1", port, f"rebind.example:{port}")[0] == 421
-        p.send_signal(signal.SIGTERM)
-        assert p.wait(15) == 0
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
     err = (tmp_path / "viewer.err").read_text()
     assert "refused a request for host 'rebind.example:" in err and "--serve-host NAME" in err, err
