@@ -57,7 +57,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="TOML config file (default: $EDGEPOSE_CONFIG)")
     p.add_argument("--model", metavar="NAME|PATH", help="catalogue name (cpm, hourglass, cpm-int8, ...) "
                                                         "or .tflite path (default cpm)")
-    p.add_argument("--model-mirror", metavar="DIR|URL", help="fetch models from this mirror")
+    p.add_argument("--model-mirror", "--mirror", dest="model_mirror", metavar="DIR|URL",
+                   help="fetch models from this mirror (model.mirror; --mirror as for `edgepose models`)")
     p.add_argument("--backend", choices=["auto", "litert", "tflite-runtime"], help="TFLite runtime")
     p.add_argument("--threads", type=int, metavar="N", help="interpreter threads (default: all cores)")
     p.add_argument("--no-xnnpack", action="store_true", help="run without the XNNPACK delegate")
@@ -66,6 +67,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sink", choices=["stdout", "mqtt", "none"], help="where poses go (default stdout)")
     p.add_argument("--device", metavar="ID", help="device id in payloads and topics (default hostname)")
     p.add_argument("--broker", metavar="HOST[:PORT]", help="MQTT broker; IPv6 as [ADDR]:PORT (implies nothing about --sink)")
+    p.add_argument("--qos", type=int, choices=[0, 1], help="QoS of pose messages (mqtt.qos)")
     p.add_argument("--decoder", choices=["subpixel", "argmax", "upstream"], help="heatmap decoder")
     p.add_argument("--no-smoothing", action="store_true", help="turn One Euro smoothing off")
     p.add_argument("--no-tracking", action="store_true", help="always feed the whole frame")
@@ -115,6 +117,8 @@ def overrides_from_args(args: argparse.Namespace) -> Dict[str, Dict[str, Any]]:
         o["mqtt"]["host"] = host
         if port is not None:
             o["mqtt"]["port"] = port
+    if args.qos is not None:
+        o["mqtt"]["qos"] = args.qos
     if args.no_smoothing:
         o["smoothing"]["enabled"] = False
     if args.no_tracking:
