@@ -222,8 +222,6 @@ class PreviewServer:
         return self._clients > 0 or self.clock() < self._demand_until
 
     def _encoder_main(self) -> None:
-        from edgepose.output import draw  # cv2 and numpy: only loaded once the preview is on
-
         try:  # Linux nice values are per thread: inference keeps precedence over drawing
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), ENCODER_NICE)
         except (AttributeError, OSError):
@@ -244,8 +242,7 @@ class PreviewServer:
             next_due = self.clock() + self.period
             image, payload = latest
             try:
-                jpeg = draw.encode_jpeg(draw.render(image, payload, meter.add(payload), self.skeleton,
-                                                    max_width=self.max_width), self.quality)
+                jpeg = self.picture(image, payload, meter.add(payload))
             except Exception:  # a bad frame must not end the preview
                 log.exception("preview: drawing a frame failed")
                 continue
@@ -254,6 +251,12 @@ class PreviewServer:
                 self._jpeg_seq += 1
                 self.encoded += 1
                 self._cond.notify_all()
+
+    def picture(self, image, payload: Dict[str, Any], fps: Optional[float]) -> bytes:
+        """The JPEG the page shows for one frame: ``image`` (scaled to ``max_width``) with the pose drawn."""
+        from edgepose.output import draw  # cv2 and numpy: only loaded once the preview draws
+        return draw.encode_jpeg(draw.render(image, payload, fps, self.skeleton, max_width=self.max_width),
+                                self.quality)
 
     # -- client side (HTTP handler threads) -----------------------------
     def _next_jpeg(self, after: int, timeout: float) -> Tuple[Optional[bytes], int]:

@@ -174,6 +174,12 @@ class Canvas:
         return self._img, pose
 
 
+def picture(canvas: Canvas, pose: Mapping[str, Any], fps: Optional[float], meta: Mapping[str, Any]):
+    """The picture of one pose for a file or a window: on ``canvas``, with the bones ``meta`` announced."""
+    img, fitted = canvas.fit(pose)
+    return draw.render(img, fitted, fps, draw.skeleton_from_meta(meta))
+
+
 class JpegOut:
     def __init__(self, path: Path):
         self.path = path
@@ -300,8 +306,7 @@ def command(args: argparse.Namespace, environ: Optional[Mapping[str, str]] = Non
     seen, last_drawn, undrawn = 0, 0.0, None
 
     def show(pose) -> None:
-        img, fitted = canvas.fit(pose)
-        out.show(draw.render(img, fitted, meter.add(pose), draw.skeleton_from_meta(view.meta)))
+        out.show(picture(canvas, pose, meter.add(pose), view.meta))
 
     try:
         while not stop.is_set():
