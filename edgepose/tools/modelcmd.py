@@ -30,6 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-dir", default=None, help="model cache directory (default: model.dir, "
                         "$EDGEPOSE_MODEL_DIR or ~/.cache/edgepose/models)")
     add_mirror_argument(parser, default=None)
+    # no abbreviations before the action: `quantize --mode` would be taken for --model-dir/--model-mirror
+    parser.allow_abbrev = False
     sub = parser.add_subparsers(dest="action", metavar="ACTION")
     p = sub.add_parser("list", help="the catalogue and what is in the cache")
     p.add_argument("--json", action="store_true")
