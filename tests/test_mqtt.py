@@ -763,3 +763,23 @@ def test_sub_and_view_with_plain_mqtt_at_a_tls_port_exit_69(tmp_path):
             assert "--tls" in lines[0] and "Traceback" not in r.stderr
     finally:
         b.kill()
+
+
+def test_one_loop_style_in_the_package():
+    """Issue 20: one MQTT client layer.  Only edgepose/output/mqttclient.py makes paho clients and drives their
+    sockets (ClientLoop); paho's own loops (loop(), loop_start(), loop_forever()) are used nowhere."""
+    import re
+    pkg = REPO / "edgepose"
+    paho_calls = re.compile(r"\.loop(_start|_forever)?\(|paho\.Client\(|\.loop_(read|write|misc)\(")
+    found = set()
+    for p in pkg.rglob("*.py"):
+        text = p.read_text()
+        mqtt_code = "paho" in text or "mqttclient" in text
+        if paho_calls.search(text) or (mqtt_code and "select.select(" in text):
+            found.add(str(p.relative_to(REPO)))
+    assert found == {"edgepose/output/mqttclient.py", "edgepose/output/mqtt.py"}, found
+    sink = (pkg / "output" / "mqtt.py").read_text()
+    # the sink only writes out its DISCONNECT with paho's loop_write; it reads and selects through ClientLoop
+    assert not re.search(r"\.loop(_start|_forever)?\(|select\.select\(|paho\.Client\(|\.loop_(read|misc)\(", sink)
+    for tool in ("tools/sub.py", "tools/viewer.py"):
+        assert "Subscriber(" in (pkg / tool).read_text(), tool

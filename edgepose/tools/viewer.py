@@ -38,7 +38,8 @@ from edgepose.core.files import write_problem
 from edgepose.core.payload import read_message
 from edgepose.output.mqttclient import Subscriber, check_device, check_prefix
 from edgepose.output.preview import PreviewServer, RateMeter, host_names, parse_listen
-from edgepose.tools.sub import KINDS, add_connection_arguments, add_stop_arguments, bounded_arg, connection_config
+from edgepose.tools.sub import (KINDS, add_connection_arguments, add_stop_arguments, bounded_arg, connection_config,
+                                printable)
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ class DeviceView:
                 if kind != "pose":
                     return
                 self.device = dev
-                log.info("showing device %s (choose another with --device)", dev)
+                log.info("showing device %s (choose another with --device)", printable(dev))
             if dev != self.device:
                 return
             if kind == "availability":
@@ -115,7 +116,7 @@ class DeviceView:
             if problem:
                 if (kind, problem) not in self.problems:  # once per kind: a bad publisher can send many
                     self.problems.add((kind, problem))
-                    log.warning("%s %s skipped: %s", dev, kind, problem)
+                    log.warning("%s %s skipped: %s", printable(dev), kind, problem)
                 return
             if kind == "meta":
                 self.meta = doc
