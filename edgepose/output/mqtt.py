@@ -14,9 +14,9 @@ and does not even encode JSON).  One network thread owns the paho client: it
 encodes payloads (while the capture thread sits in inference), connects (never
 blocking the caller), reconnects with bounded exponential backoff plus jitter,
 runs the socket with the client layer's one loop (:mod:`edgepose.output.mqttclient`)
-and moves queued messages to the broker.  A
-status thread calls the daemon's ``status_provider`` on its own timer, so
-status keeps flowing while the capture loop is blocked.
+and moves queued messages to the broker.  A status thread calls the daemon's
+``status_provider`` on its own timer, so status keeps flowing while the capture
+loop is blocked.
 
 Status is never queued: one built while disconnected is discarded, and one the
 broker had not acknowledged when the connection died is removed from paho's
