@@ -27,7 +27,7 @@ COMMANDS = {
     "models": ("edgepose.tools.modelcmd", "list, pull, inspect, verify and quantize models"),
     "eval": ("edgepose.tools.evaluate", "measure accuracy (PCK) on a COCO-format keypoint file"),
     "calibrate-fps": ("edgepose.tools.calibrate", "find and save the fastest configuration this board sustains"),
-    "sub": ("edgepose.output.mqtt", "subscribe to a device's poses and print them"),
+    "sub": ("edgepose.tools.sub", "subscribe to a device's poses and print them"),
     "view": ("edgepose.tools.viewer", "render a device's poses from MQTT to a window, file or page"),
 }
 ALIASES = {"watch": "sub"}

@@ -75,6 +75,21 @@ def get(url: str, timeout: float = 5.0):
         return e.code, e.headers.get("Content-Type", ""), e.read()
 
 
+def get_with_host(addr: str, port: int, host: Optional[str], path: str = "/status.json"):
+    """(status code, body) of a GET with this Host header (None: no Host header, as HTTP/1.0 allows)."""
+    with socket.create_connection((addr, port), timeout=5) as s:
+        head = f"GET {path} HTTP/1.0\r\n" + (f"Host: {host}\r\n" if host is not None else "") + "\r\n"
+        s.sendall(head.encode())
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    status_line, _, rest = data.partition(b"\r\n")
+    return int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2]
+
+
 def status(base: str) -> dict:
     code, _, body = get(base + "status.json")
     assert code == 200

@@ -24,7 +24,9 @@ from mqtt_util import Collector, MosquittoSub, wait_for
 
 from edgepose.core import config
 from edgepose.core.errors import ConfigError, InputMissingError
-from edgepose.output.mqtt import MqttSink, SeqTracker, Topics, backoff_delay
+from edgepose.output.mqtt import MqttSink, Topics
+from edgepose.output.mqttclient import backoff_delay
+from edgepose.tools.sub import SeqTracker
 from edgepose.core.payload import make_meta
 from edgepose.core.pose import KEYPOINT_NAMES
 
@@ -738,3 +740,46 @@ def test_tls_host_name_check_and_insecure_flag(tmp_path, sinks):
         assert not connected(strict)
     finally:
         b.kill()
+
+
+def test_sub_and_view_with_plain_mqtt_at_a_tls_port_exit_69(tmp_path):
+    """Issue 23 item 11: plain MQTT at a TLS listener used to loop on "connection lost; reconnecting" for
+    ever; after the first failed handshake it is one line and exit 69, as for an unreachable broker."""
+    b = brokers.Broker(tmp_path, tls=True).start()
+    try:
+        where = f"{b.host}:{b.tls_port}"
+        for cmd in (["sub", "--count", "1"], ["view", "--out", str(tmp_path / "x.jpg"), "--count", "1"]):
+            env = dict(os.environ, PYTHONPATH=str(REPO))
+            env.pop("EDGEPOSE_CONFIG", None)
+            t0 = time.monotonic()
+            r = subprocess.run([sys.executable, "-m", "edgepose.cli", cmd[0], "--host", b.host,
+                                "--port", str(b.tls_port), *cmd[1:]],
+                               capture_output=True, text=True, env=env, cwd=REPO, timeout=30)
+            assert r.returncode == 69, (cmd, r.returncode, r.stderr)
+            assert time.monotonic() - t0 < 15
+            lines = r.stderr.strip().splitlines()
+            assert len(lines) == 1 and lines[0].startswith(f"edgepose: ERROR: the MQTT broker at {where} "
+                                                           "closed the connection before accepting it"), r.stderr
+            assert "--tls" in lines[0] and "Traceback" not in r.stderr
+    finally:
+        b.kill()
+
+
+def test_one_loop_style_in_the_package():
+    """Issue 20: one MQTT client layer.  Only edgepose/output/mqttclient.py makes paho clients and drives their
+    sockets (ClientLoop); paho's own loops (loop(), loop_start(), loop_forever()) are used nowhere."""
+    import re
+    pkg = REPO / "edgepose"
+    paho_calls = re.compile(r"\.loop(_start|_forever)?\(|paho\.Client\(|\.loop_(read|write|misc)\(")
+    found = set()
+    for p in pkg.rglob("*.py"):
+        text = p.read_text()
+        mqtt_code = "paho" in text or "mqttclient" in text
+        if paho_calls.search(text) or (mqtt_code and "select.select(" in text):
+            found.add(str(p.relative_to(REPO)))
+    assert found == {"edgepose/output/mqttclient.py", "edgepose/output/mqtt.py"}, found
+    sink = (pkg / "output" / "mqtt.py").read_text()
+    # the sink only writes out its DISCONNECT with paho's loop_write; it reads and selects through ClientLoop
+    assert not re.search(r"\.loop(_start|_forever)?\(|select\.select\(|paho\.Client\(|\.loop_(read|misc)\(", sink)
+    for tool in ("tools/sub.py", "tools/viewer.py"):
+        assert "Subscriber(" in (pkg / tool).read_text(), tool

@@ -19,8 +19,8 @@ from edgepose.core.errors import ConfigError, DeviceUnavailableError
 from edgepose.output.preview import PreviewServer, parse_listen
 
 from conftest import error_lines, payloads, run_cli
-from preview_util import (chromium, chromium_available, count_payloads, decode, free_port, get, long_clip,
-                          read_mjpeg, start_daemon, status, wait_http)
+from preview_util import (chromium, chromium_available, count_payloads, decode, free_port, get, get_with_host,
+                          long_clip, read_mjpeg, start_daemon, status, wait_http)
 
 
 # --- bind parsing -----------------------------------------------------------------
@@ -309,3 +309,52 @@ def test_the_installed_service_leaves_the_preview_off():
     from conftest import REPO
     assert config.load(str(REPO / "deploy" / "edgepose.toml"), environ={}).preview.listen == ""
     assert "--preview" not in (REPO / "deploy" / "edgepose.service").read_text()
+
+
+def _get_with_host(server, host, path="/status.json"):
+    return get_with_host(server.host, server.port, host, path)
+
+
+def test_only_host_headers_naming_the_server_are_answered():
+    """Issue 23 item 7 (DNS rebinding): a page of another site reaching the preview through the browser on the
+    board names its own host; such requests get 421, for every path."""
+    with PreviewServer(f"127.0.0.1:{free_port()}", status_provider=lambda: {"frames": 7},
+                       hosts=("Pi.Local",)) as s:
+        p = s.port
+        for host in (f"127.0.0.1:{p}", "127.0.0.1", f"localhost:{p}", "LOCALHOST.", f"[::1]:{p}", f"pi.local:{p}",
+                     None):
+            code, body = _get_with_host(s, host)
+            assert code == 200 and json.loads(body)["frames"] == 7, (host, code)
+        for host in (f"evil.example:{p}", "attacker.test", f"127.0.0.1.evil.example:{p}", "localhost.evil", "",
+                     "a b", f"[::2]:{p}"):
+            for path in ("/status.json", "/frame.jpg", "/stream.mjpg", "/"):
+                code, body = _get_with_host(s, host, path)
+                assert code == 421 and b"preview.hosts" in body, (host, path, code)
+
+
+def test_a_burst_of_concurrent_requests_is_answered_quickly(server):
+    """The listen backlog holds a burst (was 5: 200 concurrent requests took 21 s, some got empty replies).
+    200 requests on loopback, bounded in count and time."""
+    results = []
+    lock = threading.Lock()
+    go = threading.Event()
+
+    def one():
+        go.wait()
+        try:
+            code, body = _get_with_host(server, f"127.0.0.1:{server.port}")
+        except OSError as e:
+            code, body = repr(e), b""
+        with lock:
+            results.append((code, body[:1]))
+
+    threads = [threading.Thread(target=one, daemon=True) for _ in range(200)]
+    for t in threads:
+        t.start()
+    t0 = time.monotonic()
+    go.set()
+    for t in threads:
+        t.join(30)
+    took = time.monotonic() - t0
+    assert len(results) == 200 and all(r == (200, b"{") for r in results), [r for r in results if r[0] != 200][:5]
+    assert took < 5.0, f"200 concurrent requests took {took:.1f} s"

@@ -3,12 +3,12 @@ JPEG, an MP4 and the preview page (checked over HTTP and in headless Chromium). 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -17,7 +17,8 @@ import pytest
 import broker as broker_mod
 from broker import Broker
 from conftest import REPO, VIDEOS, run_cli
-from preview_util import chromium, chromium_available, decode, free_port, get, read_frames, status, wait_http
+from preview_util import (chromium, chromium_available, decode, free_port, get, get_with_host, read_frames, status,
+                          wait_http)
 
 pytestmark = pytest.mark.skipif(not broker_mod.available(), reason="mosquitto is not installed (see .ci/run)")
 
@@ -39,6 +40,19 @@ def _viewer(broker, tmp_path, *args, device="cam1") -> subprocess.Popen:
         assert p.poll() is None and time.monotonic() < deadline, (tmp_path / "viewer.err").read_text()
         time.sleep(0.05)
     return p
+
+
+@contextlib.contextmanager
+def stopped_at_the_end(p: subprocess.Popen):
+    """Runs the block; then ``p`` (a viewer) must exit 0 on SIGTERM.  Killed if the block fails."""
+    try:
+        yield p
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(15) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
 
 
 def _publish(broker, env, clip="demo.mp4"):
@@ -80,7 +94,7 @@ def test_view_serves_the_preview_page(broker, edgepose_env, tmp_path):
     port = free_port()
     v = _viewer(broker, tmp_path, "--serve", f"127.0.0.1:{port}")
     base = f"http://127.0.0.1:{port}/"
-    try:
+    with stopped_at_the_end(v):
         assert wait_http(base, timeout=10)
         _publish(broker, edgepose_env, "posetrack_000001.mp4")  # 5 frames of 1280x720
         code, ctype, body = get(base + "frame.jpg")
@@ -100,12 +114,6 @@ def test_view_serves_the_preview_page(broker, edgepose_env, tmp_path):
             WebDriverWait(driver, 15).until(lambda d: d.find_element("id", "st-model").text == "hourglass")
         finally:
             driver.quit()
-        v.send_signal(signal.SIGTERM)
-        assert v.wait(15) == 0
-    finally:
-        if v.poll() is None:
-            v.kill()
-            v.wait()
 
 
 def test_view_errors(broker, edgepose_env, tmp_path):
@@ -165,3 +173,98 @@ def test_view_skips_malformed_poses(broker, tmp_path):
     # once per kind: frame size, frame, keypoint, score
     assert "Traceback" not in err and err.count("pose skipped") == 4, err
     assert cv2.imread(str(jpg)).shape == (240, 320, 3)
+
+
+def _pub(broker, topic, doc, *flags):
+    text = doc if isinstance(doc, str) else json.dumps(doc)
+    subprocess.run(["mosquitto_pub", "-h", broker.host, "-p", str(broker.port), "-q", "1", *flags,
+                    "-t", topic, "-m", text], check=True, timeout=10)
+
+
+GOOD = {"frame": {"width": 320, "height": 240}, "score": 0.9, "seq": 0, "ts": 1.0,
+        "keypoints": [{"name": "head_top", "x": 160.0, "y": 40.0, "score": 0.9},
+                      {"name": "neck", "x": 160.0, "y": 60.0, "score": 0.9}]}
+# issue 23 item 1: each of these killed `edgepose view` (exit 70, traceback) before
+HOSTILE_POSES = [dict(GOOD, latency_ms="infer"), dict(GOOD, latency_ms=5), dict(GOOD, latency_ms={"infer": "x"}),
+                 dict(GOOD, keypoints=[{"name": "neck", "x": 1e300, "y": 1.0, "score": 0.9}]),
+                 dict(GOOD, keypoints=[{"name": "neck", "x": -1e19, "y": 1.0, "score": 0.9}])]
+
+
+@pytest.mark.parametrize("mode", ["out", "serve"])
+def test_view_survives_hostile_messages(broker, tmp_path, mode):
+    """A wrong-typed latency_ms, a huge finite coordinate and a retained meta whose skeleton names keypoints
+    that do not exist are each skipped with one line (to a file and on the preview page); the next good pose
+    is drawn."""
+    _pub(broker, "edgepose/cam1/meta", {"keypoints": ["head_top", "neck"], "skeleton": [[-100, 0]]}, "-r")
+    port = free_port()
+    args = ["--out", tmp_path / "pose.jpg", "--count", 1] if mode == "out" else ["--serve", f"127.0.0.1:{port}"]
+    p = _viewer(broker, tmp_path, *args, "--timeout", 60)
+    with stopped_at_the_end(p):  # (--out: it has exited by itself)
+        for doc in HOSTILE_POSES:
+            _pub(broker, "edgepose/cam1/pose", doc)
+        _pub(broker, "edgepose/cam1/pose", GOOD)
+        if mode == "out":
+            assert p.wait(60) == 0, (tmp_path / "viewer.err").read_text()
+            img = cv2.imread(str(tmp_path / "pose.jpg"))
+        else:
+            base = f"http://127.0.0.1:{port}/"
+            assert wait_http(base, timeout=10)
+            deadline = time.monotonic() + 20
+            while status(base)["poses_received"] < 1:
+                assert time.monotonic() < deadline and p.poll() is None, (tmp_path / "viewer.err").read_text()
+                time.sleep(0.1)
+            code, _, body = get(base + "frame.jpg")
+            assert code == 200, body
+            img = decode(body)
+            assert p.poll() is None
+        assert img.shape == (240, 320, 3)
+    err = (tmp_path / "viewer.err").read_text()
+    assert "Traceback" not in err and "failed" not in err, err
+    skipped = [line for line in err.splitlines() if " skipped: " in line]
+    assert len(skipped) == 3, err  # once per kind: latency_ms, coordinate, meta skeleton
+    assert any("cam1 meta skipped: skeleton" in line for line in skipped), err
+    assert any("latency_ms is not an object of numbers" in line for line in skipped), err
+    assert any("a keypoint lies more than" in line for line in skipped), err
+
+
+def test_view_canvas_is_bounded_by_the_output_not_the_message(broker, tmp_path):
+    """Issue 23 item 2: a 1.2 KB pose claiming a 16384x16384 frame grew `view` to 1.6 GB.  The viewer's peak
+    memory (ru_maxrss of the process, measured by a parent that runs only it) stays far below one such
+    canvas (805 MB), and the picture is scaled to view.MAX_CANVAS."""
+    huge = dict(GOOD, frame={"width": 16384, "height": 16384},
+                keypoints=[{"name": "neck", "x": 8000.0, "y": 8000.0, "score": 0.9}])
+    jpg = tmp_path / "pose.jpg"
+    err = tmp_path / "viewer.err"
+    wrapper = ("import resource, subprocess, sys\n"
+               "r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=open(%r, 'w'))\n"
+               "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n" % str(err))
+    w = subprocess.Popen([sys.executable, "-c", wrapper, sys.executable, "-m", "edgepose.cli", "view", "--host",
+                          broker.host, "--port", str(broker.port), "--device", "cam1", "--out", str(jpg), "--count", "1",
+                          "--timeout", "60"], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while "subscribed to edgepose/cam1/" not in (err.read_text() if err.exists() else ""):
+            assert w.poll() is None and time.monotonic() < deadline, err.read_text()
+            time.sleep(0.05)
+        _pub(broker, "edgepose/cam1/pose", huge)
+        out, _ = w.communicate(timeout=60)
+    finally:
+        if w.poll() is None:
+            w.kill()
+    rc, maxrss_kb = map(int, out.split())
+    assert rc == 0, err.read_text()
+    assert maxrss_kb < 400 * 1024, f"view peaked at {maxrss_kb / 1024:.0f} MB"
+    assert cv2.imread(str(jpg)).shape == (1920, 1920, 3)
+
+
+def test_view_serve_answers_only_its_own_host_names(broker, tmp_path):
+    """--serve-host NAME (and preview.hosts) adds a name the page answers to; others get 421 (issue 23 item 7)."""
+    port = free_port()
+    p = _viewer(broker, tmp_path, "--serve", f"127.0.0.1:{port}", "--serve-host", "cam.lan")
+    with stopped_at_the_end(p):
+        assert wait_http(f"http://127.0.0.1:{port}/", timeout=10)
+        assert get_with_host("127.0.0.1", port, f"cam.lan:{port}")[0] == 200
+        assert get_with_host("127.0.0.1", port, f"localhost:{port}")[0] == 200
+        assert get_with_host("127.0.0.1", port, f"rebind.example:{port}")[0] == 421
+    err = (tmp_path / "viewer.err").read_text()
+    assert "refused a request for host 'rebind.example:" in err and "--serve-host NAME" in err, err

@@ -149,6 +149,8 @@ class ServiceConfig:
 class PreviewConfig:
     listen: str = _opt("", "[HOST:]PORT of the preview page (empty = off; host defaults to 127.0.0.1)")
     fps: float = _opt(5.0, "most preview frames encoded per second", minimum=0.1)
+    hosts: str = _opt("", "more host names the page answers to, comma-separated (e.g. \"pi.local\"); the "
+                          "address it listens on, localhost, 127.0.0.1 and [::1] always work, other names get 421")
 
 
 @dataclass
@@ -409,6 +411,8 @@ def overrides_from_flags(args: Any) -> Dict[str, Dict[str, Any]]:
         o["output"]["sink"] = flag('sink')
     if flag('device'):
         o["output"]["device"] = flag('device')
+    if flag('qos') is not None:
+        o["mqtt"]["qos"] = flag('qos')
     if flag('broker'):
         try:
             host, port = split_host_port(flag('broker'))
@@ -423,4 +427,6 @@ def overrides_from_flags(args: Any) -> Dict[str, Dict[str, Any]]:
         o["tracking"]["enabled"] = False
     if flag('preview'):
         o["preview"]["listen"] = flag('preview')
+    if flag('preview_host'):
+        o["preview"]["hosts"] = ",".join(flag('preview_host'))
     return dict(o)

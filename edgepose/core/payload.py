@@ -5,13 +5,18 @@ The same dict goes to stdout (one JSON line) and to the MQTT pose topic.
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 from edgepose.core.pose import Pose, skeleton_for
 
 SCHEMA_VERSION = 1
-MAX_FRAME_SIDE = 16384  # what a subscriber accepts as a frame size before it allocates a canvas
+MAX_FRAME_SIDE = 16384  # what a subscriber accepts as a frame size (it draws on a canvas bounded by its output)
+MAX_COORDINATE = 2 * MAX_FRAME_SIDE  # keypoints may lie a little outside the frame, never this far
+MAX_SEQ = 2 ** 63 - 1
+MAX_KEYPOINTS = 1000  # skeleton indices a meta document may use when it names no keypoints
+MAX_MESSAGE_BYTES = 1 << 20  # a pose is about 1.5 KB, meta and status a few KB
 
 
 def make_payload(device: str, seq: int, ts: float, frame_size: Tuple[int, int], model: str,
@@ -59,11 +64,37 @@ def make_meta(device: str, model: str, names: Sequence[str], input_size: Tuple[i
     return meta
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_message(data: bytes, strict: bool = False) -> Tuple[Any, Optional[str]]:
+    """(document, None) for a message received over MQTT, or (None, why it is not one).
+
+    Messages over :data:`MAX_MESSAGE_BYTES` and nesting deeper than Python recurses are refused;
+    ``strict`` also refuses NaN and Infinity (for documents passed on to a browser, whose JSON.parse
+    refuses them; in a pose they are caught by :func:`pose_problem`)."""
+    if len(data) > MAX_MESSAGE_BYTES:
+        return None, f"larger than {MAX_MESSAGE_BYTES} bytes"
+    try:
+        return json.loads(data.decode("utf-8", "replace"),
+                          **({"parse_constant": _refuse_constant} if strict else {})), None
+    except (ValueError, RecursionError):
+        return None, "not JSON"
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _int_in(v: Any, lo: int, hi: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+
 def pose_problem(doc: Any) -> Optional[str]:
     """Why a received pose payload cannot be drawn (None: it can).  Subscribers must not trust the wire:
     anyone who can publish to the broker can send anything on a pose topic."""
-    def number(v: Any) -> bool:
-        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    number = _number
 
     if not isinstance(doc, dict):
         return "not a JSON object"
@@ -72,14 +103,55 @@ def pose_problem(doc: Any) -> Optional[str]:
         return "frame is not an object"
     for key in ("width", "height"):
         side = frame.get(key, 1)
-        if not isinstance(side, int) or isinstance(side, bool) or not 1 <= side <= MAX_FRAME_SIDE:
+        if not _int_in(side, 1, MAX_FRAME_SIDE):
             return f"frame.{key} is not an integer from 1 to {MAX_FRAME_SIDE}"
     if "score" in doc and not number(doc["score"]):
         return "score is not a number"
+    if "seq" in doc and not _int_in(doc["seq"], 0, MAX_SEQ):
+        return f"seq is not an integer from 0 to {MAX_SEQ}"
+    if "ts" in doc and not number(doc["ts"]):
+        return "ts is not a number"
+    lat = doc.get("latency_ms", {})
+    if not isinstance(lat, dict) or not all(number(v) for v in lat.values()):
+        return "latency_ms is not an object of numbers"
     kps = doc.get("keypoints")
     if not isinstance(kps, list):
         return "keypoints is not a list"
     for kp in kps:
         if not isinstance(kp, dict) or not all(number(kp.get(k)) for k in ("x", "y", "score")):
             return "a keypoint lacks finite numbers x, y and score"
+        if abs(kp["x"]) > MAX_COORDINATE or abs(kp["y"]) > MAX_COORDINATE:
+            return f"a keypoint lies more than {MAX_COORDINATE} px from the frame"
     return None
+
+
+def meta_problem(doc: Any) -> Optional[str]:
+    """Why a received meta document cannot be used to draw (None: it can).  Only what drawing relies on is
+    checked: the skeleton's bones must join keypoints that exist (other odd fields are shown as they are)."""
+    if not isinstance(doc, dict):
+        return "not a JSON object"
+    names = doc.get("keypoints")
+    count = len(names) if isinstance(names, list) else MAX_KEYPOINTS
+    bones = doc.get("skeleton", [])
+    if not isinstance(bones, list) or not all(
+            isinstance(e, list) and len(e) == 2 and all(_int_in(i, 0, count - 1) for i in e) for e in bones):
+        return f"skeleton is not a list of [a, b] keypoint indices from 0 to {count - 1}"
+    return None
+
+
+
+def status_problem(doc: Any) -> Optional[str]:
+    """Why a received status document cannot be shown (None: it can); its fields are shown as they are."""
+    return None if isinstance(doc, dict) else "not a JSON object"
+
+
+_PROBLEMS = {"pose": pose_problem, "meta": meta_problem, "status": status_problem}
+
+
+def read_message(kind: str, data: bytes) -> Tuple[Any, Optional[str]]:
+    """A received ``pose``, ``meta`` or ``status`` message: (document, None), or (None, why it is skipped).
+    Meta and status are parsed strictly (:func:`parse_message`): they are passed on to browsers."""
+    doc, problem = parse_message(data, strict=kind != "pose")
+    if problem is None:
+        problem = _PROBLEMS[kind](doc)
+    return (None, problem) if problem else (doc, None)

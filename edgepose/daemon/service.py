@@ -58,7 +58,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                         "or .tflite path (default cpm)")
     p.add_argument("--family", metavar="FAMILY", help="model family of a model file that is not recognised by "
                                                       "its output: heatmap or movenet (default auto)")
-    p.add_argument("--model-mirror", metavar="DIR|URL", help="fetch models from this mirror")
+    p.add_argument("--model-mirror", "--mirror", dest="model_mirror", metavar="DIR|URL",
+                   help="fetch models from this mirror (model.mirror; --mirror as for `edgepose models`)")
     p.add_argument("--backend", choices=["auto", "litert", "tflite-runtime"], help="TFLite runtime")
     p.add_argument("--threads", type=int, metavar="N", help="interpreter threads (default: all cores)")
     p.add_argument("--no-xnnpack", action="store_true", help="run without the XNNPACK delegate")
@@ -67,10 +68,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sink", choices=["stdout", "mqtt", "none"], help="where poses go (default stdout)")
     p.add_argument("--device", metavar="ID", help="device id in payloads and topics (default hostname)")
     p.add_argument("--broker", metavar="HOST[:PORT]", help="MQTT broker; IPv6 as [ADDR]:PORT (implies nothing about --sink)")
+    p.add_argument("--qos", type=int, choices=[0, 1], help="QoS of pose messages (mqtt.qos)")
     p.add_argument("--decoder", choices=["subpixel", "argmax", "upstream"], help="heatmap decoder")
     p.add_argument("--no-smoothing", action="store_true", help="turn One Euro smoothing off")
     p.add_argument("--no-tracking", action="store_true", help="always feed the whole frame")
     p.add_argument("--preview", metavar="[HOST:]PORT", help="serve a live preview page (off by default)")
+    p.add_argument("--preview-host", metavar="NAME", action="append",
+                   help="a host name the preview page answers to besides its address and localhost "
+                        "(preview.hosts; repeatable)")
 
 
 def command(args: argparse.Namespace) -> int:
@@ -351,9 +356,10 @@ class Daemon:
                                                     self.cfg.service.stall_timeout)
                 watchdog.start()
             if self.cfg.preview.listen:  # the live preview page (edgepose/output/preview.py); off by default
-                from edgepose.output.preview import PreviewServer
+                from edgepose.output.preview import PreviewServer, host_names
                 preview = PreviewServer(self.cfg.preview.listen, self.cfg.preview.fps, self.status,
-                                        title=f"edgepose {self.device}").start()
+                                        title=f"edgepose {self.device}",
+                                        hosts=host_names(self.cfg.preview.hosts)).start()
                 self.observers.append(preview.observe)
             while not self.stop_event.is_set():
                 if self.reload_event.is_set():

@@ -59,7 +59,7 @@ def draw_skeleton(img: np.ndarray, names: Sequence[str], xy: np.ndarray, scores:
     skeleton = skeleton_for(names) if skeleton is None else skeleton
     thick = max(1, int(round(min(img.shape[:2]) / 160)))
     for a, b in skeleton:
-        if a >= k or b >= k or scores[a] < threshold or scores[b] < threshold:
+        if not (0 <= a < k and 0 <= b < k) or scores[a] < threshold or scores[b] < threshold:
             continue
         colour = side_colour(names[b]) if side_colour(names[b]) != CENTRE else side_colour(names[a])
         cv2.line(img, _fixed(*xy[a], scale), _fixed(*xy[b], scale), colour, thick + 1, cv2.LINE_AA, _SHIFT)

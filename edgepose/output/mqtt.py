@@ -1,4 +1,4 @@
-"""MQTT output that survives broker outages, and the ``edgepose sub`` command.
+"""MQTT output that survives broker outages (the daemon's sink).
 
 Topics (``<prefix>/<device>/...``, see docs/mqtt.md):
 
@@ -13,9 +13,10 @@ payload dict to a bounded queue (``publish_pose`` never touches the network
 and does not even encode JSON).  One network thread owns the paho client: it
 encodes payloads (while the capture thread sits in inference), connects (never
 blocking the caller), reconnects with bounded exponential backoff plus jitter,
-runs the socket with ``select`` and moves queued messages to the broker.  A
-status thread calls the daemon's ``status_provider`` on its own timer, so
-status keeps flowing while the capture loop is blocked.
+runs the socket with the client layer's one loop (:mod:`edgepose.output.mqttclient`)
+and moves queued messages to the broker.  A status thread calls the daemon's
+``status_provider`` on its own timer, so status keeps flowing while the capture
+loop is blocked.
 
 Status is never queued: one built while disconnected is discarded, and one the
 broker had not acknowledged when the connection died is removed from paho's
@@ -25,16 +26,8 @@ a fresh one.  Poses are queued (QoS 1) exactly as described above.
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
-import math
-import os
 import random
-import select
-import socket
-import ssl
-import sys
 import threading
 import time
 from collections import deque
@@ -42,8 +35,9 @@ from dataclasses import dataclass
 from typing import Any, Callable, Deque, Dict, Optional
 
 from edgepose.core.config import join_host_port
-from edgepose.core.errors import ConfigError, DeviceUnavailableError, EX_TEMPFAIL, InputMissingError
-from edgepose.core.payload import pose_problem
+from edgepose.core.errors import ConfigError
+from edgepose.output.mqttclient import (CLOSED_BEFORE_ACCEPTING, ClientLoop, backoff_delay, check_device,
+                                        check_prefix, describe_error, make_client, reason_text)
 from edgepose.output.sinks import StatusProvider, to_json
 
 log = logging.getLogger("edgepose.output.mqtt")
@@ -66,83 +60,6 @@ class Topics:
     def for_device(cls, prefix: str, device: str) -> "Topics":
         base = f"{check_prefix(prefix)}/{check_device(device)}"
         return cls(f"{base}/pose", f"{base}/availability", f"{base}/status", f"{base}/meta")
-
-
-def check_prefix(prefix: str) -> str:
-    if not prefix or any(c in prefix for c in "+#\0") or "" in prefix.split("/"):
-        raise ConfigError(f"bad mqtt.prefix {prefix!r}: expected non-empty topic levels "
-                          "without '+', '#' or empty levels")
-    return prefix
-
-
-def check_device(device: str) -> str:
-    if not device or any(c in device for c in "/+#\0"):
-        raise ConfigError(f"bad device id {device!r}: it may not be empty or contain '/', '+', '#'")
-    return device
-
-
-# --------------------------------------------------------------------------- connection
-def backoff_delay(attempt: int, lo: float, hi: float, rng: random.Random) -> float:
-    """Reconnect delay: ``lo * 2**attempt`` capped at ``hi``, jittered into its upper half.
-
-    The result is never below ``lo`` nor above ``hi``, and attempts of many
-    devices after a broker restart are spread over ``[d/2, d]``.
-    """
-    d = min(hi, lo * (2.0 ** min(attempt, 32)))
-    return min(hi, max(lo, d * (0.5 + 0.5 * rng.random())))
-
-
-def _check_file(key: str, path: str) -> str:
-    if path and not os.path.isfile(path):
-        raise InputMissingError(f"mqtt.{key} file {path} does not exist")
-    return path
-
-
-def make_client(cfg, client_id: str = "", clean_session: bool = True):
-    """A paho-mqtt 2.x client with credentials and TLS from ``cfg`` (an ``MqttConfig``)."""
-    try:
-        import paho.mqtt.client as paho
-    except ImportError:  # pragma: no cover - paho-mqtt is an install requirement
-        from edgepose.core.errors import RuntimeMissingError
-        raise RuntimeMissingError("paho-mqtt is not installed: pip install 'paho-mqtt>=2'") from None
-    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id,
-                         clean_session=clean_session, protocol=paho.MQTTv311)
-    client.suppress_exceptions = True  # a callback exception never kills the network loop
-    if cfg.username:
-        client.username_pw_set(cfg.username, cfg.password or None)
-    elif cfg.password:
-        raise ConfigError("mqtt.password is set but mqtt.username is empty")
-    if cfg.tls or cfg.tls_ca or cfg.tls_cert:
-        if cfg.tls_key and not cfg.tls_cert:
-            raise ConfigError("mqtt.tls_key is set but mqtt.tls_cert is empty")
-        try:
-            client.tls_set(ca_certs=_check_file("tls_ca", cfg.tls_ca) or None,
-                           certfile=_check_file("tls_cert", cfg.tls_cert) or None,
-                           keyfile=_check_file("tls_key", cfg.tls_key) or None,
-                           cert_reqs=ssl.CERT_REQUIRED)
-        except ssl.SSLError as e:
-            raise ConfigError(f"cannot load the MQTT TLS files (mqtt.tls_ca/tls_cert/tls_key): {e}") from None
-        client.tls_insecure_set(bool(cfg.tls_insecure))
-    return client
-
-
-def describe_error(exc: BaseException) -> str:
-    """Short text for a failed TCP/TLS connection attempt."""
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"tls error: certificate rejected ({exc.verify_message})"
-    if isinstance(exc, ssl.SSLError):
-        return f"tls error: {exc.reason or exc}"
-    if isinstance(exc, socket.gaierror):
-        return f"unreachable: unknown host ({exc.strerror})"
-    if isinstance(exc, (socket.timeout, TimeoutError)):
-        return "unreachable: timed out"
-    if isinstance(exc, OSError) and exc.strerror:
-        return f"unreachable: {exc.strerror.lower()}"
-    return f"unreachable: {exc}"
-
-
-def _reason_text(reason_code) -> str:
-    return str(getattr(reason_code, "getName", lambda: reason_code)()).lower()
 
 
 # --------------------------------------------------------------------------- the sink
@@ -206,9 +123,7 @@ class MqttSink:
         self._stop = threading.Event()
         self._status_now = threading.Event()
         self._woken = False
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
+        self._loop = ClientLoop(c, on_woken=self._on_woken)
         self._threads: list = []
         self._started = False
         self._closed = False
@@ -317,8 +232,7 @@ class MqttSink:
         if lost:
             log.warning("mqtt: %d queued pose message(s) were not delivered before shutdown", lost)
         self._set_state("closed")
-        self._wake_r.close()
-        self._wake_w.close()
+        self._loop.close()
 
     # --- capture-thread helpers ------------------------------------------
     def _rate_ok(self, now: float) -> bool:
@@ -332,10 +246,11 @@ class MqttSink:
         return True
 
     def _wake(self) -> None:
-        try:
-            self._wake_w.send(b"\0")
-        except OSError:  # buffer full (already woken) or closed
-            pass
+        self._loop.wake()
+
+    def _on_woken(self) -> None:
+        with self._lock:
+            self._woken = False
 
     # --- state and logging -----------------------------------------------
     def _set_state(self, text: str) -> None:
@@ -358,7 +273,7 @@ class MqttSink:
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         try:
             if reason_code.is_failure:
-                self._refused = f"refused: {_reason_text(reason_code)}"
+                self._refused = f"refused: {reason_text(reason_code)}"
                 self._set_state(self._refused)
                 return
             self._refused = None
@@ -410,7 +325,7 @@ class MqttSink:
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         try:
-            reason = _reason_text(reason_code)
+            reason = reason_text(reason_code)
             self._mark_disconnected("socket closed" if reason == "unspecified error" else reason)
         except Exception:
             log.exception("mqtt: error while handling a disconnect")
@@ -476,7 +391,7 @@ class MqttSink:
                 delay = backoff_delay(attempt, self.cfg.reconnect_min, self.cfg.reconnect_max, self._rng)
                 attempt += 1
                 if not was_connected:  # e.g. a TLS listener that wants a client certificate
-                    problem = "closed the connection before accepting it (see the broker's log)"
+                    problem = f"{CLOSED_BEFORE_ACCEPTING} (see the broker's log)"
                     self._set_state(problem)
                     self._report_problem(problem, logging.WARNING, delay)
             self._closing.wait(delay)
@@ -500,34 +415,9 @@ class MqttSink:
         return accepted or self._connected
 
     def _io_once(self, timeout: float) -> None:
-        """One select pass over the MQTT socket and the wake-up pipe."""
-        c = self._client
-        sock = c.socket()
-        if sock is None:
-            return
-        pending_tls = getattr(sock, "pending", None)
-        buffered = bool(pending_tls and pending_tls() > 0)
-        wlist = [sock] if c.want_write() else []
-        try:
-            r, w, _ = select.select([sock, self._wake_r], wlist, [], 0.0 if buffered else timeout)
-        except (OSError, ValueError):  # socket closed under us
+        """One pass of the client layer's loop over the MQTT socket and the wake-up pipe."""
+        if not self._loop.io_once(timeout):
             self._drop_connection()
-            return
-        if self._wake_r in r:
-            try:
-                while self._wake_r.recv(4096):
-                    pass
-            except OSError:
-                pass
-            # clear the flag only after draining: a wake-up sent meanwhile stays in the pipe
-            with self._lock:
-                self._woken = False
-        if buffered or sock in r:
-            c.loop_read()
-        if c.socket() is not None and (sock in w or c.want_write()):
-            c.loop_write()
-        if c.socket() is not None:
-            c.loop_misc()
 
     def _pump(self) -> None:
         """Move queued poses (up to POSE_INFLIGHT in flight) and a fresh status to paho."""
@@ -667,222 +557,3 @@ class MqttSink:
                 "published": s["published"], "queued": s["queued"],
                 "dropped_messages": s["dropped_messages"], "rate_limited": s["rate_limited"],
                 "connects": s["connects"], "qos": s["qos"]}
-
-
-# --------------------------------------------------------------------------- sub / watch
-class SeqTracker:
-    """Detects gaps and duplicates in each device's ``seq`` (see docs/mqtt.md)."""
-
-    def __init__(self) -> None:
-        self.last: Dict[str, int] = {}
-        self.missing = 0
-        self.duplicates = 0
-
-    def observe(self, device: str, seq: int) -> Optional[str]:
-        prev = self.last.get(device)
-        if prev is None or seq == prev + 1:
-            self.last[device] = seq
-            return None
-        if seq > prev + 1:
-            self.last[device] = seq
-            n = seq - prev - 1
-            self.missing += n
-            return f"gap: {n} message(s) missing (seq {prev + 1}..{seq - 1})"
-        if seq <= 1 < prev:  # the daemon restarted and counts from the start again
-            self.last[device] = seq
-            return f"seq restarted at {seq} (daemon restarted?)"
-        self.duplicates += 1
-        return f"duplicate or late message: seq {seq} after {prev}"
-
-
-def _clock_text(ts: Any) -> str:
-    try:
-        t = float(ts)
-    except (TypeError, ValueError):
-        t = time.time()
-    return time.strftime("%H:%M:%S", time.localtime(t)) + f".{int((t % 1) * 1000):03d}"
-
-
-def format_pose(p: Dict[str, Any]) -> str:
-    kps = " ".join(f"{k.get('name')}={k.get('x', 0):.0f},{k.get('y', 0):.0f}"
-                   for k in p.get("keypoints", []) if isinstance(k, dict))
-    lat = (p.get("latency_ms") or {}).get("total")
-    lat_s = f" {lat:.1f}ms" if isinstance(lat, (int, float)) else ""
-    return (f"{_clock_text(p.get('ts'))} {p.get('device', '?')} #{p.get('seq', '?')} "
-            f"{'person' if p.get('present') else 'nobody'} score={float(p.get('score') or 0):.2f}"
-            f"{lat_s} {kps}")
-
-
-def format_status(device: str, s: Dict[str, Any]) -> str:
-    infer = s.get("infer_ms") if isinstance(s.get("infer_ms"), dict) else {}
-    parts = [f"{s.get('fps', 0):.1f} fps" if isinstance(s.get("fps"), (int, float)) else None,
-             f"infer p50 {infer.get('p50')} ms p95 {infer.get('p95')} ms" if infer.get("p50") is not None else None,
-             f"frames {s.get('frames')}" if "frames" in s else None,
-             f"dropped frames {s.get('dropped_frames')}" if "dropped_frames" in s else None,
-             f"published {s.get('published')}", f"queued {s.get('queued')}",
-             f"dropped messages {s.get('dropped_messages')}",
-             f"camera {s.get('camera')}" if "camera" in s else None,
-             f"model {s.get('model')}" if "model" in s else None,
-             f"cpu {s.get('cpu_temp_c')} C" if s.get("cpu_temp_c") is not None else None]
-    return f"{_clock_text(s.get('ts'))} {device} status: " + ", ".join(p for p in parts if p)
-
-
-def add_connection_arguments(p: argparse.ArgumentParser) -> None:
-    """``--config`` and the broker flags (shared by ``edgepose sub`` and ``edgepose view``)."""
-    p.add_argument("--config", metavar="PATH", help="config file (for the [mqtt] connection settings)")
-    p.add_argument("--host", help="broker host (mqtt.host)")
-    p.add_argument("--port", type=int, help="broker port (mqtt.port)")
-    p.add_argument("--prefix", help="topic prefix (mqtt.prefix)")
-    p.add_argument("--username", help="user name (mqtt.username)")
-    p.add_argument("--password", help="password (mqtt.password; prefer EDGEPOSE_MQTT_PASSWORD)")
-    p.add_argument("--tls", action="store_true", default=None, help="connect with TLS")
-    p.add_argument("--tls-ca", metavar="FILE", help="CA certificate (mqtt.tls_ca)")
-    p.add_argument("--tls-cert", metavar="FILE", help="client certificate (mqtt.tls_cert)")
-    p.add_argument("--tls-key", metavar="FILE", help="client key (mqtt.tls_key)")
-    p.add_argument("--tls-insecure", action="store_true", default=None,
-                   help="do not check the broker's host name (testing only)")
-
-
-def bounded_arg(convert: Callable[[str], Any], ok: Callable[[Any], bool], what: str) -> Callable[[str], Any]:
-    """An argparse ``type=``: ``convert`` the text, and refuse it unless ``ok`` (nan fails every bound)."""
-    def parse(text: str):
-        try:
-            value = convert(text)
-        except ValueError:
-            value = None
-        if value is None or not ok(value):
-            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
-        return value
-    return parse
-
-
-count_arg = bounded_arg(int, lambda v: v >= 0, "a count >= 0 (0 means no limit)")
-seconds_arg = bounded_arg(float, lambda v: math.isfinite(v) and v >= 0,
-                          "a number of seconds >= 0 (0 means no limit)")
-
-
-def add_stop_arguments(p: argparse.ArgumentParser, timeout_help: str) -> None:
-    """--count and --timeout of the commands that subscribe (sub, view)."""
-    p.add_argument("--count", type=count_arg, default=0, metavar="N", help="exit after N poses")
-    p.add_argument("--timeout", type=seconds_arg, default=0, metavar="S", help=timeout_help)
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_connection_arguments(p)
-    who = p.add_mutually_exclusive_group()
-    who.add_argument("--device", metavar="ID", help="device id (default: output.device from the "
-                     "config, else all devices)")
-    who.add_argument("--all", action="store_true", help="all devices under the prefix")
-    add_stop_arguments(p, "give up after S seconds (exit 75 if --count was not reached)")
-    p.add_argument("--json", action="store_true",
-                   help="print pose payloads as JSON lines (status/availability go to stderr)")
-
-
-def connection_config(args):
-    """The config with the flags of :func:`add_connection_arguments` applied to ``[mqtt]``."""
-    from edgepose.core import config
-    keys = {"host": args.host, "port": args.port, "prefix": args.prefix, "username": args.username,
-            "password": args.password, "tls": args.tls, "tls_ca": args.tls_ca,
-            "tls_cert": args.tls_cert, "tls_key": args.tls_key, "tls_insecure": args.tls_insecure}
-    return config.load(args.config, {"mqtt": {k: v for k, v in keys.items() if v is not None}})
-
-
-def command(args) -> int:
-    cfg = connection_config(args)
-    device = "+" if args.all else (args.device or cfg.output.device or "+")
-    if device != "+":
-        check_device(device)
-    base = f"{check_prefix(cfg.mqtt.prefix)}/{device}"
-    out = sys.stdout
-    tracker = SeqTracker()
-    state: Dict[str, Any] = {"poses": 0, "refused": None, "timed_out": False}
-    skipped: set = set()  # (topic kind, problem) already reported
-    client = make_client(cfg.mqtt, f"edgepose-sub-{os.getpid()}")
-
-    def write(line: str, stream=None) -> None:
-        (stream or out).write(line + "\n")
-        (stream or out).flush()
-
-    def on_connect(c, userdata, flags, reason_code, properties):
-        if reason_code.is_failure:
-            state["refused"] = _reason_text(reason_code)
-            return
-        c.subscribe([(f"{base}/{t}", 1) for t in ("pose", "availability", "status", "meta")])
-
-    def on_message(c, userdata, msg):
-        parts = msg.topic.split("/")
-        dev, kind = parts[-2], parts[-1]
-        info = sys.stderr if args.json else None
-        text = msg.payload.decode("utf-8", "replace")
-        if kind == "availability":
-            write(f"{_clock_text(None)} {dev} is {text}", info)
-            return
-        try:
-            doc = json.loads(text)
-        except ValueError:
-            doc = None
-            problem = "not JSON"
-        else:
-            problem = pose_problem(doc) if kind == "pose" else (
-                None if isinstance(doc, dict) else "not a JSON object")
-        if problem:
-            if (dev, kind, problem) not in skipped:  # once per topic and kind: a bad publisher can send many
-                skipped.add((dev, kind, problem))
-                write(f"{_clock_text(None)} {dev} {kind} skipped: {problem}: {text[:80]!r}", sys.stderr)
-            return
-        if kind == "status":
-            write(format_status(dev, doc), info)
-        elif kind == "meta":
-            size = doc.get("input") if isinstance(doc.get("input"), dict) else {}
-            names = doc.get("keypoints")
-            write(f"{_clock_text(None)} {dev} meta: model {doc.get('model')} "
-                  f"{size.get('width', '?')}x{size.get('height', '?')}, "
-                  f"{len(names) if isinstance(names, list) else '?'} keypoints", info)
-        elif kind == "pose":
-            note = tracker.observe(dev, doc.get("seq")) if isinstance(doc.get("seq"), int) else None
-            if note:
-                write(f"{_clock_text(None)} {dev} {note}", info)
-            write(to_json(doc) if args.json else format_pose(doc))
-            state["poses"] += 1
-
-    client.on_connect = on_connect
-    client.on_message = on_message
-    try:
-        client.connect(cfg.mqtt.host, cfg.mqtt.port, cfg.mqtt.keepalive)
-    except Exception as e:
-        raise DeviceUnavailableError(f"cannot connect to the MQTT broker at "
-                                     f"{join_host_port(cfg.mqtt.host, cfg.mqtt.port)}: {describe_error(e)}") from None
-    deadline = time.monotonic() + args.timeout if args.timeout > 0 else None
-
-    def done() -> bool:
-        return bool(state["refused"] or (args.count and state["poses"] >= args.count))
-
-    try:
-        while not done():
-            if deadline is not None and time.monotonic() >= deadline:
-                state["timed_out"] = True
-                break
-            if client.loop(timeout=0.2) != 0 and not done():  # connection lost: keep trying
-                log.warning("connection to %s lost; reconnecting", join_host_port(cfg.mqtt.host, cfg.mqtt.port))
-                while not done() and (deadline is None or time.monotonic() < deadline):
-                    time.sleep(1.0)
-                    try:
-                        client.reconnect()
-                        break
-                    except Exception as e:
-                        log.debug("reconnect failed: %s", describe_error(e))
-    except KeyboardInterrupt:
-        pass  # Ctrl-C is the normal way to stop watching
-    finally:
-        try:
-            client.disconnect()
-            client.loop(timeout=0.1)
-        except Exception:
-            pass
-    if state["refused"]:
-        raise DeviceUnavailableError(f"the MQTT broker at {join_host_port(cfg.mqtt.host, cfg.mqtt.port)} refused the "
-                                     f"connection: {state['refused']}")
-    if state["timed_out"] and args.count and state["poses"] < args.count:
-        log.error("timed out after %g s: received %d of %d poses", args.timeout, state["poses"], args.count)
-        return EX_TEMPFAIL
-    return 0

@@ -7,6 +7,12 @@ A stdlib :class:`http.server.ThreadingHTTPServer` in its own thread serves
 * ``/frame.jpg``    one fresh JPEG (for scripts, ``curl`` or a browser without MJPEG);
 * ``/status.json``  the daemon's status document plus ``preview`` counters.
 
+Only requests whose ``Host`` header names this server are answered (421
+otherwise): the address it listens on, the address the request arrived at,
+``localhost``, ``127.0.0.1``, ``[::1]`` and the names given in ``hosts``
+(``preview.hosts``).  A page of another site that a browser reaches through
+DNS rebinding names its own host, and so cannot read the picture or the status.
+
 Cost model.  The daemon calls :meth:`PreviewServer.observe` once per frame; it
 only stores a reference to the newest (image, payload) pair: no copy, no
 drawing, no lock.  A separate encoder thread draws the skeleton, scores, FPS
@@ -45,8 +51,32 @@ DEMAND_S = 3.0  # a /frame.jpg request keeps the encoder running this long
 SEND_TIMEOUT_S = 10.0  # a client that takes longer to accept data is dropped
 BOUNDARY = "edgeposeframe"
 ENCODER_NICE = 10  # the drawing/encoding thread runs at this (lower) CPU priority
+BACKLOG = 64  # connections waiting to be accepted: a handful of viewers plus health probes
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 
 StatusProvider = Callable[[], Dict[str, Any]]
+
+
+def host_names(text: str) -> Tuple[str, ...]:
+    """``preview.hosts`` / ``--preview-host`` / ``--serve-host``: comma-separated host names, normalised."""
+    names = tuple(_normal_host(n) for n in str(text).split(",") if n.strip())
+    for n in names:
+        if not n or any(c in n for c in "/[]@ \t") or not n.isprintable():
+            raise ConfigError(f"bad preview host name {n!r}: expected a host name or address, e.g. pi.local")
+    return names
+
+
+def _normal_host(name: str) -> str:
+    return name.strip().lower().rstrip(".")
+
+
+def host_of(header: str) -> Optional[str]:
+    """The host of a ``Host`` header (``name``, ``name:port``, ``[v6]:port``), normalised; None if malformed."""
+    try:
+        host, _ = split_host_port(header)
+    except ValueError:
+        return None
+    return _normal_host(host)
 
 
 def parse_listen(text: str, what: str = "--preview") -> Tuple[str, int]:
@@ -81,6 +111,7 @@ class RateMeter:
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = BACKLOG
     preview: "PreviewServer"
 
 
@@ -99,8 +130,12 @@ class PreviewServer:
     def __init__(self, listen: str, fps: float = 5.0, status_provider: Optional[StatusProvider] = None,
                  title: str = "edgepose", skeleton: Optional[Sequence[Sequence[int]]] = None,
                  max_width: int = MAX_WIDTH, quality: int = QUALITY, max_clients: int = MAX_CLIENTS,
-                 clock: Callable[[], float] = time.monotonic, flag: str = "--preview"):
+                 clock: Callable[[], float] = time.monotonic, flag: str = "--preview",
+                 hosts: Sequence[str] = ()):
         self.host, self.port = parse_listen(listen)
+        # Host headers answered (see the module docstring); the arrival address is added per request
+        self.hosts = frozenset((*LOOPBACK_NAMES, _normal_host(self.host), *(_normal_host(h) for h in hosts)))
+        self._refused_host_logged = False
         self.flag = flag  # the option that chose the address (run: --preview, view: --serve), for errors
         self.period = 1.0 / max(fps, 0.01)
         self.status_provider = status_provider or dict
@@ -187,8 +222,6 @@ class PreviewServer:
         return self._clients > 0 or self.clock() < self._demand_until
 
     def _encoder_main(self) -> None:
-        from edgepose.output import draw  # cv2 and numpy: only loaded once the preview is on
-
         try:  # Linux nice values are per thread: inference keeps precedence over drawing
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), ENCODER_NICE)
         except (AttributeError, OSError):
@@ -209,8 +242,7 @@ class PreviewServer:
             next_due = self.clock() + self.period
             image, payload = latest
             try:
-                jpeg = draw.encode_jpeg(draw.render(image, payload, meter.add(payload), self.skeleton,
-                                                    max_width=self.max_width), self.quality)
+                jpeg = self.picture(image, payload, meter.add(payload))
             except Exception:  # a bad frame must not end the preview
                 log.exception("preview: drawing a frame failed")
                 continue
@@ -219,6 +251,12 @@ class PreviewServer:
                 self._jpeg_seq += 1
                 self.encoded += 1
                 self._cond.notify_all()
+
+    def picture(self, image, payload: Dict[str, Any], fps: Optional[float]) -> bytes:
+        """The JPEG the page shows for one frame: ``image`` (scaled to ``max_width``) with the pose drawn."""
+        from edgepose.output import draw  # cv2 and numpy: only loaded once the preview draws
+        return draw.encode_jpeg(draw.render(image, payload, fps, self.skeleton, max_width=self.max_width),
+                                self.quality)
 
     # -- client side (HTTP handler threads) -----------------------------
     def _next_jpeg(self, after: int, timeout: float) -> Tuple[Optional[bytes], int]:
@@ -256,6 +294,19 @@ class PreviewServer:
         jpeg, _ = self._next_jpeg(seq, timeout)
         return jpeg or stale
 
+    def host_allowed(self, header: Optional[str], local_address: str) -> bool:
+        """Whether a request with this ``Host`` header (None: no header, an HTTP/1.0 client, not a
+        browser) that arrived at ``local_address`` is answered."""
+        if header is None:
+            return True
+        host = host_of(header)
+        ok = host is not None and (host in self.hosts or host == _normal_host(local_address))
+        if not ok and not self._refused_host_logged:
+            self._refused_host_logged = True
+            log.warning("preview: refused a request for host %r (421); to reach the page by that name, "
+                        "add it to preview.hosts (%s-host NAME)", header[:80], self.flag)
+        return ok
+
     def status(self) -> Dict[str, Any]:
         st = dict(self.status_provider())
         st["preview"] = self.stats()
@@ -274,7 +325,11 @@ class _Handler(BaseHTTPRequestHandler):
         pv = self.server.preview
         path = self.path.split("?", 1)[0]
         try:
-            if path in ("/", "/index.html"):
+            if not pv.host_allowed(self.headers.get("Host"), self.connection.getsockname()[0]):
+                self._send(HTTPStatus.MISDIRECTED_REQUEST, "text/plain",
+                           f"this server does not answer to that host name: add it to preview.hosts "
+                           f"({pv.flag}-host NAME)\n".encode())
+            elif path in ("/", "/index.html"):
                 self._send(HTTPStatus.OK, "text/html; charset=utf-8", page(pv.title).encode())
             elif path == "/status.json":
                 self._send(HTTPStatus.OK, "application/json", json.dumps(pv.status()).encode())

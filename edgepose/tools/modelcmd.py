@@ -30,7 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=None, help="config file (model dir/mirror, runtime)")
     parser.add_argument("--model-dir", default=None, help="model cache directory (default: model.dir, "
                         "$EDGEPOSE_MODEL_DIR or ~/.cache/edgepose/models)")
-    parser.add_argument("--mirror", default=None, help="mirror directory or http(s) URL (default: model.mirror)")
+    add_mirror_argument(parser, default=None)
+    # no abbreviations before the action: `quantize --mode` would be taken for --model-dir/--model-mirror
+    parser.allow_abbrev = False
     sub = parser.add_subparsers(dest="action", metavar="ACTION")
     p = sub.add_parser("list", help="the catalogue and what is in the cache")
     p.add_argument("--json", action="store_true")
@@ -63,6 +65,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="Adam learning rate of --finetune (cosine decay to 0; default 2e-5)")
     p.add_argument("--runs", type=int, default=30, help="timed runs per model for the report (default 30)")
     p.add_argument("--threads", type=int, default=None, help="interpreter threads (default: runtime.threads)")
+    for action in sub.choices.values():  # --mirror also after the action
+        add_mirror_argument(action)
+
+
+def add_mirror_argument(parser: argparse.ArgumentParser, default=argparse.SUPPRESS) -> None:
+    """``--mirror`` (alias ``--model-mirror``, as for ``edgepose run``): before the action, and after it
+    (where the default SUPPRESS leaves the value given before the action alone)."""
+    parser.add_argument("--mirror", "--model-mirror", dest="mirror", default=default, metavar="DIR|URL",
+                        help="mirror directory or http(s) URL (default: model.mirror)")
 
 
 def _context(args):

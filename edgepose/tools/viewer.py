@@ -12,13 +12,17 @@ of the device's frame size (the camera picture never leaves the device), to
 
 Without a display and without ``--out``/``--serve`` the page is served on
 127.0.0.1:8090.
+
+The canvas is bounded by what the output needs (:data:`MAX_CANVAS` for files and
+windows, the page's width for ``--serve``), not by the frame size a message
+claims: larger frames are drawn scaled down.  Malformed messages are skipped with
+one line per kind of problem (:func:`edgepose.core.payload.read_message`).
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
-import json
 import logging
 import math
 import os
@@ -29,20 +33,24 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from edgepose.output import draw
-from edgepose.output import mqtt
 from edgepose.core.errors import EX_TEMPFAIL, DeviceUnavailableError, UsageError
 from edgepose.core.files import write_problem
-from edgepose.core.payload import pose_problem
-from edgepose.output.preview import PreviewServer, RateMeter, parse_listen
+from edgepose.core.payload import read_message
+from edgepose.output.mqttclient import Subscriber, check_device, check_prefix
+from edgepose.output.preview import PreviewServer, RateMeter, host_names, parse_listen
+from edgepose.tools.sub import (KINDS, add_connection_arguments, add_stop_arguments, bounded_arg, connection_config,
+                                printable)
 
 log = logging.getLogger(__name__)
 
 FALLBACK_SERVE = "127.0.0.1:8090"
 WINDOW = "edgepose view"
+MAX_CANVAS = (1920, 1920)  # largest picture drawn for a file or a window (larger frames are scaled down)
+MAX_AVAILABILITY = 64  # characters of an availability message kept
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    mqtt.add_connection_arguments(p)
+    add_connection_arguments(p)
     p.add_argument("--device", metavar="ID", help="device to show (default: output.device from the config, "
                                                   "else the first device that sends a pose)")
     to = p.add_mutually_exclusive_group()
@@ -50,10 +58,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                           "with GUI support; the default when both exist)")
     to.add_argument("--out", metavar="FILE", help="write FILE.jpg (newest pose) or FILE.mp4 (one frame per pose)")
     to.add_argument("--serve", metavar="[HOST:]PORT", help="serve the preview page (host defaults to 127.0.0.1)")
-    fps = mqtt.bounded_arg(float, lambda v: math.isfinite(v) and v >= 0.1, "a frame rate >= 0.1")
+    p.add_argument("--serve-host", metavar="NAME", action="append",
+                   help="a host name the page answers to besides its address and localhost "
+                        "(preview.hosts; repeatable)")
+    fps = bounded_arg(float, lambda v: math.isfinite(v) and v >= 0.1, "a frame rate >= 0.1")
     p.add_argument("--fps", type=fps, default=10.0, metavar="F",
                    help="frame rate of an .mp4, and most frames drawn per second elsewhere (default 10)")
-    mqtt.add_stop_arguments(p, "exit after S seconds (exit 75 if --count was not reached)")
+    add_stop_arguments(p, "exit after S seconds (exit 75 if --count was not reached)")
 
 
 def window_problem(environ: Mapping[str, str]) -> Optional[str]:
@@ -80,7 +91,7 @@ class DeviceView:
         self.availability = "unknown"
         self.pending: "collections.deque[Dict[str, Any]]" = collections.deque(maxlen=256)
         self.poses = 0
-        self.problems: set = set()  # kinds of malformed poses already logged
+        self.problems: set = set()  # (topic kind, problem) of malformed messages already logged
         self.cond = threading.Condition()
 
     def on_message(self, topic: str, payload: bytes) -> None:
@@ -93,31 +104,25 @@ class DeviceView:
                 if kind != "pose":
                     return
                 self.device = dev
-                log.info("showing device %s (choose another with --device)", dev)
+                log.info("showing device %s (choose another with --device)", printable(dev))
             if dev != self.device:
                 return
-            text = payload.decode("utf-8", "replace")
             if kind == "availability":
-                self.availability = text
+                self.availability = payload[:MAX_AVAILABILITY].decode("utf-8", "replace")
                 return
-            try:
-                doc = json.loads(text)
-            except ValueError:
-                log.warning("%s %s: not JSON: %r", dev, kind, text[:80])
+            if kind not in KINDS:
                 return
-            if not isinstance(doc, dict):
+            doc, problem = read_message(kind, payload)
+            if problem:
+                if (kind, problem) not in self.problems:  # once per kind: a bad publisher can send many
+                    self.problems.add((kind, problem))
+                    log.warning("%s %s skipped: %s", printable(dev), kind, problem)
                 return
             if kind == "meta":
                 self.meta = doc
             elif kind == "status":
                 self.status = doc
             elif kind == "pose":
-                problem = pose_problem(doc)
-                if problem:
-                    if problem not in self.problems:  # once per kind: a bad publisher can send many
-                        self.problems.add(problem)
-                        log.warning("%s pose skipped: %s", dev, problem)
-                    return
                 self.pending.append(doc)
                 self.poses += 1
                 self.cond.notify_all()
@@ -145,18 +150,35 @@ class DeviceView:
 # --- where the drawings go ------------------------------------------------------------------
 
 class Canvas:
-    """Blank frames of the device's size (cached; never drawn on: draw.render copies)."""
+    """Blank frames for drawing poses on (cached; never drawn on: draw.render copies).
 
-    def __init__(self):
+    The device's frame size, scaled down to fit ``max_size`` (what the output needs): a message that
+    claims a 16384x16384 frame costs a canvas of at most ``max_size``, not 800 MB.
+    """
+
+    def __init__(self, max_size: Tuple[int, int] = MAX_CANVAS):
+        self.max_size = max_size
         self._size: Tuple[int, int] = (0, 0)
         self._img = None
 
-    def for_pose(self, pose: Mapping[str, Any]):
+    def fit(self, pose: Mapping[str, Any]) -> Tuple[Any, Mapping[str, Any]]:
+        """(canvas, pose) with the pose's keypoints and frame scaled to the canvas."""
         fr = pose.get("frame") or {}
-        size = (int(fr.get("width") or 640), int(fr.get("height") or 480))
+        w, h = int(fr.get("width") or 640), int(fr.get("height") or 480)
+        s = min(1.0, self.max_size[0] / w, self.max_size[1] / h)
+        size = (max(1, round(w * s)), max(1, round(h * s)))
         if size != self._size:
             self._size, self._img = size, draw.blank_canvas(*size)
-        return self._img
+        if s < 1.0:
+            pose = dict(pose, frame={"width": size[0], "height": size[1]},
+                        keypoints=[dict(k, x=k["x"] * s, y=k["y"] * s) for k in pose.get("keypoints", [])])
+        return self._img, pose
+
+
+def picture(canvas: Canvas, pose: Mapping[str, Any], fps: Optional[float], meta: Mapping[str, Any]):
+    """The picture of one pose for a file or a window: on ``canvas``, with the bones ``meta`` announced."""
+    img, fitted = canvas.fit(pose)
+    return draw.render(img, fitted, fps, draw.skeleton_from_meta(meta))
 
 
 class JpegOut:
@@ -230,7 +252,7 @@ def check_out(out: str) -> Path:
 
 
 def _open_output(args, out_path: Optional[Path], view: DeviceView, stop: threading.Event,
-                 environ: Mapping[str, str]):
+                 environ: Mapping[str, str], hosts: Tuple[str, ...] = ()):
     """(output, preview server or None) for the chosen destination (``out_path``: ``--out``, checked)."""
     if out_path is not None:
         return (Mp4Out(out_path, args.fps) if out_path.suffix.lower() == ".mp4" else JpegOut(out_path)), None
@@ -244,7 +266,7 @@ def _open_output(args, out_path: Optional[Path], view: DeviceView, stop: threadi
         log.info("%s: serving the view instead (or use --out FILE.jpg|FILE.mp4)", problem)
         listen = FALLBACK_SERVE
     server = PreviewServer(listen, args.fps, view.status_doc, title=f"edgepose view {args.device or ''}".strip(),
-                           flag="--serve")
+                           flag="--serve", hosts=hosts)
     return None, server.start()
 
 
@@ -252,62 +274,48 @@ def _open_output(args, out_path: Optional[Path], view: DeviceView, stop: threadi
 
 def command(args: argparse.Namespace, environ: Optional[Mapping[str, str]] = None) -> int:
     environ = os.environ if environ is None else environ
-    cfg = mqtt.connection_config(args)
+    cfg = connection_config(args)
     device = args.device or cfg.output.device or ""
     if device:
-        mqtt.check_device(device)
-    prefix = mqtt.check_prefix(cfg.mqtt.prefix)
+        check_device(device)
+    prefix = check_prefix(cfg.mqtt.prefix)
     if args.serve:
         parse_listen(args.serve, "--serve")  # a bad value fails before anything connects
     out_path = check_out(args.out) if args.out else None  # before anything connects
+    hosts = host_names(",".join([cfg.preview.hosts, *(args.serve_host or [])]))
     view = DeviceView(device)
     stop = threading.Event()
-    state: Dict[str, Any] = {"refused": None}
-    client = mqtt.make_client(cfg.mqtt, f"edgepose-view-{os.getpid()}")
-
-    def on_connect(c, userdata, flags, reason_code, properties):
-        if reason_code.is_failure:
-            state["refused"] = str(reason_code).lower()
-            stop.set()
-            return
-        who = device or "+"
-        c.subscribe([(f"{prefix}/{who}/{t}", 0) for t in ("pose", "meta", "status", "availability")])
-
-    def on_subscribe(c, userdata, mid, reason_codes, properties):
-        # logged on the broker's SUBACK, not when the request is queued: from this line on, nothing
-        # published is missed (scripts and tests wait for it)
-        if any(rc.is_failure for rc in reason_codes):
-            log.warning("the broker refused a subscription: %s", ", ".join(str(rc) for rc in reason_codes))
-        log.info("subscribed to %s/%s/{pose,meta,status,availability} on %s:%d", prefix, device or "+",
-                 cfg.mqtt.host, cfg.mqtt.port)
-
-    client.on_connect = on_connect
-    client.on_subscribe = on_subscribe
-    client.on_message = lambda c, u, msg: view.on_message(msg.topic, msg.payload)
+    who = device or "+"
+    sub = Subscriber(cfg.mqtt, f"edgepose-view-{os.getpid()}", [f"{prefix}/{who}/{t}" for t in KINDS], qos=0,
+                     # on the broker's SUBACK: from this line on nothing published is missed (scripts and
+                     # tests wait for it)
+                     on_subscribed=lambda: log.info("subscribed to %s/%s/{pose,meta,status,availability} on %s",
+                                                    prefix, who, sub.broker))
+    sub.start()
     try:
-        client.connect(cfg.mqtt.host, cfg.mqtt.port, cfg.mqtt.keepalive)
-    except Exception as e:
-        raise DeviceUnavailableError(f"cannot connect to the MQTT broker at {cfg.mqtt.host}:{cfg.mqtt.port}: "
-                                     f"{mqtt.describe_error(e)}") from None
-    out, server = _open_output(args, out_path, view, stop, environ)
+        out, server = _open_output(args, out_path, view, stop, environ, hosts)
+    except BaseException:
+        sub.close()
+        raise
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
-    client.loop_start()
     deadline = time.monotonic() + args.timeout if args.timeout > 0 else None
-    canvas = Canvas()
+    canvas = Canvas((server.max_width, MAX_CANVAS[1]) if server is not None else MAX_CANVAS)
     meter = RateMeter()
     period = 1.0 / args.fps
     seen, last_drawn, undrawn = 0, 0.0, None
 
     def show(pose) -> None:
-        out.show(draw.render(canvas.for_pose(pose), pose, meter.add(pose), draw.skeleton_from_meta(view.meta)))
+        out.show(picture(canvas, pose, meter.add(pose), view.meta))
 
     try:
         while not stop.is_set():
             if deadline is not None and time.monotonic() >= deadline:
                 break
-            poses = view.take_poses(min(0.2, period))
+            for m in sub.take(min(0.2, period)):
+                view.on_message(m.topic, m.payload)
+            poses = view.take_poses(0)
             if args.count:
                 poses = poses[:args.count - seen]
             seen += len(poses)
@@ -315,7 +323,7 @@ def command(args: argparse.Namespace, environ: Optional[Mapping[str, str]] = Non
             if server is not None:
                 if poses:
                     server.skeleton = draw.skeleton_from_meta(view.meta)
-                    server.submit(canvas.for_pose(poses[-1]), poses[-1])  # drawn by the server when watched
+                    server.submit(*canvas.fit(poses[-1]))  # drawn by the server when watched
             elif isinstance(out, Mp4Out):
                 for pose in poses:  # a video gets every pose
                     show(pose)
@@ -327,15 +335,11 @@ def command(args: argparse.Namespace, environ: Optional[Mapping[str, str]] = Non
             if done:
                 break
     finally:
-        client.loop_stop()
-        client.disconnect()
+        sub.close()
         if out is not None:
             out.close()
         if server is not None:
             server.close()
-    if state["refused"]:
-        raise DeviceUnavailableError(f"the MQTT broker at {cfg.mqtt.host}:{cfg.mqtt.port} refused the "
-                                     f"connection: {state['refused']}")
     if args.count and seen < args.count and not stop.is_set():
         log.error("timed out after %g s: received %d of %d poses", args.timeout, seen, args.count)
         return EX_TEMPFAIL
