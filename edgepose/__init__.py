@@ -6,7 +6,7 @@ Data flows one way: source -> preprocess -> engine -> decode -> smooth -> publis
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> type:
     """``from edgepose import PoseEstimator`` (imported on first use: ``import edgepose`` stays light)."""
     if name == "PoseEstimator":
         from edgepose.inference.estimator import PoseEstimator

@@ -13,7 +13,8 @@ import importlib
 import logging
 import os
 import sys
-from typing import List, Optional, TextIO
+from types import ModuleType
+from typing import Any, Iterable, List, Optional, TextIO
 
 from edgepose import __version__
 from edgepose.core.errors import EX_SOFTWARE, EdgeposeError, OutputError, UsageError
@@ -33,7 +34,7 @@ COMMANDS = {
 ALIASES = {"watch": "sub"}
 
 
-def _load(name: str):
+def _load(name: str) -> ModuleType:
     module, _ = COMMANDS[name]
     return importlib.import_module(module)
 
@@ -59,7 +60,8 @@ def build_parser(argv: List[str]) -> argparse.ArgumentParser:
                         help="logging level (default info)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     wanted = _command_word(argv)
-    wanted = ALIASES.get(wanted, wanted)
+    if wanted is not None:
+        wanted = ALIASES.get(wanted, wanted)
     for name, (module, help_) in COMMANDS.items():
         aliases = [a for a, t in ALIASES.items() if t == name]
         p = sub.add_parser(name, help=help_, aliases=aliases, description=help_)
@@ -92,7 +94,7 @@ class GuardedStdout:
         self.stream = stream
         self.missing = stream is None  # started with stdout closed
 
-    def _do(self, op: str, *args):
+    def _do(self, op: str, *args: Any) -> Any:
         if self.stream is None:
             if op == "flush":
                 return None
@@ -105,9 +107,9 @@ class GuardedStdout:
             raise OutputError.writing_stdout(e) from None
 
     def write(self, text: str) -> int:
-        return self._do("write", text)
+        return int(self._do("write", text))
 
-    def writelines(self, lines) -> None:
+    def writelines(self, lines: Iterable[str]) -> None:
         self._do("writelines", lines)
 
     def flush(self) -> None:
@@ -116,13 +118,13 @@ class GuardedStdout:
     def isatty(self) -> bool:
         return self.stream is not None and self.stream.isatty()
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str) -> Any:
         return getattr(self.stream, name)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     real = sys.stdout
-    sys.stdout = GuardedStdout(real)  # type: ignore[assignment]
+    sys.stdout = GuardedStdout(real)
     try:
         return _main(argv)
     finally:

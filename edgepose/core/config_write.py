@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, MutableMapping, Optional
 
 from edgepose.core import config as config_mod
 from edgepose.core.errors import ConfigError
@@ -27,7 +27,7 @@ def update_toml(text: str, values: Mapping[str, Mapping[str, Any]], origin: str 
         if section not in doc:
             doc.add(section, tomlkit.table())
         tbl = doc[section]
-        if not isinstance(tbl, Mapping):
+        if not isinstance(tbl, MutableMapping):
             raise ConfigError(f"{origin}: {section} is not a table")
         for key, value in kv.items():
             tbl[key] = value
@@ -35,7 +35,7 @@ def update_toml(text: str, values: Mapping[str, Mapping[str, Any]], origin: str 
     try:
         import tomllib as _toml
     except ImportError:  # pragma: no cover - Python < 3.11
-        import tomli as _toml  # type: ignore[no-redef]
+        import tomli as _toml
     config_mod.apply_mapping(config_mod.Config(), _toml.loads(out), origin)
     return out
 

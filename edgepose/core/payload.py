@@ -77,8 +77,8 @@ def parse_message(data: bytes, strict: bool = False) -> Tuple[Any, Optional[str]
     if len(data) > MAX_MESSAGE_BYTES:
         return None, f"larger than {MAX_MESSAGE_BYTES} bytes"
     try:
-        return json.loads(data.decode("utf-8", "replace"),
-                          **({"parse_constant": _refuse_constant} if strict else {})), None
+        text = data.decode("utf-8", "replace")
+        return (json.loads(text, parse_constant=_refuse_constant) if strict else json.loads(text)), None
     except (ValueError, RecursionError):
         return None, "not JSON"
 

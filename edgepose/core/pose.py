@@ -9,7 +9,10 @@ COCO and ../shared/models/README.md.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, List, Sequence, Tuple
+
+if TYPE_CHECKING:  # numpy is imported where the arrays are made (the payload side needs none)
+    import numpy as np
 
 KEYPOINT_NAMES: Tuple[str, ...] = (
     "head_top",
@@ -105,7 +108,7 @@ class Pose:
     present: bool
 
     @classmethod
-    def from_arrays(cls, names: Sequence[str], xy, scores, threshold: float) -> "Pose":
+    def from_arrays(cls, names: Sequence[str], xy: "np.ndarray", scores: "np.ndarray", threshold: float) -> "Pose":
         """Build a pose from (K,2) frame coordinates and (K,) scores.
 
         The pose score is the mean keypoint score; the pose is present when it
@@ -116,11 +119,11 @@ class Pose:
         score = float(sum(k.score for k in kps) / max(len(kps), 1))
         return cls(kps, score, score >= threshold)
 
-    def xy(self):
+    def xy(self) -> "np.ndarray":
         import numpy as np
         return np.array([[k.x, k.y] for k in self.keypoints], dtype=np.float64)
 
-    def scores(self):
+    def scores(self) -> "np.ndarray":
         import numpy as np
         return np.array([k.score for k in self.keypoints], dtype=np.float64)
 

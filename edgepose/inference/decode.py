@@ -82,7 +82,7 @@ def _peaks(maps: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
 
 
 def _raw_scores(heatmaps: np.ndarray) -> np.ndarray:
-    return _channels_first(heatmaps).max(axis=1).astype(np.float64)
+    return np.asarray(_channels_first(heatmaps).max(axis=1), dtype=np.float64)
 
 
 def gaussian_blur(heatmaps: np.ndarray, sigma: float, truncate: float = 3.0,
@@ -133,7 +133,7 @@ def blurred_windows(heatmaps: np.ndarray, rows: np.ndarray, cols: np.ndarray, si
     ys = np.clip(rows[:, None] + offs, 0, h - 1)
     xs = np.clip(cols[:, None] + offs, 0, w - 1)
     patch = heatmaps[ys[:, :, None], xs[:, None, :], np.arange(k)[:, None, None]].astype(np.float64)
-    return band.T @ patch @ band
+    return np.asarray(band.T @ patch @ band)
 
 
 def taylor_step(log_win: np.ndarray) -> np.ndarray:
@@ -208,7 +208,7 @@ def _refine(maps: np.ndarray, rows: np.ndarray, cols: np.ndarray, sigma: float,
     step = taylor_step(np.log(np.maximum(win, 1e-10)))
     inside = np.stack([(cols > 0) & (cols < w - 1), (rows > 0) & (rows < h - 1)], axis=1)
     step = np.where(inside & np.isfinite(step), np.clip(step, -max_step, max_step), 0.0)
-    return np.stack([cols + 0.5, rows + 0.5], axis=1) + step
+    return np.asarray(np.stack([cols + 0.5, rows + 0.5], axis=1) + step)
 
 
 def subpixel_decoder(heatmaps: np.ndarray, sigma: float = SUBPIXEL_SIGMA, max_step: float = 1.0,

@@ -62,10 +62,10 @@ def draw_skeleton(img: np.ndarray, names: Sequence[str], xy: np.ndarray, scores:
         if not (0 <= a < k and 0 <= b < k) or scores[a] < threshold or scores[b] < threshold:
             continue
         colour = side_colour(names[b]) if side_colour(names[b]) != CENTRE else side_colour(names[a])
-        cv2.line(img, _fixed(*xy[a], scale), _fixed(*xy[b], scale), colour, thick + 1, cv2.LINE_AA, _SHIFT)
+        cv2.line(img, _fixed(xy[a][0], xy[a][1], scale), _fixed(xy[b][0], xy[b][1], scale), colour, thick + 1, cv2.LINE_AA, _SHIFT)
     for i in range(k):
         colour = side_colour(names[i]) if scores[i] >= threshold else LOW
-        cv2.circle(img, _fixed(*xy[i], scale), (thick + 2) * _ONE, colour, -1, cv2.LINE_AA, _SHIFT)
+        cv2.circle(img, _fixed(xy[i][0], xy[i][1], scale), (thick + 2) * _ONE, colour, -1, cv2.LINE_AA, _SHIFT)
 
 
 def draw_scores(img: np.ndarray, xy: np.ndarray, scores: np.ndarray, scale: float = 1.0) -> None:

@@ -6,12 +6,15 @@ without an import cycle between the two.
 
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import TYPE_CHECKING, Any, Dict
 
 from edgepose.output.sinks import NullSink, Sink, StatusProvider, StdoutSink
 
+if TYPE_CHECKING:
+    from edgepose.core.config import Config
 
-def make_sink(cfg, device: str, meta: Dict[str, Any], status_provider: StatusProvider) -> Sink:
+
+def make_sink(cfg: "Config", device: str, meta: Dict[str, Any], status_provider: StatusProvider) -> Sink:
     """The sink named by ``cfg.output.sink`` (MQTT is imported only when used)."""
     kind = cfg.output.sink
     if kind == "stdout":

@@ -34,7 +34,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Deque, Dict, Optional
 
-from edgepose.core.config import join_host_port
+from edgepose.core.config import MqttConfig, join_host_port
 from edgepose.core.errors import ConfigError
 from edgepose.output.mqttclient import (CLOSED_BEFORE_ACCEPTING, ClientLoop, backoff_delay, check_device,
                                         check_prefix, describe_error, make_client, reason_text)
@@ -70,7 +70,7 @@ class MqttSink:
     ``wallclock`` the ``ts`` of status messages, ``rng`` the reconnect jitter.
     """
 
-    def __init__(self, mqtt_cfg, device: str, meta: Dict[str, Any],
+    def __init__(self, mqtt_cfg: MqttConfig, device: str, meta: Dict[str, Any],
                  status_provider: StatusProvider,
                  clock: Callable[[], float] = time.monotonic,
                  wallclock: Callable[[], float] = time.time,
@@ -270,7 +270,7 @@ class MqttSink:
             log.debug("mqtt: broker %s %s; retry in %.1f s", self.broker, text, retry_s)
 
     # --- paho callbacks (network thread) ---------------------------------
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         try:
             if reason_code.is_failure:
                 self._refused = f"refused: {reason_text(reason_code)}"
@@ -323,7 +323,7 @@ class MqttSink:
         self._client.publish(self.topics.meta, self._meta_json, qos=1, retain=True)
         self._status_now.set()
 
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         try:
             reason = reason_text(reason_code)
             self._mark_disconnected("socket closed" if reason == "unspecified error" else reason)
@@ -347,7 +347,7 @@ class MqttSink:
             self._down_since = self._clock()
             log.warning("mqtt: connection to %s lost (%s); reconnecting", self.broker, reason)
 
-    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+    def _on_publish(self, client: Any, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
         with self._lock:
             if self._pending.pop(mid, None) is not None:
                 self._counts["published"] += 1
@@ -453,7 +453,7 @@ class MqttSink:
                 else:
                     self._pending[info.mid] = qos
 
-    def _publish_status(self, text: str):
+    def _publish_status(self, text: str) -> Any:  # paho MQTTMessageInfo
         info = self._client.publish(self.topics.status, text, qos=1, retain=True)
         with self._lock:
             if info.rc == 0:

@@ -21,10 +21,13 @@ import socket
 import ssl
 import threading
 from dataclasses import dataclass
-from typing import Callable, Deque, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Deque, List, Optional, Sequence
 
 from edgepose.core.config import join_host_port
 from edgepose.core.errors import ConfigError, DeviceUnavailableError, InputMissingError
+
+if TYPE_CHECKING:
+    from edgepose.core.config import MqttConfig
 
 log = logging.getLogger("edgepose.output.mqttclient")
 
@@ -60,14 +63,15 @@ def _check_file(key: str, path: str) -> str:
     return path
 
 
-def make_client(cfg, client_id: str = "", clean_session: bool = True):
+def make_client(cfg: MqttConfig, client_id: str = "", clean_session: bool = True) -> Any:
     """A paho-mqtt 2.x client with credentials and TLS from ``cfg`` (an ``MqttConfig``)."""
     try:
         import paho.mqtt.client as paho
+        from paho.mqtt.enums import CallbackAPIVersion
     except ImportError:  # pragma: no cover - paho-mqtt is an install requirement
         from edgepose.core.errors import RuntimeMissingError
         raise RuntimeMissingError("paho-mqtt is not installed: pip install 'paho-mqtt>=2'") from None
-    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id,
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
                          clean_session=clean_session, protocol=paho.MQTTv311)
     client.suppress_exceptions = True  # a callback exception never kills the network loop
     if cfg.username:
@@ -103,7 +107,7 @@ def describe_error(exc: BaseException) -> str:
     return f"unreachable: {exc}"
 
 
-def reason_text(reason_code) -> str:
+def reason_text(reason_code: Any) -> str:
     """paho's reason code as lower-case words ("not authorized")."""
     return str(getattr(reason_code, "getName", lambda: reason_code)()).lower()
 
@@ -121,7 +125,7 @@ class ClientLoop:
     wait early, e.g. when a message is queued; ``on_woken`` runs in the loop's thread after a wake-up
     was drained."""
 
-    def __init__(self, client, on_woken: Callable[[], None] = lambda: None):
+    def __init__(self, client: Any, on_woken: Callable[[], None] = lambda: None):
         self.client = client
         self._on_woken = on_woken
         self._wake_r, self._wake_w = socket.socketpair()
@@ -188,7 +192,7 @@ class Subscriber:
     next :meth:`take` raises :class:`DeviceUnavailableError` with one line.
     """
 
-    def __init__(self, cfg, client_id: str, topics: Sequence[str], qos: int = 0, queue_size: int = 1024,
+    def __init__(self, cfg: MqttConfig, client_id: str, topics: Sequence[str], qos: int = 0, queue_size: int = 1024,
                  on_subscribed: Optional[Callable[[], None]] = None, rng: Optional[random.Random] = None):
         self.cfg = cfg
         self.broker = join_host_port(cfg.host, cfg.port)
@@ -247,21 +251,21 @@ class Subscriber:
         self._loop.close()
 
     # --- paho callbacks (network thread) ---------------------------------
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         if reason_code.is_failure:
             self._refused = reason_text(reason_code)
             return
         self._accepted = True
         client.subscribe([(t, self.qos) for t in self.topics])
 
-    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+    def _on_subscribe(self, client: Any, userdata: Any, mid: int, reason_codes: Any, properties: Any) -> None:
         # called on the broker's SUBACK, not when the request is queued: from here on nothing is missed
         if any(rc.is_failure for rc in reason_codes):
             log.warning("the broker refused a subscription: %s", ", ".join(str(rc) for rc in reason_codes))
         if self._on_subscribed is not None:
             self._on_subscribed()
 
-    def _on_message(self, client, userdata, msg) -> None:
+    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
         with self._cond:
             if len(self._messages) >= self._queue_size:
                 self._messages.popleft()

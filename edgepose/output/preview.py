@@ -36,10 +36,15 @@ import threading
 import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence, Tuple
 
 from edgepose.core.config import split_host_port
 from edgepose.core.errors import ConfigError, DeviceUnavailableError
+
+if TYPE_CHECKING:  # numpy and cv2 are loaded only once the preview draws
+    import numpy as np
+
+    from edgepose.capture.sources import Frame
 
 log = logging.getLogger(__name__)
 
@@ -157,10 +162,10 @@ class PreviewServer:
         self._threads: list = []
 
     # -- producer side (the daemon's thread): O(1), no copy -------------
-    def submit(self, image, payload: Dict[str, Any]) -> None:
+    def submit(self, image: np.ndarray, payload: Dict[str, Any]) -> None:
         self._latest = (image, payload)
 
-    def observe(self, frame, result, payload: Dict[str, Any]) -> None:
+    def observe(self, frame: Frame, result: Any, payload: Dict[str, Any]) -> None:
         """A :class:`edgepose.daemon.service.Daemon` frame observer."""
         self._latest = (frame.image, payload)
 
@@ -209,7 +214,7 @@ class PreviewServer:
     def __enter__(self) -> "PreviewServer":
         return self.start()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def stats(self) -> Dict[str, Any]:
@@ -252,7 +257,7 @@ class PreviewServer:
                 self.encoded += 1
                 self._cond.notify_all()
 
-    def picture(self, image, payload: Dict[str, Any], fps: Optional[float]) -> bytes:
+    def picture(self, image: np.ndarray, payload: Dict[str, Any], fps: Optional[float]) -> bytes:
         """The JPEG the page shows for one frame: ``image`` (scaled to ``max_width``) with the pose drawn."""
         from edgepose.output import draw  # cv2 and numpy: only loaded once the preview draws
         return draw.encode_jpeg(draw.render(image, payload, fps, self.skeleton, max_width=self.max_width),
@@ -318,7 +323,7 @@ class _Handler(BaseHTTPRequestHandler):
     timeout = SEND_TIMEOUT_S
     server_version = "edgepose-preview"
 
-    def log_message(self, fmt: str, *args) -> None:
+    def log_message(self, fmt: str, *args: Any) -> None:
         log.debug("preview %s: " + fmt, self.client_address[0], *args)
 
     def do_GET(self) -> None:

@@ -79,7 +79,8 @@ def format_pose(p: Dict[str, Any]) -> str:
 
 
 def format_status(device: str, s: Dict[str, Any]) -> str:
-    infer = s.get("infer_ms") if isinstance(s.get("infer_ms"), dict) else {}
+    infer_ms = s.get("infer_ms")
+    infer: Dict[str, Any] = infer_ms if isinstance(infer_ms, dict) else {}
     fps = s.get("fps")
     parts = [f"{fps:.1f} fps" if isinstance(fps, (int, float)) and not isinstance(fps, bool) else None,
              f"infer p50 {infer.get('p50')} ms p95 {infer.get('p95')} ms" if infer.get("p50") is not None else None,

@@ -159,7 +159,7 @@ class Canvas:
     def __init__(self, max_size: Tuple[int, int] = MAX_CANVAS):
         self.max_size = max_size
         self._size: Tuple[int, int] = (0, 0)
-        self._img = None
+        self._img: Any = None  # the canvas, made at the first pose's size
 
     def fit(self, pose: Mapping[str, Any]) -> Tuple[Any, Mapping[str, Any]]:
         """(canvas, pose) with the pose's keypoints and frame scaled to the canvas."""
@@ -200,7 +200,7 @@ class JpegOut:
 class Mp4Out:
     def __init__(self, path: Path, fps: float):
         self.path, self.fps = path, fps
-        self.writer = None
+        self.writer: Any = None  # cv2.VideoWriter once the first picture gives the size
         self.size: Tuple[int, int] = (0, 0)
         self.written = 0
 
@@ -208,7 +208,7 @@ class Mp4Out:
         import cv2
         if self.writer is None:
             self.size = (img.shape[1], img.shape[0])
-            writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, self.size)
+            writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter.fourcc(*"mp4v"), self.fps, self.size)
             if not writer.isOpened():  # close() then reports nothing written
                 raise DeviceUnavailableError(f"cannot write {self.path} (mp4v video)")
             self.writer = writer
