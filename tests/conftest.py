@@ -57,6 +57,18 @@ def error_lines(stderr: str) -> list:
     return [line for line in stderr.splitlines() if "ERROR" in line]
 
 
+def grey_clip(path, frames: int):
+    """A 320x240 mp4 of ``frames`` flat grey frames (brightness i % 250): a long file source for reload tests."""
+    import cv2
+    import numpy as np
+
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (320, 240))
+    for i in range(frames):
+        w.write(np.full((240, 320, 3), i % 250, np.uint8))
+    w.release()
+    return path
+
+
 def payloads(stdout: str) -> list:
     return [json.loads(line) for line in stdout.splitlines() if line.strip()]
 

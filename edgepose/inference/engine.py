@@ -102,6 +102,7 @@ class Engine:
         self._out_index = self._interp.get_output_details()[0]["index"]
         scale, zero = self.spec.input_quant
         self._in_affine = (1.0 / scale, zero) if self.spec.input_dtype != np.float32 and scale else None
+        self._prove()
 
     # -- construction -------------------------------------------------
     def _create(self, xnnpack: bool):
@@ -148,6 +149,16 @@ class Engine:
             grid_h=int(o["shape"][1]), grid_w=int(o["shape"][2]), num_keypoints=int(o["shape"][3]),
             output_dtype=np.dtype(o["dtype"]), output_quant=tuple(o["quantization"]),
         )
+
+    def _prove(self) -> None:
+        """One inference on a black image before the engine is handed out: a corrupt file can load and
+        allocate, then fail at its first invoke (``Input tensor N lacks data``); that is a bad model
+        (ModelError, exit 65), found here rather than at the first frame of a running daemon."""
+        try:
+            self.run(np.zeros((self.spec.input_h, self.spec.input_w, 3), np.uint8))
+        except (RuntimeError, ValueError) as e:
+            raise ModelError(f"model {self.path} loads but fails at its first inference ({_first_line(e)}): "
+                             f"the file is corrupt or needs what this runtime does not have") from None
 
     # -- running ------------------------------------------------------
     @property
