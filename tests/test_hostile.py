@@ -3,9 +3,13 @@ sources and the model registry, reproduced with real parts (real models, real fi
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
+
+import cv2
+import numpy as np
 
 import pytest
 
@@ -89,3 +93,209 @@ def test_a_reload_onto_a_model_that_fails_its_first_inference_keeps_the_running_
     assert "last reload failed: running configuration kept" in daemon.status_line()
     kept = [r.getMessage() for r in caplog.records if "keeping the running configuration" in r.getMessage()]
     assert len(kept) == 1 and "fails at its first inference" in kept[0]
+
+
+# --- items 5 and 8: one line for a bad source, no control characters from users --------------------
+
+@pytest.mark.parametrize("source,code,message", [
+    ("http://[::1/x.jpg", 64, "bad source URL http://[::1/x.jpg: Invalid IPv6 URL"),
+    ("rtsp://u:s3cret@[::1/live", 64, "bad source URL rtsp://u:***@[::1/live: Invalid IPv6 URL"),
+    ("rtsp://cam:99999/live", 64, "Port out of range"),
+    ("{long}", 66, "cannot be used: File name too long"),
+    ("{deep}", 66, "cannot be used: File name too long"),
+    ("{long}/*.jpg", 66, "cannot be used: File name too long"),
+])
+def test_a_source_that_is_no_path_nor_url_is_one_line(source, code, message, tmp_path, edgepose_env):
+    source = source.format(long=tmp_path / ("x" * 300 + ".jpg"), deep="d/" * 3000 + "x.jpg")
+    r = run_cli(["run", "--source", source, "--model", "hourglass", "--threads", "1"], edgepose_env)
+    assert r.returncode == code, r.stderr
+    assert message in r.stderr and "Traceback" not in r.stderr and "s3cret" not in r.stderr, r.stderr
+    (line,) = error_lines(r.stderr)
+    assert len(line) < 400  # a 6000-character path is shortened in the message
+
+
+FORGED = "cam1\nedgepose: ERROR: forged line"
+
+
+CONTROLLED = [("output.device", "--device", FORGED), ("camera.source", "--source", FORGED),
+              ("mqtt.prefix", None, "edgepose\r"), ("model.mirror", "--model-mirror", "/srv/models\x1b[2J")]
+
+
+@pytest.mark.parametrize("how,key,flag,value", [(how, *c) for c in CONTROLLED for how in ("flag", "file", "environment")
+                                                if how != "flag" or c[1]])
+def test_control_characters_in_user_values_are_refused(how, key, flag, value, tmp_path, edgepose_env):
+    import json
+
+    section, name = key.split(".")
+    args, env = ["run", "--source", CALIB / "ski.jpg", "--model", "hourglass"], dict(edgepose_env)
+    if how == "flag":
+        args += [flag, value]
+    elif how == "file":
+        cfg = tmp_path / "e.toml"
+        cfg.write_text(f"[{section}]\n{name} = {json.dumps(value)}\n")  # a TOML basic string with escapes
+        args += ["--config", cfg]
+    else:
+        env[f"EDGEPOSE_{section.upper()}_{name.upper()}"] = value
+    r = run_cli(args, env)
+    assert r.returncode == 78, r.stderr
+    assert "forged line" not in r.stderr.replace(repr(value)[1:-1], "")  # only inside the quoted value
+    (line,) = error_lines(r.stderr)
+    assert f"for {key}: it has a control character" in line and not r.stdout
+
+
+def test_a_password_may_hold_any_character():
+    from edgepose.core import config as config_mod
+
+    cfg = config_mod.load(None, {"mqtt": {"password": "tab\there"}}, environ={})
+    assert cfg.mqtt.password == "tab\there"
+
+
+# --- item 4: images over the pixel limit are downscaled or refused before decoding ------------------
+
+def solid_grey_jpeg(width: int, height: int) -> bytes:
+    """A valid baseline JPEG, one grey component (128 everywhere), written directly: every 8x8 block is
+    "DC difference 0, end of block", two bits with one-code Huffman tables, so 20000x20000 is 1.5 MB and
+    needs no 400 MB array to make."""
+    import struct
+
+    def seg(marker, body):
+        return b"\xff" + bytes([marker]) + struct.pack(">H", len(body) + 2) + body
+
+    one_code = bytes([1] + [0] * 15) + b"\x00"  # a single code of length 1 ("0"), for symbol 0
+    head = (seg(0xDB, b"\x00" + b"\x01" * 64) + seg(0xC0, struct.pack(">BHHB", 8, height, width, 1) + b"\x01\x11\x00")
+            + seg(0xC4, b"\x00" + one_code) + seg(0xC4, b"\x10" + one_code) + seg(0xDA, b"\x01\x01\x00\x00\x3f\x00"))
+    blocks = ((width + 7) // 8) * ((height + 7) // 8)
+    return b"\xff\xd8" + head + bytes((2 * blocks + 7) // 8) + b"\xff\xd9"
+
+
+def solid_black_png(width: int, height: int) -> bytes:
+    """A valid 8-bit greyscale PNG of zeros, compressed in chunks (no width x height array is made)."""
+    import struct
+    import zlib
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    z = zlib.compressobj(1)
+    rows = bytes((width + 1) * 500)  # filter byte 0 + a row of zeros, 500 rows at a time
+    idat = b"".join(z.compress(rows[:(width + 1) * min(500, height - y)]) for y in range(0, height, 500)) + z.flush()
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
+def test_the_generated_images_are_what_they_claim(tmp_path):
+    """The helpers above, checked by OpenCV at a size it may decode whole."""
+    (tmp_path / "s.jpg").write_bytes(solid_grey_jpeg(64, 40))
+    (tmp_path / "s.png").write_bytes(solid_black_png(30, 1100))
+    jpg, png = cv2.imread(str(tmp_path / "s.jpg")), cv2.imread(str(tmp_path / "s.png"))
+    assert jpg.shape == (40, 64, 3) and jpg.min() == jpg.max() == 128
+    assert png.shape == (1100, 30, 3) and png.max() == 0
+
+
+def _run_measured(args, env, tmp_path):
+    """Run `edgepose ARGS`; (returncode, stdout, stderr, peak RSS in MB of that very process, by wait4)."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    with open(tmp_path / "out", "w+") as out, open(tmp_path / "err", "w+") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "edgepose.cli", *map(str, args)], env=env, cwd=REPO,
+                                stdout=out, stderr=err, text=True)
+        end = time.monotonic() + 120
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() > end:
+                proc.kill()
+                pytest.fail("edgepose did not finish within 120 s")
+            time.sleep(0.05)
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
+        out.seek(0)
+        err.seek(0)
+        return proc.returncode, out.read(), err.read(), usage.ru_maxrss / 1024
+
+
+def test_a_20000_pixel_square_jpeg_is_decoded_at_one_eighth_in_bounded_memory(tmp_path, edgepose_env):
+    """1.5 MB on disk, 1.2 GB as a full BGR array (the sweep measured 2.4 GB and 18 s for one frame):
+    decoded at 1/8 by libjpeg, one frame of 2500x2500, the run's peak memory well under the full array."""
+    big = tmp_path / "big.jpg"
+    big.write_bytes(solid_grey_jpeg(20000, 20000))
+    rc, out, err, peak_mb = _run_measured(["run", "--source", big, "--model", "hourglass", "--threads", "1"],
+                                          edgepose_env, tmp_path)
+    assert rc == 0, err
+    (p,) = [json.loads(line) for line in out.splitlines()]
+    assert p["frame"] == {"width": 2500, "height": 2500}
+    assert "is 20000x20000 pixels, over the limit of 24 megapixels: decoding it at 1/8 of its size" in err
+    assert peak_mb < 600, f"peak RSS {peak_mb:.0f} MB"  # the full-size array alone is 1144 MB
+
+
+def test_images_over_the_limit_in_a_folder_are_downscaled_or_skipped_with_one_line(tmp_path, edgepose_env):
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    (shots / "a_big.jpg").write_bytes(solid_grey_jpeg(20000, 20000))
+    (shots / "b_huge.png").write_bytes(solid_black_png(12000, 12000))  # 144 MP: not a JPEG, so refused
+    (shots / "c_photo.jpg").write_bytes((CALIB / "ski.jpg").read_bytes())
+    rc, out, err, peak_mb = _run_measured(["run", "--source", shots, "--model", "hourglass", "--threads", "1"],
+                                          edgepose_env, tmp_path)
+    assert rc == 0, err
+    frames = [json.loads(line)["frame"] for line in out.splitlines()]
+    h, w = cv2.imread(str(CALIB / "ski.jpg")).shape[:2]
+    assert frames == [{"width": 2500, "height": 2500}, {"width": w, "height": h}]
+    skipped = [line for line in err.splitlines() if "b_huge.png" in line]
+    assert skipped == [f"edgepose: WARNING: skipping {shots / 'b_huge.png'}: {shots / 'b_huge.png'} is 12000x12000 "
+                       f"pixels, over the limit of 24 megapixels and only JPEGs are decoded at a reduced size: refused"]
+    assert peak_mb < 600, f"peak RSS {peak_mb:.0f} MB"
+
+
+def test_a_single_image_over_the_limit_is_one_error(tmp_path, edgepose_env):
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(solid_black_png(12000, 12000))
+    r = run_cli(["run", "--source", huge, "--model", "hourglass"], edgepose_env)
+    assert r.returncode == 66 and "Traceback" not in r.stderr, r.stderr
+    (line,) = error_lines(r.stderr)
+    assert "cannot read image" in line and "is 12000x12000 pixels, over the limit of 24 megapixels" in line
+
+
+def test_a_snapshot_url_serving_a_huge_jpeg_gives_a_downscaled_frame(tmp_path):
+    """The IP-camera path: a real local HTTP server answers with the 20000x20000 JPEG."""
+    import functools
+    import http.server
+
+    from edgepose.capture.sources import SnapshotCapture
+
+    (tmp_path / "snap.jpg").write_bytes(solid_grey_jpeg(20000, 20000))
+    handler = functools.partial(type("Quiet", (http.server.SimpleHTTPRequestHandler,),
+                                     {"log_message": lambda *a: None}), directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        cap = SnapshotCapture(f"http://127.0.0.1:{server.server_address[1]}/snap.jpg").probe()
+        ok, img = cap.read()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert ok and img.shape == (2500, 2500, 3) and int(img.min()) == int(img.max()) == 128
+
+
+@pytest.mark.parametrize("make,ext,fmt", [
+    (lambda w, h: cv2.imencode(".png", np.zeros((h, w, 3), np.uint8))[1].tobytes(), "png", "png"),
+    (lambda w, h: cv2.imencode(".jpg", np.zeros((h, w, 3), np.uint8))[1].tobytes(), "jpg", "jpeg"),
+    (lambda w, h: cv2.imencode(".bmp", np.zeros((h, w, 3), np.uint8))[1].tobytes(), "bmp", "bmp"),
+    (lambda w, h: cv2.imencode(".webp", np.zeros((h, w, 3), np.uint8))[1].tobytes(), "webp", "webp"),
+    (lambda w, h: cv2.imencode(".webp", np.zeros((h, w, 3), np.uint8), [cv2.IMWRITE_WEBP_QUALITY, 101])[1].tobytes(),
+     "webp", "webp"),
+    (lambda w, h: cv2.imencode(".tiff", np.zeros((h, w, 3), np.uint8))[1].tobytes(), "tiff", "tiff"),
+    (lambda w, h: cv2.imencode(".ppm", np.zeros((h, w, 3), np.uint8))[1].tobytes(), "ppm", "pnm"),
+    (lambda w, h: cv2.imencode(".pgm", np.zeros((h, w), np.uint8))[1].tobytes(), "pgm", "pnm"),
+])
+def test_the_header_gives_the_size_of_every_image_format_taken(make, ext, fmt):
+    """OpenCV writes each format edgepose takes as an image (lossless WebP too); the header reader finds
+    the size OpenCV decodes."""
+    from edgepose.capture.imagesize import image_size
+
+    data = make(37, 23)
+    assert image_size(data) == (fmt, 37, 23)
+    assert cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR).shape[:2] == (23, 37)

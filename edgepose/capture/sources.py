@@ -36,7 +36,9 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import cv2
 import numpy as np
 
+from edgepose.capture.imagesize import ImageRefused, decode_bounded
 from edgepose.core.errors import DeviceUnavailableError, EdgeposeError, InputMissingError, RuntimeMissingError, UsageError
+from edgepose.core.text import control_character, redact  # noqa: F401 - redact: sources.redact, as before
 
 log = logging.getLogger(__name__)
 
@@ -79,21 +81,25 @@ class SourceSpec:
         return self.kind in ("camera", "v4l2", "stream", "csi", "snapshot")
 
 
-def redact(uri: str) -> str:
-    """``uri`` with any password replaced by ``***`` (rtsp://user:secret@cam/...): for logs, errors and
-    reports, which end up in the journal."""
-    parts = urlsplit(str(uri)) if "://" in str(uri) else None
-    if parts is None or parts.password is None:
-        return str(uri)
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
-
-
 def parse_source(uri: str) -> SourceSpec:
     """Classify what the user typed; missing files are an InputMissingError (66)."""
     uri = str(uri).strip()
     if not uri:
         raise UsageError("empty source: give a camera index (0) or a file, folder, glob or URL")
+    bad = control_character(uri)
+    if bad:
+        raise UsageError(f"source {uri!r} has a control character ({bad}): not a camera, file or URL")
+    try:
+        return _parse_source(uri)
+    except OSError as e:  # ENAMETOOLONG, ELOOP, EACCES on a folder on the way, ...
+        raise InputMissingError(f"source {_shorten(uri)} cannot be used: {e.strerror or e}") from None
+
+
+def _shorten(text: str, most: int = 120) -> str:
+    return text if len(text) <= most else f"{text[:most // 2]}...{text[-most // 2:]} ({len(text)} characters)"
+
+
+def _parse_source(uri: str) -> SourceSpec:
     if uri.isdigit():
         return SourceSpec("camera", uri, index=int(uri))
     m = re.fullmatch(r"/dev/video(\d+)", uri)
@@ -102,9 +108,14 @@ def parse_source(uri: str) -> SourceSpec:
     m = re.fullmatch(r"csi://(\d+)", uri)
     if m:
         return SourceSpec("csi", uri, index=int(m.group(1)))
-    if uri.startswith(("http://", "https://")) and Path(urlsplit(uri).path).suffix.lower() in IMAGE_EXTS:
-        return SourceSpec("snapshot", uri)  # an IP camera's still image, polled
     if uri.startswith(STREAM_SCHEMES):
+        try:
+            parts = urlsplit(uri)
+            parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
+        except ValueError as e:
+            raise UsageError(f"bad source URL {redact(uri)}: {e}") from None
+        if uri.startswith(("http://", "https://")) and Path(parts.path).suffix.lower() in IMAGE_EXTS:
+            return SourceSpec("snapshot", uri)  # an IP camera's still image, polled
         return SourceSpec("stream", uri)
     if any(c in uri for c in "*?[") and not Path(uri).expanduser().exists():  # `shot[1].png` as named
         paths = tuple(sorted(p for p in glob.glob(uri) if Path(p).suffix.lower() in IMAGE_EXTS))
@@ -233,12 +244,21 @@ def _video_frames(path: str):
 def _image_frames(paths: Tuple[str, ...]):
     def gen():
         for p in paths:
-            img = cv2.imread(p, cv2.IMREAD_COLOR)
+            img = _read_image(p)
             if img is None:
-                log.warning("skipping %s: not a readable image", p)
                 continue
             yield img
     return gen
+
+
+def _read_image(path: str, warn: bool = True) -> Optional[np.ndarray]:
+    """An image file as BGR within the pixel limit (capture.imagesize), or None with one warning."""
+    try:
+        return decode_bounded(path=path)
+    except (ImageRefused, OSError) as e:
+        if warn:
+            log.warning("skipping %s: %s", path, e.strerror if isinstance(e, OSError) and e.strerror else e)
+        return None
 
 
 class LiveSource(FrameSource):
@@ -487,8 +507,12 @@ class SnapshotCapture:
         if not data:
             self.error = ValueError(f"{redact(self.url)} answered with no data")
             return None
-        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-        self.error = None if img is not None else ValueError(f"{redact(self.url)} is not an image OpenCV can decode")
+        try:
+            img = decode_bounded(data, name=redact(self.url))
+        except ImageRefused as e:
+            self.error = e
+            return None
+        self.error = None
         return img
 
     def probe(self) -> "SnapshotCapture":
@@ -556,9 +580,12 @@ def open_source(uri: str, width: int = 640, height: int = 480, fps: float = 0.0,
             raise InputMissingError(f"cannot decode {spec.uri}: neither an image nor a video OpenCV can read "
                                     f"(images: {', '.join(sorted(IMAGE_EXTS))})")
         return FiniteSource(_video_frames(spec.uri), spec.uri)
-    if not any(cv2.imread(p, cv2.IMREAD_COLOR) is not None for p in spec.paths):  # stops at the first good one
-        if spec.kind == "image":
-            raise InputMissingError(f"cannot read image {spec.uri}")
+    if spec.kind == "image":
+        try:
+            decode_bounded(path=spec.uri)
+        except (ImageRefused, OSError) as e:
+            raise InputMissingError(f"cannot read image {spec.uri}: {e}") from None
+    elif not any(_read_image(p, warn=False) is not None for p in spec.paths):  # stops at the first good one
         raise InputMissingError(f"none of the {len(spec.paths)} image files of {spec.uri} can be read")
     return FiniteSource(_image_frames(spec.paths), spec.uri, stills=True)
 
