@@ -299,3 +299,77 @@ def test_the_header_gives_the_size_of_every_image_format_taken(make, ext, fmt):
     data = make(37, 23)
     assert image_size(data) == (fmt, 37, 23)
     assert cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR).shape[:2] == (23, 37)
+
+
+# --- item 13: a slow-drip snapshot server is a lost camera, not a hang -----------------------------
+
+@pytest.fixture
+def drip_server():
+    """A loopback HTTP server: the first request gets a real JPEG at once, every later one a response
+    dripped one byte every 0.5 s (at most 120 bytes, so it ends on its own), the slow-loris camera."""
+    import socket
+
+    body = (CALIB / "ski.jpg").read_bytes()
+    srv = socket.create_server(("127.0.0.1", 0))
+    stop, served = threading.Event(), []
+
+    def answer(conn):
+        with conn:
+            conn.recv(65536)
+            reply = b"HTTP/1.0 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+            if not served:
+                served.append(1)
+                conn.sendall(reply)
+                return
+            for i in range(120):
+                if stop.wait(0.5):
+                    return
+                try:
+                    conn.sendall(reply[i:i + 1])
+                except OSError:  # the client gave up (its deadline)
+                    return
+
+    def serve():
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                continue
+            threading.Thread(target=answer, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{srv.getsockname()[1]}/snap.jpg", served
+    finally:
+        stop.set()
+        srv.close()
+
+
+def test_a_dripping_snapshot_fetch_ends_at_its_deadline(drip_server):
+    from edgepose.capture.sources import SnapshotCapture
+
+    url, served = drip_server
+    served.append(1)  # no good first answer: every request drips
+    cap = SnapshotCapture(url, timeout=1.5, deadline=2.0)  # a byte every 0.5 s never trips the 1.5 s timeout
+    t0 = time.monotonic()
+    with pytest.raises(TimeoutError, match=r"sent no whole image within 2 s"):
+        cap.probe()
+    assert time.monotonic() - t0 < 3.5
+
+
+def test_a_camera_that_starts_dripping_is_lost_and_reopened(drip_server, caplog):
+    from edgepose.capture.sources import LiveSource, SnapshotCapture
+
+    url, _ = drip_server
+    caplog.set_level(logging.INFO)
+    src = LiveSource(lambda: SnapshotCapture(url, fps=10, timeout=1.5, deadline=2.0).probe(), url, backoff_max=0.5)
+    try:
+        assert src.read(timeout=5) is not None  # the first, prompt answer
+        assert _wait(lambda: src.state == "reconnecting", 6), src.state
+        assert src.lost_for() > 0
+    finally:
+        t0 = time.monotonic()
+        src.close()
+    assert time.monotonic() - t0 < 3
+    assert any(f"camera {url} lost" in r.getMessage() for r in caplog.records)

@@ -26,8 +26,10 @@ import logging
 import os
 import queue
 import re
+import socket
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Protocol, Tuple
@@ -458,6 +460,79 @@ class Picamera2Capture:
 
 SNAPSHOT_FPS = 2.0  # how often a snapshot URL is fetched when camera.fps is 0
 MAX_SNAPSHOT_BYTES = 32 << 20
+SNAPSHOT_DEADLINE = 10.0  # seconds one fetch may take in all (connect, headers, body)
+
+
+class _Deadline:
+    """Shuts down every socket of one fetch when ``seconds`` have passed, so that a blocked read returns
+    at once: a per-read timeout never fires on a server that sends a byte every few seconds."""
+
+    def __init__(self, seconds: float):
+        self.expired = False
+        self._socks: List[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> "_Deadline":
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._timer.cancel()
+
+    def add(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._socks.append(sock)
+            if not self.expired:
+                return
+        self._shut(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            socks = list(self._socks)
+        for sock in socks:
+            self._shut(sock)
+
+    @staticmethod
+    def _shut(sock: socket.socket) -> None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:  # already closed
+            pass
+
+
+class _DeadlineMixin:
+    """A urllib handler whose connections hand their sockets to a :class:`_Deadline`."""
+
+    def __init__(self, deadline: _Deadline):
+        super().__init__()
+        self._deadline = deadline
+
+    def do_open(self, http_class, req, **kw):
+        deadline = self._deadline
+
+        class Connection(http_class):
+            def __init__(self, *a, **k):
+                super().__init__(*a, **k)
+                create = self._create_connection
+
+                def tracked(*args, **kwargs):
+                    sock = create(*args, **kwargs)
+                    deadline.add(sock)
+                    return sock
+                self._create_connection = tracked
+
+        return super().do_open(Connection, req, **kw)
+
+
+class _DeadlineHTTP(_DeadlineMixin, urllib.request.HTTPHandler):
+    pass
+
+
+class _DeadlineHTTPS(_DeadlineMixin, urllib.request.HTTPSHandler):
+    pass
 
 
 class SnapshotCapture:
@@ -466,7 +541,7 @@ class SnapshotCapture:
     so the capture thread does not hammer the camera.  A failed fetch is a failed read: the source is
     then ``lost`` and retried with backoff, as a camera would be."""
 
-    def __init__(self, url: str, fps: float = 0.0, timeout: float = 5.0,
+    def __init__(self, url: str, fps: float = 0.0, timeout: float = 5.0, deadline: float = SNAPSHOT_DEADLINE,
                  fetch: Optional[Callable[[], bytes]] = None,
                  sleep: Optional[Callable[[float], None]] = None, clock: Callable[[], float] = time.monotonic):
         self._wake = threading.Event()  # interrupt(): the source is closing
@@ -476,7 +551,7 @@ class SnapshotCapture:
             cred = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
             self.headers["Authorization"] = "Basic " + base64.b64encode(cred).decode()
             url = urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
-        self.url, self.timeout = url, timeout
+        self.url, self.timeout, self.deadline = url, timeout, deadline
         self.period = 1.0 / (fps if fps and fps > 0 else SNAPSHOT_FPS)
         self._fetch = fetch or self._urlopen
         self._sleep, self._clock = sleep or self._wake.wait, clock
@@ -485,11 +560,23 @@ class SnapshotCapture:
         self.error: Optional[Exception] = None
 
     def _urlopen(self) -> bytes:
+        """One fetch, over within ``deadline`` seconds however slowly the server sends: ``timeout`` bounds
+        each wait for a byte, and a server dripping one byte every few seconds never trips it."""
         import urllib.request
 
         req = urllib.request.Request(self.url, headers=self.headers)
-        with urllib.request.urlopen(req, timeout=self.timeout) as r:  # noqa: S310 (the user's camera)
-            return r.read(MAX_SNAPSHOT_BYTES)
+        with _Deadline(self.deadline) as deadline:
+            opener = urllib.request.build_opener(_DeadlineHTTP(deadline), _DeadlineHTTPS(deadline))
+            try:
+                with opener.open(req, timeout=self.timeout) as r:
+                    data = r.read(MAX_SNAPSHOT_BYTES)
+            except (OSError, http.client.HTTPException):
+                if not deadline.expired:
+                    raise
+                data = b""
+        if deadline.expired:  # also a body without Content-Length cut short: not a whole image
+            raise TimeoutError(f"{redact(self.url)} sent no whole image within {self.deadline:g} s")
+        return data
 
     def _get(self) -> Optional[np.ndarray]:
         wait = self._next - self._clock()
