@@ -13,7 +13,7 @@ import numpy as np
 
 import pytest
 
-from conftest import CALIB, MIRROR, error_lines, grey_clip, run_cli
+from conftest import CALIB, MIRROR, error_lines, grey_clip, mirror_server, run_cli
 
 # Single-byte flips (XOR 0xFF) of the upstream CPM file, found by flipping each byte at offsets 2,270,000
 # to 2,320,000 (its flatbuffer tables, after the weights) in turn:
@@ -373,3 +373,159 @@ def test_a_camera_that_starts_dripping_is_lost_and_reopened(drip_server, caplog)
         src.close()
     assert time.monotonic() - t0 < 3
     assert any(f"camera {url} lost" in r.getMessage() for r in caplog.records)
+
+
+# --- items 6, 9, 12, 15: the model registry ----------------------------------------------------------
+
+def _offline_env(edgepose_env, cache):
+    """The CLI's environment with a fresh cache, no mirror and every proxy pointing at a closed loopback
+    port: upstream cannot be reached (as on a board without network), quickly and deterministically."""
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    proxy = f"http://127.0.0.1:{s.getsockname()[1]}"
+    s.close()
+    env = {k: v for k, v in edgepose_env.items() if not k.lower().endswith("_proxy")}
+    env.pop("EDGEPOSE_MODEL_MIRROR", None)
+    env.update(EDGEPOSE_MODEL_DIR=str(cache), http_proxy=proxy, https_proxy=proxy, no_proxy="127.0.0.1")
+    return env
+
+
+def test_a_mirror_url_password_is_basic_auth_and_never_logged(tmp_path, edgepose_env):
+    server = mirror_server(auth=b"u:S3cr3t")
+    host = f"127.0.0.1:{server.server_address[1]}"
+    try:
+        env = dict(_offline_env(edgepose_env, tmp_path / "cache"), EDGEPOSE_MODEL_MIRROR=f"http://u:S3cr3t@{host}")
+        r = run_cli(["models", "pull", "hourglass"], env)
+        assert r.returncode == 0, r.stderr
+        assert f"fetching hourglass from http://u:***@{host}/hourglass/model.tflite" in r.stderr
+        assert (tmp_path / "cache" / "hourglass" / "model.tflite").stat().st_size == 1716000
+        env["EDGEPOSE_MODEL_MIRROR"] = f"http://u:WrongPass@{host}"
+        r = run_cli(["run", "--source", CALIB / "ski.jpg", "--model", "cpm"], env)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert r.returncode == 66 and "HTTP Error 401" in r.stderr, r.stderr
+    assert "WrongPass" not in r.stderr and f"http://u:***@{host}/cpm/model.tflite" in r.stderr
+    (line,) = error_lines(r.stderr)
+    assert "check the mirror http://u:***@" in line
+
+
+def test_without_network_the_error_says_how_to_use_a_mirror(tmp_path, edgepose_env):
+    r = run_cli(["run", "--source", CALIB / "ski.jpg", "--model", "hourglass"],
+                _offline_env(edgepose_env, tmp_path / "cache"))
+    assert r.returncode == 66, r.stderr
+    (line,) = error_lines(r.stderr)
+    assert "could not fetch model hourglass" in line
+    assert "EDGEPOSE_MODEL_MIRROR=DIR|URL" in line and "--model-mirror" in line and "docs/models.md" in line
+
+
+def test_sigterm_during_a_download_leaves_a_part_file_that_the_next_start_removes_once_stale(tmp_path, edgepose_env):
+    """A real `models pull` killed by SIGTERM mid-transfer (the mirror sends half the file and stalls):
+    exit 143 in a shell (-15 here), the .part file stays; the next start leaves it while it may still be
+    another process's download, and removes it once no one has written to it for 10 minutes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    cache, stall = tmp_path / "cache", threading.Event()
+    def half_then_stall(handler, data):
+        handler.wfile.write(data[:len(data) // 2])
+        handler.wfile.flush()
+        stall.wait(60)
+
+    server = mirror_server(send=half_then_stall)
+    env = dict(_offline_env(edgepose_env, cache),
+               EDGEPOSE_MODEL_MIRROR=f"http://127.0.0.1:{server.server_address[1]}")
+    proc = subprocess.Popen([sys.executable, "-m", "edgepose.cli", "models", "pull", "hourglass"], env=env,
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert _wait(lambda: any(p.stat().st_size > 0 for p in cache.glob("hourglass/.fetch-*.part")), 60)
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+        stall.set()
+        server.shutdown()
+        server.server_close()
+    assert proc.returncode == -signal.SIGTERM
+    (part,) = cache.glob("hourglass/.fetch-*.part")
+    env["EDGEPOSE_MODEL_MIRROR"] = str(MIRROR)
+    r = run_cli(["run", "--source", CALIB / "ski.jpg", "--model", "hourglass"], env)
+    assert r.returncode == 0 and part.exists(), r.stderr  # 1 s old: maybe a download in progress
+    old = time.time() - 11 * 60
+    os.utime(part, (old, old))
+    r = run_cli(["run", "--source", CALIB / "ski.jpg", "--model", "hourglass"], env)
+    assert r.returncode == 0 and not part.exists(), r.stderr
+    assert f"removed 1 unfinished download(s) left in the model cache: {part.name}" in r.stderr
+
+
+def test_quantize_without_tensorflow_says_so_before_fetching(tmp_path, edgepose_env):
+    """No TensorFlow: a package named tensorflow that fails to import, first on PYTHONPATH, stands in for
+    a board without it (TensorFlow is installed on this machine and cannot be uninstalled for a test)."""
+    shadow = tmp_path / "shadow" / "tensorflow"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text('raise ImportError("No module named \'tensorflow\'")\n')
+    cache = tmp_path / "cache"
+    env = dict(edgepose_env, EDGEPOSE_MODEL_DIR=str(cache), PYTHONPATH=str(tmp_path / "shadow"))
+    r = run_cli(["models", "quantize", "cpm", "--mode", "float16"], env)
+    assert r.returncode == 69, r.stderr
+    (line,) = error_lines(r.stderr)
+    assert "quantizing needs the TensorFlow converter" in line
+    assert "copying" not in r.stderr and "fetching" not in r.stderr
+    assert not list(cache.rglob("*.pb")) and not list(cache.rglob("*.tflite"))
+
+
+# --- item 10: which broker restarts fire the last will (docs/mqtt.md) -------------------------------
+
+@pytest.mark.parametrize("crash", [False, True])
+def test_only_a_clean_broker_stop_fires_the_last_will(crash, tmp_path):
+    """A real mosquitto and a real MqttSink (reconnect delay fixed at 3 s): a clean stop (SIGTERM)
+    publishes the sink's will, `offline`, which a subscriber that connected just before sees retained
+    once the broker is back; a crash (SIGKILL) publishes nothing, and a fresh subscriber after it sees no
+    availability at all until the sink has reconnected and said `online`."""
+    import broker as brokers
+    from mqtt_util import Collector
+
+    from edgepose.core import config as config_mod
+    from edgepose.core.payload import make_meta
+    from edgepose.core.pose import KEYPOINT_NAMES
+    from edgepose.output.mqtt import MqttSink
+
+    b = brokers.Broker(tmp_path, persistence=True).start()
+    cfg = config_mod.load(None, {"mqtt": {"host": b.host, "port": b.port, "reconnect_min": 3.0,
+                                          "reconnect_max": 3.0, "keepalive": 5}}, environ={})
+    sink = MqttSink(cfg.mqtt, "dev1", make_meta("dev1", "cpm", KEYPOINT_NAMES, (192, 192), (96, 96), "test"),
+                    lambda: {"frames": 0})
+    sink.start()
+    try:
+        assert _wait(lambda: sink.stats()["broker"] == "connected", 10)
+        (b.kill if crash else b.stop)()
+        b.start()
+        fresh = Collector(b, "edgepose/dev1/availability")
+        back = time.monotonic()
+        assert _wait(lambda: fresh.of("availability"), 15)
+        first = fresh.of("availability")[0]
+        assert _wait(lambda: [m.text for m in fresh.of("availability")][-1] == "online", 15)
+        fresh.close()
+    finally:
+        sink.close()
+        b.kill()
+    if crash:  # nothing until the sink's reconnect, 3 s after it lost the broker
+        assert first.text == "online" and first.t - back > 1.0, (first, back)
+    else:  # the will, kept retained by the broker's persistence, before the reconnect
+        assert first.text == "offline" and first.retain
+
+
+def test_docs_promise_no_will_from_a_crashed_broker():
+    """docs/mqtt.md said a broker restart fires the last will; only a clean stop does (the test above)."""
+    from conftest import REPO
+
+    text = " ".join((REPO / "docs" / "mqtt.md").read_text().split())
+    assert "A broker restart fires the last will too" not in text
+    assert "Only a clean broker stop fires the last will." in text
+    assert "A broker that crashes** (`kill -9`, power loss, OOM kill) publishes no will." in text

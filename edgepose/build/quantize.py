@@ -60,6 +60,11 @@ def _tf():
     return tf
 
 
+def require_converter() -> None:
+    """Raise RuntimeMissingError (69) now when TensorFlow cannot be imported: before anything is fetched."""
+    _tf()
+
+
 # -- 1. graph clean-up ----------------------------------------------------------
 
 @dataclass(frozen=True)

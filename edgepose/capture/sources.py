@@ -18,7 +18,6 @@ thin adapters; the logic around them takes an injectable ``opener``.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import glob
 import http.client
@@ -32,15 +31,15 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Protocol, Tuple
-from urllib.parse import unquote, urlsplit, urlunsplit
+from typing import Callable, Iterator, List, Optional, Protocol, Tuple
+from urllib.parse import urlsplit
 
 import cv2
 import numpy as np
 
 from edgepose.capture.imagesize import ImageRefused, decode_bounded
 from edgepose.core.errors import DeviceUnavailableError, EdgeposeError, InputMissingError, RuntimeMissingError, UsageError
-from edgepose.core.text import control_character, redact  # noqa: F401 - redact: sources.redact, as before
+from edgepose.core.text import control_character, redact, split_credentials  # noqa: F401 - redact: sources.redact
 
 log = logging.getLogger(__name__)
 
@@ -545,12 +544,7 @@ class SnapshotCapture:
                  fetch: Optional[Callable[[], bytes]] = None,
                  sleep: Optional[Callable[[float], None]] = None, clock: Callable[[], float] = time.monotonic):
         self._wake = threading.Event()  # interrupt(): the source is closing
-        parts = urlsplit(url)
-        self.headers: Dict[str, str] = {}
-        if parts.username is not None:  # http://user:pass@cam/snap.jpg: urllib wants them as a header
-            cred = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
-            self.headers["Authorization"] = "Basic " + base64.b64encode(cred).decode()
-            url = urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+        url, self.headers = split_credentials(url)  # http://user:pass@cam/snap.jpg: Basic auth
         self.url, self.timeout, self.deadline = url, timeout, deadline
         self.period = 1.0 / (fps if fps and fps > 0 else SNAPSHOT_FPS)
         self._fetch = fetch or self._urlopen

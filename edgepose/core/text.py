@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import re
-from typing import Optional
-from urllib.parse import urlsplit, urlunsplit
+from typing import Dict, Optional, Tuple
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 # C0 controls (newline, carriage return, tab, escape, ...), DEL and the C1 controls
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -35,3 +36,15 @@ def control_character(text: str) -> Optional[str]:
     forge lines of the log (``\\nedgepose: ERROR: ...``) or reach MQTT topics."""
     m = _CONTROL.search(str(text))
     return None if m is None else repr(m.group())
+
+
+def split_credentials(url: str) -> Tuple[str, Dict[str, str]]:
+    """``http://user:pass@host/x`` -> (``http://host/x``, ``{"Authorization": "Basic ..."}``): urllib
+    does not use the user info of a URL (it fails as part of the host name), so it goes in a header.
+    A URL without user info comes back as it is, with no headers."""
+    parts = urlsplit(url)
+    if parts.username is None:
+        return url, {}
+    cred = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+    bare = urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+    return bare, {"Authorization": "Basic " + base64.b64encode(cred).decode()}
