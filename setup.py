@@ -37,8 +37,9 @@ setup(
         "convert": ["tensorflow-cpu>=2.15; platform_machine == 'x86_64'",
                     "tensorflow>=2.15; platform_machine != 'x86_64'"],
         "systemd": ["systemd-python>=234"],
-        "test": ["pytest>=7", "selenium>=4.10", "jsonschema>=4", "scipy>=1.7"],  # selenium: preview page tests;
-        # jsonschema: report schemas; scipy: upstream's own gaussian_filter, the reference for the upstream decoder
+        "test": ["pytest>=7", "selenium>=4.10", "jsonschema>=4", "scipy>=1.7", "hypothesis>=6"],  # selenium: preview page tests;
+        # jsonschema: report schemas; scipy: upstream's own gaussian_filter, the reference for the upstream decoder;
+        # hypothesis: the bounded fuzz tests of config files, source URIs and model files (tests/test_fuzz.py)
     },
     entry_points={"console_scripts": ["edgepose=edgepose.cli:entry_point"]},
     classifiers=[

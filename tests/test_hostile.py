@@ -95,6 +95,28 @@ def test_a_reload_onto_a_model_that_fails_its_first_inference_keeps_the_running_
     assert len(kept) == 1 and "fails at its first inference" in kept[0]
 
 
+def test_a_model_declaring_gigabytes_of_tensors_is_refused_before_allocating_them(tmp_path):
+    """One byte of the Hourglass file (offset 1662050, 0 -> 37; found by random byte flips of its tables)
+    declares an activation of 22 GB; a fuzzing run without this check was killed by the kernel (exit 137)
+    on such a file, XNNPACK's preparation taking the memory.  The load runs in a child with a 4 GB
+    address-space limit, so a regression fails here instead of exhausting the shared machine's memory."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    data = bytearray((MIRROR / "hourglass" / "model.tflite").read_bytes())
+    data[1662050] = 37
+    path = tmp_path / "huge-shape.tflite"
+    path.write_bytes(bytes(data))
+    code = ("import resource; resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))\n"
+            "from edgepose.inference.engine import Engine\nfrom edgepose.core.errors import ModelError\n"
+            f"try:\n    Engine({str(path)!r}, threads=1)\nexcept ModelError as e:\n    print(e)\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "declares 20.9 GiB of tensors, more than the 1 GiB a pose model may take: the file is corrupt" in r.stdout
+
+
 # --- items 5 and 8: one line for a bad source, no control characters from users --------------------
 
 @pytest.mark.parametrize("source,code,message", [

@@ -94,6 +94,8 @@ def parse_source(uri: str) -> SourceSpec:
         return _parse_source(uri)
     except OSError as e:  # ENAMETOOLONG, ELOOP, EACCES on a folder on the way, ...
         raise InputMissingError(f"source {_shorten(uri)} cannot be used: {e.strerror or e}") from None
+    except UnicodeError as e:  # a lone surrogate has no file-system encoding
+        raise InputMissingError(f"source {_shorten(ascii(uri))} cannot be used: {e.reason}") from None
 
 
 def _shorten(text: str, most: int = 120) -> str:
@@ -118,12 +120,12 @@ def _parse_source(uri: str) -> SourceSpec:
         if uri.startswith(("http://", "https://")) and Path(parts.path).suffix.lower() in IMAGE_EXTS:
             return SourceSpec("snapshot", uri)  # an IP camera's still image, polled
         return SourceSpec("stream", uri)
-    if any(c in uri for c in "*?[") and not Path(uri).expanduser().exists():  # `shot[1].png` as named
+    if any(c in uri for c in "*?[") and not Path(os.path.expanduser(uri)).exists():  # `shot[1].png` as named
         paths = tuple(sorted(p for p in glob.glob(uri) if Path(p).suffix.lower() in IMAGE_EXTS))
         if not paths:
             raise InputMissingError(f"no images match {uri}")
         return SourceSpec("images", uri, paths=paths)
-    p = Path(uri).expanduser()
+    p = Path(os.path.expanduser(uri))
     if p.is_dir():
         paths = tuple(str(q) for q in images_in(p))
         if not paths:

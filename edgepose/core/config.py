@@ -271,7 +271,7 @@ def coerce(section: str, key: str, value: Any, from_text: bool = False) -> Any:
             if control:
                 raise ConfigError(f"bad value {value!r} for {section}.{key}: it has a control character "
                                   f"({control}); newlines, tabs and escapes are not allowed")
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: a 400-digit integer as a float
         raise bad from None
     md = f.metadata
     if md.get("choices") and out not in md["choices"]:

@@ -29,6 +29,7 @@ from edgepose.core.files import absent
 log = logging.getLogger(__name__)
 
 BACKENDS = ("litert", "tflite-runtime")
+MAX_TENSOR_BYTES = 1 << 30  # all tensors as declared; the catalogue's models declare 11 to 72 MB
 _MODULES = {"litert": ("ai_edge_litert.interpreter", "ai-edge-litert"),
             "tflite-runtime": ("tflite_runtime.interpreter", "tflite-runtime")}
 
@@ -117,6 +118,7 @@ class Engine:
                 interp = mod.Interpreter(**kwargs)
         except (ValueError, RuntimeError) as e:
             raise ModelError(f"cannot load model {self.path}: not a valid TFLite model ({_first_line(e)})") from None
+        self._check_declared_size(interp)
         try:
             with native_info_to_log():
                 interp.allocate_tensors()
@@ -131,6 +133,20 @@ class Engine:
                         _first_line(e))
             return self._create(False)
         return interp
+
+    def _check_declared_size(self, interp) -> None:
+        """Refuse a model whose tensors, as the file declares them, need more than MAX_TENSOR_BYTES: a
+        flipped byte in a shape (a [1, 13500419, 3, 144] activation: 23 GB) would otherwise have
+        ``allocate_tensors`` take every byte of memory until the kernel kills the process."""
+        total = 0
+        for t in interp.get_tensor_details():
+            count = 1
+            for d in t["shape"]:
+                count *= max(int(d), 1)
+            total += count * np.dtype(t["dtype"]).itemsize
+        if total > MAX_TENSOR_BYTES:
+            raise ModelError(f"model {self.path} declares {total / 2**30:.1f} GiB of tensors, more than the "
+                             f"{MAX_TENSOR_BYTES / 2**30:g} GiB a pose model may take: the file is corrupt")
 
     def _inspect(self) -> ModelSpec:
         ins = self._interp.get_input_details()
@@ -156,7 +172,7 @@ class Engine:
         (ModelError, exit 65), found here rather than at the first frame of a running daemon."""
         try:
             self.run(np.zeros((self.spec.input_h, self.spec.input_w, 3), np.uint8))
-        except (RuntimeError, ValueError) as e:
+        except (RuntimeError, ValueError, TypeError) as e:  # TypeError: an input of a type images are not
             raise ModelError(f"model {self.path} loads but fails at its first inference ({_first_line(e)}): "
                              f"the file is corrupt or needs what this runtime does not have") from None
 
