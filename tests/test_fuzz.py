@@ -11,6 +11,7 @@ from __future__ import annotations
 import string
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -135,9 +136,26 @@ def damaged_models(draw):
     return bytes(data)
 
 
-@settings(FUZZ, max_examples=40)
+@pytest.fixture
+def memory_bound():
+    """While the test runs, this process may map at most 4 GB more than it has (RLIMIT_AS, restored after):
+    a damaged model that asks for tens of gigabytes fails here instead of taking the shared machine's
+    memory until the kernel kills something."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    with open("/proc/self/status") as fh:
+        vm = next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmSize:"))
+    resource.setrlimit(resource.RLIMIT_AS, (vm + (4 << 30), hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+@settings(FUZZ, max_examples=120)
 @given(data=damaged_models())
-def test_a_damaged_model_file_loads_and_runs_or_is_one_model_error(data, tmp_path):
+def test_a_damaged_model_file_loads_and_runs_or_is_one_model_error(data, tmp_path, memory_bound):
     path = tmp_path / "model.tflite"
     path.write_bytes(data)
     try:
