@@ -95,6 +95,58 @@ def test_a_reload_onto_a_model_that_fails_its_first_inference_keeps_the_running_
     assert len(kept) == 1 and "fails at its first inference" in kept[0]
 
 
+def test_sighup_onto_a_model_that_fails_its_first_inference_end_to_end(fails_at_invoke, tmp_path, edgepose_env):
+    """The same as a user sees it: `edgepose run --config` publishing to a real mosquitto, the file switched
+    to the damaged model, a real SIGHUP: the daemon stays up on hourglass, the log says it kept the running
+    configuration, and the retained status document says the reload failed and why."""
+    import signal
+    import subprocess
+    import sys
+
+    import broker as brokers
+    from mqtt_util import Collector
+
+    from conftest import REPO
+
+    b = brokers.Broker(tmp_path).start()
+    clip = grey_clip(tmp_path / "clip.mp4", 600)
+    cfg = tmp_path / "edgepose.toml"
+    base = (f'[camera]\nsource = "{clip}"\n[model]\nname = "hourglass"\n[runtime]\nmax_fps = 15\nthreads = 1\n'
+            f'[output]\nsink = "mqtt"\ndevice = "cam9"\n[mqtt]\nhost = "{b.host}"\nport = {b.port}\n'
+            f'status_interval = 0.5\n')
+    cfg.write_text(base)
+    log = tmp_path / "daemon.log"
+    proc = subprocess.Popen([sys.executable, "-m", "edgepose.cli", "run", "--config", str(cfg)], env=edgepose_env,
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=log.open("w"), text=True)
+    c = Collector(b, "edgepose/cam9/#")
+    try:
+        assert _wait(lambda: len(c.seqs()) >= 3, 60), log.read_text()
+        cfg.write_text(base.replace('name = "hourglass"', f'name = "{fails_at_invoke}"'))
+        proc.send_signal(signal.SIGHUP)
+        assert _wait(lambda: "SIGHUP:" in log.read_text() or proc.poll() is not None, 60)
+        seen = len(c.seqs())
+        assert _wait(lambda: len(c.seqs()) >= seen + 5 or proc.poll() is not None, 60)
+        assert proc.poll() is None, log.read_text()
+        assert _wait(lambda: [m for m in c.of("status") if "reload" in m.json()], 10), log.read_text()
+        status = [m.json() for m in c.of("status") if "reload" in m.json()][-1]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        finally:
+            proc.kill()
+            c.close()
+            b.kill()
+    err = log.read_text()
+    assert proc.returncode == 0 and "Traceback" not in err, err
+    (kept,) = [line for line in err.splitlines() if "SIGHUP" in line]
+    assert kept.startswith("edgepose: ERROR: SIGHUP: keeping the running configuration: model ")
+    assert "fails at its first inference (Input tensor" in kept
+    assert {p.json()["model"] for p in c.of("pose")} == {"hourglass"}
+    assert status["model"] == "hourglass" and status["reload"]["ok"] is False
+    assert "fails at its first inference" in status["reload"]["error"]
+
+
 def test_a_model_declaring_gigabytes_of_tensors_is_refused_before_allocating_them(tmp_path):
     """One byte of the Hourglass file (offset 1662050, 0 -> 37; found by random byte flips of its tables)
     declares an activation of 22 GB; a fuzzing run without this check was killed by the kernel (exit 137)
