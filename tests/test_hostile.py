@@ -169,6 +169,16 @@ def test_a_model_declaring_gigabytes_of_tensors_is_refused_before_allocating_the
     assert "declares 20.9 GiB of tensors, more than the 1 GiB a pose model may take: the file is corrupt" in r.stdout
 
 
+@pytest.mark.parametrize("name", ["cpm", "hourglass", "movenet-lightning"])
+def test_real_models_declare_far_less_than_the_tensor_limit(name):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgepose.inference.engine import MAX_TENSOR_BYTES, declared_tensor_bytes
+
+    declared = declared_tensor_bytes(Interpreter(model_path=str(MIRROR / name / "model.tflite"), num_threads=1))
+    assert 1e6 < declared < 100e6 < MAX_TENSOR_BYTES / 10
+
+
 # --- items 5 and 8: one line for a bad source, no control characters from users --------------------
 
 @pytest.mark.parametrize("source,code,message", [
