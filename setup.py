@@ -39,7 +39,8 @@ setup(
         "systemd": ["systemd-python>=234"],
         "test": ["pytest>=7", "selenium>=4.10", "jsonschema>=4", "scipy>=1.7", "hypothesis>=6"],  # selenium: preview
         # page tests; jsonschema: report schemas; scipy: upstream's own gaussian_filter, the reference for the
-        # upstream decoder; hypothesis: fuzz tests of the messages sub/view/preview read
+        # upstream decoder; hypothesis: fuzz tests of config files, source URIs, model files and of the messages
+        # sub/view/preview read (tests/test_fuzz.py, tests/test_fuzz_messages.py)
         # the checks .ci/run makes before the tests (configured in pyproject.toml)
         "dev": ["ruff>=0.6", "mypy>=1.10"],
     },

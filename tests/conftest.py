@@ -116,6 +116,53 @@ def error_lines(stderr: str) -> list:
     return [line for line in stderr.splitlines() if "ERROR" in line]
 
 
+def grey_clip(path, frames: int):
+    """A 320x240 mp4 of ``frames`` flat grey frames (brightness i % 250): a long file source for reload tests."""
+    import cv2
+    import numpy as np
+
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (320, 240))
+    for i in range(frames):
+        w.write(np.full((240, 320, 3), i % 250, np.uint8))
+    w.release()
+    return path
+
+
+def mirror_server(auth: bytes = b"", send=None):
+    """../shared/models over HTTP on a free loopback port, started (``server.shutdown()`` and
+    ``server_close()`` when done).  ``auth`` (b"user:password") makes it demand HTTP Basic auth;
+    ``send(handler, data)`` writes the body after the headers, which announce the whole file's
+    Content-Length (default: all of it)."""
+    import base64
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            if auth and self.headers.get("Authorization") != "Basic " + base64.b64encode(auth).decode():
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Basic realm="models"')
+                self.end_headers()
+                return
+            f = MIRROR / self.path.lstrip("/")
+            if not f.is_file():
+                self.send_error(404)
+                return
+            data = f.read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            (send or (lambda h, d: h.wfile.write(d)))(self, data)
+
+        def log_message(self, *args):  # keep pytest output clean
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
 def payloads(stdout: str) -> list:
     return [json.loads(line) for line in stdout.splitlines() if line.strip()]
 

@@ -19,7 +19,8 @@ import pytest
 from edgepose.models import registry
 from edgepose.core.errors import InputMissingError, ModelError
 
-from conftest import CALIB, EVAL_ANN, EVAL_IMAGES, MIRROR, REPO, error_lines, run_cli, run_cli_inproc
+from conftest import (CALIB, EVAL_ANN, EVAL_IMAGES, MIRROR, REPO, error_lines, mirror_server, run_cli,
+                      run_cli_inproc)
 
 
 @pytest.fixture
@@ -467,24 +468,11 @@ def test_pull_force_keeps_the_mode_and_owner_of_the_file_it_replaces(env, cache)
 def short_server():
     """An HTTP server that announces the mirror file's full Content-Length, sends half of it and closes."""
 
-    class Short(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            f = MIRROR / self.path.lstrip("/")
-            if not f.is_file():
-                self.send_error(404)
-                return
-            data = f.read_bytes()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data[: len(data) // 2])
-            self.close_connection = True
+    def half(handler, data):
+        handler.wfile.write(data[: len(data) // 2])
+        handler.close_connection = True
 
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Short)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = mirror_server(send=half)
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:

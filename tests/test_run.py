@@ -9,7 +9,8 @@ import pytest
 
 from edgepose.core.pose import KEYPOINT_NAMES
 
-from conftest import CALIB, EVAL_ANN, EVAL_IMAGES, MIRROR, REPO, VIDEOS, error_lines, payloads, run_cli, run_cli_inproc
+from conftest import (CALIB, EVAL_ANN, EVAL_IMAGES, MIRROR, REPO, VIDEOS, error_lines, grey_clip, payloads,
+                      run_cli, run_cli_inproc)
 
 LATENCY_KEYS = {"capture", "preprocess", "infer", "decode", "total"}
 
@@ -233,11 +234,7 @@ def test_a_reload_turns_the_running_source_without_reopening_it(tmp_path, model_
     from edgepose.daemon.service import Daemon
     from edgepose.capture.sources import open_source
 
-    clip = tmp_path / "clip.mp4"
-    w = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 10, (320, 240))
-    for i in range(400):
-        w.write(np.full((240, 320, 3), i % 250, np.uint8))
-    w.release()
+    clip = grey_clip(tmp_path / "clip.mp4", 400)
     path = tmp_path / "edgepose.toml"
     base = (f'[camera]\nsource = "{clip}"\n[output]\nsink = "none"\n[runtime]\nthreads = 1\nmax_fps = 40.0\n'
             f'[model]\nname = "hourglass"\ndir = "{model_cache}"\nmirror = "{MIRROR}"\n')

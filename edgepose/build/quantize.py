@@ -50,6 +50,11 @@ AGREEMENT_TOLERANCE = 0.05  # of the person-box size
 CONFIDENT = 0.1  # float heatmap peak at or above which a keypoint counts as detected (diagnostics)
 
 
+def require_converter() -> None:
+    """Raise RuntimeMissingError (69) now when TensorFlow cannot be imported: before anything is fetched."""
+    tensorflow()
+
+
 # -- 1. graph clean-up ----------------------------------------------------------
 
 @dataclass(frozen=True)

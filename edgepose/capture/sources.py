@@ -18,7 +18,6 @@ thin adapters; the logic around them takes an injectable ``opener``.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import glob
 import http.client
@@ -26,17 +25,21 @@ import logging
 import os
 import queue
 import re
+import socket
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Protocol, Tuple
-from urllib.parse import unquote, urlsplit, urlunsplit
+from typing import Callable, Iterator, List, Optional, Protocol, Tuple
+from urllib.parse import urlsplit
 
 import cv2
 import numpy as np
 
+from edgepose.capture.imagesize import ImageRefused, decode_bounded
 from edgepose.core.errors import DeviceUnavailableError, EdgeposeError, InputMissingError, RuntimeMissingError, UsageError
+from edgepose.core.text import control_character, redact, split_credentials  # noqa: F401 - redact: sources.redact
 
 log = logging.getLogger(__name__)
 
@@ -79,21 +82,27 @@ class SourceSpec:
         return self.kind in ("camera", "v4l2", "stream", "csi", "snapshot")
 
 
-def redact(uri: str) -> str:
-    """``uri`` with any password replaced by ``***`` (rtsp://user:secret@cam/...): for logs, errors and
-    reports, which end up in the journal."""
-    parts = urlsplit(str(uri)) if "://" in str(uri) else None
-    if parts is None or parts.password is None:
-        return str(uri)
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
-
-
 def parse_source(uri: str) -> SourceSpec:
     """Classify what the user typed; missing files are an InputMissingError (66)."""
     uri = str(uri).strip()
     if not uri:
         raise UsageError("empty source: give a camera index (0) or a file, folder, glob or URL")
+    bad = control_character(uri)
+    if bad:
+        raise UsageError(f"source {uri!r} has a control character ({bad}): not a camera, file or URL")
+    try:
+        return _parse_source(uri)
+    except OSError as e:  # ENAMETOOLONG, ELOOP, EACCES on a folder on the way, ...
+        raise InputMissingError(f"source {_shorten(uri)} cannot be used: {e.strerror or e}") from None
+    except UnicodeError as e:  # a lone surrogate has no file-system encoding
+        raise InputMissingError(f"source {_shorten(ascii(uri))} cannot be used: {e.reason}") from None
+
+
+def _shorten(text: str, most: int = 120) -> str:
+    return text if len(text) <= most else f"{text[:most // 2]}...{text[-most // 2:]} ({len(text)} characters)"
+
+
+def _parse_source(uri: str) -> SourceSpec:
     if uri.isdigit():
         return SourceSpec("camera", uri, index=int(uri))
     m = re.fullmatch(r"/dev/video(\d+)", uri)
@@ -102,16 +111,21 @@ def parse_source(uri: str) -> SourceSpec:
     m = re.fullmatch(r"csi://(\d+)", uri)
     if m:
         return SourceSpec("csi", uri, index=int(m.group(1)))
-    if uri.startswith(("http://", "https://")) and Path(urlsplit(uri).path).suffix.lower() in IMAGE_EXTS:
-        return SourceSpec("snapshot", uri)  # an IP camera's still image, polled
     if uri.startswith(STREAM_SCHEMES):
+        try:
+            parts = urlsplit(uri)
+            parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
+        except ValueError as e:
+            raise UsageError(f"bad source URL {redact(uri)}: {e}") from None
+        if uri.startswith(("http://", "https://")) and Path(parts.path).suffix.lower() in IMAGE_EXTS:
+            return SourceSpec("snapshot", uri)  # an IP camera's still image, polled
         return SourceSpec("stream", uri)
-    if any(c in uri for c in "*?[") and not Path(uri).expanduser().exists():  # `shot[1].png` as named
+    if any(c in uri for c in "*?[") and not Path(os.path.expanduser(uri)).exists():  # `shot[1].png` as named
         paths = tuple(sorted(p for p in glob.glob(uri) if Path(p).suffix.lower() in IMAGE_EXTS))
         if not paths:
             raise InputMissingError(f"no images match {uri}")
         return SourceSpec("images", uri, paths=paths)
-    p = Path(uri).expanduser()
+    p = Path(os.path.expanduser(uri))
     if p.is_dir():
         paths = tuple(str(q) for q in images_in(p))
         if not paths:
@@ -233,12 +247,21 @@ def _video_frames(path: str):
 def _image_frames(paths: Tuple[str, ...]):
     def gen():
         for p in paths:
-            img = cv2.imread(p, cv2.IMREAD_COLOR)
+            img = _read_image(p)
             if img is None:
-                log.warning("skipping %s: not a readable image", p)
                 continue
             yield img
     return gen
+
+
+def _read_image(path: str, warn: bool = True) -> Optional[np.ndarray]:
+    """An image file as BGR within the pixel limit (capture.imagesize), or None with one warning."""
+    try:
+        return decode_bounded(path=path)
+    except (ImageRefused, OSError) as e:
+        if warn:
+            log.warning("skipping %s: %s", path, e.strerror if isinstance(e, OSError) and e.strerror else e)
+        return None
 
 
 class LiveSource(FrameSource):
@@ -438,6 +461,79 @@ class Picamera2Capture:
 
 SNAPSHOT_FPS = 2.0  # how often a snapshot URL is fetched when camera.fps is 0
 MAX_SNAPSHOT_BYTES = 32 << 20
+SNAPSHOT_DEADLINE = 10.0  # seconds one fetch may take in all (connect, headers, body)
+
+
+class _Deadline:
+    """Shuts down every socket of one fetch when ``seconds`` have passed, so that a blocked read returns
+    at once: a per-read timeout never fires on a server that sends a byte every few seconds."""
+
+    def __init__(self, seconds: float):
+        self.expired = False
+        self._socks: List[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> "_Deadline":
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._timer.cancel()
+
+    def add(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._socks.append(sock)
+            if not self.expired:
+                return
+        self._shut(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            socks = list(self._socks)
+        for sock in socks:
+            self._shut(sock)
+
+    @staticmethod
+    def _shut(sock: socket.socket) -> None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:  # already closed
+            pass
+
+
+class _DeadlineMixin:
+    """A urllib handler whose connections hand their sockets to a :class:`_Deadline`."""
+
+    def __init__(self, deadline: _Deadline):
+        super().__init__()
+        self._deadline = deadline
+
+    def do_open(self, http_class, req, **kw):
+        deadline = self._deadline
+
+        class Connection(http_class):
+            def __init__(self, *a, **k):
+                super().__init__(*a, **k)
+                create = self._create_connection
+
+                def tracked(*args, **kwargs):
+                    sock = create(*args, **kwargs)
+                    deadline.add(sock)
+                    return sock
+                self._create_connection = tracked
+
+        return super().do_open(Connection, req, **kw)
+
+
+class _DeadlineHTTP(_DeadlineMixin, urllib.request.HTTPHandler):
+    pass
+
+
+class _DeadlineHTTPS(_DeadlineMixin, urllib.request.HTTPSHandler):
+    pass
 
 
 class SnapshotCapture:
@@ -446,17 +542,12 @@ class SnapshotCapture:
     so the capture thread does not hammer the camera.  A failed fetch is a failed read: the source is
     then ``lost`` and retried with backoff, as a camera would be."""
 
-    def __init__(self, url: str, fps: float = 0.0, timeout: float = 5.0,
+    def __init__(self, url: str, fps: float = 0.0, timeout: float = 5.0, deadline: float = SNAPSHOT_DEADLINE,
                  fetch: Optional[Callable[[], bytes]] = None,
                  sleep: Optional[Callable[[float], None]] = None, clock: Callable[[], float] = time.monotonic):
         self._wake = threading.Event()  # interrupt(): the source is closing
-        parts = urlsplit(url)
-        self.headers: Dict[str, str] = {}
-        if parts.username is not None:  # http://user:pass@cam/snap.jpg: urllib wants them as a header
-            cred = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
-            self.headers["Authorization"] = "Basic " + base64.b64encode(cred).decode()
-            url = urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
-        self.url, self.timeout = url, timeout
+        url, self.headers = split_credentials(url)  # http://user:pass@cam/snap.jpg: Basic auth
+        self.url, self.timeout, self.deadline = url, timeout, deadline
         self.period = 1.0 / (fps if fps and fps > 0 else SNAPSHOT_FPS)
         self._fetch = fetch or self._urlopen
         self._sleep, self._clock = sleep or self._wake.wait, clock
@@ -465,11 +556,23 @@ class SnapshotCapture:
         self.error: Optional[Exception] = None
 
     def _urlopen(self) -> bytes:
+        """One fetch, over within ``deadline`` seconds however slowly the server sends: ``timeout`` bounds
+        each wait for a byte, and a server dripping one byte every few seconds never trips it."""
         import urllib.request
 
         req = urllib.request.Request(self.url, headers=self.headers)
-        with urllib.request.urlopen(req, timeout=self.timeout) as r:  # noqa: S310 (the user's camera)
-            return r.read(MAX_SNAPSHOT_BYTES)
+        with _Deadline(self.deadline) as deadline:
+            opener = urllib.request.build_opener(_DeadlineHTTP(deadline), _DeadlineHTTPS(deadline))
+            try:
+                with opener.open(req, timeout=self.timeout) as r:
+                    data = r.read(MAX_SNAPSHOT_BYTES)
+            except (OSError, http.client.HTTPException):
+                if not deadline.expired:
+                    raise
+                data = b""
+        if deadline.expired:  # also a body without Content-Length cut short: not a whole image
+            raise TimeoutError(f"{redact(self.url)} sent no whole image within {self.deadline:g} s")
+        return data
 
     def _get(self) -> Optional[np.ndarray]:
         wait = self._next - self._clock()
@@ -487,8 +590,12 @@ class SnapshotCapture:
         if not data:
             self.error = ValueError(f"{redact(self.url)} answered with no data")
             return None
-        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-        self.error = None if img is not None else ValueError(f"{redact(self.url)} is not an image OpenCV can decode")
+        try:
+            img = decode_bounded(data, name=redact(self.url))
+        except ImageRefused as e:
+            self.error = e
+            return None
+        self.error = None
         return img
 
     def probe(self) -> "SnapshotCapture":
@@ -556,9 +663,12 @@ def open_source(uri: str, width: int = 640, height: int = 480, fps: float = 0.0,
             raise InputMissingError(f"cannot decode {spec.uri}: neither an image nor a video OpenCV can read "
                                     f"(images: {', '.join(sorted(IMAGE_EXTS))})")
         return FiniteSource(_video_frames(spec.uri), spec.uri)
-    if not any(cv2.imread(p, cv2.IMREAD_COLOR) is not None for p in spec.paths):  # stops at the first good one
-        if spec.kind == "image":
-            raise InputMissingError(f"cannot read image {spec.uri}")
+    if spec.kind == "image":
+        try:
+            decode_bounded(path=spec.uri)
+        except (ImageRefused, OSError) as e:
+            raise InputMissingError(f"cannot read image {spec.uri}: {e}") from None
+    elif not any(_read_image(p, warn=False) is not None for p in spec.paths):  # stops at the first good one
         raise InputMissingError(f"none of the {len(spec.paths)} image files of {spec.uri} can be read")
     return FiniteSource(_image_frames(spec.paths), spec.uri, stills=True)
 

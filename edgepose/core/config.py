@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from edgepose.core.errors import ConfigError, UsageError
+from edgepose.core.text import control_character
 
 try:  # Python 3.11+
     import tomllib as _toml
@@ -232,6 +233,8 @@ def _type_of(f: dataclasses.Field) -> type:
     return t
 
 
+# strings that may hold any character: they are never logged nor put in a topic
+_ANY_TEXT = {("mqtt", "password")}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -272,7 +275,11 @@ def coerce(section: str, key: str, value: Any, from_text: bool = False) -> Any:
                 else:
                     raise bad
             out = value
-    except (TypeError, ValueError):
+            control = control_character(out) if (section, key) not in _ANY_TEXT else None
+            if control:
+                raise ConfigError(f"bad value {value!r} for {section}.{key}: it has a control character "
+                                  f"({control}); newlines, tabs and escapes are not allowed")
+    except (TypeError, ValueError, OverflowError):  # OverflowError: a 400-digit integer as a float
         raise bad from None
     md = f.metadata
     if md.get("choices") and out not in md["choices"]:
@@ -349,6 +356,8 @@ def load(path: Optional[str] = None, overrides: Optional[Mapping[str, Mapping[st
     environ = os.environ if environ is None else environ
     cfg = Config()
     path = path or environ.get("EDGEPOSE_CONFIG") or None
+    if path and control_character(path):
+        raise ConfigError(f"config file name {path!r} has a control character ({control_character(path)})")
     if path:
         apply_mapping(cfg, read_file(path), path)
         cfg.path = path

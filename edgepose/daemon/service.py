@@ -205,6 +205,7 @@ class Daemon:
         self.ready = False  # READY=1 sent (first frame decoded)
         self.sink = None
         self.device = cfg.device_id
+        self.last_reload: Optional[Dict[str, Any]] = None  # outcome of the last SIGHUP (status `reload`)
 
     # -- building -----------------------------------------------------
     def build_model(self, cfg: config_mod.Config):
@@ -247,6 +248,8 @@ class Daemon:
                        "model": parts.model_name, "backend": d["backend"],
                        "backend_version": d["backend_version"], "xnnpack": d["xnnpack"],
                        "threads": d["threads"]})
+        if self.last_reload is not None:
+            st["reload"] = dict(self.last_reload)
         return st
 
     # -- signals ------------------------------------------------------
@@ -286,11 +289,12 @@ class Daemon:
         try:
             new = config_mod.load(old.path, self.overrides, self.environ)
         except EdgeposeError as e:
-            log.error("SIGHUP: keeping the running configuration: %s", e)
+            self._keep_running(e)
             return
         changed = {s for s, v in new.to_dict().items() if old.to_dict()[s] != v}
         if not changed:
             log.info("SIGHUP: configuration unchanged")
+            self.last_reload = {"ok": True, "ts": round(time.time(), 3), "changed": []}
             return
         model = source = sink = None
         reopen = "camera" in changed and _must_reopen(old.camera, new.camera, parts.source.live)
@@ -303,14 +307,14 @@ class Daemon:
             if reopen and new.camera.source != old.camera.source:
                 source = self.open_source(new)  # another device or file: open it before letting go of ours
         except EdgeposeError as e:
-            log.error("SIGHUP: keeping the running configuration: %s", e)
+            self._keep_running(e)
             return
         if reopen and source is None:  # the same camera with other settings: it must be closed first
             parts.source.close()
             try:
                 source = self.open_source(new)
             except EdgeposeError as e:
-                log.error("SIGHUP: keeping the running configuration: %s", e)
+                self._keep_running(e)
                 parts.source = self.open_source(old)  # as it was; if even that fails, the error stops us
                 return
         elif source is not None:
@@ -330,6 +334,13 @@ class Daemon:
             sink.count_on(self.sink.stats())
             self._start_sink(new, sink)
         log.info("SIGHUP: reloaded %s (changed: %s)", new.path, ", ".join(sorted(changed)))
+        self.last_reload = {"ok": True, "ts": round(time.time(), 3), "changed": sorted(changed)}
+
+    def _keep_running(self, error: EdgeposeError) -> None:
+        """A reload that failed: say so in the log, the status document and systemd's STATUS line."""
+        log.error("SIGHUP: keeping the running configuration: %s", error)
+        self.last_reload = {"ok": False, "ts": round(time.time(), 3), "error": str(error)}
+        self.notifier.status(self.status_line())
 
     def _start_sink(self, cfg: config_mod.Config, sink) -> None:
         self.sink = sink
@@ -439,4 +450,5 @@ class Daemon:
                 broker = f", broker {s['broker']}"
         except Exception:
             pass
-        return f"{st['fps']:.1f} fps, {st['frames']} frames, camera {st.get('camera', '?')}{broker}"
+        kept = "" if (self.last_reload or {}).get("ok", True) else ", last reload failed: running configuration kept"
+        return f"{st['fps']:.1f} fps, {st['frames']} frames, camera {st.get('camera', '?')}{broker}{kept}"

@@ -31,6 +31,7 @@ from edgepose.core.files import absent
 log = logging.getLogger(__name__)
 
 BACKENDS = ("litert", "tflite-runtime")
+MAX_TENSOR_BYTES = 1 << 30  # all tensors as declared; the upstream models declare under 100 MB (a test)
 _MODULES = {"litert": ("ai_edge_litert.interpreter", "ai-edge-litert"),
             "tflite-runtime": ("tflite_runtime.interpreter", "tflite-runtime")}
 
@@ -152,6 +153,7 @@ class Engine:
         self._out_index = self._interp.get_output_details()[0]["index"]
         scale, zero = self.spec.input_quant
         self._in_affine = (1.0 / scale, zero) if self.spec.input_dtype != np.float32 and scale else None
+        self._prove()
 
     # -- construction -------------------------------------------------
     def _create(self, xnnpack: bool):
@@ -160,6 +162,7 @@ class Engine:
         if not xnnpack:
             kwargs["experimental_op_resolver_type"] = mod.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         interp = _interpreter(mod, self.path, **kwargs)
+        self._check_declared_size(interp)
         try:
             with native_info_to_log():
                 interp.allocate_tensors()
@@ -174,6 +177,15 @@ class Engine:
                         _first_line(e))
             return self._create(False)
         return interp
+
+    def _check_declared_size(self, interp) -> None:
+        """Refuse a model whose tensors, as the file declares them, need more than MAX_TENSOR_BYTES: a
+        flipped byte in a shape (a [1, 13500419, 3, 144] activation: 23 GB) had XNNPACK's preparation in
+        ``allocate_tensors`` take memory until the kernel killed the process (tests/test_hostile.py)."""
+        total = declared_tensor_bytes(interp)
+        if total > MAX_TENSOR_BYTES:
+            raise ModelError(f"model {self.path} declares {total / 2**30:.1f} GiB of tensors, more than the "
+                             f"{MAX_TENSOR_BYTES / 2**30:g} GiB a pose model may take: the file is corrupt")
 
     def _inspect(self) -> ModelSpec:
         ins = self._interp.get_input_details()
@@ -192,6 +204,16 @@ class Engine:
             grid_h=int(o["shape"][1]), grid_w=int(o["shape"][2]), num_keypoints=int(o["shape"][3]),
             output_dtype=np.dtype(o["dtype"]), output_quant=tuple(o["quantization"]),
         )
+
+    def _prove(self) -> None:
+        """One inference on a black image before the engine is handed out: a corrupt file can load and
+        allocate, then fail at its first invoke (``Input tensor N lacks data``); that is a bad model
+        (ModelError, exit 65), found here rather than at the first frame of a running daemon."""
+        try:
+            self.run(np.zeros((self.spec.input_h, self.spec.input_w, 3), np.uint8))
+        except (RuntimeError, ValueError, TypeError) as e:  # TypeError: an input of a type images are not
+            raise ModelError(f"model {self.path} loads but fails at its first inference ({_first_line(e)}): "
+                             f"the file is corrupt or needs what this runtime does not have") from None
 
     # -- running ------------------------------------------------------
     @property
@@ -238,6 +260,17 @@ class Engine:
                 "input_dtype": self.spec.input_dtype.name, "input_color": self.color,
                 "output": [self.spec.grid_h, self.spec.grid_w, self.spec.num_keypoints],
                 "output_dtype": self.spec.output_dtype.name}
+
+
+def declared_tensor_bytes(interp) -> int:
+    """The bytes of all tensors of a loaded (not yet allocated) interpreter, at the shapes the file declares."""
+    total = 0
+    for t in interp.get_tensor_details():
+        count = 1
+        for d in t["shape"]:
+            count *= max(int(d), 1)
+        total += count * np.dtype(t["dtype"]).itemsize
+    return total
 
 
 @contextlib.contextmanager

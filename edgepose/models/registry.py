@@ -15,6 +15,7 @@ import http.client
 import logging
 import os
 import sys
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from edgepose.core.errors import ConfigError, InputMissingError, ModelError
 from edgepose.core.files import absent, keep_owner_and_mode, temp_beside
+from edgepose.core.text import redact, split_credentials
 
 try:
     import tomllib as _toml
@@ -218,6 +220,40 @@ def _sources(entry: ModelEntry, mirror: str) -> List[str]:
     return out
 
 
+PART_PREFIX, PART_SUFFIX = ".fetch-", ".part"
+STALE_PART_AGE = 600.0  # s without a write after which a .fetch-*.part file is a dead download's
+
+
+def clean_stale_parts(cache_dir: Path, max_age: float = STALE_PART_AGE, now: Optional[float] = None) -> List[Path]:
+    """Remove the ``.fetch-*.part`` files a killed download (SIGTERM, SIGKILL, power loss) left in the
+    cache, and return them.  Only stale ones: a download in progress writes its file every few
+    milliseconds (and gives up after ``timeout`` seconds without data), so a file nobody wrote to for
+    ``max_age`` seconds (10 minutes) belongs to no running process; a younger one may be another
+    process's download and is left alone."""
+    now = time.time() if now is None else now
+    removed = []
+    for part in Path(cache_dir).glob(f"*/{PART_PREFIX}*{PART_SUFFIX}"):
+        try:
+            if now - part.stat().st_mtime > max_age:
+                part.unlink()
+                removed.append(part)
+        except OSError:  # gone meanwhile (another process cleaned it), or not ours to remove
+            continue
+    if removed:
+        log.info("removed %d unfinished download(s) left in the model cache: %s", len(removed),
+                 ", ".join(p.name for p in removed))
+    return removed
+
+
+def _mirror_hint(mirror: str) -> str:
+    if mirror:
+        return (f"; check the mirror {redact(mirror)} (a folder or http(s) URL laid out as <name>/<file>, "
+                f"like ../shared/models)")
+    return ("; without network, fetch models from a mirror: a folder or http(s) URL laid out as <name>/<file>, "
+            "given as EDGEPOSE_MODEL_MIRROR=DIR|URL, --model-mirror (run) or --mirror (models), or "
+            "model.mirror in the config file (docs/models.md)")
+
+
 def _copy_stream(src, dst, total: Optional[int], progress: Optional[Progress]) -> int:
     done = 0
     while True:
@@ -252,19 +288,23 @@ def fetch(entry: ModelEntry, cache_dir: Path, mirror: str = "", progress: Option
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ConfigError(f"cannot create model cache directory {target.parent}: {e}") from None
+    clean_stale_parts(cache_dir)
     errors = []
     sources = _sources(entry, mirror)
     mirror_src = sources[0] if mirror else None
     for src in sources:
+        shown = redact(src)  # a mirror's http://user:password@host/...: never in the log
         try:
-            fd, tmp = temp_beside(target, ".fetch-", ".part")
+            fd, tmp = temp_beside(target, PART_PREFIX, PART_SUFFIX)
         except OSError as e:
             raise ConfigError(f"cannot write to model cache directory {target.parent}: {e}") from None
         try:
             with os.fdopen(fd, "wb") as out:
                 if "://" in src:
-                    log.info("fetching %s from %s", entry.name, src)
-                    with urllib.request.urlopen(src, timeout=timeout) as resp:  # noqa: S310
+                    log.info("fetching %s from %s", entry.name, shown)
+                    url, headers = split_credentials(src)  # user:password@ as HTTP Basic auth
+                    req = urllib.request.Request(url, headers=headers)
+                    with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
                         length = resp.headers.get("Content-Length")
                         length = int(length) if length and length.strip().isdigit() else None
                         done = _copy_stream(resp, out, length or entry.size or None, progress)
@@ -280,18 +320,18 @@ def fetch(entry: ModelEntry, cache_dir: Path, mirror: str = "", progress: Option
                 whose = "the mirror's copy" if src == mirror_src else "the upstream copy"
                 fix = ("replace that file in the mirror, or use another mirror" if src == mirror_src
                        else "try again later or use a mirror")
-                raise ModelError(f"{whose} of model {entry.name} at {src} is bad: {problem}; nothing was "
+                raise ModelError(f"{whose} of model {entry.name} at {shown} is bad: {problem}; nothing was "
                                  f"cached ({fix})")
             keep_owner_and_mode(tmp, target)
             os.replace(tmp, target)
             return target
         except (OSError, urllib.error.URLError, http.client.HTTPException, ValueError) as e:
-            errors.append(f"{src}: {e!r}" if isinstance(e, http.client.HTTPException) else f"{src}: {e}")
-            log.warning("could not fetch %s from %s: %s", entry.name, src, e)
+            errors.append(f"{shown}: {e!r}" if isinstance(e, http.client.HTTPException) else f"{shown}: {e}")
+            log.warning("could not fetch %s from %s: %s", entry.name, shown, e)
         finally:
             if tmp.exists():
                 tmp.unlink()
-    raise InputMissingError(f"could not fetch model {entry.name}: " + "; ".join(errors))
+    raise InputMissingError(f"could not fetch model {entry.name}: " + "; ".join(errors) + _mirror_hint(mirror))
 
 
 def looks_like_path(name: str) -> bool:
@@ -319,6 +359,7 @@ def resolve(name: str, cache_dir: Optional[Path] = None, mirror: str = "",
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     target = entry.cache_file(cache_dir)
     if target.is_file():
+        clean_stale_parts(cache_dir)  # a killed `pull --force` of a cached model left its .part behind
         if entry.local_only:
             return target
         verify_file(target, entry)

@@ -239,6 +239,7 @@ def _quantize(args, cfg, cache: Path, mirror: str) -> int:
     problem = write_problem(out)
     if problem:
         raise ConfigError(f"cannot write {out}: {problem}")
+    q.require_converter()  # no TensorFlow: say so before fetching megabytes it cannot use
     pb = registry.resolve(entry.source, cache_dir=cache, mirror=mirror, progress=registry.stderr_progress(),
                         catalogue=cat)
     float_path = registry.resolve(ref_name, cache_dir=cache, mirror=mirror, progress=registry.stderr_progress(),
