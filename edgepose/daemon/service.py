@@ -262,7 +262,8 @@ class Daemon:
         model_name = path.stem if registry.looks_like_path(cfg.model.name) else cfg.model.name
         d = engine.describe()
         log.info("model %s (%s) on %s %s, %d thread(s), XNNPACK %s", model_name, path, d["backend"],
-                 d["backend_version"], d["threads"], "on" if d["xnnpack"] else "off")
+                 d["backend_version"], d["threads"],
+                 f"on ({engine.delegation.summary()})" if d["xnnpack"] and engine.delegation else "off")
         meta = make_meta(cfg.device_id, model_name, pipe.names, engine.input_size,
                          (engine.spec.grid_w, engine.spec.grid_h), __version__)
         return model_name, engine, pipe, meta
@@ -292,7 +293,7 @@ class Daemon:
             st.update({"dropped_frames": parts.source.dropped, "camera": parts.source.state,
                        "model": parts.model_name, "backend": d["backend"],
                        "backend_version": d["backend_version"], "xnnpack": d["xnnpack"],
-                       "threads": d["threads"]})
+                       "xnnpack_delegation": d["xnnpack_delegation"], "threads": d["threads"]})
         return st
 
     # -- signals ------------------------------------------------------

@@ -6,7 +6,10 @@
   into the interpreter's input buffer (quantizing when the input is int8/uint8);
 * dequantizes int8/uint8 outputs to float32 heatmaps;
 * applies XNNPACK by default with a thread count; if the delegate fails to
-  prepare, logs one warning and runs without it.
+  prepare, logs one warning and runs without it;
+* reports how much of the model XNNPACK took (``Engine.delegation``: partitions,
+  delegated ops of all ops, int8 ops) and warns once when an int8 model lands on
+  a runtime whose XNNPACK cannot take int8 operators (tflite-runtime 2.14).
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ import numpy as np
 
 from edgepose.core.errors import ModelError, RuntimeMissingError
 from edgepose.core.files import absent
+from edgepose.inference import delegation as delegation_mod
+from edgepose.inference.delegation import Delegation
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +101,7 @@ class Engine:
         self.threads = threads or default_threads()
         self.xnnpack_requested = xnnpack
         self.xnnpack = False
+        self.delegation: Optional[Delegation] = None  # None: XNNPACK not requested (or not prepared)
         self._interp = self._create(xnnpack)
         self.spec = self._inspect()
         self._in_index = self._interp.get_input_details()[0]["index"]
@@ -112,23 +118,28 @@ class Engine:
         if not xnnpack:
             kwargs["experimental_op_resolver_type"] = mod.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         try:
-            with native_info_to_log():
+            with native_info_to_log() as native:
                 interp = mod.Interpreter(**kwargs)
         except (ValueError, RuntimeError) as e:
             raise ModelError(f"cannot load model {self.path}: not a valid TFLite model ({_first_line(e)})") from None
         try:
-            with native_info_to_log():
+            with native_info_to_log() as prepared:
                 interp.allocate_tensors()
-            self.xnnpack = xnnpack and _has_delegate(interp)
-            if xnnpack and not self.xnnpack:
-                log.warning("XNNPACK took no part of %s on %s %s; running on the built-in kernels",
-                            self.path.name, self.runtime.name, self.runtime.version)
         except RuntimeError as e:
             if not xnnpack:
                 raise ModelError(f"cannot prepare model {self.path}: {_first_line(e)}") from None
             log.warning("XNNPACK could not prepare %s (%s); running without it", self.path.name,
                         _first_line(e))
             return self._create(False)
+        if xnnpack:
+            self.delegation = delegation_mod.count(interp, native.text + prepared.text)
+            self.xnnpack = self.delegation.partitions > 0
+            advice = delegation_mod.int8_advice(self.delegation, self.runtime.name, self.runtime.version)
+            if advice:
+                log.warning("%s: %s", self.path.name, advice)
+            elif not self.xnnpack:
+                log.warning("XNNPACK took no part of %s on %s %s; running on the built-in kernels",
+                            self.path.name, self.runtime.name, self.runtime.version)
         return interp
 
     def _inspect(self) -> ModelSpec:
@@ -186,31 +197,42 @@ class Engine:
     def describe(self) -> dict:
         return {"backend": self.runtime.name, "backend_version": self.runtime.version,
                 "xnnpack": self.xnnpack, "threads": self.threads,
+                "xnnpack_delegation": self.delegation.to_status() if self.delegation else None,
                 "input": [self.spec.input_h, self.spec.input_w, 3],
                 "input_dtype": self.spec.input_dtype.name,
                 "output": [self.spec.grid_h, self.spec.grid_w, self.spec.num_keypoints],
                 "output_dtype": self.spec.output_dtype.name}
 
 
+class NativeLog:
+    """What the runtime printed on fd 2 inside :func:`native_info_to_log` (``text``, once it ended)."""
+
+    def __init__(self):
+        self.text = ""
+
+
 @contextlib.contextmanager
-def native_info_to_log():
+def native_info_to_log(passthrough: bool = True):
     """Route the runtime's native ``INFO: ...`` lines on stderr (``Created TensorFlow Lite XNNPACK
     delegate for CPU.``, printed by C++ on every load, no Python switch) to the debug log.
 
     File descriptor 2 points to a temporary file meanwhile; every other line
     written there (a warning from the runtime, a log line of another thread)
-    is passed on to the real stderr unchanged when the block ends.
+    is passed on to the real stderr unchanged when the block ends (unless
+    ``passthrough`` is False). Yields a :class:`NativeLog` that holds all of
+    it afterwards.
     """
+    captured = NativeLog()
     try:
         sys.stderr.flush()
         saved = os.dup(2)
     except (OSError, ValueError, AttributeError):  # no usable stderr: nothing to tidy
-        yield
+        yield captured
         return
     with tempfile.TemporaryFile() as tmp:
         os.dup2(tmp.fileno(), 2)
         try:
-            yield
+            yield captured
         finally:
             try:
                 sys.stderr.flush()
@@ -219,19 +241,12 @@ def native_info_to_log():
             os.dup2(saved, 2)
             os.close(saved)
             tmp.seek(0)
-            for line in tmp.read().decode("utf-8", "replace").splitlines(keepends=True):
+            captured.text = tmp.read().decode("utf-8", "replace")
+            for line in captured.text.splitlines(keepends=True):
                 if line.startswith("INFO: "):
                     log.debug("runtime: %s", line.strip())
-                else:
+                elif passthrough:
                     os.write(2, line.encode("utf-8", "replace"))
-
-
-def _has_delegate(interp) -> bool:
-    """Whether a delegate (XNNPACK) actually took nodes of the graph after allocation."""
-    try:
-        return any(op["op_name"] == "DELEGATE" for op in interp._get_ops_details())  # noqa: SLF001
-    except Exception:  # pragma: no cover - an op API missing from some runtime build
-        return True
 
 
 def _first_line(e: BaseException) -> str:
