@@ -102,6 +102,7 @@ class Engine:
         self.xnnpack_requested = xnnpack
         self.xnnpack = False
         self.delegation: Optional[Delegation] = None  # None: XNNPACK not requested (or not prepared)
+        self.int8_advice = ""  # why this int8 model is slow on this runtime, and the fix (logged once)
         self._interp = self._create(xnnpack)
         self.spec = self._inspect()
         self._in_index = self._interp.get_input_details()[0]["index"]
@@ -134,9 +135,10 @@ class Engine:
         if xnnpack:
             self.delegation = delegation_mod.count(interp, native.text + prepared.text)
             self.xnnpack = self.delegation.partitions > 0
-            advice = delegation_mod.int8_advice(self.delegation, self.runtime.name, self.runtime.version)
-            if advice:
-                log.warning("%s: %s", self.path.name, advice)
+            self.int8_advice = delegation_mod.int8_advice(self.delegation, self.runtime.name,
+                                                          self.runtime.version)
+            if self.int8_advice:
+                log.warning("%s: %s", self.path.name, self.int8_advice)
             elif not self.xnnpack:
                 log.warning("XNNPACK took no part of %s on %s %s; running on the built-in kernels",
                             self.path.name, self.runtime.name, self.runtime.version)
