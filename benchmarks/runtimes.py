@@ -88,11 +88,13 @@ def worker(backend: str, models: list, threads: int, runs: int) -> dict:
 # --- driver --------------------------------------------------------------------------------------------
 
 def make_venv(path: Path, requirements: list) -> Path:
-    py = path / "bin" / "python"
-    if not py.exists():
+    """A venv at ``path`` with ``requirements`` (made once; tests/test_delegation.py uses it too)."""
+    py, done = path / "bin" / "python", path / ".complete"
+    if not done.exists():
         print(f"making {path}: pip install {' '.join(requirements)}", file=sys.stderr)
-        subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(path)], check=True)
         subprocess.run([str(py), "-m", "pip", "install", "-q", *requirements], check=True)
+        done.touch()
     return py
 
 

@@ -11,6 +11,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import CALIB, EVAL_ANN, cli_env, run_cli
@@ -88,7 +89,6 @@ def tiny_int8_model(path: Path, size: int = 96, keypoints: int = 14) -> Path:
     """A small, fully int8 heatmap model ([1, size, size, 3] int8 in, [1, size/4, size/4, K] int8 out),
     converted by the real TensorFlow converter in a few seconds (random weights, fixed seed): for
     runtime and XNNPACK checks, not for accuracy. Under LiteRT, XNNPACK takes it in one partition."""
-    import numpy as np
     import tensorflow as tf
 
     tf.keras.utils.set_random_seed(0)
@@ -110,9 +110,3 @@ def tiny_int8_model(path: Path, size: int = 96, keypoints: int = 14) -> Path:
     path.write_bytes(conv.convert())
     return path
 
-
-@pytest.fixture(scope="session")
-def tiny_int8(tmp_path_factory) -> Path:
-    if not tensorflow_available():
-        pytest.skip("TensorFlow is not installed (pip install -e '.[convert]')")
-    return tiny_int8_model(tmp_path_factory.mktemp("tiny-int8") / "model.tflite")

@@ -27,7 +27,6 @@ import sys
 import pytest
 
 from conftest import REPO
-from models_util import tiny_int8  # noqa: F401 (fixture)
 
 SCRIPT = REPO / "tests" / "rehearsal" / "arm64.sh"
 
