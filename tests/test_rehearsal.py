@@ -38,7 +38,7 @@ def test_deploy_rehearsal(arch, board, request):
         pytest.skip("the native amd64 rehearsal needs an x86_64 host")
     int8 = request.getfixturevalue("tiny_int8")  # built only when the rehearsal runs
     proc = subprocess.run(["bash", str(SCRIPT), "--arch", arch, "--platform", board, "--int8", str(int8)],
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=1500)
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=2700)
     sys.stdout.write(proc.stdout)  # the printed steps, shown with -s or on failure
     if proc.returncode == 77:
         pytest.skip(proc.stdout.strip().splitlines()[-1])
