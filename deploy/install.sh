@@ -236,7 +236,7 @@ if ! install_edgepose "$SPEC" ${RUNTIME_REQ:+"$RUNTIME_REQ"}; then
     [ "$PLATFORM" = pi ] && [ "$BACKEND" = litert ] || die 69 "pip install $SPEC $RUNTIME_REQ failed (see the lines above)"
     # e.g. an offline bundle (--from DIR --offline) made before LiteRT was the Pi's runtime
     say "note: $RUNTIME_REQ could not be installed (see the lines above); falling back to tflite-runtime 2.14:"
-    say "  int8 models run without XNNPACK (16-35x slower); add the LiteRT wheel and run the installer again"
+    say "  int8 models run without XNNPACK (18-40x slower); add the LiteRT wheel and run the installer again"
     SPEC="${SPEC/edgepose/edgepose[tflite]}" BACKEND=tflite-runtime
     install_edgepose "$SPEC" || die 69 "pip install $SPEC failed (see the lines above)"
 fi

@@ -9,7 +9,7 @@
 #   REQUIREMENT  an extra pip requirement installed beside edgepose
 #
 # LiteRT (ai-edge-litert) 1.4.x is the runtime on a Raspberry Pi and a Jetson: its XNNPACK runs
-# int8 models (tflite-runtime 2.14's has no int8 kernels: 16-35x slower), it needs only
+# int8 models (tflite-runtime 2.14's has no int8 kernels: 18-40x slower), it needs only
 # numpy>=1.23.2 (so it lives beside apt's numpy 1.x and picamera2), and it ships aarch64 wheels
 # for CPython 3.9 to 3.12 (manylinux_2_17). LiteRT 2.x is not used there: 2.3.0 crashed in
 # allocate_tensors under qemu-aarch64 while 1.4.0 runs.  Where no LiteRT 1.4 wheel exists (32-bit

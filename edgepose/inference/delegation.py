@@ -9,8 +9,8 @@ counts directly when it is there.
 
 tflite-runtime 2.14 (the last release, and the only one for numpy 1.x on
 some boards) was built without XNNPACK's int8 kernels: every int8 operator
-stays on the built-in kernels, 16 to 35 times slower than under LiteRT
-(docs/deploy.md). :func:`int8_advice` says so, and names the fix.
+stays on the built-in kernels, 18 to 40 times slower than under LiteRT
+(docs/performance.md, "Runtimes"). :func:`int8_advice` says so, and names the fix.
 """
 
 from __future__ import annotations
