@@ -470,7 +470,7 @@ in_root bash /root/edgepose-src/deploy/install.sh --platform "$PLATFORM" 2>&1 | 
 [ "${PIPESTATUS[0]}" = 0 ] || die "install.sh from the source checkout failed"
 grep -q "from the source checkout /root/edgepose-src" "$RUN/upgrade.log" || die "install.sh did not install the checkout"
 grep -q "keeping the existing /etc/edgepose/edgepose.toml" "$RUN/upgrade.log" || die "the config was not kept"
-litter=$(cd "$ROOT/root/edgepose-src" && find . -name '*.egg-info' -o -name build -o -name __pycache__ | head -3)
+litter=$(cd "$ROOT/root/edgepose-src" && find . -name '*.egg-info' -o -path ./build -o -name __pycache__ | head -3)  # (edgepose/build is a package)
 [ -z "$litter" ] || die "the build left files in the checkout: $litter"
 newpid=$(in_root systemctl show -p MainPID --value edgepose)
 [ "$(in_root systemctl is-active edgepose || true)" = active ] && [ "$newpid" != "$pid" ] \
