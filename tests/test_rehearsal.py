@@ -3,12 +3,13 @@ Debian bookworm root built with debootstrap.
 
 * arm64 under qemu-user-static, install.sh's Raspberry Pi path (LiteRT 1.4):
   ~4 min of debootstrap on the first run (then cached in
-  /var/cache/edgepose-rehearsal) plus ~5-7 min of install and checks;
+  /var/cache/edgepose-rehearsal) plus 3.5-5 min of install and checks on a
+  quiet machine (18 min at load average 15 with the int8 checks: docs/deploy.md);
 * amd64 natively (x86_64 hosts), the generic LiteRT path: ~2 min of
   debootstrap on the first run plus ~1 min; the only run where the unit's
   seccomp-based hardening is enforced (qemu-user refuses seccomp).
 
-Both runs get a small int8 model built in the session (models_util.tiny_int8):
+Both runs get a small int8 model built in the session (the tiny_int8 fixture of conftest.py):
 XNNPACK must take it whole in one partition under the installed LiteRT
 (`edgepose models info --json` in the root) and the service must publish its
 poses and an `xnnpack_delegation` status.
