@@ -94,6 +94,10 @@ command -v "$PYTHON" >/dev/null || die 69 "$PYTHON not found; install Python 3.9
 PYVER=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 9))' \
     || die 69 "Python $PYVER is too old: edgepose needs 3.9 or newer (give one with --python PATH)"
+# the interpreter's architecture (a 32-bit Raspberry Pi OS on a 64-bit kernel says aarch64 in uname)
+MACHINE=$("$PYTHON" -c 'import platform, struct; m = platform.machine(); print("armv7l" if m in ("aarch64", "arm64") and struct.calcsize("P") == 4 else m)')
+# shellcheck source=runtime.sh
+. "$HERE/runtime.sh"
 
 apt_install() {
     command -v apt-get >/dev/null || die 69 "need the packages $* but apt-get is not available"
@@ -118,11 +122,18 @@ if [ "$PLATFORM" = auto ]; then
 else
     HOW="given with --platform"
 fi
+read -r BACKEND EXTRAS RUNTIME_REQ < <(runtime_plan "$PLATFORM" "$MACHINE" "$PYVER")
+[ "$BACKEND" != - ] || BACKEND=""; [ "$EXTRAS" != - ] || EXTRAS=""; [ "$RUNTIME_REQ" != - ] || RUNTIME_REQ=""
+case "$BACKEND" in
+    litert) RUNTIME_NOTE="LiteRT 1.4 ($RUNTIME_REQ: XNNPACK runs int8 models)" ;;
+    tflite-runtime) RUNTIME_NOTE="tflite-runtime 2.14 (no LiteRT 1.4 wheel for $MACHINE Python $PYVER; int8 models run without XNNPACK, slowly)" ;;
+    *) RUNTIME_NOTE="LiteRT (ai-edge-litert) from PyPI" ;;
+esac
 case "$PLATFORM" in
     pi) say "platform: Raspberry Pi ($HOW$( [ -r /proc/device-tree/model ] && printf ': %s' "$(tr -d '\0' < /proc/device-tree/model)")); Python $PYVER"
-        say "  venv with --system-site-packages (apt's python3-picamera2 for csi://N), tflite-runtime with the system numpy" ;;
+        say "  venv with --system-site-packages (apt's python3-picamera2 for csi://N), $RUNTIME_NOTE with the system numpy" ;;
     jetson) say "platform: NVIDIA Jetson ($HOW$( [ -r /etc/nv_tegra_release ] && printf ': %s' "$(head -1 /etc/nv_tegra_release | cut -c1-60)")); Python $PYVER"
-        say "  LiteRT from PyPI; JetPack's OpenCV (GStreamer, nvarguscamerasrc) is used for csi://N when present" ;;
+        say "  $RUNTIME_NOTE; JetPack's OpenCV (GStreamer, nvarguscamerasrc) is used for csi://N when present" ;;
     generic) say "platform: generic $(uname -m) Linux ($HOW); Python $PYVER"
         say "  isolated venv, LiteRT (ai-edge-litert) from PyPI" ;;
 esac
@@ -132,13 +143,10 @@ PKGS=()
 "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1 || PKGS+=("python3-venv")
 SYSTEM_SITE=0
 CONSTRAINTS=""
-EXTRAS=""
-BACKEND=""
 if [ "$PLATFORM" = pi ]; then
     SYSTEM_SITE=1
-    EXTRAS="[tflite]"
-    BACKEND="tflite-runtime"
-    # tflite-runtime 2.14 is built against numpy 1.x; OpenCV >= 4.12 wants numpy 2
+    # apt's numpy 1.x (picamera2 is built against it; so is the tflite-runtime fallback); OpenCV >= 4.12
+    # wants numpy 2
     CONSTRAINTS=$'numpy<2\nopencv-python-headless<4.12'
     "$PYTHON" -c 'import numpy' >/dev/null 2>&1 || PKGS+=("python3-numpy")
     "$PYTHON" -c 'import systemd.journal' >/dev/null 2>&1 || { apt_has python3-systemd && PKGS+=("python3-systemd"); }
@@ -220,7 +228,18 @@ else
     SPEC="edgepose$EXTRAS"
     say "installing $SPEC from the package index into $VENV"
 fi
-"${PIP[@]}" "${PIP_ARGS[@]}" "$SPEC" || die 69 "pip install $SPEC failed (see the lines above)"
+install_edgepose() {  # SPEC [REQUIREMENT]
+    [ -z "${2:-}" ] || say "  with $2"
+    "${PIP[@]}" "${PIP_ARGS[@]}" "$@"
+}
+if ! install_edgepose "$SPEC" ${RUNTIME_REQ:+"$RUNTIME_REQ"}; then
+    [ "$PLATFORM" = pi ] && [ "$BACKEND" = litert ] || die 69 "pip install $SPEC $RUNTIME_REQ failed (see the lines above)"
+    # e.g. an offline bundle (--from DIR --offline) made before LiteRT was the Pi's runtime
+    say "note: $RUNTIME_REQ could not be installed (see the lines above); falling back to tflite-runtime 2.14:"
+    say "  int8 models run without XNNPACK (18-40x slower); add the LiteRT wheel and run the installer again"
+    SPEC="${SPEC/edgepose/edgepose[tflite]}" BACKEND=tflite-runtime
+    install_edgepose "$SPEC" || die 69 "pip install $SPEC failed (see the lines above)"
+fi
 if [ "${JETSON_SYSTEM_CV2:-0}" = 1 ]; then
     "${PIP[@]}" uninstall -y -q opencv-python-headless >/dev/null 2>&1 || true
 fi
@@ -265,7 +284,7 @@ EOF
     say "wrote $CONFIG"
 fi
 # the effective config must load (exit 78 with the reason otherwise) and names the model to fetch
-read -r CFG_MODEL CFG_MIRROR < <("$VENV/bin/python" - "$CONFIG" <<'EOF'
+read -r CFG_MODEL CFG_MIRROR CFG_BACKEND < <("$VENV/bin/python" - "$CONFIG" <<'EOF'
 import sys
 from edgepose.core import config
 from edgepose.core.errors import EdgeposeError
@@ -274,9 +293,13 @@ try:
 except EdgeposeError as e:
     print(f"edgepose-install: error: {e}", file=sys.stderr)
     sys.exit(e.exit_code)
-print(cfg.model.name, cfg.model.mirror or "-")
+print(cfg.model.name, cfg.model.mirror or "-", cfg.runtime.backend)
 EOF
 ) || die 78 "fix $CONFIG and run the installer again"
+if [ -n "$BACKEND" ] && [ "$CFG_BACKEND" != auto ] && [ "$CFG_BACKEND" != "$BACKEND" ]; then
+    say "note: $CONFIG says runtime.backend = \"$CFG_BACKEND\"; this installation's runtime is $BACKEND:"
+    say "  set runtime.backend = \"$BACKEND\" there (int8 models need LiteRT for XNNPACK), then: systemctl restart edgepose"
+fi
 
 # --- model --------------------------------------------------------------------
 MIRROR="$CFG_MIRROR"; [ "$MIRROR" = "-" ] && MIRROR=""
@@ -285,11 +308,11 @@ say "model $CFG_MODEL -> $MODELS${MIRROR:+ (from $MIRROR)}"
 "$VENV/bin/python" - "$CFG_MODEL" "$MODELS" "$MIRROR" <<'EOF' || die 69 "could not fetch model $CFG_MODEL"
 import sys
 from pathlib import Path
-from edgepose.models import registry as models
+from edgepose.models import registry
 from edgepose.core.errors import EdgeposeError
 name, cache, mirror = sys.argv[1:]
 try:
-    path = models.resolve(name, cache_dir=Path(cache), mirror=mirror)
+    path = registry.resolve(name, cache_dir=Path(cache), mirror=mirror)
 except EdgeposeError as e:
     print(f"edgepose-install: error: {e}", file=sys.stderr)
     sys.exit(e.exit_code)

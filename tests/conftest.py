@@ -48,6 +48,16 @@ def cli_env(model_dir) -> dict:
     return env
 
 
+@pytest.fixture(scope="session")
+def tiny_int8(tmp_path_factory) -> Path:
+    """A small fully int8 heatmap model built in the session (models_util.tiny_int8_model; needs TensorFlow)."""
+    from models_util import tensorflow_available, tiny_int8_model
+
+    if not tensorflow_available():
+        pytest.skip("TensorFlow is not installed (pip install -e '.[convert]')")
+    return tiny_int8_model(tmp_path_factory.mktemp("tiny-int8") / "model.tflite")
+
+
 @pytest.fixture
 def edgepose_env(model_cache) -> dict:
     return cli_env(model_cache)

@@ -164,3 +164,30 @@ def run_graph(graph_def, output: str, images) -> np.ndarray:
         tf.compat.v1.import_graph_def(graph_def, name="")
     with tf.compat.v1.Session(graph=g) as s:
         return np.concatenate([s.run(output + ":0", {"image:0": x[None].astype(np.float32)}) for x in images])
+
+
+def tiny_int8_model(path: Path, size: int = 96, keypoints: int = 14) -> Path:
+    """A small, fully int8 heatmap model ([1, size, size, 3] int8 in, [1, size/4, size/4, K] int8 out),
+    converted by the real TensorFlow converter in a few seconds (random weights, fixed seed): for
+    runtime and XNNPACK checks, not for accuracy. Under LiteRT, XNNPACK takes it in one partition."""
+    import tensorflow as tf
+
+    tf.keras.utils.set_random_seed(0)
+    layers = tf.keras.layers
+    inp = tf.keras.Input((size, size, 3), batch_size=1)
+    x = layers.Conv2D(16, 3, strides=2, padding="same", activation="relu")(inp)
+    x = layers.DepthwiseConv2D(3, padding="same", activation="relu")(x)
+    x = layers.Conv2D(24, 1, strides=2, padding="same", activation="relu")(x)
+    x = layers.Conv2D(keypoints, 1, padding="same")(x)
+    conv = tf.lite.TFLiteConverter.from_keras_model(tf.keras.Model(inp, x))
+    rng = np.random.default_rng(0)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([rng.uniform(0, 255, (1, size, size, 3)).astype(np.float32)]
+                                           for _ in range(16))
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = tf.int8
+    conv.inference_output_type = tf.int8
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(conv.convert())
+    return path
+

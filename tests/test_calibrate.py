@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import stat
+import types
 
 import pytest
 
@@ -23,6 +24,7 @@ from edgepose.daemon import board
 from edgepose.core import config as config_mod
 from edgepose.models import registry
 from edgepose.core.errors import ConfigError, ModelError, RuntimeMissingError, UsageError
+from edgepose.inference.engine import Engine, Runtime, load_runtime
 
 from conftest import MIRROR, REPO, VIDEOS, error_lines, run_cli, run_cli_inproc
 
@@ -531,3 +533,36 @@ def test_writing_a_locally_built_choice_warns_when_the_service_cache_lacks_it(ed
     assert "chosen: hourglass-int8" in r.stdout
     assert f"hourglass-int8 is not in the model cache {tmp_path / 'service-cache'}" in r.stdout
     assert _flat(target.read_text())[("model", "name")] == "hourglass-int8"
+
+
+def test_int8_rows_on_a_runtime_without_int8_xnnpack_say_why(tiny_int8, model_cache):
+    """calibrate-fps with an int8 model on a runtime whose XNNPACK takes no int8 operators.
+
+    tflite-runtime 2.14 needs numpy<2 and cannot be imported in this process, so a runtime object
+    standing in for it is injected: LiteRT's real interpreter with its default delegates (XNNPACK)
+    left out, named tflite-runtime 2.14.0 -- XNNPACK then takes none of the int8 ops, as the real
+    tflite-runtime does (tests/test_delegation.py checks the real one, in its own venv)."""
+    m = load_runtime("litert").module
+    no_xnnpack = types.SimpleNamespace(OpResolverType=m.OpResolverType, Interpreter=lambda **kw: m.Interpreter(
+        **{**kw, "experimental_op_resolver_type": m.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}))
+    stand_in = Runtime("tflite-runtime", "2.14.0", no_xnnpack)
+    cfg = _cfg(model_cache, source="synthetic", model=str(tiny_int8))
+    opts = cal.Options(plan=TINY, threads=[1], xnnpack=(True,), allow_unverified=True)
+    rep = cal.calibrate(cfg, opts, engine_factory=lambda path, **kw: Engine(path, runtime=stand_in, **kw))
+    _check_schema(rep)
+    x = rep["candidates"][0]["xnnpack_delegation"]
+    assert x["int8_ops"] == x["total_ops"] > 0 and x["int8_delegated"] == x["delegated_ops"] == 0
+    slow = [w for w in rep["warnings"] if "is slow here" in w]
+    assert len(slow) == 1 and "ai-edge-litert>=1.4,<1.5" in slow[0] and 'runtime.backend = "litert"' in slow[0]
+    table = cal.format_table(rep)
+    assert f"on 0/{x['total_ops']}" in table and f"warning: {slow[0]}" in table
+
+
+def test_xnnpack_column_shows_the_ops_it_took(model_cache):
+    cfg = _cfg(model_cache, source="synthetic")
+    rep = cal.calibrate(cfg, cal.Options(plan=TINY, threads=[1]))
+    x = next(c for c in rep["candidates"] if c["xnnpack"])["xnnpack_delegation"]
+    assert x["partitions"] == 1 and x["delegated_ops"] == x["total_ops"] > 0  # hourglass whole under LiteRT
+    assert next(c for c in rep["candidates"] if not c["xnnpack"])["xnnpack_delegation"] is None
+    table = cal.format_table(rep)
+    assert f"on {x['total_ops']}/{x['total_ops']}" in table and not [w for w in rep["warnings"] if "slow" in w]

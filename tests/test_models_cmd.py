@@ -370,7 +370,8 @@ def test_info_on_upstream_models(env, name, grid, flops):
     assert d["prepared"] and d["partitions"] == 1 and d["delegated_nodes"] == d["total_nodes"]
     assert info["size_bytes"] == registry.load_catalogue()[name].size
     text = run_cli_inproc(["models", "info", name], env).stdout
-    assert "xnnpack    1 partition(s)" in text and "GFLOP" in text
+    assert "xnnpack    1 partition, " in text and "GFLOP" in text
+    assert info["runtime"].startswith("litert ") and info["advice"] == ""
 
 
 def test_an_existing_file_with_another_suffix_is_a_path_not_a_catalogue_name(tmp_path, monkeypatch, cache):

@@ -84,6 +84,8 @@ def test_daemon_broker_down_at_start_restart_and_sigterm(tmp_path, long_folder, 
                 "version", "broker"):
         assert key in st, key
     assert st["broker"] == "connected" and st["model"] == "hourglass"
+    x = st["xnnpack_delegation"]  # XNNPACK takes the float hourglass whole under LiteRT
+    assert st["xnnpack"] and x["partitions"] == 1 and x["delegated_ops"] == x["total_ops"] > 0, x
 
     # broker restart mid-stream: availability back to online, poses resume
     n_avail = len(c.of("availability"))

@@ -122,6 +122,29 @@ def test_scripts_parse_and_have_help(script):
     assert ("--purge" if script == "uninstall.sh" else "--from DIR") in r.stdout
 
 
+LITERT_14 = "litert - ai-edge-litert>=1.4,<1.5"
+
+
+@pytest.mark.parametrize("board, machine, python, plan", [
+    ("pi", "aarch64", "3.11", LITERT_14),  # Raspberry Pi OS Bookworm 64-bit (the rehearsal's)
+    ("pi", "aarch64", "3.9", LITERT_14),  # Bullseye 64-bit
+    ("pi", "aarch64", "3.12", LITERT_14),
+    ("pi", "armv7l", "3.11", "tflite-runtime [tflite] -"),  # 32-bit Raspberry Pi OS: no LiteRT wheel
+    ("pi", "aarch64", "3.13", "tflite-runtime [tflite] -"),  # Trixie's Python: no LiteRT 1.4 wheel
+    ("jetson", "aarch64", "3.10", LITERT_14),  # JetPack 6 (Ubuntu 22.04)
+    ("jetson", "aarch64", "3.13", "- - -"),  # no 1.4 wheel: edgepose's own requirement, backend auto
+    ("generic", "x86_64", "3.11", "- - -"),
+    ("generic", "aarch64", "3.11", "- - -"),
+])
+def test_install_runtime_per_platform(board, machine, python, plan):
+    """The runtime install.sh puts into the venv and writes as runtime.backend (deploy/runtime.sh,
+    sourced by install.sh; the rehearsal installs the Pi row for real)."""
+    r = subprocess.run(["bash", "-c", '. "$0" && runtime_plan "$1" "$2" "$3"', str(DEPLOY / "runtime.sh"),
+                        board, machine, python], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == plan, (r.stdout, r.stderr)
+    assert '. "$HERE/runtime.sh"' in (DEPLOY / "install.sh").read_text()
+
+
 @pytest.mark.parametrize("args, code, message", [
     (["--bogus"], 64, "unknown option: --bogus"),
     (["--broker", "host:port:x"], 64, "--broker must be HOST, HOST:PORT or [IPv6]:PORT"),

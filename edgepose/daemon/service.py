@@ -217,7 +217,8 @@ class Daemon:
         model, engine = est.model, est.engine
         d = engine.describe()
         log.info("model %s (%s, %s family) on %s %s, %d thread(s), XNNPACK %s", model.name, model.path,
-                 model.family.name, d["backend"], d["backend_version"], d["threads"], "on" if d["xnnpack"] else "off")
+                 model.family.name, d["backend"], d["backend_version"], d["threads"],
+                 f"on ({engine.delegation.summary()})" if d["xnnpack"] and engine.delegation else "off")
         meta = make_meta(cfg.device_id, model.name, est.pipeline.names, engine.input_size,
                          model.grid, __version__, skeleton=model.skeleton, family=model.family.name)
         return model.name, engine, est.pipeline, meta
@@ -247,7 +248,7 @@ class Daemon:
             st.update({"dropped_frames": parts.source.dropped, "camera": parts.source.state,
                        "model": parts.model_name, "backend": d["backend"],
                        "backend_version": d["backend_version"], "xnnpack": d["xnnpack"],
-                       "threads": d["threads"]})
+                       "xnnpack_delegation": d["xnnpack_delegation"], "threads": d["threads"]})
         if self.last_reload is not None:
             st["reload"] = dict(self.last_reload)
         return st

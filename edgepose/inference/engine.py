@@ -8,7 +8,10 @@
   swapped);
 * dequantizes int8/uint8 outputs to float32 heatmaps;
 * applies XNNPACK by default with a thread count; if the delegate fails to
-  prepare, logs one warning and runs without it.
+  prepare, logs one warning and runs without it;
+* reports how much of the model XNNPACK took (``Engine.delegation``: partitions,
+  delegated ops of all ops, int8 ops) and warns once when an int8 model lands on
+  a runtime whose XNNPACK cannot take int8 operators (tflite-runtime 2.14).
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ import numpy as np
 
 from edgepose.core.errors import ModelError, RuntimeMissingError
 from edgepose.core.files import absent
+from edgepose.inference import delegation as delegation_mod
+from edgepose.inference.delegation import Delegation
 
 log = logging.getLogger(__name__)
 
@@ -99,20 +104,22 @@ class Signature:
     output_dtype: np.dtype
 
 
-def _interpreter(mod: Any, path: Path, **kwargs: Any) -> Any:
-    """``mod.Interpreter`` for ``path``; a missing or non-TFLite file is a ModelError (exit 65/66)."""
+def _interpreter(mod: Any, path: Path, **kwargs: Any) -> Tuple[Any, str]:
+    """``mod.Interpreter`` for ``path``, and what the runtime printed while making it (the XNNPACK
+    delegate's own lines); a missing or non-TFLite file is a ModelError (exit 65/66)."""
     if not path.is_file():
         raise ModelError(f"model file {path} {absent(path)}")
     try:
-        with native_info_to_log():
-            return mod.Interpreter(model_path=str(path), **kwargs)
+        with native_info_to_log() as native:
+            interp = mod.Interpreter(model_path=str(path), **kwargs)
+        return interp, native.text
     except (ValueError, RuntimeError) as e:
         raise ModelError(f"cannot load model {path}: not a valid TFLite model ({_first_line(e)})") from None
 
 
 def read_signature(model_path: Path, runtime: Optional[Runtime] = None, backend: str = "auto") -> Signature:
     """The input/output shapes and dtypes of a .tflite file (the first input and output)."""
-    interp = _interpreter((runtime or load_runtime(backend)).module, Path(model_path))
+    interp, _ = _interpreter((runtime or load_runtime(backend)).module, Path(model_path))
     ins, outs = interp.get_input_details(), interp.get_output_details()
     if not ins or not outs:
         raise ModelError(f"model {model_path} has no input or no output tensor")
@@ -147,6 +154,8 @@ class Engine:
         self.threads = threads or default_threads()
         self.xnnpack_requested = xnnpack
         self.xnnpack = False
+        self.delegation: Optional[Delegation] = None  # None: XNNPACK not requested (or not prepared)
+        self.int8_advice = ""  # why this int8 model is slow on this runtime, and the fix (logged once)
         self._interp = self._create(xnnpack)
         self.spec = self._inspect()
         self._in_index = self._interp.get_input_details()[0]["index"]
@@ -161,21 +170,27 @@ class Engine:
         kwargs: dict = {"num_threads": self.threads}
         if not xnnpack:
             kwargs["experimental_op_resolver_type"] = mod.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-        interp = _interpreter(mod, self.path, **kwargs)
+        interp, loaded = _interpreter(mod, self.path, **kwargs)
         self._check_declared_size(interp)
         try:
-            with native_info_to_log():
+            with native_info_to_log() as prepared:
                 interp.allocate_tensors()
-            self.xnnpack = xnnpack and _has_delegate(interp)
-            if xnnpack and not self.xnnpack:
-                log.warning("XNNPACK took no part of %s on %s %s; running on the built-in kernels",
-                            self.path.name, self.runtime.name, self.runtime.version)
         except RuntimeError as e:
             if not xnnpack:
                 raise ModelError(f"cannot prepare model {self.path}: {_first_line(e)}") from None
             log.warning("XNNPACK could not prepare %s (%s); running without it", self.path.name,
                         _first_line(e))
             return self._create(False)
+        if xnnpack:
+            self.delegation = delegation_mod.count(interp, loaded + prepared.text)
+            self.xnnpack = self.delegation.partitions > 0
+            self.int8_advice = delegation_mod.int8_advice(self.delegation, self.runtime.name,
+                                                          self.runtime.version)
+            if self.int8_advice:
+                log.warning("%s: %s", self.path.name, self.int8_advice)
+            elif not self.xnnpack:
+                log.warning("XNNPACK took no part of %s on %s %s; running on the built-in kernels",
+                            self.path.name, self.runtime.name, self.runtime.version)
         return interp
 
     def _check_declared_size(self, interp) -> None:
@@ -256,6 +271,7 @@ class Engine:
     def describe(self) -> dict:
         return {"backend": self.runtime.name, "backend_version": self.runtime.version,
                 "xnnpack": self.xnnpack, "threads": self.threads,
+                "xnnpack_delegation": self.delegation.to_status() if self.delegation else None,
                 "input": [self.spec.input_h, self.spec.input_w, 3],
                 "input_dtype": self.spec.input_dtype.name, "input_color": self.color,
                 "output": [self.spec.grid_h, self.spec.grid_w, self.spec.num_keypoints],
@@ -271,27 +287,35 @@ def declared_tensor_bytes(interp) -> int:
             count *= max(int(d), 1)
         total += count * np.dtype(t["dtype"]).itemsize
     return total
+class NativeLog:
+    """What the runtime printed on fd 2 inside :func:`native_info_to_log` (``text``, once it ended)."""
+
+    def __init__(self):
+        self.text = ""
 
 
 @contextlib.contextmanager
-def native_info_to_log():
+def native_info_to_log(passthrough: bool = True):
     """Route the runtime's native ``INFO: ...`` lines on stderr (``Created TensorFlow Lite XNNPACK
     delegate for CPU.``, printed by C++ on every load, no Python switch) to the debug log.
 
     File descriptor 2 points to a temporary file meanwhile; every other line
     written there (a warning from the runtime, a log line of another thread)
-    is passed on to the real stderr unchanged when the block ends.
+    is passed on to the real stderr unchanged when the block ends (unless
+    ``passthrough`` is False). Yields a :class:`NativeLog` that holds all of
+    it afterwards.
     """
+    captured = NativeLog()
     try:
         sys.stderr.flush()
         saved = os.dup(2)
     except (OSError, ValueError, AttributeError):  # no usable stderr: nothing to tidy
-        yield
+        yield captured
         return
     with tempfile.TemporaryFile() as tmp:
         os.dup2(tmp.fileno(), 2)
         try:
-            yield
+            yield captured
         finally:
             try:
                 sys.stderr.flush()
@@ -300,19 +324,12 @@ def native_info_to_log():
             os.dup2(saved, 2)
             os.close(saved)
             tmp.seek(0)
-            for line in tmp.read().decode("utf-8", "replace").splitlines(keepends=True):
+            captured.text = tmp.read().decode("utf-8", "replace")
+            for line in captured.text.splitlines(keepends=True):
                 if line.startswith("INFO: "):
                     log.debug("runtime: %s", line.strip())
-                else:
+                elif passthrough:
                     os.write(2, line.encode("utf-8", "replace"))
-
-
-def _has_delegate(interp) -> bool:
-    """Whether a delegate (XNNPACK) actually took nodes of the graph after allocation."""
-    try:
-        return any(op["op_name"] == "DELEGATE" for op in interp._get_ops_details())  # noqa: SLF001
-    except Exception:  # pragma: no cover - an op API missing from some runtime build
-        return True
 
 
 def _first_line(e: BaseException) -> str:

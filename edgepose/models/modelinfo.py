@@ -11,23 +11,18 @@ stayed outside XNNPACK).
 
 from __future__ import annotations
 
-import os
-import re
-import sys
-import tempfile
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from edgepose.inference.engine import Engine, Runtime, default_threads, load_runtime
+from edgepose.inference.delegation import Delegation, int8_advice
+from edgepose.inference.delegation import count as count_delegation
+from edgepose.inference.engine import Engine, Runtime, default_threads, load_runtime, native_info_to_log
 from edgepose.core.errors import ModelError
-
-_REPLACING = re.compile(r"Replacing (\d+) out of (\d+) node\(s\) with delegate \((\w+)\) node, "
-                        r"yielding (\d+) partitions")
 
 
 @dataclass(frozen=True)
@@ -36,19 +31,6 @@ class TensorInfo:
     shape: Tuple[int, ...]
     dtype: str
     quantization: Optional[Tuple[float, int]]  # (scale, zero point) or None for float
-
-
-@dataclass(frozen=True)
-class Delegation:
-    partitions: int  # XNNPACK delegate nodes (1 = the whole graph runs as one XNNPACK subgraph)
-    delegated_nodes: int
-    total_nodes: int
-    prepared: bool  # False: XNNPACK failed to prepare the graph
-    message: str = ""
-
-    @property
-    def whole(self) -> bool:
-        return self.prepared and self.partitions == 1 and self.delegated_nodes == self.total_nodes
 
 
 @dataclass(frozen=True)
@@ -63,31 +45,11 @@ class ModelInfo:
     quantized: str  # "float32", "int8", "float16 weights", "dynamic range (int8 weights)", ...
     delegation: Optional[Delegation] = None
     family: str = ""  # how its output becomes a pose (edgepose.models.resolved), "" if not known
+    runtime: str = ""  # "litert 1.4.0": delegation depends on how the runtime was built
+    advice: str = ""  # why an int8 model is slow on this runtime, and the fix ("" when it is not)
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-class _CaptureFd2:
-    """Redirect file descriptor 2 (where the C++ runtime logs) into a buffer."""
-
-    def __enter__(self):
-        sys.stderr.flush()
-        self._tmp = tempfile.TemporaryFile()
-        self._saved = os.dup(2)
-        os.dup2(self._tmp.fileno(), 2)
-        return self
-
-    def __exit__(self, *exc):
-        try:
-            sys.stderr.flush()
-        finally:
-            os.dup2(self._saved, 2)
-            os.close(self._saved)
-        self._tmp.seek(0)
-        self.text = self._tmp.read().decode("utf-8", "replace")
-        self._tmp.close()
-        return False
 
 
 def _interpreter(path: Path, runtime: Runtime, xnnpack: bool, threads: int):
@@ -104,51 +66,16 @@ def _interpreter(path: Path, runtime: Runtime, xnnpack: bool, threads: int):
 def delegation(path: Path, runtime: Optional[Runtime] = None, threads: int = 0) -> Delegation:
     """How XNNPACK partitions the graph (prepared with the default delegates, as the Engine does)."""
     runtime = runtime or load_runtime()
-    with _CaptureFd2() as cap:
+    with native_info_to_log(passthrough=False) as native:
         interp = _interpreter(Path(path), runtime, True, threads or default_threads())
         try:
             interp.allocate_tensors()
             error = ""
         except RuntimeError as e:
             error = str(e)
-    log_text = cap.text
     if error:
-        return Delegation(0, 0, 0, False, _summary(log_text + "\n" + error))
-    ops = interp._get_ops_details()  # noqa: SLF001 - the only op-level API of both runtimes
-    inputs = {d["index"] for d in interp.get_input_details()}
-    outputs = {d["index"] for d in interp.get_output_details()}
-    delegates = [o for o in ops if o["op_name"] == "DELEGATE"]
-    kept = undelegated_ops(ops, inputs, outputs)
-    total = len(ops) - len(delegates)
-    m = _REPLACING.search(log_text)
-    if m:
-        return Delegation(int(m.group(4)), int(m.group(1)), int(m.group(2)), True, m.group(0))
-    return Delegation(len(delegates), total - len(kept) if delegates else 0, total, True)
-
-
-def undelegated_ops(ops: List[dict], graph_inputs: set, graph_outputs: set) -> List[dict]:
-    """The original ops the runtime still executes itself after delegation.
-
-    Walks back from every delegate input and graph output that no delegate
-    produces, through the producing ops, until delegate outputs, graph inputs
-    or constants are reached.
-    """
-    delegates = [o for o in ops if o["op_name"] == "DELEGATE"]
-    d_out = {int(t) for o in delegates for t in o["outputs"]}
-    d_in = {int(t) for o in delegates for t in o["inputs"]}
-    producer = {int(t): o for o in ops if o["op_name"] != "DELEGATE" for t in o["outputs"]}
-    if not delegates:
-        return [o for o in ops]
-    todo = [t for t in (d_in | set(graph_outputs)) if t not in d_out and t not in graph_inputs and t in producer]
-    found: Dict[int, dict] = {}
-    while todo:
-        op = producer[todo.pop()]
-        if op["index"] in found:
-            continue
-        found[op["index"]] = op
-        todo += [int(i) for i in op["inputs"]
-                 if i >= 0 and int(i) not in d_out and int(i) not in graph_inputs and int(i) in producer]
-    return sorted(found.values(), key=lambda o: o["index"])
+        return Delegation(0, 0, 0, False, _summary(native.text + "\n" + error))
+    return count_delegation(interp, native.text)
 
 
 def _summary(text: str) -> str:
@@ -220,8 +147,9 @@ def inspect(path: Path, runtime: Optional[Runtime] = None, with_delegation: bool
         outputs=[tinfo(t) for t in interp.get_output_details()],
         ops=dict(hist.most_common()), flops=int(flops), weight_dtypes=dict(wd),
         quantized=_kind(acts, wd),
-        delegation=delegation(path, runtime) if with_delegation else None)
-    return info
+        delegation=delegation(path, runtime) if with_delegation else None,
+        runtime=f"{runtime.name} {runtime.version}")
+    return replace(info, advice=int8_advice(info.delegation, runtime.name, runtime.version))
 
 
 def _kind(activations: Counter, weights: Counter) -> str:
@@ -277,8 +205,9 @@ def format_info(info: ModelInfo) -> str:
         if not d.prepared:
             lines.append(f"xnnpack    FAILED to prepare ({d.message}); runs without XNNPACK")
         else:
-            lines.append(f"xnnpack    {d.partitions} partition(s), {d.delegated_nodes} of {d.total_nodes} "
-                         f"nodes delegated")
+            lines.append(f"xnnpack    {d.summary()} on {info.runtime}")
+    if info.advice:
+        lines.append(f"warning    {info.advice}")
     lines.append("ops        " + ", ".join(f"{k} {v}" for k, v in info.ops.items()))
     if info.family:
         lines.append(f"family     {info.family}")

@@ -86,6 +86,8 @@ def calibrate(cfg: config_mod.Config, opts: Options = Options(), probe: Optional
                         f"and run again")
     if choice.result.throttled:
         warnings.append("the chosen configuration itself was measured while throttled")
+    warnings += list(dict.fromkeys(f"{r.candidate.variant.name} is slow here: {s.int8_advice}"
+                                   for r in results for s in r.slices if s.int8_advice))
     return build_report(results, choice, skipped, info, family, opts.plan, time.monotonic() - t0, bench.samples,
                         board.board_name(board_root), default_threads(), warnings)
 

@@ -43,6 +43,7 @@ REPORT_SCHEMA: Dict[str, Any] = {
                 "model": {"type": "string"}, "variant": {"type": "string"},
                 "threads": {"type": "integer", "minimum": 1}, "xnnpack": {"type": "boolean"},
                 "xnnpack_active": {"type": ["boolean", "null"]}, "backend": {"type": ["string", "null"]},
+                "xnnpack_delegation": {"type": ["object", "null"]},
                 "verified": {"type": "boolean"}, "verification": {"type": "string"},
                 "fps": {"type": "number", "minimum": 0}, "fps_rounds": {"type": "array", "items": {"type": "number"}},
                 "frames": {"type": "integer", "minimum": 0},
@@ -81,6 +82,7 @@ def result_dict(r: Result) -> Dict[str, Any]:
     return {**_config_dict(c),
             "xnnpack_active": last.xnnpack_active if last else None,
             "backend": last.backend if last else None,
+            "xnnpack_delegation": last.xnnpack_ops if last else None,
             "verified": c.variant.verified, "verification": c.variant.why,
             "fps": round(r.fps, 2), "fps_rounds": [round(s.fps, 2) for s in (r.finals or r.slices)],
             "frames": sum(s.frames for s in r.slices),
@@ -145,7 +147,9 @@ def format_table(report: Dict[str, Any]) -> str:
             mark = f"failed: {c['error']}"
         if c["throttled"]:
             mark += " THROTTLED"
-        rows.append((c["model"], str(c["threads"]), "on" if c["xnnpack"] else "off",
+        x = c.get("xnnpack_delegation")
+        rows.append((c["model"], str(c["threads"]),
+                     "off" if not c["xnnpack"] else f"on {x['delegated_ops']}/{x['total_ops']}" if x else "on",
                      f"{c['fps']:.1f}" if c["stage"] != "failed" else "-",
                      _ms(lat["capture"]), _ms(lat["preprocess"]), _ms(lat["infer"], True), _ms(lat["decode"]),
                      _ms(lat["total"], True), "yes" if c["verified"] else "NO", mark.strip()))
@@ -160,7 +164,8 @@ def format_table(report: Dict[str, Any]) -> str:
     unverified = {c["model"]: c["verification"] for c in report["candidates"] if not c["verified"]}
     for name, why in unverified.items():
         lines.append(f"not verified: {name}: {why}")
-    lines.append("latency in ms (p50, or p50/p95); fps = sustained frames per second of the whole pipeline")
+    lines.append("latency in ms (p50, or p50/p95); fps = sustained frames per second of the whole pipeline; "
+                 "xnnpack on N/M: XNNPACK took N of the model's M ops")
     th = report["thermal"]
     if th["available"] or th["temp_c_max"] is not None:
         temp = f", max {th['temp_c_max']:.1f} C" if th["temp_c_max"] is not None else ""

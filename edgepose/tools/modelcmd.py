@@ -132,12 +132,14 @@ def _pull(args, cfg, cache: Path, mirror: str) -> int:
 
 
 def _info(args, cfg, cache: Path, mirror: str) -> int:
+    from edgepose.inference.engine import load_runtime
     from edgepose.models import modelinfo
 
     path = registry.resolve(args.name, cache_dir=cache, mirror=mirror, progress=registry.stderr_progress())
     if path.suffix == ".pb":
         raise UsageError(f"{path} is a frozen TensorFlow graph; `info` reads .tflite models")
-    info = dataclasses.replace(modelinfo.inspect(path), family=_family(args.name, path))
+    info = dataclasses.replace(modelinfo.inspect(path, load_runtime(cfg.runtime.backend)),  # the daemon's runtime
+                               family=_family(args.name, path))
     if args.json:
         _out(json.dumps(info.to_dict(), indent=1) + "\n")
     else:

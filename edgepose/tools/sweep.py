@@ -312,6 +312,8 @@ class Slice:
     throttled: bool = False
     reasons: Tuple[str, ...] = ()
     temp_c: Tuple[Optional[float], Optional[float]] = (None, None)
+    xnnpack_ops: Optional[Dict[str, int]] = None  # Delegation.to_status() of the engine
+    int8_advice: str = ""  # Engine.int8_advice: why an int8 model is slow on this runtime
 
 
 def load_candidate(cand: Candidate, cfg: config_mod.Config,
@@ -363,7 +365,8 @@ def measure(pipe: pipeline_mod.Pipeline, source: FrameSource, seconds: float, wa
             break
     elapsed = t2 - start
     engine = pipe.engine
-    return Slice(n / elapsed, n, elapsed, lat, setup_s, engine.xnnpack, engine.runtime.name)
+    return Slice(n / elapsed, n, elapsed, lat, setup_s, engine.xnnpack, engine.runtime.name,
+                 xnnpack_ops=engine.describe()["xnnpack_delegation"], int8_advice=engine.int8_advice)
 
 
 class Bench:

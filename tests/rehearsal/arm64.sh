@@ -2,7 +2,7 @@
 # Deploy rehearsal on Debian 12 (bookworm) arm64 with a real systemd.
 #
 #   sudo tests/rehearsal/arm64.sh [--root-only] [--keep] [--model NAME] [--platform pi|generic]
-#                                 [--arch arm64|amd64]
+#                                 [--arch arm64|amd64] [--int8 MODEL.tflite]
 #
 # `--arch amd64` (with --platform generic) runs the same rehearsal natively on
 # an x86_64 host: no emulation, so seccomp-based hardening is enforced.
@@ -19,7 +19,12 @@
 #    systemd watchdog restart it; `systemctl reload` with a broken config is
 #    logged and the service keeps running; `systemctl stop` publishes `offline` and the
 #    journal shows a clean exit; deploy/uninstall.sh --purge leaves nothing
-#    behind.
+#    behind;
+# 5. the runtime install.sh chose (the Pi path: LiteRT 1.4, runtime.backend = "litert",
+#    no tflite-runtime); with --int8 MODEL.tflite (an int8 heatmap model: test_rehearsal.py
+#    builds a small one) `edgepose models info --json` in the root shows XNNPACK took it whole,
+#    in one partition, with every int8 operator (and prints the float model's delegation), and
+#    the service, switched to it, publishes poses and an `xnnpack_delegation` status.
 #
 # Every step is printed with its wall time.  Needs root.  The debootstrap root
 # is cached in $EDGEPOSE_REHEARSAL_CACHE (default /var/cache/edgepose-rehearsal)
@@ -45,9 +50,10 @@ PACKAGES="systemd,systemd-sysv,dbus,python3-venv,ca-certificates,procps"
 RECIPE=3   # bump when the root preparation below changes
 MODEL=hourglass
 # Raspberry Pi OS is the main target: install.sh's Pi path (venv with system
-# site packages, apt numpy, tflite-runtime).  `--platform generic` takes the
-# LiteRT path instead (ai-edge-litert 2.3.0 crashed under qemu 7.2 here).
+# site packages, apt numpy, LiteRT 1.4: deploy/runtime.sh).  `--platform generic`
+# takes the generic path (isolated venv, newest LiteRT).
 PLATFORM=pi
+INT8=""
 STALL=25
 ROOT_ONLY=0
 KEEP=0
@@ -58,6 +64,7 @@ while [ $# -gt 0 ]; do
         --model) MODEL="$2"; shift ;;
         --platform) PLATFORM="$2"; shift ;;
         --arch) ARCH="$2"; shift ;;
+        --int8) INT8="$2"; shift ;;
         -h|--help) sed -n '2,/^set -eEuo/p' "$0" | sed '$d'; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 64 ;;
     esac
@@ -243,6 +250,11 @@ out.release()
 PY
 chmod 0644 "$ROOT/srv/edgepose/clip.mp4"
 ok "$(du -h "$ROOT/srv/edgepose/clip.mp4" | cut -f1)"
+if [ -n "$INT8" ]; then
+    [ -f "$INT8" ] || die "--int8 $INT8 is not a file"
+    install -m 0644 "$INT8" "$ROOT/srv/edgepose/tiny-int8.tflite"
+    ok "int8 model $INT8 -> /srv/edgepose/tiny-int8.tflite"
+fi
 
 step "broker: mosquitto on the host (the root shares the host network)"
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -324,6 +336,22 @@ seccomp=$(in_root sed -n 's/^Seccomp:[[:space:]]*//p' "/proc/$mainpid/status")
 ok "active; verify clean; exposure $exposure; seccomp mode of the main process: $seccomp (2 = filters on; qemu-user: 0); $(in_root systemctl show -p StatusText --value edgepose)"
 in_root journalctl -u edgepose -o cat --no-pager | grep -E 'model|source|first pose' | sed -u 's/^/   | /' || true
 
+no_int8_warning() {  # the warning of a runtime whose XNNPACK cannot take int8 operators
+    local journal; journal=$(in_root journalctl -u edgepose -o cat --no-pager)
+    if grep -q 'int8 operators' <<<"$journal"; then die "the service warned about int8 operators"; fi
+}
+step "check: the TFLite runtime install.sh chose for --platform $PLATFORM (deploy/runtime.sh)"
+cfg_backend=$(in_root sed -n 's/^backend = "\(.*\)"$/\1/p' /etc/edgepose/edgepose.toml)
+runtime=$(in_root /opt/edgepose/venv/bin/python -c 'from edgepose.inference.engine import load_runtime; r = load_runtime(); print(r.name, r.version)')
+if [ "$PLATFORM" = pi ]; then
+    [ "$cfg_backend" = litert ] || die "runtime.backend is '$cfg_backend', expected litert on the Pi path"
+    case "$runtime" in "litert 1.4."*) ;; *) die "the venv's runtime is '$runtime', expected LiteRT 1.4.x" ;; esac
+    ! in_root /opt/edgepose/venv/bin/python -c 'import tflite_runtime' 2>/dev/null \
+        || die "tflite-runtime is installed on the Pi path (it is only the fallback where LiteRT has no wheel)"
+fi
+no_int8_warning
+ok "runtime.backend = ${cfg_backend:-auto}; the venv's runtime: $runtime$( [ "$PLATFORM" = pi ] && echo '; no tflite-runtime')"
+
 step "check: poses from the service arrive on MQTT (edgepose/rehearsal/pose)"
 mosquitto_sub -h 127.0.0.1 -p "$PORT" -t edgepose/rehearsal/pose -C 3 -W 90 > "$RUN/poses.json" \
     || die "fewer than 3 poses within 90 s"
@@ -366,10 +394,16 @@ step "check: systemctl reload (SIGHUP) keeps running; a broken config is logged 
 in_root cp /etc/edgepose/edgepose.toml /root/edgepose.toml.good
 in_root sed -i 's/^port = .*/port = "not a number"/' /etc/edgepose/edgepose.toml
 in_root systemctl reload edgepose
-sleep 8
+# the daemon reads the file between frames: on a loaded machine an emulated frame takes 10 s or more
+reported=0
+for _ in $(seq 45); do
+    sleep 2
+    if in_root journalctl -u edgepose --no-pager -o cat | grep 'SIGHUP: keeping the running configuration' >/dev/null; then
+        reported=1; break
+    fi
+done
 in_root cp /root/edgepose.toml.good /etc/edgepose/edgepose.toml
-in_root journalctl -u edgepose --no-pager -o cat | grep -q 'SIGHUP: keeping the running configuration' \
-    || die "a broken config on reload was not reported"
+[ "$reported" = 1 ] || die "a broken config on reload was not reported within 90 s"
 in_root journalctl -u edgepose --no-pager -o cat | grep 'SIGHUP' | tail -1 | sed -u 's/^/   | /' || true
 [ "$(in_root systemctl is-active edgepose || true)" = active ] || die "not active after reload"
 ok "still active after the reload"
@@ -389,6 +423,45 @@ newpid=$(in_root systemctl show -p MainPID --value edgepose)
 mosquitto_sub -h 127.0.0.1 -p "$PORT" -t edgepose/rehearsal/pose -C 1 -W 90 >/dev/null || die "no pose after calibrate-fps --apply"
 ok "saved $(in_root sed -n 's/^\(threads\|max_fps\|xnnpack\) = /\1=/p' /etc/edgepose/edgepose.toml | tr '\n' ' ')to /etc/edgepose/edgepose.toml (root:edgepose 640 kept); restarted as pid $newpid; poses flow"
 
+if [ -n "$INT8" ]; then
+step "check: XNNPACK takes the int8 model whole (edgepose models info --json in the root); the service runs it"
+in_root edgepose models --config /etc/edgepose/edgepose.toml info /srv/edgepose/tiny-int8.tflite --json > "$RUN/int8.json" \
+    || die "edgepose models info of the int8 model failed"
+in_root edgepose models --config /etc/edgepose/edgepose.toml info "$MODEL" --json > "$RUN/float.json" \
+    || die "edgepose models info $MODEL failed"
+python3 - "$RUN/int8.json" "$RUN/float.json" "$MODEL" <<'PY' || die "XNNPACK did not take the int8 model whole"
+import json, sys
+q, f = (json.load(open(p)) for p in sys.argv[1:3])
+d = q["delegation"]
+assert q["quantized"] == "int8" and q["runtime"].startswith("litert "), (q["quantized"], q["runtime"])
+assert d["prepared"] and d["partitions"] == 1 and d["delegated_nodes"] == d["total_nodes"], d
+assert d["int8_nodes"] > 0 and d["int8_delegated"] == d["int8_nodes"] and q["advice"] == "", (d, q["advice"])
+g = f["delegation"]
+print(f"   ok: int8 model on {q['runtime']}: {d['partitions']} XNNPACK partition, {d['delegated_nodes']} of "
+      f"{d['total_nodes']} ops, {d['int8_delegated']} of {d['int8_nodes']} int8 ops; float {sys.argv[3]} "
+      f"({f['quantized']}): {g['partitions']} partition(s), {g['delegated_nodes']} of {g['total_nodes']} ops")
+PY
+in_root sed -i 's|^name = .*|name = "/srv/edgepose/tiny-int8.tflite"|' /etc/edgepose/edgepose.toml
+in_root systemctl restart edgepose
+in_root journalctl -u edgepose -o cat --no-pager | grep 'model tiny-int8' | tail -1 | sed -u 's/^/   | /' || true
+mosquitto_sub -h 127.0.0.1 -p "$PORT" -t edgepose/rehearsal/pose -C 3 -W 90 > "$RUN/int8-poses.json" \
+    || die "fewer than 3 poses from the int8 model within 90 s"
+mosquitto_sub -h 127.0.0.1 -p "$PORT" -t edgepose/rehearsal/status -C 4 -W 40 > "$RUN/int8-status.json" || true
+python3 - "$RUN/int8-poses.json" "$RUN/int8-status.json" <<'PY' || die "bad poses or status from the int8 model"
+import json, sys
+ps = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+assert len(ps) == 3 and all(p["model"] == "tiny-int8" and len(p["keypoints"]) == 14 for p in ps), ps
+st = [s for s in (json.loads(l) for l in open(sys.argv[2]) if l.strip()) if s.get("model") == "tiny-int8"]
+assert st, "no status of the int8 model"
+x = st[-1]["xnnpack_delegation"]
+assert st[-1]["xnnpack"] and x["partitions"] == 1 and x["delegated_ops"] == x["total_ops"], x
+assert x["int8_ops"] > 0 and x["int8_delegated"] == x["int8_ops"], x
+print(f"   ok: 3 poses from tiny-int8, infer {ps[-1]['latency_ms']['infer']:.0f} ms/frame; status "
+      f"xnnpack_delegation {json.dumps(x)}")
+PY
+no_int8_warning
+fi
+
 step "upgrade: deploy/install.sh run from a source checkout (git clone + sudo deploy/install.sh, no --from)"
 mkdir -p "$ROOT/root/edgepose-src"  # the tracked files, as a clone has them
 git -C "$REPO" ls-files -z | (cd "$REPO" && tar --null -T - -cf -) | tar -xf - -C "$ROOT/root/edgepose-src"
@@ -397,7 +470,7 @@ in_root bash /root/edgepose-src/deploy/install.sh --platform "$PLATFORM" 2>&1 | 
 [ "${PIPESTATUS[0]}" = 0 ] || die "install.sh from the source checkout failed"
 grep -q "from the source checkout /root/edgepose-src" "$RUN/upgrade.log" || die "install.sh did not install the checkout"
 grep -q "keeping the existing /etc/edgepose/edgepose.toml" "$RUN/upgrade.log" || die "the config was not kept"
-litter=$(cd "$ROOT/root/edgepose-src" && find . -name '*.egg-info' -o -name build -o -name __pycache__ | head -3)
+litter=$(cd "$ROOT/root/edgepose-src" && find . -name '*.egg-info' -o -path ./build -o -name __pycache__ | head -3)  # (edgepose/build is a package)
 [ -z "$litter" ] || die "the build left files in the checkout: $litter"
 newpid=$(in_root systemctl show -p MainPID --value edgepose)
 [ "$(in_root systemctl is-active edgepose || true)" = active ] && [ "$newpid" != "$pid" ] \
