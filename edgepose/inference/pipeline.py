@@ -3,9 +3,11 @@
 :class:`Pipeline` is built from injected parts, so tests and benchmarks can
 swap any of them:
 
-* a *box policy* (``crop_box(frame_w, frame_h) -> Box``, ``update(pose)`` and ``reset()``):
-  :class:`WholeFrame` feeds the whole frame; ``tracking.Tracker`` crops around
-  the previous confident pose;
+* a *box policy* (``locate(look, frame_w, frame_h, still) -> Located`` and ``reset()``):
+  it decides which crops of a frame the model sees (``look(box)`` runs the model on one) and
+  whether the frame starts a new track; :class:`WholeFrame` feeds the whole frame once;
+  ``tracking.Tracker`` crops around the previous confident pose, refines stills and new tracks,
+  and searches again at once when the crop loses the person;
 * a *decoder* (see :mod:`edgepose.inference.decode`);
 * a *smoother* (``__call__(pose, ts) -> Pose`` and ``reset()``), or ``None``.
 """
@@ -22,15 +24,14 @@ import numpy as np
 from edgepose.inference.decode import Decoder, argmax_decoder, decode_pose
 from edgepose.core.geometry import Box, CropTransform, whole_frame_box
 from edgepose.core.pose import KEYPOINT_NAMES, Pose
+from edgepose.inference.tracking import Located, Look
 
 if TYPE_CHECKING:  # the resolved model imports this package's engine and decoders
     from edgepose.models.resolved import ResolvedModel
 
 
 class BoxPolicy(Protocol):
-    def crop_box(self, frame_w: int, frame_h: int) -> Box: ...
-
-    def update(self, pose: Pose, transform: CropTransform) -> None: ...
+    def locate(self, look: Look, frame_w: int, frame_h: int, still: bool = False) -> Located: ...
 
     def reset(self) -> None: ...
 
@@ -52,6 +53,10 @@ class WholeFrame:
 
     def update(self, pose: Pose, transform: CropTransform) -> None:
         pass
+
+    def locate(self, look: Look, frame_w: int, frame_h: int, still: bool = False) -> Located:
+        pose, t = look(self.crop_box(frame_w, frame_h))
+        return Located(pose, t, 1, new_track=False)
 
     def reset(self) -> None:
         pass
@@ -87,6 +92,7 @@ class FrameResult:
     pose: Pose
     transform: CropTransform
     latency_ms: Dict[str, float]
+    passes: int = 1  # model runs spent on the frame (stills are refined, a lost track searched again)
 
 
 class Pipeline:
@@ -118,28 +124,37 @@ class Pipeline:
         found on the whole frame and not smoothed with the previous one.
         """
         c = self.clock
-        t0 = c()
         if still:
             self.reset()
         fh, fw = frame.shape[:2]
         in_w, in_h = self.engine.input_size
-        transform = CropTransform(self.box_policy.crop_box(fw, fh), in_w, in_h)
-        crop_to_input(frame, transform, out=self._buf)
-        self.engine.set_input(self._buf)
-        t1 = c()
-        self.engine.invoke()
-        heatmaps = self.engine.output()
+        spent = {"preprocess": 0.0, "infer": 0.0, "decode": 0.0}
+
+        def look(box: Box) -> "tuple[Pose, CropTransform]":
+            t0 = c()
+            transform = CropTransform(box, in_w, in_h)
+            crop_to_input(frame, transform, out=self._buf)
+            self.engine.set_input(self._buf)
+            t1 = c()
+            self.engine.invoke()
+            heatmaps = self.engine.output()
+            t2 = c()
+            pose = decode_pose(heatmaps, transform, self.names, self.threshold, self.decoder)
+            spent["preprocess"] += (t1 - t0) * 1e3
+            spent["infer"] += (t2 - t1) * 1e3
+            spent["decode"] += (c() - t2) * 1e3
+            return pose, transform
+
+        found = self.box_policy.locate(look, fw, fh, still)
+        pose = found.pose
         t2 = c()
-        pose = decode_pose(heatmaps, transform, self.names, self.threshold, self.decoder)
-        self.box_policy.update(pose, transform)
         if self.smoother is not None and not still:
+            if found.new_track or not pose.present:  # a new or lost person must not drag the next one's keypoints
+                self.smoother.reset()
             if pose.present:
                 pose = self.smoother(pose, ts)
-            else:  # a lost person must not drag the next one's keypoints
-                self.smoother.reset()
-        t3 = c()
-        return FrameResult(pose, transform, {"preprocess": (t1 - t0) * 1e3, "infer": (t2 - t1) * 1e3,
-                                             "decode": (t3 - t2) * 1e3})
+        spent["decode"] += (c() - t2) * 1e3
+        return FrameResult(pose, found.transform, spent, found.passes)
 
 
 def from_config(cfg, engine, model: "ResolvedModel") -> Pipeline:
