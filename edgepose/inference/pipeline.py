@@ -9,7 +9,9 @@ swap any of them:
   ``tracking.Tracker`` crops around the previous confident pose, refines stills and new tracks,
   and searches again at once when the crop loses the person;
 * a *decoder* (see :mod:`edgepose.inference.decode`);
-* a *smoother* (``__call__(pose, ts) -> Pose`` and ``reset()``), or ``None``.
+* a *smoother* (``__call__(pose, ts) -> Pose`` and ``reset()``), or ``None``;
+* a *cut detector* (``__call__(frame) -> bool``: the frame is not the previous one's continuation,
+  ``reset()``), or ``None``: a cut resets the box policy and the smoother before the frame is run.
 """
 
 from __future__ import annotations
@@ -93,12 +95,14 @@ class FrameResult:
     transform: CropTransform
     latency_ms: Dict[str, float]
     passes: int = 1  # model runs spent on the frame (stills are refined, a lost track searched again)
+    new_track: bool = False  # not the previous frame's person continued (a still, a cut, a re-acquisition)
 
 
 class Pipeline:
     def __init__(self, engine, decoder: Decoder = argmax_decoder, box_policy: Optional[BoxPolicy] = None,
                  smoother: Optional[Smoother] = None, names: Sequence[str] = KEYPOINT_NAMES,
-                 threshold: float = 0.3, clock: Callable[[], float] = time.perf_counter):
+                 threshold: float = 0.3, clock: Callable[[], float] = time.perf_counter,
+                 cut: Optional[Callable[[np.ndarray], bool]] = None):
         self.engine = engine
         self.decoder = decoder
         in_w, in_h = engine.input_size
@@ -109,6 +113,7 @@ class Pipeline:
         self.names = tuple(names) if len(names) == k or not heatmaps else tuple(f"kp{i}" for i in range(k))
         self.threshold = threshold
         self.clock = clock
+        self.cut = cut
         self._buf = np.empty((in_h, in_w, 3), dtype=np.uint8)
 
     def reset(self) -> None:
@@ -116,6 +121,9 @@ class Pipeline:
         self.box_policy.reset()
         if self.smoother is not None:
             self.smoother.reset()
+        reset_cut = getattr(self.cut, "reset", None)
+        if reset_cut is not None:
+            reset_cut()
 
     def process(self, frame: np.ndarray, ts: float, still: bool = False) -> FrameResult:
         """Run one BGR frame; ``ts`` is its capture time (UNIX seconds).
@@ -126,6 +134,10 @@ class Pipeline:
         c = self.clock
         if still:
             self.reset()
+        elif self.cut is not None and self.cut(frame):  # a scene cut: nothing carries over
+            self.box_policy.reset()
+            if self.smoother is not None:
+                self.smoother.reset()
         fh, fw = frame.shape[:2]
         in_w, in_h = self.engine.input_size
         spent = {"preprocess": 0.0, "infer": 0.0, "decode": 0.0}
@@ -154,7 +166,7 @@ class Pipeline:
             if pose.present:
                 pose = self.smoother(pose, ts)
         spent["decode"] += (c() - t2) * 1e3
-        return FrameResult(pose, found.transform, spent, found.passes)
+        return FrameResult(pose, found.transform, spent, found.passes, found.new_track or still)
 
 
 def from_config(cfg, engine, model: "ResolvedModel") -> Pipeline:
@@ -174,4 +186,4 @@ def from_config(cfg, engine, model: "ResolvedModel") -> Pipeline:
                              or WholeFrame(in_w, in_h, cfg.model.fit))
     return Pipeline(engine, decoder=decoder, box_policy=box_policy,
                     smoother=smoothing.from_config(cfg.smoothing), names=model.keypoint_names,
-                    threshold=cfg.model.score_threshold * model.score_scale)
+                    threshold=cfg.model.score_threshold * model.score_scale, cut=tracking.cut_from_config(cfg))

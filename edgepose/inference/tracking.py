@@ -24,7 +24,9 @@ A frame is located by :meth:`Tracker.locate`, which may look at it more than onc
   only when the second still moved the pose by more than ``refine_tolerance``
   of its size (``refine`` passes at most); a still whose whole frame shows
   nobody is searched on every tile (a small or off-centre person);
-* **video**: a tracked crop that no longer holds the person (pose score below
+* **video**: a scene cut (:class:`SceneCut`: the frame's 16x16 grey thumbnail differs from the
+  last one by more than ``cut`` on average) drops the track before the frame is looked at; a
+  tracked crop that no longer holds the person (pose score below
   ``min_score``, fewer than ``min_keypoints`` confident keypoints inside the
   crop, or the keypoints jumped by more than ``jump`` of the pose size since
   the last frame: a cut, a person leaving, a jump) is dropped at once and the
@@ -86,6 +88,28 @@ class Located:
 
 
 Look = Callable[[Box], Tuple[Pose, CropTransform]]  # run the model on one crop of the current frame
+
+
+class SceneCut:
+    """Notices a cut: the mean absolute difference (0..255) of 16x16 grey thumbnails of consecutive
+    frames above ``threshold`` (a person moving in a still scene changes it by a few levels)."""
+
+    SIZE = 16
+
+    def __init__(self, threshold: float = 30.0):
+        self.threshold = threshold
+        self._last: Optional[np.ndarray] = None
+
+    def reset(self) -> None:
+        self._last = None
+
+    def __call__(self, frame: np.ndarray) -> bool:
+        import cv2
+
+        grey = cv2.cvtColor(cv2.resize(frame, (self.SIZE, self.SIZE), interpolation=cv2.INTER_AREA),
+                            cv2.COLOR_BGR2GRAY).astype(np.float32)
+        last, self._last = self._last, grey
+        return last is not None and float(np.abs(grey - last).mean()) > self.threshold
 
 
 def pose_change(pose: Pose, prev: Pose, min_score: float) -> float:
@@ -240,6 +264,11 @@ class Tracker:
             self._box, self._misses, self._step = None, 0, 0  # lost: whole frame next
         else:
             self._step += 1
+
+
+def cut_from_config(cfg) -> Optional[SceneCut]:
+    """The scene-cut detector ``[tracking] cut`` asks for, or None (off, or tracking off)."""
+    return SceneCut(cfg.tracking.cut) if cfg.tracking.enabled and cfg.tracking.cut > 0 else None
 
 
 def from_config(cfg, in_w: int, in_h: int, score_scale: float = 1.0) -> Optional[Tracker]:
