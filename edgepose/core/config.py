@@ -148,7 +148,7 @@ class TrackingConfig:
     cut: float = _opt(30.0, "a video frame whose 16x16 grey thumbnail differs from the previous one's by more "
                             "than this on average (0..255) is a scene cut: the track and smoothing restart "
                             "(0 = off)", minimum=0, maximum=255)
-    still_search: bool = _opt(True, "a still (image file, snapshot) whose whole frame shows nobody is searched "
+    still_search: bool = _opt(True, "a still (an image file or folder entry) whose whole frame shows nobody is searched "
                                     "on every tile of tracking.search (off: whole frame only)")
 
 

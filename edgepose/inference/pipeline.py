@@ -129,7 +129,8 @@ class Pipeline:
         """Run one BGR frame; ``ts`` is its capture time (UNIX seconds).
 
         ``still``: a photo unrelated to the previous frame (image files): it is
-        found on the whole frame and not smoothed with the previous one.
+        found on the whole frame (refined on the crop around the pose, searched on tiles when nobody
+        is found: see :class:`edgepose.inference.tracking.Tracker`) and not smoothed with the previous one.
         """
         c = self.clock
         if still:

@@ -18,7 +18,7 @@ the model barely finds them.  :class:`Tracker` is a box policy for
 
 A frame is located by :meth:`Tracker.locate`, which may look at it more than once:
 
-* **stills** (``still=True``: image files, folders, snapshot URLs) and every
+* **stills** (``still=True``: image files and folders) and every
   new track: after the whole-frame pass finds a person, a second pass on the
   crop around that pose (the crop a video frame would get next), and a third
   only when the second still moved the pose by more than ``refine_tolerance``
