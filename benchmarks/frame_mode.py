@@ -47,7 +47,7 @@ def main() -> None:
     t0 = time.time()
     print(f"settings: {' '.join(args.set) or 'defaults'}; video: {args.frames} frames per image, "
           f"frame {args.score_frame} scored")
-    print(f"{'data':<20}{'model':<19}{'people':>7}{'crop':>7}{'still':>7}{'diff':>7}{'video':>7}{'diff':>7}"
+    print(f"{'data':<20}{'model':<19}{'people':>7}{'crop':>12}{'still':>7}{'diff':>7}{'video':>7}{'diff':>7}"
           f"{'runs/still':>11}{'runs/tracked':>13}  goals")
     for dname in args.datasets:
         path, upright = DATASETS[dname]
@@ -68,8 +68,9 @@ def main() -> None:
             ok = [f_s - c_s >= -GOAL_PCK, f_v - c_v >= -GOAL_PCK, still.passes_first <= GOAL_STILL,
                   (video.passes_tracked or 0) <= GOAL_TRACKED]
             goals = " ".join(f"{g}:{'met' if o else 'NOT met'}" for g, o in zip(("still", "video", "cost", "tracked"), ok))
+            # the crop mode on the people each frame mode matched (on a multi-person image they may differ)
             crop_shown = f"{c_s:.1f}" if abs(c_s - c_v) < 0.05 else f"{c_s:.1f}/{c_v:.1f}"
-            print(f"{dname:<20}{name:<19}{len(still.people):>7}{crop_shown:>7}{f_s:>7.1f}{f_s - c_s:>+7.1f}"
+            print(f"{dname:<20}{name:<19}{len(still.people):>7}{crop_shown:>12}{f_s:>7.1f}{f_s - c_s:>+7.1f}"
                   f"{f_v:>7.1f}{f_v - c_v:>+7.1f}{still.passes_first:>11.2f}{video.passes_tracked or 0:>13.3f}  {goals}",
                   flush=True)
     print(f"took {time.time() - t0:.0f} s")
