@@ -474,7 +474,7 @@ class FrameEval:
     found: int  # images whose scored frame has a pose marked present
     images: int
     passes_first: float  # mean model runs on an image's first frame (a still, or the frame of a scene cut)
-    passes_tracked: Optional[float]  # mean model runs on its later frames (None for stills)
+    passes_tracked: Optional[float]  # mean model runs on its later frames that began tracked (None: none did)
 
 
 def match_person(pred: np.ndarray, people: Sequence[Sample]) -> int:
@@ -513,9 +513,13 @@ def evaluate_frames(pipeline, samples: Sequence[Sample], names: Sequence[str] = 
             img = sample_image(samples[i], cache)
         scored = None
         for f in range(frames):
+            tracked = bool(getattr(pipeline.box_policy, "tracking", False))
             r = pipeline.process(img, n / fps, still=frames == 1)
             n += 1
-            (first if f == 0 else later).append(r.passes)
+            if f == 0:
+                first.append(r.passes)
+            elif tracked:  # the cost once a person is tracked (a lost or cut track pays its search here too)
+                later.append(r.passes)
             if f + 1 == score_frame:
                 scored = r.pose
         assert scored is not None
@@ -713,7 +717,8 @@ def command(args: argparse.Namespace) -> int:
         if fm is not None:
             video = (f"video: each image {args.frames} frames, frame {score_frame} scored"
                      if args.frames > 1 else "stills")
-            tracked = f", {fm['passes_tracked']:.2f} per later frame" if fm["passes_tracked"] is not None else ""
+            tracked = (f", {fm['passes_tracked']:.2f} per later frame begun tracked"
+                       if fm["passes_tracked"] is not None else "")
             title += (f"\nframe mode ({video}): pose found in {fm['found']} of {fm['images']} images; model runs "
                       f"{fm['passes_first']:.2f} per image's first frame{tracked}")
         if args.mode == "both":
