@@ -34,6 +34,7 @@ run python3 benchmarks/decode_speed.py --repeat 50
 run python3 benchmarks/accuracy.py --models hourglass --paddings 0.25
 run python3 benchmarks/jitter.py --model hourglass --people 1 --frames 20
 run python3 benchmarks/small_person.py --models hourglass --frames 4
+run python3 benchmarks/frame_mode.py --models hourglass --limit 3 --datasets eval
 run python3 benchmarks/quantized.py --models cpm --runs 3 --threads 1
 run python3 benchmarks/pipeline.py --model hourglass --frames 30 --rounds 1
 run python3 benchmarks/preview.py --model hourglass --frames 30 --runs 1

@@ -89,7 +89,7 @@ def test_pipeline_falls_back_when_the_person_leaves_the_frame():
     person = max(clips.people(), key=lambda s: s.visible.sum() + s.box.h / 1000)
     clip = clips.moving_clip(person, frame_w=640, frame_h=480, height_frac=0.6, frames=4, seed=1)
     empty = clips.background(640, 480, seed=1)
-    tr = Tracker(192, 192, search=0)
+    tr = Tracker(192, 192, search=0, refine=0)  # refine=0: the first frame is the whole-frame pass alone
     pipe = Pipeline(eng, box_policy=tr)
     whole = whole_frame_box(640, 480, 192, 192)
     boxes = []

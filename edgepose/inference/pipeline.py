@@ -3,11 +3,15 @@
 :class:`Pipeline` is built from injected parts, so tests and benchmarks can
 swap any of them:
 
-* a *box policy* (``crop_box(frame_w, frame_h) -> Box``, ``update(pose)`` and ``reset()``):
-  :class:`WholeFrame` feeds the whole frame; ``tracking.Tracker`` crops around
-  the previous confident pose;
+* a *box policy* (``locate(look, frame_w, frame_h, still) -> Located`` and ``reset()``):
+  it decides which crops of a frame the model sees (``look(box)`` runs the model on one) and
+  whether the frame starts a new track; :class:`WholeFrame` feeds the whole frame once;
+  ``tracking.Tracker`` crops around the previous confident pose, refines stills and new tracks,
+  and searches again at once when the crop loses the person;
 * a *decoder* (see :mod:`edgepose.inference.decode`);
-* a *smoother* (``__call__(pose, ts) -> Pose`` and ``reset()``), or ``None``.
+* a *smoother* (``__call__(pose, ts) -> Pose`` and ``reset()``), or ``None``;
+* a *cut detector* (``__call__(frame) -> bool``: the frame is not the previous one's continuation,
+  ``reset()``), or ``None``: a cut resets the box policy and the smoother before the frame is run.
 """
 
 from __future__ import annotations
@@ -22,15 +26,14 @@ import numpy as np
 from edgepose.inference.decode import Decoder, argmax_decoder, decode_pose
 from edgepose.core.geometry import Box, CropTransform, whole_frame_box
 from edgepose.core.pose import KEYPOINT_NAMES, Pose
+from edgepose.inference.tracking import Located, Look
 
 if TYPE_CHECKING:  # the resolved model imports this package's engine and decoders
     from edgepose.models.resolved import ResolvedModel
 
 
 class BoxPolicy(Protocol):
-    def crop_box(self, frame_w: int, frame_h: int) -> Box: ...
-
-    def update(self, pose: Pose, transform: CropTransform) -> None: ...
+    def locate(self, look: Look, frame_w: int, frame_h: int, still: bool = False) -> Located: ...
 
     def reset(self) -> None: ...
 
@@ -52,6 +55,10 @@ class WholeFrame:
 
     def update(self, pose: Pose, transform: CropTransform) -> None:
         pass
+
+    def locate(self, look: Look, frame_w: int, frame_h: int, still: bool = False) -> Located:
+        pose, t = look(self.crop_box(frame_w, frame_h))
+        return Located(pose, t, 1, new_track=False)
 
     def reset(self) -> None:
         pass
@@ -87,12 +94,15 @@ class FrameResult:
     pose: Pose
     transform: CropTransform
     latency_ms: Dict[str, float]
+    passes: int = 1  # model runs spent on the frame (stills are refined, a lost track searched again)
+    new_track: bool = False  # not the previous frame's person continued (a still, a cut, a re-acquisition)
 
 
 class Pipeline:
     def __init__(self, engine, decoder: Decoder = argmax_decoder, box_policy: Optional[BoxPolicy] = None,
                  smoother: Optional[Smoother] = None, names: Sequence[str] = KEYPOINT_NAMES,
-                 threshold: float = 0.3, clock: Callable[[], float] = time.perf_counter):
+                 threshold: float = 0.3, clock: Callable[[], float] = time.perf_counter,
+                 cut: Optional[Callable[[np.ndarray], bool]] = None):
         self.engine = engine
         self.decoder = decoder
         in_w, in_h = engine.input_size
@@ -103,6 +113,7 @@ class Pipeline:
         self.names = tuple(names) if len(names) == k or not heatmaps else tuple(f"kp{i}" for i in range(k))
         self.threshold = threshold
         self.clock = clock
+        self.cut = cut
         self._buf = np.empty((in_h, in_w, 3), dtype=np.uint8)
 
     def reset(self) -> None:
@@ -110,36 +121,53 @@ class Pipeline:
         self.box_policy.reset()
         if self.smoother is not None:
             self.smoother.reset()
+        reset_cut = getattr(self.cut, "reset", None)
+        if reset_cut is not None:
+            reset_cut()
 
     def process(self, frame: np.ndarray, ts: float, still: bool = False) -> FrameResult:
         """Run one BGR frame; ``ts`` is its capture time (UNIX seconds).
 
         ``still``: a photo unrelated to the previous frame (image files): it is
-        found on the whole frame and not smoothed with the previous one.
+        found on the whole frame (refined on the crop around the pose, searched on tiles when nobody
+        is found: see :class:`edgepose.inference.tracking.Tracker`) and not smoothed with the previous one.
         """
         c = self.clock
-        t0 = c()
         if still:
             self.reset()
+        elif self.cut is not None and self.cut(frame):  # a scene cut: nothing carries over
+            self.box_policy.reset()
+            if self.smoother is not None:
+                self.smoother.reset()
         fh, fw = frame.shape[:2]
         in_w, in_h = self.engine.input_size
-        transform = CropTransform(self.box_policy.crop_box(fw, fh), in_w, in_h)
-        crop_to_input(frame, transform, out=self._buf)
-        self.engine.set_input(self._buf)
-        t1 = c()
-        self.engine.invoke()
-        heatmaps = self.engine.output()
+        spent = {"preprocess": 0.0, "infer": 0.0, "decode": 0.0}
+
+        def look(box: Box) -> "tuple[Pose, CropTransform]":
+            t0 = c()
+            transform = CropTransform(box, in_w, in_h)
+            crop_to_input(frame, transform, out=self._buf)
+            self.engine.set_input(self._buf)
+            t1 = c()
+            self.engine.invoke()
+            heatmaps = self.engine.output()
+            t2 = c()
+            pose = decode_pose(heatmaps, transform, self.names, self.threshold, self.decoder)
+            spent["preprocess"] += (t1 - t0) * 1e3
+            spent["infer"] += (t2 - t1) * 1e3
+            spent["decode"] += (c() - t2) * 1e3
+            return pose, transform
+
+        found = self.box_policy.locate(look, fw, fh, still)
+        pose = found.pose
         t2 = c()
-        pose = decode_pose(heatmaps, transform, self.names, self.threshold, self.decoder)
-        self.box_policy.update(pose, transform)
         if self.smoother is not None and not still:
+            if found.new_track or not pose.present:  # a new or lost person must not drag the next one's keypoints
+                self.smoother.reset()
             if pose.present:
                 pose = self.smoother(pose, ts)
-            else:  # a lost person must not drag the next one's keypoints
-                self.smoother.reset()
-        t3 = c()
-        return FrameResult(pose, transform, {"preprocess": (t1 - t0) * 1e3, "infer": (t2 - t1) * 1e3,
-                                             "decode": (t3 - t2) * 1e3})
+        spent["decode"] += (c() - t2) * 1e3
+        return FrameResult(pose, found.transform, spent, found.passes, found.new_track or still)
 
 
 def from_config(cfg, engine, model: "ResolvedModel") -> Pipeline:
@@ -159,4 +187,4 @@ def from_config(cfg, engine, model: "ResolvedModel") -> Pipeline:
                              or WholeFrame(in_w, in_h, cfg.model.fit))
     return Pipeline(engine, decoder=decoder, box_policy=box_policy,
                     smoother=smoothing.from_config(cfg.smoothing), names=model.keypoint_names,
-                    threshold=cfg.model.score_threshold * model.score_scale)
+                    threshold=cfg.model.score_threshold * model.score_scale, cut=tracking.cut_from_config(cfg))

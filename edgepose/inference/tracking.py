@@ -16,6 +16,23 @@ the model barely finds them.  :class:`Tracker` is a box policy for
   in turn after each whole-frame try, so a person too small for the
   whole-frame view is still picked up.
 
+A frame is located by :meth:`Tracker.locate`, which may look at it more than once:
+
+* **stills** (``still=True``: image files and folders) and every
+  new track: after the whole-frame pass finds a person, a second pass on the
+  crop around that pose (the crop a video frame would get next), and a third
+  only when the second still moved the pose by more than ``refine_tolerance``
+  of its size (``refine`` passes at most); a still whose whole frame shows
+  nobody is searched on every tile (a small or off-centre person);
+* **video**: a scene cut (:class:`SceneCut`: the frame's 16x16 grey thumbnail differs from the
+  last one by more than ``cut`` on average) drops the track before the frame is looked at; a
+  tracked crop that no longer holds the person (pose score below
+  ``min_score``, fewer than ``min_keypoints`` confident keypoints inside the
+  crop, or the keypoints jumped by more than ``jump`` of the pose size since
+  the last frame: a cut, a person leaving, a jump) is dropped at once and the
+  same frame is looked at whole; the result says the track is new, so the
+  smoother restarts instead of blending two people.
+
 Score thresholds are set for CPM and multiplied by the model's
 ``score_scale`` (:class:`edgepose.models.resolved.ResolvedModel`): Hourglass' peaks are
 about 0.6 of CPM's on the same people, so a fixed 0.25 would drop a
@@ -24,7 +41,8 @@ Hourglass pose that is as good as a CPM one.
 
 from __future__ import annotations
 
-from typing import List, Optional
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 
@@ -59,13 +77,60 @@ def search_boxes(frame_w: int, frame_h: int, in_w: int, in_h: int, fit: str = "p
     return out
 
 
+@dataclass(frozen=True)
+class Located:
+    """What :meth:`Tracker.locate` found in one frame."""
+
+    pose: Pose
+    transform: CropTransform  # the crop the pose was decoded from
+    passes: int  # model runs spent on this frame
+    new_track: bool  # not the continuation of the previous frame's pose (restart smoothing)
+
+
+Look = Callable[[Box], Tuple[Pose, CropTransform]]  # run the model on one crop of the current frame
+
+
+class SceneCut:
+    """Notices a cut: the mean absolute difference (0..255) of 16x16 grey thumbnails of consecutive
+    frames above ``threshold`` (a person moving in a still scene changes it by a few levels)."""
+
+    SIZE = 16
+
+    def __init__(self, threshold: float = 30.0):
+        self.threshold = threshold
+        self._last: Optional[np.ndarray] = None
+
+    def reset(self) -> None:
+        self._last = None
+
+    def __call__(self, frame: np.ndarray) -> bool:
+        import cv2
+
+        grey = cv2.cvtColor(cv2.resize(frame, (self.SIZE, self.SIZE), interpolation=cv2.INTER_AREA),
+                            cv2.COLOR_BGR2GRAY).astype(np.float32)
+        last, self._last = self._last, grey
+        return last is not None and float(np.abs(grey - last).mean()) > self.threshold
+
+
+def pose_change(pose: Pose, prev: Pose, min_score: float) -> float:
+    """Median distance between the keypoints both poses score >= ``min_score``, in ``prev`` pose sizes
+    (the longer side of the box around them); inf when they share fewer than 2 such keypoints."""
+    ok = (pose.scores() >= min_score) & (prev.scores() >= min_score)
+    if ok.sum() < 2:
+        return float("inf")
+    a, b = pose.xy()[ok], prev.xy()[ok]
+    size = max(float(np.ptp(b[:, 0])), float(np.ptp(b[:, 1])), 1.0)
+    return float(np.median(np.linalg.norm(a - b, axis=1))) / size
+
+
 class Tracker:
     """Box policy: follow the last confident pose, fall back to the whole frame."""
 
     def __init__(self, in_w: int, in_h: int, min_score: float = 0.25, margin: float = 1.7,
                  fit: str = "pad", keypoint_score: float = 0.2, min_keypoints: int = 4,
                  min_size: float = 48.0, search: float = 0.5, patience: int = 1,
-                 score_scale: float = 1.0):
+                 score_scale: float = 1.0, refine: int = 2, refine_tolerance: float = 0.05,
+                 jump: float = 0.5, still_search: bool = True):
         if score_scale <= 0:
             raise ValueError("score_scale must be > 0")
         self.in_w, self.in_h, self.fit = in_w, in_h, fit
@@ -76,7 +141,12 @@ class Tracker:
         self.min_size = min_size
         self.search = search  # tile size (fraction of the frame's longer side); 0 = whole frame only
         self.patience = patience  # unconfident frames that keep the last box before giving up
+        self.refine = refine  # extra passes on the crop around a newly found pose (stills, new tracks)
+        self.refine_tolerance = refine_tolerance  # a refining pass that moves the pose less than this stops
+        self.jump = jump  # keypoints moving more than this (pose sizes) in one frame: another person (0 = off)
+        self.still_search = still_search  # a still where the whole frame finds nobody: try every tile
         self._box: Optional[Box] = None
+        self._last: Optional[Pose] = None  # the pose the tracked box came from
         self._misses = 0
         self._step = 0  # position in the search cycle while lost
 
@@ -85,7 +155,7 @@ class Tracker:
         return self._box is not None
 
     def reset(self) -> None:
-        self._box, self._step, self._misses = None, 0, 0
+        self._box, self._last, self._step, self._misses = None, None, 0, 0
 
     def crop_box(self, frame_w: int, frame_h: int) -> Box:
         if self._box is not None:
@@ -112,6 +182,78 @@ class Tracker:
         box = Box(box.x - (w - (x1 - x0)) / 2, box.y - (h - (y1 - y0)) / 2, w, h)
         return box.expand(self.margin).to_aspect(self.in_w / self.in_h)
 
+    def holds(self, pose: Pose, transform: CropTransform, prev: Optional[Pose]) -> bool:
+        """Whether a pose decoded from the tracked crop is still the tracked person: confident, with
+        ``min_keypoints`` confident keypoints inside the crop, and not jumped (``jump``) from ``prev``."""
+        if self.box_for(pose) is None:
+            return False
+        b = transform.box
+        xy, s = pose.xy(), pose.scores()
+        inside = ((xy[:, 0] >= b.x) & (xy[:, 0] <= b.x + b.w) & (xy[:, 1] >= b.y) & (xy[:, 1] <= b.y + b.h)
+                  & (s >= self.keypoint_score))
+        if inside.sum() < self.min_keypoints:
+            return False
+        return not (self.jump > 0 and prev is not None and pose_change(pose, prev, self.keypoint_score) > self.jump)
+
+    def _refined(self, look: Look, pose: Pose, transform: CropTransform, box: Box
+                 ) -> Tuple[Pose, CropTransform, Box, int]:
+        """Up to ``refine`` passes on the crop around the pose; stops when a pass loses the person or
+        moves the pose by less than ``refine_tolerance`` of its size."""
+        passes = 0
+        for _ in range(self.refine):
+            p2, t2 = look(box)
+            passes += 1
+            b2 = self.box_for(p2)
+            if b2 is None:
+                break
+            moved = pose_change(p2, pose, self.keypoint_score)
+            pose, transform, box = p2, t2, b2
+            if moved <= self.refine_tolerance:
+                break
+        return pose, transform, box, passes
+
+    def locate(self, look: Look, frame_w: int, frame_h: int, still: bool = False) -> Located:
+        """Find the person in one frame, running ``look`` on as many crops as the policy needs (see the
+        module notes), and remember where to look next."""
+        if still:
+            self.reset()
+        passes = 0
+        if self._box is not None:  # tracking: one pass on the crop around the last pose
+            pose, t = look(self._box)
+            passes = 1
+            if self.holds(pose, t, self._last):
+                self._box, self._last, self._misses = self.box_for(pose), pose, 0
+                return Located(pose, t, passes, new_track=False)
+            kept = self._box if self._misses < self.patience else None
+            self._box, self._last, self._step = None, None, 0  # lost, cut or jumped: look again at once
+        else:
+            kept = None
+        boxes = search_boxes(frame_w, frame_h, self.in_w, self.in_h, self.fit, self.search)
+        first = boxes[0] if (still or passes) else self.crop_box(frame_w, frame_h)
+        pose, t = look(first)
+        passes += 1
+        box = self.box_for(pose)
+        if box is None and still and self.still_search:  # a small or off-centre person: every tile
+            found = []
+            for tile in boxes[1:]:
+                p, tt = look(tile)
+                passes += 1
+                if self.box_for(p) is not None:
+                    found.append((p.score, p, tt))
+            if found:
+                _, pose, t = max(found, key=lambda f: f[0])
+                box = self.box_for(pose)
+        if box is None:
+            if kept is not None:  # one bad frame (motion blur): keep the crop for the next
+                self._box, self._misses = kept, self._misses + 1
+            else:
+                self._misses = 0
+                self._step += 1
+            return Located(pose, t, passes, new_track=True)
+        pose, t, box, n = self._refined(look, pose, t, box)
+        self._box, self._last, self._misses = box, pose, 0
+        return Located(pose, t, passes + n, new_track=True)
+
     def update(self, pose: Pose, transform: CropTransform) -> None:
         box = self.box_for(pose)
         if box is not None:
@@ -122,6 +264,11 @@ class Tracker:
             self._box, self._misses, self._step = None, 0, 0  # lost: whole frame next
         else:
             self._step += 1
+
+
+def cut_from_config(cfg) -> Optional[SceneCut]:
+    """The scene-cut detector ``[tracking] cut`` asks for, or None (off, or tracking off)."""
+    return SceneCut(cfg.tracking.cut) if cfg.tracking.enabled and cfg.tracking.cut > 0 else None
 
 
 def from_config(cfg, in_w: int, in_h: int, score_scale: float = 1.0) -> Optional[Tracker]:
@@ -137,4 +284,5 @@ def from_config(cfg, in_w: int, in_h: int, score_scale: float = 1.0) -> Optional
         raise ConfigError(f"tracking.search must be 0 (whole frame only) or from {MIN_SEARCH} to 1, not "
                           f"{t.search:g}: smaller tiles are thousands of crops the model sees upscaled")
     return Tracker(in_w, in_h, min_score=t.min_score, margin=t.margin, fit=cfg.model.fit,
-                   search=t.search, score_scale=score_scale)
+                   search=t.search, score_scale=score_scale, refine=t.refine,
+                   refine_tolerance=t.refine_tolerance, jump=t.jump, still_search=t.still_search)

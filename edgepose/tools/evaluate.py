@@ -6,6 +6,17 @@ a fraction of the box added around it), fitted to the model's input aspect
 cropped with :func:`edgepose.inference.pipeline.crop_to_input`; the heatmaps are decoded
 with :func:`edgepose.inference.decode.decode_pose` — the same geometry the daemon uses.
 
+``--mode frame`` measures what the daemon delivers instead: the model sees the whole image and
+the daemon's own pipeline (:func:`edgepose.inference.pipeline.from_config`: tracker, search,
+refinement, smoothing) decides where to look (:func:`evaluate_frames`).  The labelled box is
+then used only as the PCK scale and to match the labelled person to the found pose: the one
+pose of an image is scored against the labelled person it is closest to (median error in box
+sizes); the other people of a multi-person image are not scored in that mode (``--mode both``
+scores the crop mode on the same people).  A pose the pipeline does not mark present counts as
+missed (every keypoint wrong).  ``frames`` > 1 plays each image as that many frames of one video
+(a scene cut every ``frames`` frames, tracking and smoothing carried across) and scores frame
+``score_frame``.
+
 Keypoint coordinates are read as integer pixel *indices* by default (COCO and
 AI Challenger label a pixel by its index; detectron2 makes the same
 assumption), i.e. the pixel covering ``[i, i + 1)``, and moved to its centre
@@ -29,6 +40,7 @@ Metrics (over labelled keypoints, ``v > 0``):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import re
@@ -48,6 +60,8 @@ from edgepose.core.pose import KEYPOINT_NAMES, mirror_order
 log = logging.getLogger(__name__)
 
 ASPECTS = ("pad", "stretch")
+MODES = ("crop", "frame", "both")  # labelled-box crops, the daemon's own box policy on whole images, both
+FPS = 30.0  # frame rate of the video --frames plays
 KEYPOINT_COORDS = ("index", "continuous")  # integer pixel indices (+0.5) or continuous coordinates
 DEFAULT_PADDING = 0.25
 DEFAULT_ASPECT = "pad"
@@ -70,6 +84,7 @@ class Sample:
     visible: np.ndarray  # (K,) bool: labelled (v > 0)
     image_id: Union[int, str] = 0
     annotation_id: Union[int, str] = 0
+    upright: Optional[bool] = None  # the annotation's ``upright`` flag, if it has one (eval-lspet)
 
     @property
     def box_size(self) -> float:
@@ -251,7 +266,9 @@ def load_annotations(path: Union[str, Path], images_dir: Union[str, Path, None] 
             problem = sample_problem(box, xy, vis, *size)
             if problem:
                 raise AnnotationError(f"{what}: {problem} ({file_name})")
-        samples.append(Sample(base / file_name, box, xy, vis, a["image_id"], aid))
+        upright = a.get("upright")
+        samples.append(Sample(base / file_name, box, xy, vis, a["image_id"], aid,
+                              bool(upright) if isinstance(upright, (bool, int)) else None))
     if not matched_any:
         raise AnnotationError(f"{path}: none of its keypoint names match the model's "
                               f"({', '.join(names)})")
@@ -448,6 +465,79 @@ def evaluate(engine, samples: Sequence[Sample], decoder: Union[str, Decoder] = "
     return evaluate_heatmaps(infer(engine, samples, padding, aspect), samples, decoder, names)
 
 
+@dataclass
+class FrameEval:
+    """Frame-mode result (:func:`evaluate_frames`)."""
+
+    result: EvalResult  # scored on the matched people, in the order of ``people``
+    people: List[int]  # index in the samples of each scored (matched) person
+    found: int  # images whose scored frame has a pose marked present
+    images: int
+    passes_first: float  # mean model runs on an image's first frame (a still, or the frame of a scene cut)
+    passes_tracked: Optional[float]  # mean model runs on its later frames that began tracked (None: none did)
+
+
+def match_person(pred: np.ndarray, people: Sequence[Sample]) -> int:
+    """Index in ``people`` (the labelled people of one image) of the one a found pose's (K, 2)
+    keypoints ``pred`` are closest to: median error over their labelled keypoints, in box sizes."""
+    errs = [float(np.median(np.linalg.norm(pred[s.visible] - s.keypoints[s.visible], axis=1))) / s.box_size
+            for s in people]
+    return int(np.argmin(errs))
+
+
+def evaluate_frames(pipeline, samples: Sequence[Sample], names: Sequence[str] = KEYPOINT_NAMES,
+                    frames: int = 1, score_frame: int = 1, fps: float = FPS) -> FrameEval:
+    """Run the daemon's ``pipeline`` (:class:`edgepose.inference.pipeline.Pipeline`) on whole images and
+    score the pose it delivers against the labelled person it matches (:func:`match_person`).
+
+    ``frames`` == 1: every image is a still (``still=True``, as image files are in the daemon);
+    otherwise the images are one video, each shown for ``frames`` frames at ``fps`` (a scene cut every
+    ``frames`` frames, tracking and smoothing carried across), and frame ``score_frame`` (1-based) of
+    each is scored.  A pose not marked present counts as missed.
+    """
+    if frames < 1 or not 1 <= score_frame <= frames:
+        raise UsageError(f"--score-frame must be from 1 to --frames ({frames}), not {score_frame}")
+    if not samples:
+        raise UsageError("nothing to evaluate: no annotated people")
+    groups: Dict[Path, List[int]] = {}
+    for i, s in enumerate(samples):
+        groups.setdefault(s.image_path, []).append(i)
+    pipeline.reset()
+    cache: Dict[Path, np.ndarray] = {}
+    first, later, people, found = [], [], [], 0
+    pred_rows, score_rows = [], []
+    n = 0
+    for idx in groups.values():
+        img = None
+        for i in idx:
+            img = sample_image(samples[i], cache)
+        scored = None
+        for f in range(frames):
+            tracked = bool(getattr(pipeline.box_policy, "tracking", False))
+            r = pipeline.process(img, n / fps, still=frames == 1)
+            n += 1
+            if f == 0:
+                first.append(r.passes)
+            elif tracked:  # the cost once a person is tracked (a lost or cut track pays its search here too)
+                later.append(r.passes)
+            if f + 1 == score_frame:
+                scored = r.pose
+        assert scored is not None
+        pred = scored.xy()
+        people.append(idx[match_person(pred, [samples[i] for i in idx])])
+        found += scored.present
+        pred_rows.append(pred if scored.present else np.full_like(pred, np.inf))
+        score_rows.append(scored.scores())
+    chosen = [samples[i] for i in people]
+    pred = np.stack(pred_rows)
+    gt = np.stack([s.keypoints for s in chosen])
+    vis = np.stack([s.visible for s in chosen])
+    size = np.array([s.box_size for s in chosen])
+    result = EvalResult(score(pred, gt, vis, size, names), pred, gt, vis, size, np.stack(score_rows), tuple(names))
+    return FrameEval(result, people, found, len(groups), float(np.mean(first)),
+                     float(np.mean(later)) if later else None)
+
+
 # -- command line -------------------------------------------------------------
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -473,6 +563,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--family", default=None, metavar="FAMILY",
                         help="model family of a model file that is not recognised: heatmap or movenet "
                              "(default: model.family from the config)")
+    parser.add_argument("--mode", default="crop", choices=MODES,
+                        help="crop: the model sees each labelled box (what the model can do); frame: the whole "
+                             "image through the daemon's own pipeline (tracking, search, refinement, smoothing; "
+                             "what edgepose run delivers), the box only scales the errors and picks the "
+                             "labelled person; both: the two side by side and their difference (default crop)")
+    parser.add_argument("--frames", type=int, default=1, metavar="N",
+                        help="frame mode: play each image as N frames of one video (a scene cut every N "
+                             "frames); 1 (default): every image is a still")
+    parser.add_argument("--score-frame", type=int, default=None, metavar="K",
+                        help="frame mode with --frames N: score the K-th frame of each image "
+                             "(default: min(3, N), the third frame after a cut)")
+    parser.add_argument("--upright", action="store_true",
+                        help="only the people whose annotation has a true 'upright' flag (eval-lspet)")
+    parser.add_argument("--limit", type=int, default=None, metavar="N",
+                        help="only the first N annotated people (a quick look on a loaded machine)")
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
     parser.add_argument("--config", default=None, help="config file (model dir/mirror, runtime)")
 
@@ -509,46 +614,115 @@ def only_joints(samples: Sequence[Sample], names: Sequence[str], keep: Sequence[
     return [replace(s, visible=s.visible & mask) for s in samples]
 
 
+def select_samples(samples: Sequence[Sample], upright: bool = False, limit: Optional[int] = None) -> List[Sample]:
+    """The people ``--upright`` and ``--limit`` keep (upright: the annotation's flag is true)."""
+    out = [s for s in samples if s.upright] if upright else list(samples)
+    if upright and not out:
+        raise UsageError("--upright: no annotation has a true 'upright' flag")
+    return out[:limit] if limit is not None else out
+
+
+def format_both(crop: Dict[str, object], frame: Dict[str, object], title: str) -> str:
+    """Crop mode and frame mode side by side, with frame minus crop in points."""
+    lines = [title, f"{'':<16}{'crop':>8}{'frame':>8}{'diff':>8}"]
+    for key in ("pck@0.1", "pck@0.05", "pckh@0.5"):
+        a, b = crop[key], frame[key]
+        diff = f"{100 * (b - a):+.1f}" if a is not None and b is not None else "n/a"  # type: ignore[operator]
+        lines.append(f"{key.upper().replace('PCKH', 'PCKh'):<16}{_fmt(a):>8}{_fmt(b):>8}{diff:>8}")  # type: ignore[arg-type]
+    lines.append(f"{'joint':<16}{'crop':>8}{'frame':>8}{'diff':>8}")
+    for name, m in crop["per_joint"].items():  # type: ignore[union-attr]
+        f = frame["per_joint"][name]  # type: ignore[index]
+        if not m["count"]:
+            continue
+        lines.append(f"{name:<16}{_fmt(m['pck@0.1']):>8}{_fmt(f['pck@0.1']):>8}"
+                     f"{100 * (f['pck@0.1'] - m['pck@0.1']):>+8.1f}")
+    return "\n".join(lines) + "\n"
+
+
 def command(args: argparse.Namespace) -> int:
     from edgepose.core import config as config_mod
     from edgepose.models import registry
-    from edgepose.models.resolved import resolve_model
-    from edgepose.inference.engine import Engine
+    from edgepose.inference.estimator import PoseEstimator
 
-    overrides = {"model": {"family": args.family}} if args.family else None
-    cfg = config_mod.load(args.config, overrides)
+    overrides: Dict[str, Dict[str, object]] = {"model": {"family": args.family}} if args.family else {}
+    if args.decoder:
+        overrides.setdefault("model", {})["decoder"] = args.decoder
+    cfg = config_mod.load(args.config, overrides or None)
     names = [args.model or cfg.model.name] + ([args.compare] if args.compare else [])
-    decoder = args.decoder or cfg.model.decoder
+    decoder = cfg.model.decoder
     if not 0 <= args.padding <= 10:
         raise UsageError(f"--padding must be between 0 and 10, not {args.padding}")
-    models = [resolve_model(n, cfg.model.family if i == 0 else "auto",
-                            cache_dir=Path(cfg.model.dir) if cfg.model.dir else None,
-                            mirror=cfg.model.mirror, progress=registry.stderr_progress()) for i, n in enumerate(names)]
+    if args.frames < 1:
+        raise UsageError(f"--frames must be at least 1, not {args.frames}")
+    score_frame = min(3, args.frames) if args.score_frame is None else args.score_frame
+    if not 1 <= score_frame <= args.frames:
+        raise UsageError(f"--score-frame must be from 1 to --frames ({args.frames}), not {score_frame}")
+    if args.limit is not None and args.limit < 1:
+        raise UsageError(f"--limit must be at least 1, not {args.limit}")
+    # one estimator per model, built as edgepose run builds it: crop mode uses its engine, frame mode its pipeline
+    estimators = []
+    for i, n in enumerate(names):
+        mcfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name=n,
+                                                                  family=cfg.model.family if i == 0 else "auto"))
+        estimators.append(PoseEstimator.from_config(mcfg, progress=registry.stderr_progress()))
+    models = [e.model for e in estimators]
     joints = shared_joints(*(m.keypoint_names for m in models)) if len(models) > 1 else None
     reports = []
-    for name, model in zip(names, models):
-        engine = Engine(model, threads=cfg.runtime.threads, xnnpack=cfg.runtime.xnnpack,
-                        backend=cfg.runtime.backend)
+    for name, est in zip(names, estimators):
+        model = est.model
         # matched by name: a file with another keypoint set scores the joints both have
-        samples = load_annotations(args.annotations, args.images, names=model.keypoint_names,
-                                   keypoint_coords=args.keypoint_coords)
+        samples = select_samples(load_annotations(args.annotations, args.images, names=model.keypoint_names,
+                                                  keypoint_coords=args.keypoint_coords), args.upright, args.limit)
         if joints is not None:
             samples = only_joints(samples, model.keypoint_names, joints)
-        result = evaluate(engine, samples, model.decoder(decoder), args.padding, args.aspect,
-                          names=model.keypoint_names)
-        metrics = dict(result.metrics)
-        if joints is not None:
-            metrics["per_joint"] = {j: metrics["per_joint"][j] for j in joints}  # type: ignore[index]
+        modes: Dict[str, Dict[str, object]] = {}
+        fe = None
+        if args.mode != "crop":
+            fe = evaluate_frames(est.pipeline, samples, model.keypoint_names, args.frames, score_frame)
+        if args.mode != "frame":
+            # both: the crop mode on the people the frame mode scored, so the difference compares like with like
+            people = samples if fe is None else [samples[i] for i in fe.people]
+            modes["crop"] = dict(evaluate(est.engine, people, model.decoder(decoder), args.padding, args.aspect,
+                                          names=model.keypoint_names).metrics)
+        if fe is not None:
+            modes["frame"] = dict(fe.result.metrics, found=fe.found, images=fe.images, frames=args.frames,
+                                  score_frame=score_frame, passes_first=fe.passes_first,
+                                  passes_tracked=fe.passes_tracked)
+        for metrics in modes.values():
+            if joints is not None:
+                metrics["per_joint"] = {j: metrics["per_joint"][j] for j in joints}  # type: ignore[index]
         shown_decoder = decoder if model.family.kind == "heatmap" else model.family.kind
-        reports.append((name, shown_decoder, dict(metrics, family=model.family.name)))
+        reports.append((name, shown_decoder, model.family.name, modes))
     if args.json:
-        out = [dict(m, model=n, decoder=d, padding=args.padding, aspect=args.aspect) for n, d, m in reports]
+        out = []
+        for n, d, fam, modes in reports:
+            common = dict(model=n, decoder=d, family=fam, padding=args.padding, aspect=args.aspect)
+            if args.mode == "crop":
+                out.append(dict(modes["crop"], **common))
+            elif args.mode == "frame":
+                out.append(dict(modes["frame"], mode="frame", **common))
+            else:
+                out.append(dict(common, mode="both", crop=modes["crop"], frame=modes["frame"],
+                                difference={k: (modes["frame"][k] - modes["crop"][k])  # type: ignore[operator]
+                                            if modes["frame"][k] is not None and modes["crop"][k] is not None
+                                            else None for k in ("pck@0.1", "pck@0.05", "pckh@0.5")}))
         doc = out[0] if joints is None else {"joints": list(joints), "models": out}
         sys.stdout.write(json.dumps(doc, indent=1) + "\n")
-    else:
-        if joints is not None:
-            sys.stdout.write(f"the {len(joints)} joints both models have: {', '.join(joints)}\n")
-        for n, d, m in reports:
-            sys.stdout.write(format_table(m, f"model {n} ({m['family']})  decoder {d}  padding {args.padding}  "
-                                             f"aspect {args.aspect}"))
+        return 0
+    if joints is not None:
+        sys.stdout.write(f"the {len(joints)} joints both models have: {', '.join(joints)}\n")
+    for n, d, fam, modes in reports:
+        title = f"model {n} ({fam})  decoder {d}  padding {args.padding}  aspect {args.aspect}"
+        fm = modes.get("frame")
+        if fm is not None:
+            video = (f"video: each image {args.frames} frames, frame {score_frame} scored"
+                     if args.frames > 1 else "stills")
+            tracked = (f", {fm['passes_tracked']:.2f} per later frame begun tracked"
+                       if fm["passes_tracked"] is not None else "")
+            title += (f"\nframe mode ({video}): pose found in {fm['found']} of {fm['images']} images; model runs "
+                      f"{fm['passes_first']:.2f} per image's first frame{tracked}")
+        if args.mode == "both":
+            sys.stdout.write(format_both(modes["crop"], modes["frame"], title))
+        else:
+            sys.stdout.write(format_table(modes[args.mode], title))
     return 0
