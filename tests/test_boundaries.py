@@ -9,6 +9,7 @@ function, and the modules the CLI imports by name), so a lazy import the tests n
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import subprocess
 import sys
@@ -23,6 +24,7 @@ BUILD = "edgepose.build"
 FORBIDDEN_IN_RUN = (BUILD, "tensorflow")
 
 
+@functools.lru_cache(maxsize=1)
 def module_files() -> Dict[str, Path]:
     """Every module of the package by dotted name (a package is its ``__init__``)."""
     mods = {}
@@ -70,9 +72,11 @@ def imported_names(module: str, path: Path, at_import: bool = False) -> Set[str]
     return names
 
 
+@functools.lru_cache(maxsize=2)
 def import_graph(at_import: bool = False) -> Dict[str, Set[str]]:
     """module -> the edgepose modules and the outside top-level packages it imports (``at_import``:
-    the imports made when it is imported, i.e. without those inside functions)."""
+    the imports made when it is imported, i.e. without those inside functions).  Read once per session:
+    do not modify the result."""
     mods = module_files()
     graph = {}
     for module, path in mods.items():

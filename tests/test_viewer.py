@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -50,6 +49,7 @@ def _publish(broker, env, clip="demo.mp4"):
     assert r.returncode == 0, r.stderr
 
 
+@pytest.mark.slow
 def test_view_to_jpeg_and_mp4(broker, edgepose_env, tmp_path):
     jpg, mp4 = tmp_path / "pose.jpg", tmp_path / "pose.mp4"
     (tmp_path / "a").mkdir()
@@ -76,6 +76,7 @@ def test_view_to_jpeg_and_mp4(broker, edgepose_env, tmp_path):
         assert "Traceback" not in (tmp_path / d / "viewer.err").read_text()
 
 
+@pytest.mark.slow
 def test_view_serves_the_preview_page(broker, edgepose_env, tmp_path):
     port = free_port()
     v = _viewer(broker, tmp_path, "--serve", f"127.0.0.1:{port}")
@@ -108,6 +109,7 @@ def test_view_serves_the_preview_page(broker, edgepose_env, tmp_path):
             v.wait()
 
 
+@pytest.mark.slow
 def test_view_errors(broker, edgepose_env, tmp_path):
     env = {k: v for k, v in edgepose_env.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
     args = ["view", "--host", broker.host, "--port", broker.port, "--device", "cam1"]
