@@ -90,6 +90,7 @@ def test_graph_rewrites_preserve_the_output(family, calib_images):
             assert np.abs(got - ref).max() < 1e-4 * max(1.0, float(np.abs(ref).max()))
 
 
+@pytest.mark.slow
 def test_cleanup_keeps_an_output_relu():
     gd = q.load_graph(MIRROR / "cpm" / "model.pb")
     relu = "Convolutional_Pose_Machine/stage_5_mv1/stage_5_mv1_2_pointwise/Relu"
@@ -97,6 +98,7 @@ def test_cleanup_keeps_an_output_relu():
     assert c.removed_relu == 51 and any(n.name == relu for n in clean.node)
 
 
+@pytest.mark.slow
 def test_not_a_graph(tmp_path):
     bad = tmp_path / "x.pb"
     bad.write_bytes(b"\xff" * 100)
