@@ -5,8 +5,8 @@ converter, calibration on ../shared/data/calib, report measured on
 ../shared/data/eval) into a session model cache fed from ../shared/models.
 
 A build is also kept across sessions in a cache keyed by the content hash of
-everything it reads (the command's arguments, the package's source and
-catalogue, ../shared/models and the calibration and evaluation data, the
+everything it reads (the command's arguments, the package modules the build
+command can import and the catalogue, ../shared/models and the calibration and evaluation data, the
 Python/TensorFlow/LiteRT/numpy versions): the same inputs give the model and
 report that command made, a change to any of them builds again.  The cache is
 ``.cache/test-builds`` in the repo (or ``$EDGEPOSE_TEST_BUILD_CACHE``; set it
@@ -16,6 +16,7 @@ to ``off`` to build every session).
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import platform
@@ -24,12 +25,13 @@ import subprocess
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 import pytest
 
 from conftest import CALIB, EVAL_ANN, EVAL_IMAGES, MIRROR, REPO, cli_env, run_cli
+from imports_util import import_graph, module_files, reachable
 from edgepose.models.registry import load_catalogue
 
 # output node of each family's frozen graph (the catalogue's <family>-pb entry)
@@ -37,11 +39,9 @@ OUTPUTS = {f: load_catalogue()[f"{f}-pb"].output["name"] for f in ("cpm", "hourg
 
 
 def tensorflow_available() -> bool:
-    try:
-        import tensorflow  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """Whether the converter extra is installed (found, not imported: importing TensorFlow takes seconds
+    and every test session loads this module)."""
+    return importlib.util.find_spec("tensorflow") is not None
 
 
 needs_tf = pytest.mark.skipif(not tensorflow_available() and not os.environ.get("CI"),
@@ -78,12 +78,22 @@ def _version(*dists: str) -> str:
     return "-".join(dists) + " missing"
 
 
+def build_code() -> List[Path]:
+    """The package's modules `edgepose models quantize` can import (its module and everything it imports,
+    lazily too; the CLI's own imports), so that an edit elsewhere (the daemon, MQTT) keeps the builds."""
+    graph = import_graph()
+    mods = reachable(graph, "edgepose.tools.modelcmd") | reachable(import_graph(at_import=True), "edgepose.cli")
+    files = module_files()
+    return sorted(files[m] for m in mods | {"edgepose"} if m in files)
+
+
 @lru_cache(maxsize=1)
 def inputs_digest() -> str:
     """The content hash of everything a build reads besides its arguments."""
     h = hashlib.sha256()
-    for root, pattern in ((REPO / "edgepose", "*.py"), (REPO / "models", "*"), (MIRROR, "*"), (CALIB, "*"),
-                          (EVAL_IMAGES, "*")):
+    for path in build_code():
+        h.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes() + b"\0")
+    for root, pattern in ((REPO / "models", "*"), (MIRROR, "*"), (CALIB, "*"), (EVAL_IMAGES, "*")):
         _hash_tree(h, root, pattern)
     h.update(EVAL_ANN.read_bytes())
     versions = [platform.python_version(), platform.machine(), _version("tensorflow-cpu", "tensorflow"),
@@ -110,7 +120,9 @@ def quantize_cached(args: Sequence, out_dir: Path, env: dict) -> subprocess.Comp
             res = json.loads((kept / "result.json").read_text())
             return subprocess.CompletedProcess(["edgepose", "models", "quantize", *args], res["returncode"],
                                                res["stdout"].replace("<out>", str(out_dir)), res["stderr"])
-    r = run_cli(["models", "quantize", *args], env, timeout=900)
+    # minutes on a quiet machine, but an int8 build with fine-tuning took over 15 on this 2-core machine shared
+    # by parallel test runs (load ~15): the limit is for a hung build, not a slow one
+    r = run_cli(["models", "quantize", *args], env, timeout=3600)
     if cache is not None and r.returncode == 0:
         kept = cache / key
         tmp = cache / f"{key}.partial-{os.getpid()}"

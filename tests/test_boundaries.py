@@ -2,8 +2,9 @@
 TensorFlow (statically, over every import the daemon could reach, and by running it), nothing outside
 edgepose/build and edgepose/tools imports edgepose.build, and the module import graph has no cycle.
 
-The graph is read from the source (every ``import`` and ``from ... import``, module-level or inside a
-function, and the modules the CLI imports by name), so a lazy import the tests never execute counts.
+The graph is read from the source (tests/imports_util.py: every ``import`` and ``from ... import``,
+module-level or inside a function, and the modules the CLI imports by name), so a lazy import the
+tests never execute counts.
 """
 
 from __future__ import annotations
@@ -17,86 +18,10 @@ from typing import Dict, List, Set
 
 from conftest import REPO, VIDEOS, cli_env
 from edgepose.cli import ALIASES, COMMANDS
+from imports_util import import_graph, imported_names, module_files, parse, reachable
 
-PACKAGE = REPO / "edgepose"
 BUILD = "edgepose.build"
 FORBIDDEN_IN_RUN = (BUILD, "tensorflow")
-
-
-def module_files() -> Dict[str, Path]:
-    """Every module of the package by dotted name (a package is its ``__init__``)."""
-    mods = {}
-    for path in sorted(PACKAGE.rglob("*.py")):
-        parts = list(path.relative_to(REPO).with_suffix("").parts)
-        if parts[-1] == "__init__":
-            parts = parts[:-1]
-        mods[".".join(parts)] = path
-    return mods
-
-
-def _nodes(tree: ast.AST, at_import: bool):
-    """Every node of ``tree``; ``at_import``: only those run when the module is imported (not the
-    bodies of functions)."""
-    if not at_import:
-        yield from ast.walk(tree)
-        return
-    todo = [tree]
-    while todo:
-        node = todo.pop()
-        yield node
-        todo.extend(c for c in ast.iter_child_nodes(node)
-                    if not isinstance(c, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)))
-
-
-def imported_names(module: str, path: Path, at_import: bool = False) -> Set[str]:
-    """Every dotted name ``module`` imports anywhere in its source (relative imports resolved), plus
-    string constants naming an edgepose module (``importlib.import_module`` targets, e.g. cli.COMMANDS);
-    ``at_import``: only the imports made when the module is imported."""
-    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    names: Set[str] = set()
-    for node in _nodes(ast.parse(path.read_text(), str(path)), at_import):
-        if isinstance(node, ast.Import):
-            names.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join(anchor + ([base] if base else []))
-            names.add(base)
-            names.update(f"{base}.{a.name}" for a in node.names)  # `from pkg import module`
-        elif (isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("edgepose.")
-              and not at_import):
-            names.add(node.value)
-    return names
-
-
-def import_graph(at_import: bool = False) -> Dict[str, Set[str]]:
-    """module -> the edgepose modules and the outside top-level packages it imports (``at_import``:
-    the imports made when it is imported, i.e. without those inside functions)."""
-    mods = module_files()
-    graph = {}
-    for module, path in mods.items():
-        targets = set()
-        for name in imported_names(module, path, at_import):
-            if name == "edgepose" or name.startswith("edgepose."):
-                while name and name not in mods:  # `from edgepose.core.errors import X` -> edgepose.core.errors
-                    name = name.rpartition(".")[0]
-                if name and name != module:
-                    targets.add(name)
-            else:
-                targets.add(name.split(".")[0])
-        graph[module] = targets
-    return graph
-
-
-def reachable(graph: Dict[str, Set[str]], start: str) -> Set[str]:
-    seen, todo = set(), [start]
-    while todo:
-        m = todo.pop()
-        if m not in seen:
-            seen.add(m)
-            todo.extend(graph.get(m, ()))
-    return seen
 
 
 def cycles(graph: Dict[str, Set[str]]) -> List[List[str]]:
@@ -216,7 +141,7 @@ def quick_lane_files() -> List[Path]:
     ``pytestmark`` nor by its own decorators (a parametrize with a slow case counts as slow)."""
     files = []
     for path in sorted(TESTS.glob("test_*.py")):
-        tree = ast.parse(path.read_text(), str(path))
+        tree = parse(path)
         file_slow = any(isinstance(st, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "pytestmark"
                                                            for t in st.targets) and _marks_slow(st.value)
                         for st in tree.body)
@@ -236,7 +161,7 @@ def touched_by(path: Path, graph: Dict[str, Set[str]]) -> Set[str]:
         if p in seen_helpers:
             continue
         seen_helpers.add(p)
-        tree = ast.parse(p.read_text(), str(p))
+        tree = parse(p)
         for name in imported_names(p.stem, p, at_import=True):
             if (TESTS / f"{name}.py").is_file():
                 helpers.append(TESTS / f"{name}.py")

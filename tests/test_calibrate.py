@@ -273,6 +273,7 @@ def test_cli_json_report_matches_the_schema(edgepose_env, tmp_path):
     assert rep["thermal"]["available"] is board.throttled().available
 
 
+@pytest.mark.slow
 def test_cli_table_names_the_choice_and_the_cap(edgepose_env):
     r = run_cli_inproc(["calibrate-fps", "--source", "synthetic", "--model", "hourglass", "--config", os.devnull,
                         "--quick", "--seconds", "1", "--threads", "1"], edgepose_env)
@@ -332,6 +333,7 @@ def test_update_toml_refuses_to_write_a_broken_config(text, values, msg):
         cw.update_toml(text, values, "t.toml")
 
 
+@pytest.mark.slow
 def test_cli_write_round_trip_keeps_the_rest_of_the_file(edgepose_env, tmp_path):
     target = tmp_path / "edgepose.toml"
     shutil.copy(REPO / "deploy" / "edgepose.toml", target)

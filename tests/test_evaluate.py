@@ -131,6 +131,7 @@ def test_crop_box_policy():
     assert (b.w, b.h) == (100, 200)
 
 
+@pytest.mark.slow
 def test_cli_eval_real_model(edgepose_env):
     r = run_cli_inproc(["eval", "--model", MIRROR / "hourglass" / "model.tflite", "--annotations", EVAL_ANN,
                         "--json"], edgepose_env)

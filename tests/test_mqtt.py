@@ -302,6 +302,7 @@ def test_qos1_queue_across_restart_drop_oldest(broker, sinks):
     c.close()
 
 
+@pytest.mark.slow
 def test_no_stale_status_after_a_reconnect(broker, sinks):
     """A status built while the broker is down is never delivered later (it would arrive after the
     reconnect's `online` saying "unreachable"); a fresh one follows `online` at once."""
@@ -438,6 +439,7 @@ def test_close_with_broker_down_is_bounded(tmp_path, sinks):
     assert s.stats()["dropped_messages"] == 5  # undelivered at shutdown: counted
 
 
+@pytest.mark.slow
 def test_wrong_password_one_error_line_and_slow_retry(tmp_path, sinks, caplog):
     b = brokers.Broker(tmp_path, users={"edge": "s3cret"}).start()
     try:
@@ -464,6 +466,7 @@ def test_wrong_password_one_error_line_and_slow_retry(tmp_path, sinks, caplog):
         b.kill()
 
 
+@pytest.mark.slow
 def test_tls_with_ca_and_client_certificate(tmp_path, sinks, caplog):
     b = brokers.Broker(tmp_path, tls=True, require_client_cert=True).start()
     try:
@@ -699,6 +702,7 @@ def test_sub_skips_malformed_messages_with_one_line_per_kind(broker, subs):
                                       "not a JSON object"]), err  # the last one is the status's
 
 
+@pytest.mark.slow
 def test_sub_survives_a_broker_restart_and_ctrl_c_exits_0(broker, sinks, subs):
     import signal
     s = sinks(broker, qos=1)

@@ -63,6 +63,7 @@ def texts(c, suffix):
     return [m.text for m in c.of(suffix)]
 
 
+@pytest.mark.slow
 def test_daemon_broker_down_at_start_restart_and_sigterm(tmp_path, long_folder, edgepose_env, cleanup):
     b = brokers.Broker(tmp_path, persistence=True)
     log = tmp_path / "daemon.log"
@@ -112,6 +113,7 @@ def test_daemon_broker_down_at_start_restart_and_sigterm(tmp_path, long_folder, 
     assert first == list(range(first[0], first[0] + len(first))), (first, err)
 
 
+@pytest.mark.slow
 def test_daemon_kill_9_fires_the_last_will(tmp_path, long_folder, edgepose_env, cleanup):
     b = brokers.Broker(tmp_path).start()
     log = tmp_path / "daemon.log"
@@ -130,6 +132,7 @@ def test_daemon_kill_9_fires_the_last_will(tmp_path, long_folder, edgepose_env, 
     assert late.stdout.strip() == "1 offline"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("startup_wait", ["5", "0"])
 def test_first_poses_wait_for_a_slow_broker_at_qos_0(tmp_path, edgepose_env, cleanup, startup_wait, shared):
     """At QoS 0 a pose decoded before the first connection is dropped: the daemon waits for it.
@@ -165,6 +168,7 @@ def test_first_poses_wait_for_a_slow_broker_at_qos_0(tmp_path, edgepose_env, cle
     assert (status["published"], status["dropped_messages"]) == (5, 0), status
 
 
+@pytest.mark.slow
 def test_sighup_applies_a_good_file_and_keeps_running_on_a_bad_one(tmp_path, long_folder, edgepose_env, cleanup):
     """systemctl reload: values only the sink or the source can reject (a wildcard in the topic prefix, a TLS
     file that does not exist, a source that does not open) leave the daemon as it was; a good [mqtt] change

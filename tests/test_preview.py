@@ -75,6 +75,7 @@ def server():
         yield s
 
 
+@pytest.mark.slow
 def test_nothing_is_drawn_while_nobody_watches_and_the_rate_is_capped_when_someone_does(server):
     image = np.full((240, 320, 3), 90, np.uint8)
     before = image.copy()
@@ -156,6 +157,7 @@ def test_port_in_use_is_one_line_exit_69():
 
 # --- the real daemon ------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("listen,code,text", [("nope", 78, "bad --preview 'nope'"),
                                               ("busy", 69, "already in use")])
 def test_run_preview_errors(listen, code, text, edgepose_env, tmp_path):
@@ -216,6 +218,7 @@ def own_daemon(tmp_path, model_cache, preview_clip):
     yield from _run_daemon(preview_clip, tmp_path, model_cache)
 
 
+@pytest.mark.slow
 def test_page_in_headless_chromium(daemon):
     why = chromium_available()
     if why:
@@ -253,6 +256,7 @@ def test_page_in_headless_chromium(daemon):
     assert proc.poll() is None
 
 
+@pytest.mark.slow
 def test_daemon_survives_disconnects_and_20_clients(daemon):
     proc, base, port, d = daemon
     start = count_payloads(d)
@@ -282,6 +286,7 @@ def test_daemon_survives_disconnects_and_20_clients(daemon):
     assert count_payloads(d) > start + 15  # ~10 payloads/s kept coming all along
 
 
+@pytest.mark.slow
 def test_sigterm_with_a_viewer_connected_stops_cleanly(own_daemon):
     proc, base, port, d = own_daemon
     s = socket.create_connection(("127.0.0.1", port), timeout=15)

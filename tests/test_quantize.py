@@ -19,8 +19,8 @@ from edgepose.inference.engine import Engine
 from edgepose.core.errors import ModelError, UsageError
 from edgepose.models.modelinfo import delegation, inspect
 
-from conftest import CALIB, MIRROR, run_cli, run_cli_inproc
-from models_util import OUTPUTS, needs_tf, run_graph
+from conftest import CALIB, MIRROR, run_cli_inproc
+from models_util import OUTPUTS, needs_tf, quantize_cached, run_graph
 
 pytestmark = needs_tf
 
@@ -90,6 +90,7 @@ def test_graph_rewrites_preserve_the_output(family, calib_images):
             assert np.abs(got - ref).max() < 1e-4 * max(1.0, float(np.abs(ref).max()))
 
 
+@pytest.mark.slow
 def test_cleanup_keeps_an_output_relu():
     gd = q.load_graph(MIRROR / "cpm" / "model.pb")
     relu = "Convolutional_Pose_Machine/stage_5_mv1/stage_5_mv1_2_pointwise/Relu"
@@ -97,6 +98,7 @@ def test_cleanup_keeps_an_output_relu():
     assert c.removed_relu == 51 and any(n.name == relu for n in clean.node)
 
 
+@pytest.mark.slow
 def test_not_a_graph(tmp_path):
     bad = tmp_path / "x.pb"
     bad.write_bytes(b"\xff" * 100)
@@ -252,7 +254,7 @@ def test_report_goal_check_is_strict():
 @pytest.mark.slow
 def test_daemon_runs_the_built_variant_by_name(built, quant_env):
     built("cpm", "int8")
-    r = run_cli(["run", "--model", "cpm-int8", "--source", CALIB / "ski.jpg"], quant_env)
+    r = run_cli_inproc(["run", "--model", "cpm-int8", "--source", CALIB / "ski.jpg"], quant_env)
     assert r.returncode == 0, r.stderr[-2000:]
     payload = json.loads(r.stdout.splitlines()[0])
     assert payload["model"] == "cpm-int8" and len(payload["keypoints"]) == 14
@@ -263,8 +265,8 @@ def test_float_output_skips_the_int8_output_grid(tmp_path, quant_env, calib_imag
     """`--float-output` (measured, not kept: docs/models.md): the op making the heatmaps stays float and
     the model's I/O is float32, so the heatmaps are not rounded to an int8 grid (<= 256 values)."""
     out = tmp_path / "head" / "model.tflite"
-    r = run_cli(["models", "quantize", "cpm-int8", "--float-layers", "stage_5_mv1", "--float-output",
-                 "--finetune", "0", "--calib", CALIB, "--runs", "2", "--out", out], quant_env, timeout=900)
+    r = quantize_cached(["cpm-int8", "--float-layers", "stage_5_mv1", "--float-output", "--finetune", "0",
+                         "--calib", CALIB, "--runs", "2", "--out", out], out.parent, quant_env)
     assert r.returncode == 0, r.stderr[-3000:]
     info = inspect(out)
     assert info.inputs[0].dtype == "float32" and info.outputs[0].dtype == "float32"

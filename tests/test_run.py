@@ -58,6 +58,7 @@ def _person_crops(tmp_path):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["cpm", "hourglass"])
 def test_keypoints_land_on_the_person(model, tmp_path, edgepose_env):
     crops = _person_crops(tmp_path)
@@ -98,19 +99,27 @@ def test_config_file_and_environment_reach_the_daemon(tmp_path, edgepose_env):
     assert p["device"] == "porch" and p["model"] == "hourglass" and p["present"] is True
 
 
+def _slow(*case):
+    """A case for the full run only (each one is an `edgepose` process of its own)."""
+    return pytest.param(*case, marks=pytest.mark.slow)
+
+
 @pytest.mark.parametrize("args,code,message", [
-    (["run", "--camera", "7"], 69, "cannot open camera 7"),
+    _slow(["run", "--camera", "7"], 69, "cannot open camera 7"),
     (["run", "--camera", "clip.mp4"], 64, "--camera takes a camera (0, /dev/video2, csi://0)"),
-    (["run", "--source", "{fakevideo}"], 66, "cannot decode video"),
-    (["run", "--source", "/nonexistent/clip.mp4"], 66, "source /nonexistent/clip.mp4 does not exist"),
-    (["run", "--source", "{calib}", "--model", "/nonexistent/m.tflite"], 66, "model file /nonexistent/m.tflite does not exist"),
-    (["run", "--source", "{calib}", "--model", "posenet"], 78, "unknown model 'posenet'"),
+    _slow(["run", "--source", "{fakevideo}"], 66, "cannot decode video"),
+    _slow(["run", "--source", "/nonexistent/clip.mp4"], 66,
+          "source /nonexistent/clip.mp4 does not exist"),
+    (["run", "--source", "{calib}", "--model", "/nonexistent/m.tflite"], 66,
+     "model file /nonexistent/m.tflite does not exist"),
+    _slow(["run", "--source", "{calib}", "--model", "posenet"], 78, "unknown model 'posenet'"),
     (["run", "--source", "{calib}", "--model", "{corrupt}"], 65, "not a valid TFLite model"),
     (["run", "--source", "{calib}", "--config", "{badcfg}"], 78, "unknown config key runtime.thread"),
-    (["run", "--source", "{calib}", "--threads", "-1"], 78, "runtime.threads"),
-    (["run", "--source", "{calib}", "--broker", "host:port"], 78, "bad --broker"),
+    _slow(["run", "--source", "{calib}", "--threads", "-1"], 78, "runtime.threads"),
+    _slow(["run", "--source", "{calib}", "--broker", "host:port"], 78, "bad --broker"),
     # the sink fails after the source's reader thread started: it must be closed (this aborted with 134)
-    (["run", "--source", "{calib}", "--sink", "mqtt", "--device", "a/b"], 78, "bad device id 'a/b'"),
+    _slow(["run", "--source", "{calib}", "--sink", "mqtt", "--device", "a/b"], 78,
+          "bad device id 'a/b'"),
     (["frobnicate"], 2, "invalid choice"),
 ])
 def test_error_paths_one_line_and_exit_code(args, code, message, tmp_path, edgepose_env):

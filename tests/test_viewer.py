@@ -64,6 +64,7 @@ def _publish(broker, env, clip="demo.mp4"):
     assert r.returncode == 0, r.stderr
 
 
+@pytest.mark.slow
 def test_view_to_jpeg_and_mp4(broker, edgepose_env, tmp_path):
     jpg, mp4 = tmp_path / "pose.jpg", tmp_path / "pose.mp4"
     (tmp_path / "a").mkdir()
@@ -90,6 +91,7 @@ def test_view_to_jpeg_and_mp4(broker, edgepose_env, tmp_path):
         assert "Traceback" not in (tmp_path / d / "viewer.err").read_text()
 
 
+@pytest.mark.slow
 def test_view_serves_the_preview_page(broker, edgepose_env, tmp_path):
     port = free_port()
     v = _viewer(broker, tmp_path, "--serve", f"127.0.0.1:{port}")
@@ -116,6 +118,7 @@ def test_view_serves_the_preview_page(broker, edgepose_env, tmp_path):
             driver.quit()
 
 
+@pytest.mark.slow
 def test_view_errors(broker, edgepose_env, tmp_path):
     env = {k: v for k, v in edgepose_env.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
     args = ["view", "--host", broker.host, "--port", broker.port, "--device", "cam1"]
