@@ -65,8 +65,9 @@ class ModelConfig:
                                        "multiplied by the catalogue's score_scale for other models)",
                                   minimum=0, maximum=1)
     family: str = _opt("auto", "how the model's output becomes a pose: auto (the catalogue's, else recognised "
-                               "from a model file's output), heatmap (CPM, Hourglass) or movenet",
-                       choices=("auto", "heatmap", "movenet"))
+                               "from a model file's output), heatmap (CPM, Hourglass), movenet or paf "
+                               "(OpenPose, multi-person)",
+                       choices=("auto", "heatmap", "movenet", "paf"))
     decoder: str = _opt("subpixel", "heatmap decoder (heatmap family only)",
                         choices=("subpixel", "argmax", "upstream"))
     fit: str = _opt("pad", "how a whole frame is fitted to the square model input",
