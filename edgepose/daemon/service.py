@@ -205,6 +205,7 @@ class Daemon:
         self.ready = False  # READY=1 sent (first frame decoded)
         self.sink = None
         self.device = cfg.device_id
+        self.people_count: Optional[int] = None  # people in the last frame (multi-person models)
 
     # -- building -----------------------------------------------------
     def build_model(self, cfg: config_mod.Config):
@@ -247,6 +248,8 @@ class Daemon:
                        "model": parts.model_name, "backend": d["backend"],
                        "backend_version": d["backend_version"], "xnnpack": d["xnnpack"],
                        "threads": d["threads"]})
+        if self.people_count is not None:
+            st["people"] = self.people_count
         return st
 
     # -- signals ------------------------------------------------------
@@ -419,7 +422,10 @@ class Daemon:
         lat = dict(result.latency_ms)
         lat["capture"] = frame.capture_ms
         lat["total"] = frame.capture_ms + (time.time() - frame.ts) * 1e3
-        payload = make_payload(self.device, self.seq, frame.ts, frame.size, parts.model_name, result.pose, lat)
+        payload = make_payload(self.device, self.seq, frame.ts, frame.size, parts.model_name, result.pose, lat,
+                               people=result.people)
+        if result.people is not None:
+            self.people_count = len(result.people)
         self.seq += 1
         self.sink.publish_pose(payload)
         self.stats.add(lat)

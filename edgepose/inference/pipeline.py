@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Dict, Optional, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Dict, Optional, Protocol, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -24,6 +24,7 @@ from edgepose.core.geometry import Box, CropTransform, whole_frame_box
 from edgepose.core.pose import KEYPOINT_NAMES, Pose
 
 if TYPE_CHECKING:  # the resolved model imports this package's engine and decoders
+    from edgepose.core.people import Person
     from edgepose.models.resolved import ResolvedModel
 
 
@@ -87,6 +88,8 @@ class FrameResult:
     pose: Pose
     transform: CropTransform
     latency_ms: Dict[str, float]
+    # multi-person models (edgepose.inference.multipose): everyone, with ids; None for a single-person model
+    people: Optional[Tuple["Person", ...]] = None
 
 
 class Pipeline:
