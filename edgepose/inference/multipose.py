@@ -15,12 +15,12 @@ from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 
-from edgepose.core.geometry import CropTransform, whole_frame_box
+from edgepose.core.geometry import CropTransform
 from edgepose.core.people import Person, lead_pose
 from edgepose.core.pose import Keypoint
 from edgepose.inference import paf
 from edgepose.inference.people import PeopleTracker
-from edgepose.inference.pipeline import FrameResult, crop_to_input
+from edgepose.inference.pipeline import FrameResult, WholeFrame, run_model
 
 
 def to_frame(found: Sequence[paf.GridPerson], transform: CropTransform, grid: tuple) -> List[np.ndarray]:
@@ -39,6 +39,7 @@ class MultiPipeline:
         self.fit = fit
         self.clock = clock
         in_w, in_h = engine.input_size
+        self.whole = WholeFrame(in_w, in_h, fit)  # letterboxed ("pad") unless fit = "stretch"
         self._buf = np.empty((in_h, in_w, 3), dtype=np.uint8)
 
     def reset(self) -> None:
@@ -66,15 +67,7 @@ class MultiPipeline:
         t0 = c()
         if still:
             self.reset()
-        fh, fw = frame.shape[:2]
-        in_w, in_h = self.engine.input_size
-        transform = CropTransform(whole_frame_box(fw, fh, in_w, in_h, self.fit), in_w, in_h)
-        crop_to_input(frame, transform, out=self._buf)
-        self.engine.set_input(self._buf)
-        t1 = c()
-        self.engine.invoke()
-        output = self.engine.output()
-        t2 = c()
+        output, transform, t1, t2 = run_model(self.engine, frame, self.whole, self._buf, c)
         people = self.people(output, transform, still)
         t3 = c()
         return FrameResult(lead_pose(people, self.names), transform,

@@ -83,6 +83,21 @@ def crop_to_input(frame: np.ndarray, transform: CropTransform, out: Optional[np.
                           borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
 
 
+def run_model(engine, frame: np.ndarray, box_policy: BoxPolicy, buf: np.ndarray, clock: Callable[[], float]
+              ) -> Tuple[np.ndarray, CropTransform, float, float]:
+    """The model's output for the box ``box_policy`` chooses in ``frame`` (resampled into ``buf``), the
+    transform, and the clock after preprocessing and after inference."""
+    fh, fw = frame.shape[:2]
+    in_w, in_h = engine.input_size
+    transform = CropTransform(box_policy.crop_box(fw, fh), in_w, in_h)
+    crop_to_input(frame, transform, out=buf)
+    engine.set_input(buf)
+    t1 = clock()
+    engine.invoke()
+    output = engine.output()
+    return output, transform, t1, clock()
+
+
 @dataclass
 class FrameResult:
     pose: Pose
@@ -124,15 +139,7 @@ class Pipeline:
         t0 = c()
         if still:
             self.reset()
-        fh, fw = frame.shape[:2]
-        in_w, in_h = self.engine.input_size
-        transform = CropTransform(self.box_policy.crop_box(fw, fh), in_w, in_h)
-        crop_to_input(frame, transform, out=self._buf)
-        self.engine.set_input(self._buf)
-        t1 = c()
-        self.engine.invoke()
-        heatmaps = self.engine.output()
-        t2 = c()
+        heatmaps, transform, t1, t2 = run_model(self.engine, frame, self.box_policy, self._buf, c)
         pose = decode_pose(heatmaps, transform, self.names, self.threshold, self.decoder)
         self.box_policy.update(pose, transform)
         if self.smoother is not None and not still:
