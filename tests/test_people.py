@@ -124,3 +124,34 @@ def test_run_publishes_v2_payloads_with_every_person(openpose, quant_env, tmp_pa
             assert set(p["keypoints"]) <= set(NAMES)
             assert all(0 <= k["x"] <= d["frame"]["width"] and 0 <= k["y"] <= d["frame"]["height"]
                        for k in p["keypoints"].values())
+
+
+def _two_people_payload():
+    a, b = body(100), body(400, 46)
+    people = [Person(i, 0.8, tuple(Keypoint(n, float(x), float(y), 0.8) for n, (x, y) in zip(NAMES, xy)))
+              for i, xy in ((4, a), (9, b))]
+    return make_payload("dev", 5, 1.0, (640, 480), "openpose-thin-float32", lead_pose(people, NAMES), {},
+                        people=people), a, b
+
+
+def test_sub_view_and_preview_drawing_show_everyone_with_their_id():
+    from edgepose.output import draw
+    from edgepose.tools.sub import format_pose
+    from edgepose.tools.viewer import Canvas
+
+    doc, a, b = _two_people_payload()
+    assert " 2 people [#4=0.80 #9=0.80] " in format_pose(doc)
+    canvas = draw.blank_canvas(640, 480)
+    img = draw.render(canvas, doc, fps=10.0)
+    changed = np.abs(img.astype(int) - canvas.astype(int)).sum(axis=2) > 0
+    for xy in (a, b):  # each person's hips (bones and dots drawn there), not just the lead person's
+        hx, hy = xy[NAMES.index("right_hip")]
+        assert changed[int(hy) - 3:int(hy) + 3, int(hx) - 3:int(hx) + 3].any()
+    # a person's missing parts are not drawn at (0, 0)
+    one = dict(doc, people=[dict(doc["people"][0], keypoints={"neck": doc["people"][0]["keypoints"]["neck"],
+                                                               "nose": doc["people"][0]["keypoints"]["nose"]})])
+    img = draw.render(canvas, one)
+    assert (img[470:, :10] == canvas[470:, :10]).all()
+    # the viewer scales everyone to its canvas
+    _, fitted = Canvas((320, 240)).fit(doc)
+    assert fitted["people"][1]["keypoints"]["neck"]["x"] == pytest.approx(doc["people"][1]["keypoints"]["neck"]["x"] / 2)
