@@ -524,6 +524,8 @@ def command(args: argparse.Namespace) -> int:
     models = [resolve_model(n, cfg.model.family if i == 0 else "auto",
                             cache_dir=Path(cfg.model.dir) if cfg.model.dir else None,
                             mirror=cfg.model.mirror, progress=registry.stderr_progress()) for i, n in enumerate(names)]
+    if any(m.family.kind == "paf" for m in models):
+        return _command_multi(args, cfg, names, models)
     joints = shared_joints(*(m.keypoint_names for m in models)) if len(models) > 1 else None
     reports = []
     for name, model in zip(names, models):
@@ -551,4 +553,28 @@ def command(args: argparse.Namespace) -> int:
         for n, d, m in reports:
             sys.stdout.write(format_table(m, f"model {n} ({m['family']})  decoder {d}  padding {args.padding}  "
                                              f"aspect {args.aspect}"))
+    return 0
+
+
+def _command_multi(args: argparse.Namespace, cfg, names, models) -> int:
+    """Multi-person models: COCO keypoint AP/AR (edgepose.tools.evaluate_multi), one table per model."""
+    from edgepose.inference.engine import Engine
+    from edgepose.inference.multipose import MultiPipeline
+    from edgepose.tools import evaluate_multi as em
+
+    if any(m.family.kind != "paf" for m in models):
+        raise UsageError("--compare a multi-person model with another multi-person model (COCO AP), "
+                         "not with a single-person one")
+    gt = em.load_coco(args.annotations)
+    images = Path(args.images) if args.images else Path(args.annotations).parent
+    reports = []
+    for name, model in zip(names, models):
+        engine = Engine(model, threads=cfg.runtime.threads, xnnpack=cfg.runtime.xnnpack, backend=cfg.runtime.backend)
+        metrics = em.evaluate_people(MultiPipeline(engine, model.keypoint_names), gt, images)
+        reports.append(dict(metrics, model=name, family=model.family.name))
+    if args.json:
+        sys.stdout.write(json.dumps(reports[0] if len(reports) == 1 else {"models": reports}, indent=1) + "\n")
+    else:
+        for r in reports:
+            sys.stdout.write(em.format_metrics(r, f"model {r['model']} ({r['family']})  COCO keypoint AP/AR"))
     return 0
