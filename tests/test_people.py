@@ -155,3 +155,17 @@ def test_sub_view_and_preview_drawing_show_everyone_with_their_id():
     # the viewer scales everyone to its canvas
     _, fitted = Canvas((320, 240)).fit(doc)
     assert fitted["people"][1]["keypoints"]["neck"]["x"] == pytest.approx(doc["people"][1]["keypoints"]["neck"]["x"] / 2)
+
+
+@pytest.mark.slow
+def test_python_api_gives_everyone_and_the_drop_thresholds_are_config(openpose):
+    from edgepose import PoseEstimator
+
+    frame = cv2.imread(str(CALIB / "p3.jpg"))
+    est = PoseEstimator(openpose, threads=2)
+    people = est.process(frame, still=True).people
+    assert len(people) == 3 and est.estimate(frame, still=True).present
+    parts = sorted(len(p.keypoints) for p in people)
+    strict = PoseEstimator(openpose, threads=2, min_parts=parts[-1]).process(frame, still=True).people
+    assert len(strict) == sum(n >= parts[-1] for n in parts) < 3
+    assert PoseEstimator(openpose, threads=2, min_person_score=10.0).process(frame, still=True).people == ()

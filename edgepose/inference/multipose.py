@@ -19,7 +19,7 @@ from edgepose.core.geometry import CropTransform
 from edgepose.core.people import Person, lead_pose
 from edgepose.core.pose import Keypoint
 from edgepose.inference import paf
-from edgepose.inference.people import PeopleTracker
+from edgepose.inference.people import IdParams, PeopleTracker
 from edgepose.inference.pipeline import FrameResult, WholeFrame, run_model
 
 
@@ -76,6 +76,9 @@ class MultiPipeline:
 
 
 def from_config(cfg, engine, model) -> MultiPipeline:
-    """The multi-person pipeline for ``model`` (a ``paf`` resolved model); tracking on: persistent ids."""
-    return MultiPipeline(engine, model.keypoint_names, tracker=PeopleTracker() if cfg.tracking.enabled else None,
-                         fit=cfg.model.fit)
+    """The multi-person pipeline for ``model`` (a ``paf`` resolved model): ``model.min_parts`` and
+    ``model.min_person_score`` drop people; ``tracking.enabled``: persistent ids, retired after
+    ``tracking.max_missed`` frames unseen."""
+    params = paf.PafParams(min_parts=cfg.model.min_parts, min_score=cfg.model.min_person_score)
+    tracker = PeopleTracker(IdParams(max_missed=cfg.tracking.max_missed)) if cfg.tracking.enabled else None
+    return MultiPipeline(engine, model.keypoint_names, params, tracker=tracker, fit=cfg.model.fit)
