@@ -169,3 +169,42 @@ def test_python_api_gives_everyone_and_the_drop_thresholds_are_config(openpose):
     strict = PoseEstimator(openpose, threads=2, min_parts=parts[-1]).process(frame, still=True).people
     assert len(strict) == sum(n >= parts[-1] for n in parts) < 3
     assert PoseEstimator(openpose, threads=2, min_person_score=10.0).process(frame, still=True).people == ()
+
+
+@pytest.mark.slow
+def test_mqtt_meta_status_and_v2_poses_of_a_multi_person_model(openpose, quant_env, tmp_path):
+    import subprocess
+    import sys
+
+    import broker as brokers
+    from conftest import REPO
+    from mqtt_util import Collector, wait_for
+
+    if not brokers.available():
+        pytest.skip("mosquitto is not installed")
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(40):  # a long enough run for a status to carry the people count
+        (frames / f"{i:03d}.jpg").write_bytes((CALIB / "p3.jpg").read_bytes())
+    b = brokers.Broker(tmp_path).start()
+    c = Collector(b, "edgepose/multi/#")
+    env = dict(quant_env, EDGEPOSE_MQTT_STATUS_INTERVAL="0.5")
+    proc = subprocess.Popen([sys.executable, "-m", "edgepose.cli", "run", "--source", str(frames), "--model",
+                             str(openpose), "--sink", "mqtt", "--broker", f"{b.host}:{b.port}", "--device", "multi",
+                             "--fps", "4"], env=env, cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=(tmp_path / "log").open("w"))
+    try:
+        status = wait_for(lambda: [m.json() for m in c.of("status") if "people" in m.json()], 200)
+        assert status, (tmp_path / "log").read_text()[-2000:]
+        assert status[-1]["people"] == 3
+        meta = c.of("meta")[-1].json()
+        assert meta["family"] == "paf" and meta["keypoints"] == list(NAMES) and len(meta["skeleton"]) == 17
+        poses = [m.json() for m in c.of("pose")]
+        assert poses and all(p["v"] == 2 and len(p["people"]) == 3 for p in poses)
+        # photos (image files) are stills: each numbers its people 1..n
+        assert all(sorted(q["id"] for q in p["people"]) == [1, 2, 3] for p in poses)
+    finally:
+        proc.kill()
+        proc.wait()
+        c.close()
+        b.kill()
