@@ -11,7 +11,7 @@ as ``pose`` (the highest-scoring person, the v1 view).
 from __future__ import annotations
 
 import time
-from typing import Callable, List, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, List, Optional, Sequence
 
 import numpy as np
 
@@ -22,6 +22,11 @@ from edgepose.inference import paf
 from edgepose.inference.people import IdParams, PeopleTracker
 from edgepose.inference.pipeline import FrameResult, WholeFrame, run_model
 
+if TYPE_CHECKING:
+    from edgepose.core.config import Config
+    from edgepose.inference.engine import Engine
+    from edgepose.models.resolved import ResolvedModel
+
 
 def to_frame(found: Sequence[paf.GridPerson], transform: CropTransform, grid: tuple) -> List[np.ndarray]:
     """Each person's (K, 2) grid coordinates in frame pixels (NaN stays NaN)."""
@@ -29,7 +34,7 @@ def to_frame(found: Sequence[paf.GridPerson], transform: CropTransform, grid: tu
 
 
 class MultiPipeline:
-    def __init__(self, engine, names: Sequence[str], params: paf.PafParams = paf.PafParams(),
+    def __init__(self, engine: Engine, names: Sequence[str], params: paf.PafParams = paf.PafParams(),
                  tracker: Optional[PeopleTracker] = None, fit: str = "pad",
                  clock: Callable[[], float] = time.perf_counter):
         self.engine = engine
@@ -52,8 +57,8 @@ class MultiPipeline:
         found = paf.decode_people(output, self.params)
         frame_xy = to_frame(found, transform, grid)
         # without tracking (or for a still photo) ids number the people of this frame, best first
-        tracked = self.tracker is not None and not still
-        ids = self.tracker.assign(frame_xy) if tracked else list(range(1, len(found) + 1))
+        tracker = None if still else self.tracker
+        ids = tracker.assign(frame_xy) if tracker is not None else list(range(1, len(found) + 1))
         k = len(self.names)
         out = []
         for pid, p, xy in zip(ids, found, frame_xy):
@@ -75,7 +80,7 @@ class MultiPipeline:
                            people=tuple(people))
 
 
-def from_config(cfg, engine, model) -> MultiPipeline:
+def from_config(cfg: Config, engine: Engine, model: ResolvedModel) -> MultiPipeline:
     """The multi-person pipeline for ``model`` (a ``paf`` resolved model): ``model.min_parts`` and
     ``model.min_person_score`` drop people; ``tracking.enabled``: persistent ids, retired after
     ``tracking.max_missed`` frames unseen."""

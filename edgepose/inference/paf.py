@@ -70,7 +70,7 @@ class GridPerson:
 
     @property
     def found(self) -> np.ndarray:
-        return ~np.isnan(self.xy[:, 0])
+        return np.asarray(~np.isnan(self.xy[:, 0]))
 
 
 def find_peaks(parts: np.ndarray, params: PafParams = PafParams()) -> List[np.ndarray]:

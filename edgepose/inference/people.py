@@ -32,7 +32,7 @@ class _Track:
     area: float = 1.0
 
     def predicted(self) -> np.ndarray:
-        return self.xy + self.velocity * (self.missed + 1)
+        return np.asarray(self.xy + self.velocity * (self.missed + 1))
 
 
 def _area(xy: np.ndarray) -> float:

@@ -25,6 +25,7 @@ from edgepose.core.pose import KEYPOINT_NAMES, Pose
 
 if TYPE_CHECKING:  # the resolved model imports this package's engine and decoders
     from edgepose.core.people import Person
+    from edgepose.inference.engine import Engine
     from edgepose.models.resolved import ResolvedModel
 
 
@@ -83,7 +84,7 @@ def crop_to_input(frame: np.ndarray, transform: CropTransform, out: Optional[np.
                           borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
 
 
-def run_model(engine, frame: np.ndarray, box_policy: BoxPolicy, buf: np.ndarray, clock: Callable[[], float]
+def run_model(engine: "Engine", frame: np.ndarray, box_policy: BoxPolicy, buf: np.ndarray, clock: Callable[[], float]
               ) -> Tuple[np.ndarray, CropTransform, float, float]:
     """The model's output for the box ``box_policy`` chooses in ``frame`` (resampled into ``buf``), the
     transform, and the clock after preprocessing and after inference."""
