@@ -66,12 +66,17 @@ class ModelConfig:
                                        "multiplied by the catalogue's score_scale for other models)",
                                   minimum=0, maximum=1)
     family: str = _opt("auto", "how the model's output becomes a pose: auto (the catalogue's, else recognised "
-                               "from a model file's output), heatmap (CPM, Hourglass) or movenet",
-                       choices=("auto", "heatmap", "movenet"))
+                               "from a model file's output), heatmap (CPM, Hourglass), movenet or paf "
+                               "(OpenPose, multi-person)",
+                       choices=("auto", "heatmap", "movenet", "paf"))
     decoder: str = _opt("subpixel", "heatmap decoder (heatmap family only)",
                         choices=("subpixel", "argmax", "upstream"))
     fit: str = _opt("pad", "how a whole frame is fitted to the square model input",
                     choices=("pad", "stretch"))
+    min_parts: int = _opt(4, "multi-person (paf) models: people with fewer parts found are dropped",
+                          minimum=1, maximum=18)
+    min_person_score: float = _opt(0.3, "multi-person (paf) models: people whose mean part + limb score "
+                                        "is lower are dropped", minimum=0)
 
 
 @dataclass
@@ -131,7 +136,10 @@ class SmoothingConfig:
 
 @dataclass
 class TrackingConfig:
-    enabled: bool = _opt(True, "crop the next frame around a confident pose")
+    enabled: bool = _opt(True, "crop the next frame around a confident pose (multi-person models: "
+                               "keep each person's id from frame to frame)")
+    max_missed: int = _opt(10, "multi-person models: frames a person may be unseen before their id is retired",
+                           minimum=0, maximum=1000)
     min_score: float = _opt(0.25, "pose score needed to keep tracking (set for CPM; multiplied by the "
                                   "model's catalogue score_scale, 0.59 for Hourglass)", minimum=0, maximum=1)
     margin: float = _opt(1.7, "crop size as a multiple of the keypoint box", minimum=1.0)

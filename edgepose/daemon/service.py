@@ -206,6 +206,7 @@ class Daemon:
         self.sink = None
         self.device = cfg.device_id
         self.last_reload: Optional[Dict[str, Any]] = None  # outcome of the last SIGHUP (status `reload`)
+        self.people_count: Optional[int] = None  # people in the last frame (multi-person models)
 
     # -- building -----------------------------------------------------
     def build_model(self, cfg: config_mod.Config):
@@ -251,6 +252,8 @@ class Daemon:
                        "xnnpack_delegation": d["xnnpack_delegation"], "threads": d["threads"]})
         if self.last_reload is not None:
             st["reload"] = dict(self.last_reload)
+        if self.people_count is not None:
+            st["people"] = self.people_count
         return st
 
     # -- signals ------------------------------------------------------
@@ -431,7 +434,10 @@ class Daemon:
         lat = dict(result.latency_ms)
         lat["capture"] = frame.capture_ms
         lat["total"] = frame.capture_ms + (time.time() - frame.ts) * 1e3
-        payload = make_payload(self.device, self.seq, frame.ts, frame.size, parts.model_name, result.pose, lat)
+        payload = make_payload(self.device, self.seq, frame.ts, frame.size, parts.model_name, result.pose, lat,
+                               people=result.people)
+        if result.people is not None:
+            self.people_count = len(result.people)
         self.seq += 1
         self.sink.publish_pose(payload)
         self.stats.add(lat)

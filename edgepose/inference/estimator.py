@@ -23,6 +23,7 @@ import numpy as np
 
 from edgepose.core import config as config_mod
 from edgepose.core.pose import Pose
+from edgepose.inference import multipose
 from edgepose.inference import pipeline as pipeline_mod
 from edgepose.inference.engine import Engine, load_runtime
 from edgepose.models import registry
@@ -75,7 +76,11 @@ class PoseEstimator:
                                                   cache_dir=Path(cfg.model.dir) if cfg.model.dir else None,
                                                   mirror=cfg.model.mirror, progress=progress, runtime=runtime)
         self.engine = Engine(self.model, threads=cfg.runtime.threads, xnnpack=cfg.runtime.xnnpack, runtime=runtime)
-        self.pipeline = pipeline_mod.from_config(cfg, self.engine, self.model)
+        if self.model.family.kind == "paf":  # several people: same interface, FrameResult.people too
+            self.pipeline: Union[pipeline_mod.Pipeline, multipose.MultiPipeline] = multipose.from_config(
+                cfg, self.engine, self.model)
+        else:
+            self.pipeline = pipeline_mod.from_config(cfg, self.engine, self.model)
 
     def process(self, frame: np.ndarray, ts: Optional[float] = None,
                 still: bool = False) -> pipeline_mod.FrameResult:

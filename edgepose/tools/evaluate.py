@@ -666,6 +666,8 @@ def command(args: argparse.Namespace) -> int:
                                                                   family=cfg.model.family if i == 0 else "auto"))
         estimators.append(PoseEstimator.from_config(mcfg, progress=registry.stderr_progress()))
     models = [e.model for e in estimators]
+    if any(m.family.kind == "paf" for m in models):
+        return _command_multi(args, cfg, names, models)
     joints = shared_joints(*(m.keypoint_names for m in models)) if len(models) > 1 else None
     reports = []
     for name, est in zip(names, estimators):
@@ -725,4 +727,28 @@ def command(args: argparse.Namespace) -> int:
             sys.stdout.write(format_both(modes["crop"], modes["frame"], title))
         else:
             sys.stdout.write(format_table(modes[args.mode], title))
+    return 0
+
+
+def _command_multi(args: argparse.Namespace, cfg, names, models) -> int:
+    """Multi-person models: COCO keypoint AP/AR (edgepose.tools.evaluate_multi), one table per model."""
+    from edgepose.inference.engine import Engine
+    from edgepose.inference.multipose import MultiPipeline
+    from edgepose.tools import evaluate_multi as em
+
+    if any(m.family.kind != "paf" for m in models):
+        raise UsageError("--compare a multi-person model with another multi-person model (COCO AP), "
+                         "not with a single-person one")
+    gt = em.load_coco(args.annotations)
+    images = Path(args.images) if args.images else Path(args.annotations).parent
+    reports = []
+    for name, model in zip(names, models):
+        engine = Engine(model, threads=cfg.runtime.threads, xnnpack=cfg.runtime.xnnpack, backend=cfg.runtime.backend)
+        metrics = em.evaluate_people(MultiPipeline(engine, model.keypoint_names), gt, images)
+        reports.append(dict(metrics, model=name, family=model.family.name))
+    if args.json:
+        sys.stdout.write(json.dumps(reports[0] if len(reports) == 1 else {"models": reports}, indent=1) + "\n")
+    else:
+        for r in reports:
+            sys.stdout.write(em.format_metrics(r, f"model {r['model']} ({r['family']})  COCO keypoint AP/AR"))
     return 0

@@ -190,6 +190,19 @@ def variant_for(name: str, mode: Optional[str], catalogue: Dict[str, registry.Mo
     raise ConfigError(f"no {mode} recipe for {name!r} in the catalogue (models: {', '.join(choices)})")
 
 
+def _input_size(entry: registry.ModelEntry, float_engine) -> tuple:
+    """(width, height) the variant is converted at: its ``input_size``, else its float reference's."""
+    size = entry.extra.get("input_size")
+    if size is None:
+        if float_engine is None:
+            raise ConfigError(f"catalogue entry {entry.name} is its own reference: give it an input_size")
+        return float_engine.input_size
+    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v >= 8 and v % 8 == 0
+                                                              for v in size)):
+        raise ConfigError(f"catalogue entry {entry.name}: input_size must be [width, height], multiples of 8")
+    return size[0], size[1]
+
+
 def _quantize(args, cfg, cache: Path, mirror: str) -> int:
     from edgepose.build import quantize as q
     from edgepose.inference.engine import Engine
@@ -227,8 +240,13 @@ def _quantize(args, cfg, cache: Path, mirror: str) -> int:
     # the inputs exist: checked before anything is created, fetched (megabytes) or built
     if args.calib:
         q.list_images(Path(args.calib))
+    from edgepose.models.resolved import entry_traits
+
+    multi = entry_traits(entry.name, cat)[0] == "paf"
     samples = None
-    if args.eval:
+    if args.eval and multi:  # agreement/PCK are single-person measures; `edgepose eval` scores these
+        sys.stderr.write(f"{entry.name} is a multi-person model: --eval is not measured in its report\n")
+    elif args.eval:
         from edgepose.tools.evaluate import check_samples, load_annotations
 
         samples = load_annotations(args.eval)
@@ -244,11 +262,12 @@ def _quantize(args, cfg, cache: Path, mirror: str) -> int:
     q.require_converter()  # no TensorFlow: say so before fetching megabytes it cannot use
     pb = registry.resolve(entry.source, cache_dir=cache, mirror=mirror, progress=registry.stderr_progress(),
                         catalogue=cat)
-    float_path = registry.resolve(ref_name, cache_dir=cache, mirror=mirror, progress=registry.stderr_progress(),
-                                catalogue=cat)
+    self_reference = ref_name == entry.name  # no upstream .tflite: the float32 build is the reference
+    float_path = out if self_reference else registry.resolve(
+        ref_name, cache_dir=cache, mirror=mirror, progress=registry.stderr_progress(), catalogue=cat)
     threads = args.threads if args.threads is not None else cfg.runtime.threads
-    float_engine = Engine(float_path, threads=threads, backend=cfg.runtime.backend)
-    in_w, in_h = float_engine.input_size
+    float_engine = None if self_reference else Engine(float_path, threads=threads, backend=cfg.runtime.backend)
+    in_w, in_h = _input_size(entry, float_engine)
     calib, photos = [], []
     if args.calib:
         photos = q.read_photos(Path(args.calib))
@@ -257,7 +276,7 @@ def _quantize(args, cfg, cache: Path, mirror: str) -> int:
     outp = src.output or {}
     try:
         in_name, out_name = inp["name"], outp["name"]
-        shape = list(inp["shape"])
+        shape = list(inp["shape"]) if "input_size" not in entry.extra else [1, in_h, in_w, 3]
     except KeyError as e:
         raise ConfigError(f"catalogue entry {src.name} lacks input/output {e}") from None
     sys.stderr.write(f"building {entry.name} ({recipe.mode}) from {pb} ...\n")
@@ -270,6 +289,8 @@ def _quantize(args, cfg, cache: Path, mirror: str) -> int:
         tmp.unlink(missing_ok=True)
         raise ConfigError(f"cannot write {out}: {e}") from None
     quant_engine = Engine(out, threads=threads, backend=cfg.runtime.backend)
+    if float_engine is None:
+        float_engine = Engine(out, threads=threads, backend=cfg.runtime.backend)
     report = q.make_report(name=entry.name, source=entry.source, source_path=pb, model_path=out,
                            recipe=recipe, built=built, calib_dir=Path(args.calib) if args.calib else None,
                            calib_count=len(calib), float_engine=float_engine, quant_engine=quant_engine,

@@ -73,8 +73,14 @@ def format_pose(p: Dict[str, Any]) -> str:
                    for k in p.get("keypoints", []) if isinstance(k, dict))
     lat = (p.get("latency_ms") or {}).get("total")
     lat_s = f" {lat:.1f}ms" if isinstance(lat, (int, float)) else ""
+    people = p.get("people")
+    if isinstance(people, list):  # v2 (multi-person): everyone by id, the lead person's keypoints below
+        seen = f"{len(people)} people [" + " ".join(f"#{q.get('id')}={float(q.get('score') or 0):.2f}"
+                                                    for q in people if isinstance(q, dict)) + "]"
+    else:
+        seen = 'person' if p.get('present') else 'nobody'
     return (f"{_clock_text(p.get('ts'))} {p.get('device', '?')} #{p.get('seq', '?')} "
-            f"{'person' if p.get('present') else 'nobody'} score={float(p.get('score') or 0):.2f}"
+            f"{seen} score={float(p.get('score') or 0):.2f}"
             f"{lat_s} {kps}")
 
 

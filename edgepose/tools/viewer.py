@@ -172,6 +172,9 @@ class Canvas:
         if s < 1.0:
             pose = dict(pose, frame={"width": size[0], "height": size[1]},
                         keypoints=[dict(k, x=k["x"] * s, y=k["y"] * s) for k in pose.get("keypoints", [])])
+            if isinstance(pose.get("people"), list):  # v2: everyone, scaled the same
+                pose["people"] = [dict(p, keypoints={n: dict(k, x=k["x"] * s, y=k["y"] * s)
+                                                     for n, k in p["keypoints"].items()}) for p in pose["people"]]
         return self._img, pose
 
 

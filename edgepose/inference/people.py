@@ -1,0 +1,106 @@
+"""Persistent person ids across frames (multi-person models).
+
+Each frame's people are matched to the people of the previous frames by keypoint similarity (OKS:
+``exp(-d^2 / (2 s^2 k^2))`` averaged over the parts both have, ``s^2`` the area of the track's box,
+``k`` = :attr:`IdParams.kappa`), greedily, most similar pair first.  A track's position is
+predicted with its last velocity (so two people who cross are not swapped), a person that matches
+no track gets a new id, and a track that matches nobody is kept for :attr:`IdParams.max_missed`
+frames (a person hidden for a moment keeps their id), then retired.  Ids are never reused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Sequence
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class IdParams:
+    max_missed: int = 10  # frames a person may be unseen before their id is retired
+    min_similarity: float = 0.2  # OKS below which a person is not the track
+    kappa: float = 0.1  # OKS falloff, as a fraction of the box size (about COCO's shoulders/hips)
+
+
+@dataclass
+class _Track:
+    id: int
+    xy: np.ndarray  # (K, 2), NaN where unknown
+    velocity: np.ndarray  # (K, 2) per frame, 0 where unknown
+    missed: int = 0
+    area: float = 1.0
+
+    def predicted(self) -> np.ndarray:
+        return np.asarray(self.xy + self.velocity * (self.missed + 1))
+
+
+def _area(xy: np.ndarray) -> float:
+    ok = ~np.isnan(xy[:, 0])
+    if ok.sum() < 2:
+        return 1.0
+    span = xy[ok].max(axis=0) - xy[ok].min(axis=0)
+    return float(max(span[0] * span[1], 1.0))
+
+
+def similarity(a: np.ndarray, b: np.ndarray, area: float, kappa: float) -> float:
+    """OKS of two (K, 2) keypoint sets (NaN: missing) at scale ``area``; 0 when they share no part."""
+    both = ~np.isnan(a[:, 0]) & ~np.isnan(b[:, 0])
+    if not both.any():
+        return 0.0
+    d2 = ((a[both] - b[both]) ** 2).sum(axis=1)
+    return float(np.exp(-d2 / (2 * area * kappa ** 2)).mean())
+
+
+@dataclass
+class PeopleTracker:
+    """Assigns ids to each frame's people (:meth:`assign`); ``reset`` forgets every track."""
+
+    params: IdParams = IdParams()
+    _tracks: List[_Track] = field(default_factory=list)
+    _next: int = 1
+
+    def reset(self) -> None:
+        self._tracks = []
+
+    def assign(self, people: Sequence[np.ndarray]) -> List[int]:
+        """The id of each person (a (K, 2) array of frame coordinates, NaN for parts not found)."""
+        p = self.params
+        people = [np.asarray(x, dtype=np.float64) for x in people]
+        sims = np.zeros((len(people), len(self._tracks)))
+        for j, t in enumerate(self._tracks):
+            pred = t.predicted()
+            for i, xy in enumerate(people):
+                sims[i, j] = similarity(xy, pred, t.area, p.kappa)
+        ids = [0] * len(people)
+        used_p, used_t = set(), set()
+        for flat in np.argsort(-sims, axis=None, kind="stable"):
+            i, j = divmod(int(flat), max(len(self._tracks), 1))
+            if sims[i, j] < p.min_similarity:
+                break
+            if i in used_p or j in used_t:
+                continue
+            used_p.add(i)
+            used_t.add(j)
+            t = self._tracks[j]
+            seen = ~np.isnan(people[i][:, 0]) & ~np.isnan(t.xy[:, 0])
+            step = np.zeros_like(t.velocity)
+            step[seen] = (people[i][seen] - t.xy[seen]) / (t.missed + 1)
+            t.velocity = step
+            # parts not seen now keep their last known place (moved along with the person's mean motion)
+            keep = np.isnan(people[i][:, 0]) & ~np.isnan(t.xy[:, 0])
+            mean_step = step[seen].mean(axis=0) * (t.missed + 1) if seen.any() else np.zeros(2)
+            t.xy = np.where(keep[:, None], t.xy + mean_step, people[i])
+            t.area, t.missed = _area(people[i]), 0
+            ids[i] = t.id
+        for j, t in enumerate(self._tracks):
+            if j not in used_t:
+                t.missed += 1
+        self._tracks = [t for t in self._tracks if t.missed <= p.max_missed]
+        for i, xy in enumerate(people):
+            if i not in used_p:
+                t = _Track(self._next, xy.copy(), np.zeros_like(xy), area=_area(xy))
+                self._next += 1
+                self._tracks.append(t)
+                ids[i] = t.id
+        return ids

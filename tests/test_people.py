@@ -1,0 +1,210 @@
+"""Several people per frame: persistent ids (inference/people.py), the letterboxed multi-person
+pipeline (inference/multipose.py), the v2 payload with `people`, and `edgepose run` with the real
+OpenPose model built from the mirror."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from edgepose.core.payload import make_payload, pose_problem
+from edgepose.core.people import Person, lead_pose
+from edgepose.core.pose import OPENPOSE_KEYPOINT_NAMES as NAMES, Keypoint
+from edgepose.inference.engine import Engine
+from edgepose.inference.multipose import MultiPipeline
+from edgepose.inference.people import IdParams, PeopleTracker
+
+from conftest import CALIB, payloads, run_cli
+from test_paf import standing
+
+
+def body(cx: float, top: float = 40.0) -> np.ndarray:
+    """A standing person in frame pixels (about 200 px tall)."""
+    return standing(cx, top, 8.0)
+
+
+def test_two_people_crossing_keep_their_ids():
+    tracker = PeopleTracker()
+    ids_a, ids_b = [], []
+    for f in range(21):  # a walks right, b walks left; they pass through each other at frame 10
+        a, b = body(100 + 15 * f), body(400 - 15 * f, 46)
+        order = [a, b] if f % 2 else [b, a]  # the decoder's order says nothing about who is who
+        got = dict(zip(("a", "b") if f % 2 else ("b", "a"), tracker.assign(order)))
+        ids_a.append(got["a"])
+        ids_b.append(got["b"])
+    assert len(set(ids_a)) == 1 and len(set(ids_b)) == 1 and ids_a[0] != ids_b[0]
+
+
+def test_one_leaves_and_returns_within_the_grace_frames_keeps_the_id_later_gets_a_new_one():
+    tracker = PeopleTracker(IdParams(max_missed=5))
+    stay = body(100)
+    first = tracker.assign([stay, body(400)])
+    for _ in range(4):  # the second person is hidden for 4 frames
+        assert tracker.assign([stay]) == first[:1]
+    assert tracker.assign([body(404), stay]) == [first[1], first[0]]
+    for _ in range(7):  # now gone longer than max_missed: retired
+        assert tracker.assign([stay]) == first[:1]
+    again = tracker.assign([stay, body(400)])
+    assert again[0] == first[0] and again[1] not in first  # ids are never reused
+
+
+def test_partial_people_still_match_and_a_stranger_is_new():
+    tracker = PeopleTracker()
+    a = body(100)
+    [ida] = tracker.assign([a])
+    half = a.copy()
+    half[8:] = np.nan  # only the upper body found this frame
+    assert tracker.assign([half]) == [ida]
+    assert tracker.assign([a, body(500)])[0] == ida
+    assert tracker.assign([]) == []
+
+
+def test_v2_payload_carries_everyone_and_v1_fields_for_the_lead_person():
+    people = [Person(3, 0.5, (Keypoint("nose", 10, 20, 0.9), Keypoint("neck", 12, 40, 0.8))),
+              Person(7, 0.7, (Keypoint("neck", 100, 40, 0.8),))]
+    pose = lead_pose(people, NAMES)
+    doc = make_payload("dev", 1, 2.0, (640, 480), "openpose-thin-float32", pose, {}, people=people)
+    assert doc["v"] == 2 and pose_problem(doc) is None
+    assert [p["id"] for p in doc["people"]] == [3, 7]
+    assert doc["people"][0]["box"] == {"x": 10, "y": 20, "width": 2, "height": 20}
+    assert doc["people"][0]["keypoints"]["neck"] == {"x": 12, "y": 40, "score": 0.8}
+    # the v1 view: the best person, every keypoint listed (not found: score 0)
+    assert doc["present"] and doc["score"] == 0.7 and len(doc["keypoints"]) == 18
+    assert doc["keypoints"][1] == {"name": "neck", "x": 100, "y": 40, "score": 0.8}
+    nobody = make_payload("dev", 1, 2.0, (640, 480), "m", lead_pose([], NAMES), {}, people=[])
+    assert nobody["v"] == 2 and nobody["people"] == [] and not nobody["present"]
+    assert make_payload("dev", 1, 2.0, (640, 480), "m", pose, {})["v"] == 1  # single-person models: v1
+    for bad in ([{"id": "x", "score": 1, "keypoints": {}}], [{"id": 1, "score": 1, "keypoints": {"a": {"x": 1}}}],
+                {"id": 1}, [{"id": 1, "score": 1, "keypoints": {"a": {"x": 1e9, "y": 0, "score": 1}}}]):
+        assert pose_problem(dict(doc, people=bad)) is not None
+
+
+@pytest.fixture(scope="module")
+def openpose(built):
+    return built("openpose-thin", "float32", variant="openpose-thin-float32")[0]
+
+
+@pytest.mark.slow
+def test_frames_are_letterboxed_and_people_mapped_back_to_frame_pixels(openpose):
+    engine = Engine(openpose, threads=2)
+    photo = cv2.imread(str(CALIB / "p2.jpg"))
+    # the same photo inside a tall portrait frame, 37 px right and 300 px down: the same people, shifted
+    tall = np.zeros((photo.shape[0] * 3, photo.shape[1] + 60, 3), np.uint8)
+    tall[300:300 + photo.shape[0], 37:37 + photo.shape[1]] = photo
+    pipe = MultiPipeline(engine, NAMES)
+    res = pipe.process(tall, 0.0, still=True)
+    box = res.transform.box
+    assert abs(box.w / box.h - 432 / 368) < 1e-9 and box.h == tall.shape[0]  # padded, not stretched
+    direct = pipe.process(photo, 0.0, still=True).people
+    assert len(direct) == len(res.people) == 2
+    for p in direct:  # each person found in both, same parts within the grid's resolution at each scale
+        neck = next(k for k in p.keypoints if k.name == "neck")
+        q = min(res.people, key=lambda r: abs(next(k.x for k in r.keypoints if k.name == "neck") - 37 - neck.x))
+        qneck = next(k for k in q.keypoints if k.name == "neck")
+        assert abs(qneck.x - 37 - neck.x) < 8 and abs(qneck.y - 300 - neck.y) < 8
+    assert sorted(p.id for p in res.people) == [1, 2]
+
+
+@pytest.mark.slow
+def test_run_publishes_v2_payloads_with_every_person(openpose, quant_env, tmp_path):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for name in ("p2.jpg", "p3.jpg"):
+        (frames / name).write_bytes((CALIB / name).read_bytes())
+    r = run_cli(["run", "--source", frames, "--model", openpose, "--sink", "stdout", "--max-frames", "2"], quant_env,
+                timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    docs = payloads(r.stdout)
+    assert [d["v"] for d in docs] == [2, 2] and [len(d["people"]) for d in docs] == [2, 3]
+    for d in docs:
+        assert pose_problem(d) is None and d["present"]
+        for p in d["people"]:
+            assert set(p) == {"id", "score", "box", "keypoints"} and len(p["keypoints"]) >= 4
+            assert set(p["keypoints"]) <= set(NAMES)
+            assert all(0 <= k["x"] <= d["frame"]["width"] and 0 <= k["y"] <= d["frame"]["height"]
+                       for k in p["keypoints"].values())
+
+
+def _two_people_payload():
+    a, b = body(100), body(400, 46)
+    people = [Person(i, 0.8, tuple(Keypoint(n, float(x), float(y), 0.8) for n, (x, y) in zip(NAMES, xy)))
+              for i, xy in ((4, a), (9, b))]
+    return make_payload("dev", 5, 1.0, (640, 480), "openpose-thin-float32", lead_pose(people, NAMES), {},
+                        people=people), a, b
+
+
+def test_sub_view_and_preview_drawing_show_everyone_with_their_id():
+    from edgepose.output import draw
+    from edgepose.tools.sub import format_pose
+    from edgepose.tools.viewer import Canvas
+
+    doc, a, b = _two_people_payload()
+    assert " 2 people [#4=0.80 #9=0.80] " in format_pose(doc)
+    canvas = draw.blank_canvas(640, 480)
+    img = draw.render(canvas, doc, fps=10.0)
+    changed = np.abs(img.astype(int) - canvas.astype(int)).sum(axis=2) > 0
+    for xy in (a, b):  # each person's hips (bones and dots drawn there), not just the lead person's
+        hx, hy = xy[NAMES.index("right_hip")]
+        assert changed[int(hy) - 3:int(hy) + 3, int(hx) - 3:int(hx) + 3].any()
+    # a person's missing parts are not drawn at (0, 0)
+    one = dict(doc, people=[dict(doc["people"][0], keypoints={"neck": doc["people"][0]["keypoints"]["neck"],
+                                                               "nose": doc["people"][0]["keypoints"]["nose"]})])
+    img = draw.render(canvas, one)
+    assert (img[470:, :10] == canvas[470:, :10]).all()
+    # the viewer scales everyone to its canvas
+    _, fitted = Canvas((320, 240)).fit(doc)
+    assert fitted["people"][1]["keypoints"]["neck"]["x"] == pytest.approx(doc["people"][1]["keypoints"]["neck"]["x"] / 2)
+
+
+@pytest.mark.slow
+def test_python_api_gives_everyone_and_the_drop_thresholds_are_config(openpose):
+    from edgepose import PoseEstimator
+
+    frame = cv2.imread(str(CALIB / "p3.jpg"))
+    est = PoseEstimator(openpose, threads=2)
+    people = est.process(frame, still=True).people
+    assert len(people) == 3 and est.estimate(frame, still=True).present
+    parts = sorted(len(p.keypoints) for p in people)
+    strict = PoseEstimator(openpose, threads=2, min_parts=parts[-1]).process(frame, still=True).people
+    assert len(strict) == sum(n >= parts[-1] for n in parts) < 3
+    assert PoseEstimator(openpose, threads=2, min_person_score=10.0).process(frame, still=True).people == ()
+
+
+@pytest.mark.slow
+def test_mqtt_meta_status_and_v2_poses_of_a_multi_person_model(openpose, quant_env, tmp_path):
+    import subprocess
+    import sys
+
+    import broker as brokers
+    from conftest import REPO
+    from mqtt_util import Collector, wait_for
+
+    if not brokers.available():
+        pytest.skip("mosquitto is not installed")
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(40):  # a long enough run for a status to carry the people count
+        (frames / f"{i:03d}.jpg").write_bytes((CALIB / "p3.jpg").read_bytes())
+    b = brokers.Broker(tmp_path).start()
+    c = Collector(b, "edgepose/multi/#")
+    env = dict(quant_env, EDGEPOSE_MQTT_STATUS_INTERVAL="0.5")
+    proc = subprocess.Popen([sys.executable, "-m", "edgepose.cli", "run", "--source", str(frames), "--model",
+                             str(openpose), "--sink", "mqtt", "--broker", f"{b.host}:{b.port}", "--device", "multi",
+                             "--fps", "4"], env=env, cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=(tmp_path / "log").open("w"))
+    try:
+        status = wait_for(lambda: [m.json() for m in c.of("status") if "people" in m.json()], 200)
+        assert status, (tmp_path / "log").read_text()[-2000:]
+        assert status[-1]["people"] == 3
+        meta = c.of("meta")[-1].json()
+        assert meta["family"] == "paf" and meta["keypoints"] == list(NAMES) and len(meta["skeleton"]) == 17
+        poses = [m.json() for m in c.of("pose")]
+        assert poses and all(p["v"] == 2 and len(p["people"]) == 3 for p in poses)
+        # photos (image files) are stills: each numbers its people 1..n
+        assert all(sorted(q["id"] for q in p["people"]) == [1, 2, 3] for p in poses)
+    finally:
+        proc.kill()
+        proc.wait()
+        c.close()
+        b.kill()
