@@ -49,7 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, metavar="PATH",
                    help="write here instead of the cache entry (report beside it)")
     p.add_argument("--eval", default=None, metavar="FILE.json",
-                   help="COCO keypoints to measure agreement with float and PCK (never the calibration set)")
+                   help="annotated people (COCO keypoints) the verdict judges int8 on: PCK@0.1 and @0.05 of float and "
+                        "quantized against the truth, a few hundred people (e.g. ../shared/data/eval-lspet); never the "
+                        "calibration set")
     p.add_argument("--float-layers", default=None, metavar="PAT,PAT",
                    help="int8: keep ops whose name contains one of these in float")
     p.add_argument("--float-output", action="store_true",
