@@ -5,7 +5,7 @@
 
 Issue 21's accuracy goal: edgepose's MoveNet path (resolved model, engine, regression decoder, crop
 transform) scores within 1.0 PCK@0.1 of a reference written here from the model card alone: a bare
-interpreter (``ai_edge_litert``, else ``tflite_runtime``, else ``tf.lite``), each person's crop (the
+interpreter (LiteRT's, else tflite-runtime's ``Interpreter``), each person's crop (the
 eval crop: annotation box grown by eval's padding and made square) cut from the photo with black
 where it leaves the image, resized to 192x192 with ``cv2.resize``, BGR -> RGB, uint8, ``invoke()``,
 and keypoint = (x * crop width + crop left, y * crop height + crop top).  Both are scored by
@@ -36,16 +36,12 @@ MODEL = "movenet-lightning"
 
 
 def bare_interpreter(path: Path, threads: int):
-    """The interpreter as a plain script would make it (default delegates: XNNPACK in LiteRT)."""
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        try:
-            from tflite_runtime.interpreter import Interpreter
-        except ImportError:
-            import tensorflow as tf
-            Interpreter = tf.lite.Interpreter
-    it = Interpreter(model_path=str(path), num_threads=threads)
+    """The interpreter as a plain script makes it: ``Interpreter(model_path, num_threads)`` of the runtime
+    edgepose would pick (LiteRT, else tflite-runtime; only the import is shared), default delegates
+    (XNNPACK)."""
+    from edgepose.inference.engine import load_runtime
+
+    it = load_runtime().module.Interpreter(model_path=str(path), num_threads=threads)
     it.allocate_tensors()
     return it
 
@@ -84,23 +80,24 @@ def reference_pck(model_path: Path, ann: Path, names, threads: int, limit: int) 
                  np.array([s.box_size for s in samples]), names)
 
 
-def edgepose_eval(ann: Path, threads: int, limit: int, env: dict, tmp: Path) -> dict:
-    """The real `edgepose eval --json` (on the first ``limit`` people when limited: a cut file)."""
-    if limit:
-        doc = json.loads(ann.read_text())
-        keep = doc["annotations"][:limit]
-        ids = {a["image_id"] for a in keep}
-        doc = dict(doc, annotations=keep, images=[i for i in doc["images"] if i["id"] in ids])
-        cut = tmp / f"{ann.parent.name}-{limit}.json"
-        cut.write_text(json.dumps(doc))
-        cmd_ann = ["--annotations", str(cut), "--images", str(ann.parent)]
-    else:
-        cmd_ann = ["--annotations", str(ann)]
-    env = dict(env, EDGEPOSE_RUNTIME_THREADS=str(threads))
-    r = subprocess.run([sys.executable, "-m", "edgepose.cli", "eval", "--model", MODEL, *cmd_ann, "--json",
-                        "--config", os.devnull], env=env, cwd=REPO, capture_output=True, text=True)
+def annotation_args(ann: Path, limit: int, tmp: Path) -> list:
+    """``edgepose eval`` arguments for the first ``limit`` people of ``ann`` (all when 0): a cut file."""
+    if not limit:
+        return ["--annotations", str(ann)]
+    doc = json.loads(ann.read_text())
+    keep = doc["annotations"][:limit]
+    ids = {a["image_id"] for a in keep}
+    cut = tmp / f"{ann.parent.name}-first-{limit}.json"
+    cut.write_text(json.dumps(dict(doc, annotations=keep, images=[i for i in doc["images"] if i["id"] in ids])))
+    return ["--annotations", str(cut), "--images", str(ann.parent)]
+
+
+def eval_json(args: list, env: dict) -> dict:
+    """The real `edgepose eval ARGS --json` (no config file: the environment's model cache/mirror)."""
+    r = subprocess.run([sys.executable, "-m", "edgepose.cli", "eval", *args, "--json", "--config", os.devnull],
+                       env=env, cwd=REPO, capture_output=True, text=True)
     if r.returncode:
-        sys.exit(f"edgepose eval failed ({r.returncode}): {r.stderr.strip()[-2000:]}")
+        sys.exit(f"edgepose eval {' '.join(args)} failed ({r.returncode}): {r.stderr.strip()[-1500:]}")
     return json.loads(r.stdout)
 
 
@@ -124,7 +121,8 @@ def main() -> int:
           f"{'edgepose PCK@0.05':>19}{'reference':>11}  goal |diff@0.1| <= 1.0")
     for ann in args.annotations:
         t = time.monotonic()
-        ours = edgepose_eval(ann, args.threads, args.limit, env, tmp)
+        ours = eval_json(["--model", MODEL, *annotation_args(ann, args.limit, tmp)],
+                         dict(env, EDGEPOSE_RUNTIME_THREADS=str(args.threads)))
         ref = reference_pck(model.path, ann, model.keypoint_names, args.threads, args.limit)
         d = 100 * (ours["pck@0.1"] - ref["pck@0.1"])
         print(f"{ann.parent.name:<14}{ours['people']:>7}{ours['keypoints']:>10}{100 * ours['pck@0.1']:>18.1f}"
