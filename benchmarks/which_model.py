@@ -2,12 +2,12 @@
 """README's "Which model" table: accuracy on eval-lspet and speed at 1 and 2 threads, every catalogue model.
 
     python3 benchmarks/which_model.py [--models cpm hourglass movenet-lightning cpm-int8 hourglass-int8]
-                                      [--annotations FILE.json] [--runs 50] [--limit N]
+                                      [--annotations FILE.json] [--runs 50] [--limit N] [--own-joints]
 
 * accuracy: the real ``edgepose eval --model NAME --compare movenet-lightning --annotations FILE --json``
   for each 14-keypoint model (MoveNet's row from the first of them): PCK@0.1 and PCK@0.05 on the 12
   joints all models share (shoulders, elbows, wrists, hips, knees, ankles), plus each heatmap
-  model's PCK@0.1 on its own 14 joints (``edgepose eval --model NAME``) for reference;
+  model's PCK@0.1 on its own 14 joints (``edgepose eval --model NAME``) with ``--own-joints``;
 * speed: median ms of one ``invoke()`` (input set, invoke, output read), every model timed
   round-robin in the same loop (``models.modelinfo.latency_interleaved``), XNNPACK on, at 1 thread
   and then at 2 threads, ``--runs`` each;
@@ -47,6 +47,8 @@ def main() -> int:
     ap.add_argument("--annotations", type=Path, default=LSPET)
     ap.add_argument("--runs", type=int, default=50)
     ap.add_argument("--limit", type=int, default=0, help="first N people (0: all)")
+    ap.add_argument("--own-joints", action="store_true",
+                    help="also each heatmap model's PCK@0.1 on its own 14 joints (one more eval per model)")
     args = ap.parse_args()
 
     from edgepose.inference.engine import Engine
@@ -75,7 +77,8 @@ def main() -> int:
         doc = eval_json(["--model", name, "--compare", REF, *ann], env)
         for m in doc["models"]:
             acc.setdefault(m["model"], m)
-        own[name] = eval_json(["--model", name, *ann], env)
+        if args.own_joints:
+            own[name] = eval_json(["--model", name, *ann], env)
     if REF in paths and REF not in acc:
         acc[REF] = eval_json(["--model", REF, *ann], env)
     speed = {}
@@ -98,7 +101,7 @@ def main() -> int:
         if cat.get(name) is not None and cat[name].recipe:
             ok, why = read_verdict(paths[name])
             verdict = ("passes" if ok else "fails") + f": {why}"
-        own_pck = f"{100 * o['pck@0.1']:.1f} (14 joints)" if o else "(the 12 above: 17 names, 12 labelled)"
+        own_pck = f"{100 * o['pck@0.1']:.1f} (14 joints)" if o else ("(the 12 above)" if name == REF else "")
         print(f"| `{name}` | {100 * a['pck@0.1']:.1f} | {100 * a['pck@0.05']:.1f} | {own_pck} | "
               f"{speed[(name, 1)]:.2f} | {speed[(name, 2)]:.2f} | {verdict} |")
     for name in missing:
