@@ -21,7 +21,7 @@ from edgepose.models.fidelity import check_goals, fidelity_verdict
 from edgepose.models.modelinfo import delegation, inspect
 from edgepose.tools.evaluate import load_annotations
 
-from conftest import CALIB, MIRROR, SHARED, run_cli
+from conftest import CALIB, EVAL_ANN, MIRROR, SHARED, run_cli
 from models_util import OUTPUTS, built, needs_tf, quant_cache, quant_env, run_graph  # noqa: F401 (fixtures)
 
 pytestmark = needs_tf
@@ -134,7 +134,8 @@ def test_int8_conversion_meets_the_partition_and_fidelity_goals(built, quant_cac
         assert report["goals"][key] == (fid["pck_float"][key] - fid["pck_quant"][key] <= 0.01 + 1e-9)
     # PCK@0.1 on ../shared/data/eval drops by nothing (quantization-aware fine-tuned, docs/models.md) ...
     assert report["goals"]["pck@0.1"] is True, fid
-    # ... but 23 people cannot resolve a 1-point drop: this report does not verify the model
+    # ... but 23 people cannot resolve a 1-point drop: this report does not verify the model (the build said so)
+    assert "has 23 people: the fidelity verdict needs at least 200" in r.stderr, r.stderr[-2000:]
     assert report["goals"]["eval_people"] is False
     ok, why = fidelity_verdict(report)
     assert not ok and "fewer than 200 people" in why, why
@@ -243,6 +244,19 @@ def test_quantize_command_errors(quant_env):
     for bad in (["cpm-float16", "--finetune", "10"], ["cpm-int8", "--calib", str(CALIB), "--finetune", "-1"]):
         r = run_cli(["models", "quantize"] + bad, quant_env)
         assert r.returncode == 64 and "--finetune" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_quantize_warns_before_building_when_the_eval_file_is_too_small(quant_env, tmp_path):
+    """23 people cannot verify a model: said before the build (here the output path then fails, exit 78,
+    so nothing is built); 600 people raise no warning."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    base = ["models", "quantize", "cpm-int8", "--calib", CALIB, "--out", blocker / "m.tflite"]
+    r = run_cli(base + ["--eval", EVAL_ANN], quant_env)
+    assert r.returncode == 78 and "Traceback" not in r.stderr, r.stderr
+    assert "has 23 people: the fidelity verdict needs at least 200" in r.stderr
+    r = run_cli(base + ["--eval", EVAL_LSPET], quant_env)
+    assert r.returncode == 78 and "fidelity verdict needs" not in r.stderr, r.stderr
 
 
 def test_report_goal_check_is_strict():
