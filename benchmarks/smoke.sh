@@ -40,6 +40,9 @@ run python3 benchmarks/pipeline.py --model hourglass --frames 30 --rounds 1
 run python3 benchmarks/preview.py --model hourglass --frames 30 --runs 1
 run python3 benchmarks/mqtt.py --latency-model hourglass --model hourglass --messages 30 --frames 30 --repeat 1
 run python3 benchmarks/calibrate_vs_exhaustive.py --help
+run python3 benchmarks/movenet_reference.py --limit 5
+run python3 benchmarks/tf_example_loop.py --frames 10 --rounds 1
+run python3 benchmarks/which_model.py --models hourglass movenet-lightning --limit 5 --runs 3
 if [ -n "${TFLITE_PYTHON:-}" ]; then
     run env PYTHONPATH=. "$TFLITE_PYTHON" benchmarks/tflite_runtime_check.py "$SHARED/models/hourglass/model.tflite"
 else

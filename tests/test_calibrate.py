@@ -166,11 +166,13 @@ def test_sweep_screens_then_measures_contenders_in_alternating_order():
     assert sum(c[2] + 0.05 for c in calls) == pytest.approx(plan.budget_s, rel=0.1)
 
 
-def _report(agreement, pck_float=0.80, pck_quant=0.80):
-    """The fidelity part of a `edgepose models quantize` report (model.report.json)."""
-    pck = lambda v: {"pck@0.1": v, "pck@0.05": v / 2, "pckh@0.5": v}  # noqa: E731
+def _report(pck_float=(0.80, 0.40), pck_quant=(0.80, 0.40), people=600, agreement=0.85):
+    """The fidelity part of a `edgepose models quantize` report (model.report.json): (PCK@0.1, PCK@0.05)
+    of float and quantized against the truth on ``people`` annotated people.  The default agreement with
+    float (85%) is below issue #5's old 97% goal: the verdict judges accuracy, agreement is information."""
+    pck = lambda v: {"pck@0.1": v[0], "pck@0.05": v[1], "pckh@0.5": v[0]}  # noqa: E731
     return {"fidelity": {"agreement": agreement, "pck_float": pck(pck_float), "pck_quant": pck(pck_quant),
-                         "keypoints": 100, "people": 9, "decoder": "subpixel"}}
+                         "keypoints": 14 * people, "people": people, "decoder": "subpixel"}}
 
 
 def _quantized_stand_in(cache, name, report, sha=True):
@@ -200,15 +202,20 @@ def _catalogue_with_variants():
 
 def test_find_variants_reads_the_fidelity_report_beside_each_quantized_model(tmp_path):
     cache = tmp_path / "cache"
-    _quantized_stand_in(cache, "hourglass-int8", _report(0.975, 0.80, 0.795))
-    _quantized_stand_in(cache, "hourglass-float16", _report(0.99, 0.80, 0.77))  # PCK drops 3 points
+    # int8: 0.5 / 0.9 points below float, agreement 85%: passes by accuracy
+    _quantized_stand_in(cache, "hourglass-int8", _report((0.80, 0.40), (0.795, 0.391)))
+    # float16: agrees with float on 99% of keypoints, but PCK@0.1 drops 3 points
+    _quantized_stand_in(cache, "hourglass-float16", _report((0.80, 0.40), (0.77, 0.40), agreement=0.99))
     cat = _catalogue_with_variants()  # hourglass-dynamic is not built
     variants, skipped = sweep.find_variants("hourglass-int8", cache, str(MIRROR), cat)
     by = {v.name: v for v in variants}
     assert set(by) == {"hourglass", "hourglass-int8", "hourglass-float16"}
     assert by["hourglass"].verified and by["hourglass"].kind == "float32"
-    assert by["hourglass-int8"].verified and "97.5%" in by["hourglass-int8"].why
-    assert not by["hourglass-float16"].verified and "pck_drop" in by["hourglass-float16"].why
+    assert by["hourglass-int8"].verified, by["hourglass-int8"].why
+    assert "PCK@0.1 float 80.0 / quantized 79.5, PCK@0.05 float 40.0 / quantized 39.1, on 600 people" \
+        in by["hourglass-int8"].why and "agreement with float 85.0% (information)" in by["hourglass-int8"].why
+    assert not by["hourglass-float16"].verified
+    assert "fails its fidelity goals: pck@0.1 drops more than 1.0 point(s)" in by["hourglass-float16"].why
     assert [s.name for s in skipped] == ["hourglass-dynamic"]
     assert "`edgepose models quantize hourglass-dynamic --eval FILE.json`" in skipped[0].reason
     only, skipped = sweep.find_variants("hourglass", cache, str(MIRROR), cat, kinds=["int8"])
@@ -227,7 +234,12 @@ def test_the_real_catalogue_groups_variants_by_their_reference():
     ({"latency_ms": {}}, "no fidelity results"),
     ({"fidelity": None}, "no fidelity results"),
     ({"fidelity": {"agreement": 0.99}}, "incomplete"),
-    (_report(0.90), "fails its fidelity goals: agreement"),
+    ({"fidelity": {**_report()["fidelity"], "pck_quant": {"pck@0.1": 0.80}}}, "incomplete (no 'pck@0.05')"),
+    # each PCK may drop at most 1.0 point: PCK@0.05 alone failing is enough
+    (_report((0.80, 0.40), (0.80, 0.389)), "fails its fidelity goals: pck@0.05 drops more than 1.0"),
+    (_report((0.80, 0.40), (0.789, 0.40), agreement=0.99), "fails its fidelity goals: pck@0.1 drops"),
+    # a 1-point verdict needs a few hundred people: 23 (../shared/data/eval) is too few, however good
+    (_report(people=23, agreement=1.0), "measured on fewer than 200 people"),
 ])
 def test_a_missing_incomplete_or_failing_report_is_not_verified(tmp_path, report, why):
     path = _quantized_stand_in(tmp_path, "hourglass-int8", report)
@@ -236,13 +248,40 @@ def test_a_missing_incomplete_or_failing_report_is_not_verified(tmp_path, report
 
 
 def test_a_report_of_another_file_does_not_verify(tmp_path):
-    path = _quantized_stand_in(tmp_path, "hourglass-int8", {"sha256": "0" * 64, **_report(0.99)}, sha=False)
+    path = _quantized_stand_in(tmp_path, "hourglass-int8", {"sha256": "0" * 64, **_report()}, sha=False)
     ok, text = fid.read_verdict(path)
     assert not ok and "describes another file" in text
 
 
+def test_the_verdict_judges_accuracy_against_the_truth_not_agreement_with_float():
+    # exactly 1.0 point below float on both passes; a quantized model more accurate than float passes
+    assert fid.fidelity_verdict(_report((0.80, 0.40), (0.79, 0.39), agreement=0.5))[0]
+    assert fid.fidelity_verdict(_report((0.80, 0.40), (0.82, 0.43)))[0]
+    # perfect agreement with float does not rescue a model measured on too few people
+    ok, why = fid.fidelity_verdict(_report(people=199, agreement=1.0))
+    assert not ok and "fewer than 200 people" in why
+    assert fid.fidelity_verdict(_report(people=200))[0]
+    # the goals are parameters (a stricter site can ask for less drop)
+    assert not fid.fidelity_verdict(_report((0.80, 0.40), (0.795, 0.40)), fid.Goals(max_pck_drop=0.004))[0]
+
+
+def test_calibrate_chooses_an_int8_variant_that_passes_by_accuracy(tmp_path, edgepose_env):
+    """A report that fails issue #5's 97% agreement (85%) but keeps PCK@0.1/@0.05 within 1.0 point of
+    float on 600 people: calibrate-fps may choose the variant without --allow-unverified."""
+    cache = tmp_path / "cache"
+    path = _quantized_stand_in(cache, "hourglass-int8", _report((0.80, 0.40), (0.792, 0.394)))
+    env = dict(edgepose_env, EDGEPOSE_MODEL_DIR=str(cache))
+    r = run_cli(["calibrate-fps", "--source", "synthetic:320x240", "--model", "hourglass", "--config", os.devnull,
+                 "--variants", "int8", "--quick", "--seconds", "1", "--threads", "1", "--xnnpack", "on",
+                 "--json"], env)
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    _check_schema(rep)
+    assert rep["choice"]["model"] in ("hourglass-int8", str(path)) and rep["choice"]["verified"] is True, rep["choice"]
+
+
 def test_calibrate_refuses_a_model_without_passing_report_unless_allowed(tmp_path, edgepose_env):
-    path = _quantized_stand_in(tmp_path, "mine", _report(0.5))
+    path = _quantized_stand_in(tmp_path, "mine", _report((0.80, 0.40), (0.70, 0.30), agreement=0.99))
     args = ["calibrate-fps", "--source", "synthetic:320x240", "--model", path, "--config", os.devnull,
             "--quick", "--seconds", "1", "--threads", "1", "--xnnpack", "on"]
     r = run_cli_inproc(args, edgepose_env)
@@ -524,7 +563,7 @@ def test_parse_helpers():
 
 def test_writing_a_locally_built_choice_warns_when_the_service_cache_lacks_it(edgepose_env, tmp_path):
     cache = tmp_path / "cache"
-    _quantized_stand_in(cache, "hourglass-int8", _report(0.99))  # passes its goals
+    _quantized_stand_in(cache, "hourglass-int8", _report())  # passes its goals
     target = tmp_path / "svc.toml"
     target.write_text(f'[model]\nname = "cpm"\ndir = "{tmp_path / "service-cache"}"\n')
     env = dict(edgepose_env, EDGEPOSE_MODEL_DIR=str(cache))

@@ -8,6 +8,7 @@ Speed is not asserted here: `python3 benchmarks/quantized.py` prints it.
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -17,12 +18,15 @@ from edgepose.build import quantize as q
 from edgepose.build.tflite import tensor_name
 from edgepose.inference.engine import Engine
 from edgepose.core.errors import ModelError, UsageError
+from edgepose.models.fidelity import check_goals, fidelity_verdict
 from edgepose.models.modelinfo import delegation, inspect
+from edgepose.tools.evaluate import load_annotations
 
-from conftest import CALIB, MIRROR, run_cli_inproc
+from conftest import CALIB, EVAL_ANN, MIRROR, SHARED, run_cli, run_cli_inproc
 from models_util import OUTPUTS, needs_tf, quantize_cached, run_graph
 
 pytestmark = needs_tf
+EVAL_LSPET = SHARED / "data" / "eval-lspet" / "annotations.json"
 
 
 @pytest.fixture(scope="module")
@@ -127,15 +131,24 @@ def test_int8_conversion_meets_the_partition_and_fidelity_goals(built, quant_cac
     assert report["goals"]["one_xnnpack_partition"] is True
     fid = report["fidelity"]
     assert fid["keypoints"] == 270 and fid["people"] == 23
-    assert 0.5 < fid["agreement"] <= 1.0 and report["goals"]["agreement"] == (fid["agreement"] >= 0.97)
-    # the PCK half of the fidelity goal is met by both (quantization-aware fine-tuned, docs/models.md)
-    assert fid["pck_float"]["pck@0.1"] - fid["pck_quant"]["pck@0.1"] <= 0.01 + 1e-9, fid
-    assert report["goals"]["pck_drop"] is True
+    # agreement with float is information only (issue #21): not a goal any more
+    assert 0.5 < fid["agreement"] <= 1.0 and "agreement" not in report["goals"]
+    # the report carries PCK@0.1 and @0.05 of both against the truth, and the goals re-checked from them
+    for key in ("pck@0.1", "pck@0.05"):
+        assert 0 < fid["pck_quant"][key] <= 1 and 0 < fid["pck_float"][key] <= 1
+        assert report["goals"][key] == (fid["pck_float"][key] - fid["pck_quant"][key] <= 0.01 + 1e-9)
+    # PCK@0.1 on ../shared/data/eval drops by nothing (quantization-aware fine-tuned, docs/models.md) ...
+    assert report["goals"]["pck@0.1"] is True, fid
+    # ... but 23 people cannot resolve a 1-point drop: this report does not verify the model (the build said so)
+    assert "has 23 people: the fidelity verdict needs at least 200" in r.stderr, r.stderr[-2000:]
+    assert report["goals"]["eval_people"] is False
+    ok, why = fidelity_verdict(report)
+    assert not ok and "fewer than 200 people" in why, why
     tuned = [n for n in report["rewrites"] if n.startswith("quantization-aware fine-tuning")]
     assert len(tuned) == 1 and report["recipe"]["finetune_steps"] == 600
     # the report's speed numbers exist and are positive (benchmarks/quantized.py prints them)
     assert report["latency_ms"]["float"]["median_ms"] > 0 and report["latency_ms"]["quantized"]["median_ms"] > 0
-    assert "agreement" in r.stdout and "partition" in r.stdout
+    assert "pck@0.05" in r.stdout and "agreement   (information)" in r.stdout and "partition" in r.stdout
     # the engine runs it through the daemon's path, with XNNPACK
     e = Engine(path, threads=1)
     assert e.xnnpack and e.spec.input_dtype == np.int8
@@ -143,20 +156,30 @@ def test_int8_conversion_meets_the_partition_and_fidelity_goals(built, quant_cac
     assert out.dtype == np.float32 and out.shape[2] == 14
 
 
-# Not met yet (measured here, 2-core x86, ../shared/data/eval, decoder subpixel): full int8 with depthwise
-# equalization and quantization-aware fine-tuning agrees with float on 90.7% (CPM) / 89.6% (Hourglass) of
-# the 270 labelled keypoints; PCK@0.1 drops by nothing for either, which meets that half of the
-# goal; most disagreements are keypoints whose float heatmap peak is < 0.1.
-# strict: when a recipe reaches the goal this XPASSes and fails, so the marker must be removed.
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue #5 fidelity goal (>= 97% agreement, PCK@0.1 drop <= 1.0) "
-                   "not reached by int8 yet; see docs/models.md")
-@pytest.mark.parametrize("family", ["cpm", "hourglass"])
+# Issue #21's fidelity goal, which replaces issue #5's (>= 97% agreement with float, that the int8 variants
+# did not reach: ~90% of the keypoints, most disagreements on keypoints float itself does not see):
+# PCK@0.1 and PCK@0.05 against the truth each within 1.0 point of float, on a few hundred people.
+# The session's build is re-measured on ../shared/data/eval-lspet (600 people; never calibrated on).
+# cpm-int8 as the catalogue builds it (calibration ../shared/data/calib, 600 fine-tuning steps), measured
+# here with `edgepose models quantize cpm-int8 --calib ../shared/data/calib --eval
+# ../shared/data/eval-lspet/annotations.json` (41 min at load ~15): PCK@0.1 51.4 -> 50.8 (met),
+# PCK@0.05 36.6 -> 35.5 (1.1 points: NOT met), agreement 82.7%.  strict: when a recipe reaches the goal
+# this XPASSes and fails, so the marker must be removed.  hourglass-int8 was not measured on eval-lspet.
+@pytest.mark.parametrize("family", [
+    pytest.param("cpm", marks=pytest.mark.xfail(strict=True, reason="issue #21 fidelity goal: cpm-int8's PCK@0.05 "
+                                                "drops 1.1 points on eval-lspet (docs/models.md)")),
+    "hourglass"])
 def test_int8_fidelity_goal(built, family):
-    _, report, _ = built(family, "int8")
-    fid = report["fidelity"]
-    assert fid["agreement"] >= 0.97, fid
-    assert fid["pck_float"]["pck@0.1"] - fid["pck_quant"]["pck@0.1"] <= 0.01 + 1e-9, fid
+    path, report, _ = built(family, "int8")
+    samples = load_annotations(EVAL_LSPET)
+    assert len(samples) == 600
+    measured = q.fidelity(Engine(MIRROR / family / "model.tflite", threads=2), Engine(path, threads=2), samples)
+    lspet = {**report, "fidelity": asdict(measured)}
+    ok, why = fidelity_verdict(lspet)
+    assert ok, why
+    goals = check_goals(lspet)
+    assert goals["pck@0.1"] is True and goals["pck@0.05"] is True and goals["eval_people"] is True
 
 
 def test_select_float_keeps_the_most_sensitive_blocks():
@@ -184,7 +207,7 @@ def test_cpm_mixed_variant_is_one_partition_and_keeps_pck(built):
     info = inspect(path, with_delegation=False)
     assert info.weight_dtypes.get("int8", 0) > 0 and info.weight_dtypes.get("float32", 0) > 0
     fid = report["fidelity"]
-    assert report["goals"]["pck_drop"] is True, fid
+    assert report["goals"]["pck@0.1"] is True, fid
     assert fid["agreement_confident"] >= 0.97, fid
     print(f"cpm-int8-mixed: agreement {fid['agreement']:.3f}, speed-up {report['speedup_vs_float']:.2f}x")
 
@@ -241,14 +264,52 @@ def test_quantize_command_errors(quant_env):
         assert r.returncode == 64 and "--finetune" in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
+def test_quantize_warns_before_building_when_the_eval_file_is_too_small(quant_env, tmp_path):
+    """23 people cannot verify a model: said before the build (here the output path then fails, exit 78,
+    so nothing is built); 600 people raise no warning."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    base = ["models", "quantize", "cpm-int8", "--calib", CALIB, "--out", blocker / "m.tflite"]
+    r = run_cli(base + ["--eval", EVAL_ANN], quant_env)
+    assert r.returncode == 78 and "Traceback" not in r.stderr, r.stderr
+    assert "has 23 people: the fidelity verdict needs at least 200" in r.stderr
+    r = run_cli(base + ["--eval", EVAL_LSPET], quant_env)
+    assert r.returncode == 78 and "fidelity verdict needs" not in r.stderr, r.stderr
+
+
 def test_report_goal_check_is_strict():
+    pck = lambda a, b: {"pck@0.1": a, "pck@0.05": b}  # noqa: E731
     rep = {"xnnpack": {"quantized": {"prepared": True, "partitions": 2, "delegated_nodes": 5, "total_nodes": 5}},
-           "fidelity": {"agreement": 0.969, "pck_float": {"pck@0.1": 0.70}, "pck_quant": {"pck@0.1": 0.68}}}
-    assert q.check_goals(rep) == {"one_xnnpack_partition": False, "agreement": False, "pck_drop": False}
+           "fidelity": {"agreement": 0.999, "pck_float": pck(0.70, 0.40), "pck_quant": pck(0.689, 0.40),
+                        "people": 199}}
+    assert q.check_goals(rep) == {"one_xnnpack_partition": False, "pck@0.1": False, "pck@0.05": True,
+                                  "eval_people": False}
     rep["xnnpack"]["quantized"]["partitions"] = 1
-    rep["fidelity"].update(agreement=0.97, pck_quant={"pck@0.1": 0.69})
-    assert q.check_goals(rep) == {"one_xnnpack_partition": True, "agreement": True, "pck_drop": True}
+    rep["fidelity"].update(agreement=0.5, pck_quant=pck(0.69, 0.389), people=200)
+    assert q.check_goals(rep) == {"one_xnnpack_partition": True, "pck@0.1": True, "pck@0.05": False,
+                                  "eval_people": True}
+    rep["fidelity"].update(pck_quant=pck(0.69, 0.39))
+    assert all(q.check_goals(rep).values())
+    assert check_goals({"xnnpack": {}}) == {"one_xnnpack_partition": False, "pck@0.1": None, "pck@0.05": None,
+                                           "eval_people": None}
     assert json.dumps(rep)
+
+
+def test_format_report_prints_both_pck_and_agreement_as_information():
+    pck = lambda a, b: {"pck@0.1": a, "pck@0.05": b, "pckh@0.5": a}  # noqa: E731
+    x = {"prepared": True, "partitions": 1, "delegated_nodes": 5, "total_nodes": 5}
+    rep = {"model": "cpm-int8", "path": "/m", "size_bytes": 1e6, "sha256": "ab" * 32, "xnnpack": {"quantized": x},
+           "latency_ms": {"float": {"median_ms": 30.0, "min_ms": 29.0}, "quantized": {"median_ms": 10.0, "min_ms": 9.0}},
+           "recipe": {"mode": "int8"}, "speedup_vs_float": 3.0, "runtime": {"backend": "x", "threads": 1},
+           "fidelity": {"agreement": 0.907, "agreement_confident": 0.96, "confident_keypoints": 10, "keypoints": 20,
+                        "pck_float": pck(0.674, 0.40), "pck_quant": pck(0.670, 0.395), "people": 600,
+                        "decoder": "subpixel"}}
+    rep["goals"] = check_goals(rep)
+    text = q.format_report(rep)
+    assert "pck@0.1     float 67.4  quantized 67.0  (600 people" in text
+    assert "pck@0.05    float 40.0  quantized 39.5  (600 people" in text
+    assert "agreement   (information) 90.7%" in text
+    assert "pck@0.1 met, pck@0.05 met, eval_people met" in text
 
 
 @pytest.mark.slow

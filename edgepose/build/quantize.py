@@ -16,8 +16,10 @@ Steps (each a small function, so tests and benchmarks can use them alone):
    scales below ``min_scale`` (tiny tensors whose calibration range collapsed)
    are widened so XNNPACK can prepare the graph, and the output's range is set
    to cover the heatmap range (``0..output_max``) so peaks are not clipped.
-5. :func:`build_report`: XNNPACK partitions, latency float vs quantized in the
-   same run, keypoint agreement with float and PCK on an evaluation set.
+5. :func:`make_report`: XNNPACK partitions, latency float vs quantized in the
+   same run, PCK@0.1 / PCK@0.05 of float and quantized against the truth of an
+   evaluation set (the verdict, ``models/fidelity.py``) and keypoint agreement
+   with float (information).
 
 Quantized models are written to the model cache as catalogue entries
 (``cpm-int8`` ...) with ``model.report.json`` beside them.
@@ -39,7 +41,7 @@ from edgepose.build.graphs import const_node, const_value, consumers_of, layer_g
 from edgepose.build.tflite import load_schema, read_model, tensor_name, write_model
 from edgepose.core.errors import InputMissingError, ModelError, UsageError
 from edgepose.core.geometry import Box, CropTransform, whole_frame_box
-from edgepose.models.fidelity import check_goals
+from edgepose.models.fidelity import PCK_KEYS, check_goals
 
 log = logging.getLogger(__name__)
 
@@ -837,7 +839,8 @@ class Fidelity:
 
 def fidelity(float_engine, quant_engine, samples, decoder: str = "subpixel",
              tolerance: float = AGREEMENT_TOLERANCE) -> Fidelity:
-    """Keypoint agreement with the float model and PCK of both, on annotated people."""
+    """PCK of both models against the truth (what the verdict judges) and keypoint agreement with float
+    (information), on annotated people."""
     from edgepose.tools.evaluate import evaluate  # noqa: PLC0415
 
     ref = evaluate(float_engine, samples, decoder)
@@ -913,12 +916,13 @@ def format_report(report: dict) -> str:
              f"({report['runtime']['backend']}, {report['runtime']['threads']} threads, same run)"]
     fid = report.get("fidelity")
     if fid:
-        lines.append(f"  agreement   {100 * fid['agreement']:.1f}% of {fid['keypoints']} labelled keypoints within "
+        lines.append(f"  agreement   (information) {100 * fid['agreement']:.1f}% of {fid['keypoints']} labelled keypoints within "
                      f"{100 * AGREEMENT_TOLERANCE:.0f}% of the box size of the float prediction")
         lines.append(f"              {100 * fid['agreement_confident']:.1f}% of the {fid['confident_keypoints']} whose "
                      f"float peak is >= {CONFIDENT}")
-        lines.append(f"  pck@0.1     float {100 * fid['pck_float']['pck@0.1']:.1f}  quantized "
-                     f"{100 * fid['pck_quant']['pck@0.1']:.1f}  ({fid['people']} people, decoder {fid['decoder']})")
+        for key in PCK_KEYS:
+            lines.append(f"  {key:<11} float {100 * fid['pck_float'][key]:.1f}  quantized "
+                         f"{100 * fid['pck_quant'][key]:.1f}  ({fid['people']} people, decoder {fid['decoder']})")
     goals = report.get("goals", {})
     lines.append("  goals       " + ", ".join(f"{k} {'met' if v else ('n/a' if v is None else 'NOT met')}"
                                             for k, v in goals.items()))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import math
 import sys
 from pathlib import Path
@@ -24,6 +25,8 @@ from typing import Dict, Optional
 from edgepose.models import registry
 from edgepose.core.errors import ConfigError, EdgeposeError, ModelError, UsageError
 from edgepose.core.files import write_problem
+
+log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,7 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, metavar="PATH",
                    help="write here instead of the cache entry (report beside it)")
     p.add_argument("--eval", default=None, metavar="FILE.json",
-                   help="COCO keypoints to measure agreement with float and PCK (never the calibration set)")
+                   help="annotated people (COCO keypoints) the verdict judges int8 on: PCK@0.1 and @0.05 of float and "
+                        "quantized against the truth, a few hundred people (e.g. ../shared/data/eval-lspet); never the "
+                        "calibration set")
     p.add_argument("--float-layers", default=None, metavar="PAT,PAT",
                    help="int8: keep ops whose name contains one of these in float")
     p.add_argument("--float-output", action="store_true",
@@ -251,6 +256,13 @@ def _quantize(args, cfg, cache: Path, mirror: str) -> int:
 
         samples = load_annotations(args.eval)
         check_samples(samples)  # every image there and fitting its boxes: not found only after the build
+        from edgepose.models.fidelity import Goals
+
+        if len(samples) < Goals().min_people:
+            log.warning("%s has %d people: the fidelity verdict needs at least %d (a 1-point PCK difference is "
+                        "noise on fewer), so this build will not be verified for calibrate-fps; use a few "
+                        "hundred, e.g. ../shared/data/eval-lspet/annotations.json", args.eval, len(samples),
+                        Goals().min_people)
     out = Path(args.out) if args.out else entry.cache_file(cache)
     try:  # before the build (minutes of fine-tuning), not after it
         out.parent.mkdir(parents=True, exist_ok=True)
