@@ -39,7 +39,8 @@ from edgepose.inference.estimator import PoseEstimator
 from edgepose.core.errors import EdgeposeError
 from edgepose.core.payload import make_meta, make_payload
 from edgepose.output.factory import make_sink
-from edgepose.capture.sources import FrameSource, RotatedSource, open_source, redact
+from edgepose.capture.sources import FrameSource, RotatedSource, open_source
+from edgepose.core.text import redact
 
 log = logging.getLogger(__name__)
 
