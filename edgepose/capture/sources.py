@@ -172,7 +172,7 @@ class FiniteSource(FrameSource):
                  clock: Callable[[], float] = time.time, stills: bool = False):
         self.name = name
         self.stills = stills  # image files: every frame is a photo of its own (no tracking/smoothing across)
-        self._q: "queue.Queue[Optional[Frame]]" = queue.Queue(maxsize=prefetch)  # None: the end
+        self._q: queue.Queue[Optional[Frame]] = queue.Queue(maxsize=prefetch)  # None: the end
         self._stop = threading.Event()
         self._done = False
         self._clock = clock
