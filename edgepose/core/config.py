@@ -206,7 +206,7 @@ def sections() -> List[dataclasses.Field]:
     return [f for f in dataclasses.fields(Config) if f.name != "path"]
 
 
-def section_fields(section: dataclasses.Field) -> Tuple[dataclasses.Field, ...]:
+def fields_of(section: dataclasses.Field) -> Tuple[dataclasses.Field, ...]:
     """The keys of one section (a field of :class:`Config` whose default is a section dataclass)."""
     factory = section.default_factory
     if not callable(factory):
@@ -217,7 +217,7 @@ def section_fields(section: dataclasses.Field) -> Tuple[dataclasses.Field, ...]:
 def _section_fields(section: str) -> Dict[str, dataclasses.Field]:
     for f in sections():
         if f.name == section:
-            return {g.name: g for g in section_fields(f)}
+            return {g.name: g for g in fields_of(f)}
     allowed = ", ".join(s.name for s in sections())
     raise ConfigError(f"unknown config section [{section}]; allowed sections: {allowed}")
 
@@ -384,7 +384,7 @@ def reference_markdown() -> str:
         lines.append(f"### [{s.name}]\n")
         lines.append("| key | default | allowed | meaning |")
         lines.append("|---|---|---|---|")
-        for f in section_fields(s):
+        for f in fields_of(s):
             d = f.default
             shown = f'"{d}"' if isinstance(d, str) else str(d).lower() if isinstance(d, bool) else d
             lines.append(f"| `{f.name}` | `{shown}` | {_describe(f)} | {f.metadata['doc']} |")
