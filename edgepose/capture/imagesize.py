@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import struct
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
 import cv2
 import numpy as np
@@ -128,11 +128,16 @@ def decode_bounded(data: Optional[bytes] = None, path: Optional[str] = None, nam
     :class:`ImageTooLarge` or :class:`ImageUnreadable` (ValueErrors) with a one-line message; an
     unreadable file is an OSError."""
     name = name or str(path)
+    source: Union[str, bytes]
     if path is not None:
+        source = path
         with open(path, "rb") as fh:
             head = fh.read(HEADER_BYTES)
-    else:
+    elif data is not None:
+        source = data
         head = bytes(data[:HEADER_BYTES])
+    else:
+        raise TypeError("decode_bounded needs data or a path")
     size = image_size(head)
     if size is None:
         raise ImageUnreadable(f"{name} is not an image edgepose reads (JPEG, PNG, BMP, WebP, TIFF, PPM/PGM)")
@@ -147,10 +152,10 @@ def decode_bounded(data: Optional[bytes] = None, path: Optional[str] = None, nam
         log.info("%s is %dx%d pixels, over the limit of %g megapixels: decoding it at 1/%d of its size",
                  name, w, h, limit / 1e6, factor[0])
         flag = factor[1]
-    if path is not None:
-        img = cv2.imread(path, flag)
+    if isinstance(source, str):
+        img = cv2.imread(source, flag)
     else:
-        img = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
+        img = cv2.imdecode(np.frombuffer(source, np.uint8), flag)
     if img is None:
         raise ImageUnreadable(f"{name} is not an image OpenCV can decode")
     return img

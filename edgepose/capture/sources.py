@@ -31,7 +31,7 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional, Protocol, Tuple
+from typing import Any, Callable, Iterator, List, Optional, Protocol, Tuple, cast
 from urllib.parse import urlsplit
 
 import cv2
@@ -39,7 +39,7 @@ import numpy as np
 
 from edgepose.capture.imagesize import ImageRefused, decode_bounded
 from edgepose.core.errors import DeviceUnavailableError, EdgeposeError, InputMissingError, RuntimeMissingError, UsageError
-from edgepose.core.text import control_character, redact, split_credentials  # noqa: F401 - redact: sources.redact
+from edgepose.core.text import control_character, redact, split_credentials
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def parse_source(uri: str) -> SourceSpec:
         return _parse_source(uri)
     except OSError as e:  # ENAMETOOLONG, ELOOP, EACCES on a folder on the way, ...
         raise InputMissingError(f"source {_shorten(uri)} cannot be used: {e.strerror or e}") from None
-    except UnicodeError as e:  # a lone surrogate has no file-system encoding
+    except (UnicodeEncodeError, UnicodeDecodeError) as e:  # a lone surrogate has no file-system encoding
         raise InputMissingError(f"source {_shorten(ascii(uri))} cannot be used: {e.reason}") from None
 
 
@@ -165,9 +165,6 @@ class FrameSource:
         pass
 
 
-_END = object()
-
-
 class FiniteSource(FrameSource):
     """Every frame of a file/folder, in order, read ahead by one thread."""
 
@@ -175,14 +172,14 @@ class FiniteSource(FrameSource):
                  clock: Callable[[], float] = time.time, stills: bool = False):
         self.name = name
         self.stills = stills  # image files: every frame is a photo of its own (no tracking/smoothing across)
-        self._q: "queue.Queue" = queue.Queue(maxsize=prefetch)
+        self._q: queue.Queue[Optional[Frame]] = queue.Queue(maxsize=prefetch)  # None: the end
         self._stop = threading.Event()
         self._done = False
         self._clock = clock
         self._thread = threading.Thread(target=self._run, args=(frames,), name="edgepose-reader", daemon=True)
         self._thread.start()
 
-    def _put(self, item) -> bool:
+    def _put(self, item: Optional[Frame]) -> bool:
         while not self._stop.is_set():
             try:
                 self._q.put(item, timeout=0.2)
@@ -191,7 +188,7 @@ class FiniteSource(FrameSource):
                 continue
         return False
 
-    def _run(self, frames) -> None:
+    def _run(self, frames: Callable[[], Iterator[np.ndarray]]) -> None:
         try:
             index = 0
             it = frames()
@@ -206,7 +203,7 @@ class FiniteSource(FrameSource):
                 index += 1
         except Exception as e:  # a decode error ends the source, with one line
             log.error("reading %s failed: %s", self.name, e)
-        self._put(_END)
+        self._put(None)
 
     def read(self, timeout: float = 1.0) -> Optional[Frame]:
         if self._done:
@@ -215,7 +212,7 @@ class FiniteSource(FrameSource):
             item = self._q.get(timeout=timeout)
         except queue.Empty:
             return None
-        if item is _END:
+        if item is None:
             self._done = True
             return None
         item.ts = self._clock()  # read ahead: the frame enters the pipeline now
@@ -230,8 +227,8 @@ class FiniteSource(FrameSource):
         self._thread.join(timeout=2)
 
 
-def _video_frames(path: str):
-    def gen():
+def _video_frames(path: str) -> Callable[[], Iterator[np.ndarray]]:
+    def gen() -> Iterator[np.ndarray]:
         cap = cv2.VideoCapture(path)
         try:
             while True:
@@ -244,8 +241,8 @@ def _video_frames(path: str):
     return gen
 
 
-def _image_frames(paths: Tuple[str, ...]):
-    def gen():
+def _image_frames(paths: Tuple[str, ...]) -> Callable[[], Iterator[np.ndarray]]:
+    def gen() -> Iterator[np.ndarray]:
         for p in paths:
             img = _read_image(p)
             if img is None:
@@ -429,17 +426,25 @@ def jetson_csi_pipeline(sensor_id: int, width: int, height: int, fps: float) -> 
             f"video/x-raw, format=(string)BGR ! appsink drop=true max-buffers=1 sync=false")
 
 
+class Picamera2Module(Protocol):
+    """What edgepose uses of the picamera2 module (which has no type information): its camera class."""
+
+    Picamera2: Callable[[int], Any]
+
+
 class Picamera2Capture:
     """Adapter from picamera2 (Raspberry Pi CSI cameras, via libcamera) to the Capture protocol."""
 
-    def __init__(self, index: int, width: int, height: int, fps: float, module=None):
+    def __init__(self, index: int, width: int, height: int, fps: float,
+                 module: Optional[Picamera2Module] = None):
         if module is None:
             try:
-                import picamera2 as module  # type: ignore[no-redef]
+                import picamera2  # no type information
             except ImportError:
                 raise RuntimeMissingError(
                     "csi:// on a Raspberry Pi needs picamera2: `sudo apt install python3-picamera2` and a "
                     "virtualenv made with --system-site-packages (deploy/install.sh does this)") from None
+            module = picamera2
         self._cam = module.Picamera2(index)
         controls = {"FrameRate": float(fps)} if fps else {}
         # "RGB888" in libcamera terms is B,G,R byte order in memory: what OpenCV calls BGR
@@ -451,7 +456,7 @@ class Picamera2Capture:
     def isOpened(self) -> bool:  # noqa: N802 - cv2 naming
         return True
 
-    def read(self):
+    def read(self) -> Tuple[bool, Optional[np.ndarray]]:
         return True, self._cam.capture_array("main")
 
     def release(self) -> None:
@@ -479,7 +484,7 @@ class _Deadline:
         self._timer.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._timer.cancel()
 
     def add(self, sock: socket.socket) -> None:
@@ -504,28 +509,36 @@ class _Deadline:
             pass
 
 
-class _DeadlineMixin:
+class _Connecting(Protocol):
+    """The socket factory every http.client connection keeps (private, so not in the type stubs)."""
+
+    _create_connection: Callable[..., socket.socket]
+
+
+class _DeadlineMixin(urllib.request.AbstractHTTPHandler):
     """A urllib handler whose connections hand their sockets to a :class:`_Deadline`."""
 
     def __init__(self, deadline: _Deadline):
         super().__init__()
         self._deadline = deadline
 
-    def do_open(self, http_class, req, **kw):
+    def do_open(self, http_class: Callable[..., http.client.HTTPConnection], req: urllib.request.Request,
+                **kw: Any) -> http.client.HTTPResponse:
         deadline = self._deadline
 
-        class Connection(http_class):
-            def __init__(self, *a, **k):
-                super().__init__(*a, **k)
-                create = self._create_connection
+        def connection(*a: Any, **k: Any) -> http.client.HTTPConnection:
+            conn = http_class(*a, **k)
+            connecting = cast(_Connecting, conn)
+            create = connecting._create_connection
 
-                def tracked(*args, **kwargs):
-                    sock = create(*args, **kwargs)
-                    deadline.add(sock)
-                    return sock
-                self._create_connection = tracked
+            def tracked(*args: Any, **kwargs: Any) -> socket.socket:
+                sock = create(*args, **kwargs)
+                deadline.add(sock)
+                return sock
+            connecting._create_connection = tracked
+            return conn
 
-        return super().do_open(Connection, req, **kw)
+        return super().do_open(connection, req, **kw)
 
 
 class _DeadlineHTTP(_DeadlineMixin, urllib.request.HTTPHandler):
@@ -565,7 +578,7 @@ class SnapshotCapture:
             opener = urllib.request.build_opener(_DeadlineHTTP(deadline), _DeadlineHTTPS(deadline))
             try:
                 with opener.open(req, timeout=self.timeout) as r:
-                    data = r.read(MAX_SNAPSHOT_BYTES)
+                    data: bytes = r.read(MAX_SNAPSHOT_BYTES)
             except (OSError, http.client.HTTPException):
                 if not deadline.expired:
                     raise

@@ -17,17 +17,18 @@ import math
 import os
 import re
 import socket
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from edgepose.core.errors import ConfigError, UsageError
 from edgepose.core.text import control_character
 
-try:  # Python 3.11+
+if sys.version_info >= (3, 11):
     import tomllib as _toml
-except ImportError:  # pragma: no cover - Python 3.9/3.10
-    import tomli as _toml  # type: ignore[no-redef]
+else:  # pragma: no cover - Python 3.9/3.10
+    import tomli as _toml
 
 SERVICE_CONFIG_PATH = "/etc/edgepose/edgepose.toml"
 
@@ -223,14 +224,22 @@ def join_host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def sections():
+def sections() -> List[dataclasses.Field]:
     return [f for f in dataclasses.fields(Config) if f.name != "path"]
+
+
+def fields_of(section: dataclasses.Field) -> Tuple[dataclasses.Field, ...]:
+    """The keys of one section (a field of :class:`Config` whose default is a section dataclass)."""
+    factory = section.default_factory
+    if not callable(factory):
+        raise TypeError(f"config field {section.name} is not a section")
+    return dataclasses.fields(factory())
 
 
 def _section_fields(section: str) -> Dict[str, dataclasses.Field]:
     for f in sections():
         if f.name == section:
-            return {g.name: g for g in dataclasses.fields(f.default_factory())}  # type: ignore[misc]
+            return {g.name: g for g in fields_of(f)}
     allowed = ", ".join(s.name for s in sections())
     raise ConfigError(f"unknown config section [{section}]; allowed sections: {allowed}")
 
@@ -338,7 +347,8 @@ def read_file(path: str) -> Dict[str, Any]:
     p = Path(path)
     try:
         with p.open("rb") as fh:
-            return _toml.load(fh)
+            data: Dict[str, Any] = _toml.load(fh)
+            return data
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as e:
@@ -396,7 +406,7 @@ def reference_markdown() -> str:
         lines.append(f"### [{s.name}]\n")
         lines.append("| key | default | allowed | meaning |")
         lines.append("|---|---|---|---|")
-        for f in dataclasses.fields(s.default_factory()):  # type: ignore[misc]
+        for f in fields_of(s):
             d = f.default
             shown = f'"{d}"' if isinstance(d, str) else str(d).lower() if isinstance(d, bool) else d
             lines.append(f"| `{f.name}` | `{shown}` | {_describe(f)} | {f.metadata['doc']} |")

@@ -24,7 +24,8 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional
+from types import FrameType
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -39,11 +40,16 @@ from edgepose.inference.estimator import PoseEstimator
 from edgepose.core.errors import EdgeposeError
 from edgepose.core.payload import make_meta, make_payload
 from edgepose.output.factory import make_sink
-from edgepose.capture.sources import FrameSource, RotatedSource, open_source, redact
+from edgepose.output.sinks import Sink, StatusProvider
+from edgepose.inference.pipeline import FrameResult, Pipeline
+from edgepose.capture.sources import Frame, FrameSource, RotatedSource, open_source
+from edgepose.core.text import redact
 
 log = logging.getLogger(__name__)
 
-FrameObserver = Callable[[Any, Any, Dict[str, Any]], None]  # (frame, FrameResult, payload)
+FrameObserver = Callable[[Frame, FrameResult, Dict[str, Any]], None]  # (frame, result, payload)
+SinkFactory = Callable[[config_mod.Config, str, Dict[str, Any], StatusProvider], Sink]  # (cfg, device, meta, status)
+SourceFactory = Callable[..., FrameSource]  # open_source's signature: (uri, width=, height=, fps=, backoff_max=)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -128,7 +134,7 @@ class RunStats:
 class Components:
     model_name: str
     engine: Engine
-    pipeline: Any
+    pipeline: Pipeline
     source: FrameSource
     meta: Dict[str, Any]
 
@@ -187,7 +193,8 @@ def _must_reopen(old: config_mod.CameraConfig, new: config_mod.CameraConfig, liv
 
 class Daemon:
     def __init__(self, cfg: config_mod.Config, overrides: Optional[Dict[str, Dict[str, Any]]] = None,
-                 environ=None, sink_factory=make_sink, source_factory=open_source,
+                 environ: Optional[Mapping[str, str]] = None, sink_factory: SinkFactory = make_sink,
+                 source_factory: SourceFactory = open_source,
                  observers: Optional[List[FrameObserver]] = None):
         self.cfg = cfg
         self.overrides = overrides or {}
@@ -203,13 +210,27 @@ class Daemon:
         self.notifier = systemd.Notifier.from_environ(self.environ)
         self.parts: Optional[Components] = None
         self.ready = False  # READY=1 sent (first frame decoded)
-        self.sink = None
+        self.sink: Optional[Sink] = None  # None until run() made it
         self.device = cfg.device_id
         self.last_reload: Optional[Dict[str, Any]] = None  # outcome of the last SIGHUP (status `reload`)
         self.people_count: Optional[int] = None  # people in the last frame (multi-person models)
 
+    @property
+    def components(self) -> Components:
+        """The running model, pipeline and source; only once :meth:`run` built them."""
+        if self.parts is None:
+            raise RuntimeError("the daemon is not running: run() builds its components")
+        return self.parts
+
+    @property
+    def running_sink(self) -> Sink:
+        """The sink poses go to; only once :meth:`run` made it."""
+        if self.sink is None:
+            raise RuntimeError("the daemon is not running: run() makes its sink")
+        return self.sink
+
     # -- building -----------------------------------------------------
-    def build_model(self, cfg: config_mod.Config):
+    def build_model(self, cfg: config_mod.Config) -> Tuple[str, Engine, Pipeline, Dict[str, Any]]:
         """Resolve (fetch on first use) and load the model; build the pipeline around it (the same
         :class:`~edgepose.inference.estimator.PoseEstimator` a Python program uses)."""
         # no progress bar in the journal: the "copying/downloading" log line is enough there
@@ -266,7 +287,7 @@ class Daemon:
         if threading.current_thread() is not threading.main_thread():
             return
 
-        def stop(signum, _frame):
+        def stop(signum: int, _frame: Optional[FrameType]) -> None:
             self.stop_reason = signal.Signals(signum).name
             self.stop_event.set()
 
@@ -289,7 +310,7 @@ class Daemon:
         """Everything the new file changes is built first; the running parts are replaced only once all of
         it worked, so a bad value, a model that does not load, a source that does not open or a sink that
         cannot be made leaves the daemon exactly as it was."""
-        old, parts = self.cfg, self.parts
+        old, parts = self.cfg, self.components
         try:
             new = config_mod.load(old.path, self.overrides, self.environ)
         except EdgeposeError as e:
@@ -300,7 +321,9 @@ class Daemon:
             log.info("SIGHUP: configuration unchanged")
             self.last_reload = {"ok": True, "ts": round(time.time(), 3), "changed": []}
             return
-        model = source = sink = None
+        model: Optional[Tuple[str, Engine, Pipeline, Dict[str, Any]]] = None
+        source: Optional[FrameSource] = None
+        sink: Optional[Sink] = None
         reopen = "camera" in changed and _must_reopen(old.camera, new.camera, parts.source.live)
         turned = new.camera.rotate != old.camera.rotate
         try:
@@ -334,8 +357,8 @@ class Daemon:
         self.cfg = new
         self.device = new.device_id
         if sink is not None:
-            self.sink.close(handover_to=sink)
-            sink.count_on(self.sink.stats())
+            self.running_sink.close(handover_to=sink)
+            sink.count_on(self.running_sink.stats())
             self._start_sink(new, sink)
         log.info("SIGHUP: reloaded %s (changed: %s)", new.path, ", ".join(sorted(changed)))
         self.last_reload = {"ok": True, "ts": round(time.time(), 3), "changed": sorted(changed)}
@@ -346,12 +369,12 @@ class Daemon:
         self.last_reload = {"ok": False, "ts": round(time.time(), 3), "error": str(error)}
         self.notifier.status(self.status_line())
 
-    def _start_sink(self, cfg: config_mod.Config, sink) -> None:
+    def _start_sink(self, cfg: config_mod.Config, sink: Sink) -> None:
         self.sink = sink
-        self.sink.start()
+        sink.start()
         # at QoS 0 a pose decoded before the connection is up would be dropped: give the broker a
         # moment before the next frame (ends at once when it is unreachable or refuses)
-        self.sink.wait_connected(cfg.mqtt.startup_wait, interrupt=self.stop_event)
+        sink.wait_connected(cfg.mqtt.startup_wait, interrupt=self.stop_event)
 
     # -- the loop -----------------------------------------------------
     def run(self) -> int:
@@ -359,13 +382,13 @@ class Daemon:
         # The per-frame OpenCV work (one 192x192 warpAffine) is too small to split: OpenCV's thread
         # pool only adds hand-offs to cores busy with decoding the next frame or with inference.
         cv2.setNumThreads(1)
-        self.parts = self.build(self.cfg)
+        self.parts = built = self.build(self.cfg)
         self.install_signal_handlers()
         next_due = 0.0
         last_status = 0.0
         preview = watchdog = None
         try:  # from here on the source's reader thread runs: every exit path must close it
-            self._start_sink(self.cfg, self.sink_factory(self.cfg, self.device, self.parts.meta, self.status))
+            self._start_sink(self.cfg, self.sink_factory(self.cfg, self.device, built.meta, self.status))
             if self.cfg.service.watchdog:
                 watchdog = systemd.ProgressWatchdog(self.notifier, self.notifier.watchdog_interval,
                                                     self.cfg.service.stall_timeout)
@@ -379,7 +402,7 @@ class Daemon:
             while not self.stop_event.is_set():
                 if self.reload_event.is_set():
                     self.reload()
-                cfg, parts = self.cfg, self.parts
+                cfg, parts = self.cfg, self.components
                 if cfg.runtime.max_fps:
                     wait = next_due - time.monotonic()
                     if wait > 0:
@@ -422,14 +445,14 @@ class Daemon:
             if preview is not None:
                 self.observers.remove(preview.observe)
                 preview.close()
-            self.parts.source.close()
+            self.components.source.close()
             if self.sink is not None:  # None: the sink could not be made (its error follows)
                 self.sink.close()
                 log.info("stopped after %d frames", self.stats.frames)
         return 0
 
-    def process(self, frame) -> Dict[str, Any]:
-        parts = self.parts
+    def process(self, frame: Frame) -> Dict[str, Any]:
+        parts = self.components
         result = parts.pipeline.process(frame.image, frame.ts, still=frame.still)
         lat = dict(result.latency_ms)
         lat["capture"] = frame.capture_ms
@@ -439,7 +462,7 @@ class Daemon:
         if result.people is not None:
             self.people_count = len(result.people)
         self.seq += 1
-        self.sink.publish_pose(payload)
+        self.running_sink.publish_pose(payload)
         self.stats.add(lat)
         for obs in self.observers:
             try:
@@ -452,7 +475,7 @@ class Daemon:
         st = self.status()
         broker = ""
         try:
-            s = self.sink.stats()
+            s = self.running_sink.stats()
             if "broker" in s:
                 broker = f", broker {s['broker']}"
         except Exception:

@@ -224,10 +224,11 @@ class PriorityFormatter(logging.Formatter):
 def journal_handler() -> Optional[logging.Handler]:
     """systemd-python's JournalHandler when installed, else None."""
     try:
-        from systemd.journal import JournalHandler  # type: ignore[import-not-found]
+        from systemd.journal import JournalHandler  # systemd-python: no type information
     except ImportError:
         return None
-    return JournalHandler(SYSLOG_IDENTIFIER="edgepose")
+    handler: logging.Handler = JournalHandler(SYSLOG_IDENTIFIER="edgepose")
+    return handler
 
 
 def setup_logging(level: str, environ: Mapping[str, str], stream: Optional[TextIO] = None,

@@ -17,9 +17,25 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Protocol
 
 import numpy as np
+
+TensorDetails = Dict[str, Any]  # one entry of get_input_details() and the like: index, name, shape, dtype, ...
+
+
+class Interpreter(Protocol):
+    """What edgepose uses of a TFLite interpreter (LiteRT's and tflite-runtime's, which ship no types)."""
+
+    def allocate_tensors(self) -> None: ...
+    def invoke(self) -> None: ...
+    def get_input_details(self) -> List[TensorDetails]: ...
+    def get_output_details(self) -> List[TensorDetails]: ...
+    def get_tensor_details(self) -> List[TensorDetails]: ...
+    def _get_ops_details(self) -> List[Dict[str, Any]]: ...
+    def tensor(self, tensor_index: int) -> Callable[[], np.ndarray]: ...
+    def get_tensor(self, tensor_index: int) -> np.ndarray: ...
+
 
 REPLACING = re.compile(r"Replacing (\d+) out of (\d+) node\(s\) with delegate \((\w+)\) node, "
                        r"yielding (\d+) partitions")
@@ -64,7 +80,7 @@ class Delegation:
                 "int8_delegated": self.int8_delegated}
 
 
-def count(interp, native_log: str = "") -> Delegation:
+def count(interp: Interpreter, native_log: str = "") -> Delegation:
     """The delegation of an interpreter whose tensors are allocated (default delegates applied).
 
     ``native_log``: what the runtime printed on fd 2 meanwhile (for the "Replacing ..." line).

@@ -24,14 +24,14 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Protocol, Tuple, Union
+from typing import Any, Iterator, Optional, Protocol, Tuple, Union
 
 import numpy as np
 
 from edgepose.core.errors import ModelError, RuntimeMissingError
 from edgepose.core.files import absent
 from edgepose.inference import delegation as delegation_mod
-from edgepose.inference.delegation import Delegation
+from edgepose.inference.delegation import Delegation, Interpreter
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ class Signature:
     output_dtype: np.dtype
 
 
-def _interpreter(mod: Any, path: Path, **kwargs: Any) -> Tuple[Any, str]:
+def _interpreter(mod: Any, path: Path, **kwargs: Any) -> Tuple[Interpreter, str]:
     """``mod.Interpreter`` for ``path``, and what the runtime printed while making it (the XNNPACK
     delegate's own lines); a missing or non-TFLite file is a ModelError (exit 65/66)."""
     if not path.is_file():
@@ -165,7 +165,7 @@ class Engine:
         self._prove()
 
     # -- construction -------------------------------------------------
-    def _create(self, xnnpack: bool):
+    def _create(self, xnnpack: bool) -> Interpreter:
         mod = self.runtime.module
         kwargs: dict = {"num_threads": self.threads}
         if not xnnpack:
@@ -193,7 +193,7 @@ class Engine:
                             self.path.name, self.runtime.name, self.runtime.version)
         return interp
 
-    def _check_declared_size(self, interp) -> None:
+    def _check_declared_size(self, interp: Interpreter) -> None:
         """Refuse a model whose tensors, as the file declares them, need more than MAX_TENSOR_BYTES: a
         flipped byte in a shape (a [1, 13500419, 3, 144] activation: 23 GB) had XNNPACK's preparation in
         ``allocate_tensors`` take memory until the kernel killed the process (tests/test_hostile.py)."""
@@ -257,11 +257,12 @@ class Engine:
     def output(self) -> np.ndarray:
         """The output without its batch axis as float32 (a copy, dequantized when needed): heatmaps
         (H, W, K), or (1, K, 3) for a regression model."""
-        raw = self._interp.get_tensor(self._out_index)[0]
+        raw: np.ndarray = self._interp.get_tensor(self._out_index)[0]
         if raw.dtype == np.float32:
             return raw
         scale, zero = self.spec.output_quant
-        return (raw.astype(np.float32) - zero) * np.float32(scale)
+        dequantized: np.ndarray = (raw.astype(np.float32) - zero) * np.float32(scale)
+        return dequantized
 
     def run(self, image_bgr: np.ndarray) -> np.ndarray:
         self.set_input(image_bgr)
@@ -278,7 +279,7 @@ class Engine:
                 "output_dtype": self.spec.output_dtype.name}
 
 
-def declared_tensor_bytes(interp) -> int:
+def declared_tensor_bytes(interp: Interpreter) -> int:
     """The bytes of all tensors of a loaded (not yet allocated) interpreter, at the shapes the file declares."""
     total = 0
     for t in interp.get_tensor_details():
@@ -287,15 +288,17 @@ def declared_tensor_bytes(interp) -> int:
             count *= max(int(d), 1)
         total += count * np.dtype(t["dtype"]).itemsize
     return total
+
+
 class NativeLog:
     """What the runtime printed on fd 2 inside :func:`native_info_to_log` (``text``, once it ended)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.text = ""
 
 
 @contextlib.contextmanager
-def native_info_to_log(passthrough: bool = True):
+def native_info_to_log(passthrough: bool = True) -> Iterator[NativeLog]:
     """Route the runtime's native ``INFO: ...`` lines on stderr (``Created TensorFlow Lite XNNPACK
     delegate for CPU.``, printed by C++ on every load, no Python switch) to the debug log.
 

@@ -15,11 +15,11 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Set, Tuple
 
 import numpy as np
 
-from edgepose.inference.delegation import Delegation, int8_advice
+from edgepose.inference.delegation import Delegation, Interpreter, int8_advice
 from edgepose.inference.delegation import count as count_delegation
 from edgepose.inference.engine import Engine, Runtime, default_threads, load_runtime, native_info_to_log
 from edgepose.core.errors import ModelError
@@ -52,13 +52,14 @@ class ModelInfo:
         return asdict(self)
 
 
-def _interpreter(path: Path, runtime: Runtime, xnnpack: bool, threads: int):
+def _interpreter(path: Path, runtime: Runtime, xnnpack: bool, threads: int) -> Interpreter:
     mod = runtime.module
     kw = {"model_path": str(path), "num_threads": threads}
     if not xnnpack:
         kw["experimental_op_resolver_type"] = mod.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     try:
-        return mod.Interpreter(**kw)
+        interp: Interpreter = mod.Interpreter(**kw)
+        return interp
     except (ValueError, RuntimeError) as e:
         raise ModelError(f"cannot load model {path}: not a valid TFLite model ({str(e).splitlines()[0]})") from None
 
@@ -125,7 +126,7 @@ def inspect(path: Path, runtime: Optional[Runtime] = None, with_delegation: bool
     ops = interp._get_ops_details()  # noqa: SLF001
     hist: Counter = Counter()
     flops = 0
-    produced = set()
+    produced: Set[int] = set()
     acts: Counter = Counter()
     for o in ops:
         if o["op_name"] == "DELEGATE":

@@ -20,22 +20,22 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, BinaryIO, Callable, Dict, List, Mapping, Optional, Protocol, Sequence, TextIO
 
 from edgepose.core.errors import ConfigError, InputMissingError, ModelError
 from edgepose.core.files import absent, keep_owner_and_mode, temp_beside
 from edgepose.core.text import redact, split_credentials
 
-try:
+if sys.version_info >= (3, 11):
     import tomllib as _toml
-except ImportError:  # pragma: no cover
-    import tomli as _toml  # type: ignore[no-redef]
+else:  # pragma: no cover - Python 3.9/3.10
+    import tomli as _toml
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, Optional[int]], None]  # (bytes so far, total or None)
 
-def default_cache_dir(environ=None) -> Path:
+def default_cache_dir(environ: Optional[Mapping[str, str]] = None) -> Path:
     environ = os.environ if environ is None else environ
     if environ.get("EDGEPOSE_MODEL_DIR"):
         return Path(environ["EDGEPOSE_MODEL_DIR"])
@@ -254,7 +254,11 @@ def _mirror_hint(mirror: str) -> str:
             "model.mirror in the config file (docs/models.md)")
 
 
-def _copy_stream(src, dst, total: Optional[int], progress: Optional[Progress]) -> int:
+class _Readable(Protocol):
+    def read(self, size: int = ..., /) -> bytes: ...
+
+
+def _copy_stream(src: _Readable, dst: BinaryIO, total: Optional[int], progress: Optional[Progress]) -> int:
     done = 0
     while True:
         chunk = src.read(1 << 16)
@@ -442,7 +446,7 @@ def verify_cache(cache_dir: Path, catalogue: Optional[Dict[str, ModelEntry]] = N
     return out
 
 
-def stderr_progress(stream=None) -> Progress:
+def stderr_progress(stream: Optional[TextIO] = None) -> Progress:
     """A simple progress bar for interactive commands (writes to stderr)."""
     stream = stream or sys.stderr
     interactive = hasattr(stream, "isatty") and stream.isatty()

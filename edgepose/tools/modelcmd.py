@@ -20,7 +20,7 @@ import logging
 import math
 import sys
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, List, Optional, TypedDict
 
 from edgepose.models import registry
 from edgepose.core.errors import ConfigError, EdgeposeError, ModelError, UsageError
@@ -104,9 +104,20 @@ def _out(text: str) -> None:
     sys.stdout.flush()
 
 
+class ModelRow(TypedDict):
+    """One model of `edgepose models list` (a JSON object with --json)."""
+
+    name: str
+    state: str
+    kind: str
+    size: int
+    description: str
+    path: str
+
+
 def _list(args, cfg, cache: Path, mirror: str) -> int:
     cat = registry.load_catalogue()
-    rows = []
+    rows: List[ModelRow] = []
     for name, e in cat.items():
         rows.append({"name": name, "state": registry.cache_state(e, cache),
                      "kind": f"local ({e.recipe} from {e.source})" if e.local_only else e.format,
@@ -115,9 +126,10 @@ def _list(args, cfg, cache: Path, mirror: str) -> int:
         _out(json.dumps(rows, indent=1) + "\n")
         return 0
     _out(f"model cache: {cache}\n")
-    w = {k: max(len(r[k]) for r in rows) for k in ("name", "state", "kind")}
+    w_name, w_state, w_kind = (max(len(column) for column in columns)
+                               for columns in zip(*((r["name"], r["state"], r["kind"]) for r in rows)))
     for r in rows:
-        _out(f"  {r['name']:<{w['name']}}  {r['state']:<{w['state']}}  {r['kind']:<{w['kind']}}  "
+        _out(f"  {r['name']:<{w_name}}  {r['state']:<{w_state}}  {r['kind']:<{w_kind}}  "
              f"{r['description']}\n")
     return 0
 

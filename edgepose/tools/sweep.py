@@ -50,7 +50,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from edgepose.capture.sources import Frame, FrameSource, RotatedSource, open_source, parse_source, redact
+from edgepose.capture.sources import Frame, FrameSource, RotatedSource, open_source, parse_source
+from edgepose.core.text import redact
 from edgepose.core import config as config_mod
 from edgepose.core.errors import (ConfigError, DeviceUnavailableError, EdgeposeError, InputMissingError, ModelError,
                                   UsageError)
