@@ -41,7 +41,7 @@ from edgepose.core.errors import EdgeposeError
 from edgepose.core.payload import make_meta, make_payload
 from edgepose.output.factory import make_sink
 from edgepose.output.sinks import Sink, StatusProvider
-from edgepose.inference.pipeline import FrameResult, Pipeline
+from edgepose.inference.pipeline import FramePipeline, FrameResult
 from edgepose.capture.sources import Frame, FrameSource, RotatedSource, open_source
 from edgepose.core.text import redact
 
@@ -134,7 +134,7 @@ class RunStats:
 class Components:
     model_name: str
     engine: Engine
-    pipeline: Pipeline
+    pipeline: FramePipeline
     source: FrameSource
     meta: Dict[str, Any]
 
@@ -230,7 +230,7 @@ class Daemon:
         return self.sink
 
     # -- building -----------------------------------------------------
-    def build_model(self, cfg: config_mod.Config) -> Tuple[str, Engine, Pipeline, Dict[str, Any]]:
+    def build_model(self, cfg: config_mod.Config) -> Tuple[str, Engine, FramePipeline, Dict[str, Any]]:
         """Resolve (fetch on first use) and load the model; build the pipeline around it (the same
         :class:`~edgepose.inference.estimator.PoseEstimator` a Python program uses)."""
         # no progress bar in the journal: the "copying/downloading" log line is enough there
@@ -321,7 +321,7 @@ class Daemon:
             log.info("SIGHUP: configuration unchanged")
             self.last_reload = {"ok": True, "ts": round(time.time(), 3), "changed": []}
             return
-        model: Optional[Tuple[str, Engine, Pipeline, Dict[str, Any]]] = None
+        model: Optional[Tuple[str, Engine, FramePipeline, Dict[str, Any]]] = None
         source: Optional[FrameSource] = None
         sink: Optional[Sink] = None
         reopen = "camera" in changed and _must_reopen(old.camera, new.camera, parts.source.live)

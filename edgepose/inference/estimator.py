@@ -77,7 +77,7 @@ class PoseEstimator:
                                                   mirror=cfg.model.mirror, progress=progress, runtime=runtime)
         self.engine = Engine(self.model, threads=cfg.runtime.threads, xnnpack=cfg.runtime.xnnpack, runtime=runtime)
         if self.model.family.kind == "paf":  # several people: same interface, FrameResult.people too
-            self.pipeline: Union[pipeline_mod.Pipeline, multipose.MultiPipeline] = multipose.from_config(
+            self.pipeline: pipeline_mod.FramePipeline = multipose.from_config(
                 cfg, self.engine, self.model)
         else:
             self.pipeline = pipeline_mod.from_config(cfg, self.engine, self.model)

@@ -30,6 +30,7 @@ from edgepose.inference.tracking import Located, Look
 
 if TYPE_CHECKING:  # the resolved model imports this package's engine and decoders
     from edgepose.core.people import Person
+    from edgepose.core.config import Config
     from edgepose.inference.engine import Engine
     from edgepose.models.resolved import ResolvedModel
 
@@ -105,6 +106,18 @@ def run_model(engine: "Engine", frame: np.ndarray, box: Box, buf: np.ndarray, cl
     return output, transform, t1, clock()
 
 
+class FramePipeline(Protocol):
+    """What the daemon and the API run a frame through: the single-person :class:`Pipeline` or the
+    multi-person one (:class:`edgepose.inference.multipose.MultiPipeline`)."""
+
+    engine: Engine
+    names: Tuple[str, ...]
+
+    def process(self, frame: np.ndarray, ts: float, still: bool = False) -> FrameResult: ...
+
+    def reset(self) -> None: ...
+
+
 @dataclass
 class FrameResult:
     pose: Pose
@@ -117,7 +130,7 @@ class FrameResult:
 
 
 class Pipeline:
-    def __init__(self, engine, decoder: Decoder = argmax_decoder, box_policy: Optional[BoxPolicy] = None,
+    def __init__(self, engine: Engine, decoder: Decoder = argmax_decoder, box_policy: Optional[BoxPolicy] = None,
                  smoother: Optional[Smoother] = None, names: Sequence[str] = KEYPOINT_NAMES,
                  threshold: float = 0.3, clock: Callable[[], float] = time.perf_counter,
                  cut: Optional[Callable[[np.ndarray], bool]] = None):
@@ -181,7 +194,7 @@ class Pipeline:
         return FrameResult(pose, found.transform, spent, found.passes, found.new_track or still)
 
 
-def from_config(cfg, engine, model: "ResolvedModel") -> Pipeline:
+def from_config(cfg: Config, engine: Engine, model: ResolvedModel) -> Pipeline:
     """Build the pipeline the config asks for around ``engine`` running ``model`` (its resolved
     model: decoder and output geometry, keypoint names, score scale): decoder, box policy (tracking)
     and smoother."""

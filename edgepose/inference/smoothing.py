@@ -23,17 +23,20 @@ A ``OneEuroSmoother`` implements the pipeline's Smoother protocol
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
 from edgepose.core.pose import Keypoint, Pose
 
+if TYPE_CHECKING:
+    from edgepose.core.config import SmoothingConfig
+
 
 def alpha(dt: float, cutoff: np.ndarray) -> np.ndarray:
     """Smoothing factor of an exponential low-pass with ``cutoff`` Hz for a step of ``dt`` s."""
     tau = 1.0 / (2.0 * math.pi * np.asarray(cutoff, dtype=np.float64))
-    return 1.0 / (1.0 + tau / dt)
+    return np.asarray(1.0 / (1.0 + tau / dt))
 
 
 def confidence_weight(scores: np.ndarray, floor: float, full: float) -> np.ndarray:
@@ -82,18 +85,18 @@ class OneEuroSmoother:
         if self._x is None or self._x.shape != xy.shape or dt > self.max_gap:
             self._x, self._dx, self._ts = xy.copy(), np.zeros_like(xy), ts
             self._size = pose_size(xy, scores, self.score_full)
-            return xy.copy()
+            return np.array(xy, dtype=np.float64)
         if dt <= 0:  # repeated or out-of-order timestamp: do not divide by zero
             dt = 1e-3
         size = pose_size(xy, scores, self.score_full)
-        self._size += alpha(dt, np.float64(self.d_cutoff)) * (size - self._size)
+        self._size += float(alpha(dt, np.asarray(self.d_cutoff)) * (size - self._size))
         w = confidence_weight(scores, self.score_floor, self.score_full)[:, None]
         speed = (xy - self._x) / (dt * self._size)
-        self._dx = self._dx + w * alpha(dt, self.d_cutoff) * (speed - self._dx)
+        self._dx = self._dx + w * alpha(dt, np.asarray(self.d_cutoff)) * (speed - self._dx)
         cutoff = self.min_cutoff + self.beta * np.abs(self._dx)
         self._x = self._x + w * alpha(dt, cutoff) * (xy - self._x)
         self._ts = ts
-        return self._x.copy()
+        return np.array(self._x, dtype=np.float64)
 
     def __call__(self, pose: Pose, ts: float) -> Pose:
         out = self.filter(pose.xy(), pose.scores(), ts)
@@ -102,7 +105,7 @@ class OneEuroSmoother:
         return Pose(kps, pose.score, pose.present)
 
 
-def from_config(section) -> Optional[OneEuroSmoother]:
+def from_config(section: SmoothingConfig) -> Optional[OneEuroSmoother]:
     """The smoother of a ``[smoothing]`` config section, or None when disabled."""
     if not section.enabled:
         return None

@@ -42,12 +42,15 @@ Hourglass pose that is as good as a CPM one.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, List, Optional, Tuple
 
 import numpy as np
 
 from edgepose.core.geometry import Box, CropTransform, whole_frame_box
 from edgepose.core.pose import Pose
+
+if TYPE_CHECKING:
+    from edgepose.core.config import Config
 
 
 MIN_SEARCH = 0.1  # smallest tracking.search tile (fraction of the frame's longer side) other than 0
@@ -266,12 +269,12 @@ class Tracker:
             self._step += 1
 
 
-def cut_from_config(cfg) -> Optional[SceneCut]:
+def cut_from_config(cfg: Config) -> Optional[SceneCut]:
     """The scene-cut detector ``[tracking] cut`` asks for, or None (off, or tracking off)."""
     return SceneCut(cfg.tracking.cut) if cfg.tracking.enabled and cfg.tracking.cut > 0 else None
 
 
-def from_config(cfg, in_w: int, in_h: int, score_scale: float = 1.0) -> Optional[Tracker]:
+def from_config(cfg: Config, in_w: int, in_h: int, score_scale: float = 1.0) -> Optional[Tracker]:
     """The tracker a config asks for (``[tracking]``), or None when tracking is off.
 
     ``score_scale``: the model's (:attr:`edgepose.models.resolved.ResolvedModel.score_scale`).

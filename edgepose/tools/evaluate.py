@@ -47,7 +47,7 @@ import re
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -93,7 +93,7 @@ class Sample:
 
 @dataclass
 class EvalResult:
-    metrics: Dict[str, object]
+    metrics: Dict[str, Any]
     pred: np.ndarray  # (N, K, 2) frame pixels
     gt: np.ndarray  # (N, K, 2)
     visible: np.ndarray  # (N, K) bool
@@ -261,9 +261,10 @@ def load_annotations(path: Union[str, Path], images_dir: Union[str, Path, None] 
         if not isinstance(file_name, str) or not file_name:
             raise AnnotationError(f"{path}: image id {a['image_id']!r} has no file_name (a non-empty string)")
         box = Box(x, y, w, h)
-        size = image.get("width"), image.get("height")
-        if all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in size):
-            problem = sample_problem(box, xy, vis, *size)
+        width, height = image.get("width"), image.get("height")
+        if (isinstance(width, (int, float)) and isinstance(height, (int, float)) and not isinstance(width, bool)
+                and not isinstance(height, bool) and width > 0 and height > 0):
+            problem = sample_problem(box, xy, vis, width, height)
             if problem:
                 raise AnnotationError(f"{what}: {problem} ({file_name})")
         upright = a.get("upright")
@@ -335,7 +336,7 @@ def infer(engine, samples: Sequence[Sample], padding: float = DEFAULT_PADDING,
 
 
 def score(pred: np.ndarray, gt: np.ndarray, visible: np.ndarray, box_size: np.ndarray,
-          names: Sequence[str]) -> Dict[str, object]:
+          names: Sequence[str]) -> Dict[str, Any]:
     """All metrics from predictions and ground truth (pure function)."""
     err = np.linalg.norm(pred - gt, axis=-1)  # (N, K)
     norm = err / box_size[:, None]
@@ -588,13 +589,13 @@ def _fmt(v: Optional[float], pct: bool = True) -> str:
     return f"{100 * v:.1f}" if pct else f"{v:.4f}"
 
 
-def format_table(metrics: Dict[str, object], title: str = "") -> str:
+def format_table(metrics: Dict[str, Any], title: str = "") -> str:
     lines = [title] if title else []
     lines.append(f"people {metrics['people']}  keypoints {metrics['keypoints']}")
     lines.append(f"PCK@0.1 {_fmt(metrics['pck@0.1'])}  PCK@0.05 {_fmt(metrics['pck@0.05'])}  "
                  f"PCKh@0.5 {_fmt(metrics['pckh@0.5'])}  median error {_fmt(metrics['median_error'], False)}")
     lines.append(f"{'joint':<16}{'n':>4}{'PCK@0.1':>9}{'PCK@0.05':>10}{'median':>9}")
-    for name, m in metrics["per_joint"].items():  # type: ignore[union-attr]
+    for name, m in metrics["per_joint"].items():
         lines.append(f"{name:<16}{m['count']:>4}{_fmt(m['pck@0.1']):>9}{_fmt(m['pck@0.05']):>10}"
                      f"{_fmt(m['median_error'], False):>9}")
     return "\n".join(lines) + "\n"
@@ -622,16 +623,16 @@ def select_samples(samples: Sequence[Sample], upright: bool = False, limit: Opti
     return out[:limit] if limit is not None else out
 
 
-def format_both(crop: Dict[str, object], frame: Dict[str, object], title: str) -> str:
+def format_both(crop: Dict[str, Any], frame: Dict[str, Any], title: str) -> str:
     """Crop mode and frame mode side by side, with frame minus crop in points."""
     lines = [title, f"{'':<16}{'crop':>8}{'frame':>8}{'diff':>8}"]
     for key in ("pck@0.1", "pck@0.05", "pckh@0.5"):
         a, b = crop[key], frame[key]
-        diff = f"{100 * (b - a):+.1f}" if a is not None and b is not None else "n/a"  # type: ignore[operator]
-        lines.append(f"{key.upper().replace('PCKH', 'PCKh'):<16}{_fmt(a):>8}{_fmt(b):>8}{diff:>8}")  # type: ignore[arg-type]
+        diff = f"{100 * (b - a):+.1f}" if a is not None and b is not None else "n/a"
+        lines.append(f"{key.upper().replace('PCKH', 'PCKh'):<16}{_fmt(a):>8}{_fmt(b):>8}{diff:>8}")
     lines.append(f"{'joint':<16}{'crop':>8}{'frame':>8}{'diff':>8}")
-    for name, m in crop["per_joint"].items():  # type: ignore[union-attr]
-        f = frame["per_joint"][name]  # type: ignore[index]
+    for name, m in crop["per_joint"].items():
+        f = frame["per_joint"][name]
         if not m["count"]:
             continue
         lines.append(f"{name:<16}{_fmt(m['pck@0.1']):>8}{_fmt(f['pck@0.1']):>8}"
@@ -644,7 +645,7 @@ def command(args: argparse.Namespace) -> int:
     from edgepose.models import registry
     from edgepose.inference.estimator import PoseEstimator
 
-    overrides: Dict[str, Dict[str, object]] = {"model": {"family": args.family}} if args.family else {}
+    overrides: Dict[str, Dict[str, Any]] = {"model": {"family": args.family}} if args.family else {}
     if args.decoder:
         overrides.setdefault("model", {})["decoder"] = args.decoder
     cfg = config_mod.load(args.config, overrides or None)
@@ -677,7 +678,7 @@ def command(args: argparse.Namespace) -> int:
                                                   keypoint_coords=args.keypoint_coords), args.upright, args.limit)
         if joints is not None:
             samples = only_joints(samples, model.keypoint_names, joints)
-        modes: Dict[str, Dict[str, object]] = {}
+        modes: Dict[str, Dict[str, Any]] = {}
         fe = None
         if args.mode != "crop":
             fe = evaluate_frames(est.pipeline, samples, model.keypoint_names, args.frames, score_frame)
@@ -692,7 +693,7 @@ def command(args: argparse.Namespace) -> int:
                                   passes_tracked=fe.passes_tracked)
         for metrics in modes.values():
             if joints is not None:
-                metrics["per_joint"] = {j: metrics["per_joint"][j] for j in joints}  # type: ignore[index]
+                metrics["per_joint"] = {j: metrics["per_joint"][j] for j in joints}
         shown_decoder = decoder if model.family.kind == "heatmap" else model.family.kind
         reports.append((name, shown_decoder, model.family.name, modes))
     if args.json:
@@ -705,7 +706,7 @@ def command(args: argparse.Namespace) -> int:
                 out.append(dict(modes["frame"], mode="frame", **common))
             else:
                 out.append(dict(common, mode="both", crop=modes["crop"], frame=modes["frame"],
-                                difference={k: (modes["frame"][k] - modes["crop"][k])  # type: ignore[operator]
+                                difference={k: (modes["frame"][k] - modes["crop"][k])
                                             if modes["frame"][k] is not None and modes["crop"][k] is not None
                                             else None for k in ("pck@0.1", "pck@0.05", "pckh@0.5")}))
         doc = out[0] if joints is None else {"joints": list(joints), "models": out}

@@ -46,7 +46,7 @@ import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -149,7 +149,7 @@ def find_variants(model: str, cache_dir: Optional[Path] = None, mirror: str = ""
 
 def parse_int_list(text: str, what: str, lo: int = 1, hi: int = 64) -> List[int]:
     """``"1,2"`` or ``"1-4"`` -> sorted unique ints."""
-    out = set()
+    out: Set[int] = set()
     out_of_range = UsageError(f"bad {what} {text!r}: expected numbers from {lo} to {hi}")
     try:
         for part in str(text).split(","):
@@ -534,14 +534,16 @@ def sweep(candidates: Sequence[Candidate], run_slice: SliceFn, plan: Plan, allow
 
     for i, res in enumerate(results):
         # the final rounds take what is left of the budget
-        one(res, screen_s, "screen", lambda i=i: max((n - i - 1) * (screen_s + setup_s()),
-                                                     plan.budget_s - (clock() - started)))
+        def screening_eta(i: int = i) -> float:
+            return max((n - i - 1) * (screen_s + setup_s()), plan.budget_s - (clock() - started))
 
-    ok = [r for r in results if r.screen is not None and eligible(r.candidate, allow_unverified)]
-    if not ok:
+        one(res, screen_s, "screen", screening_eta)
+
+    screened = [(r, r.screen) for r in results if r.screen is not None and eligible(r.candidate, allow_unverified)]
+    if not screened:
         return results
-    best = max(r.screen.fps for r in ok)
-    finalists = sorted((r for r in ok if r.screen.fps >= plan.keep * best), key=lambda r: -r.screen.fps)
+    best = max(s.fps for _, s in screened)
+    finalists = [r for r, s in sorted(screened, key=lambda rs: -rs[1].fps) if s.fps >= plan.keep * best]
     finalists = finalists[:plan.max_finalists]
     k = len(finalists)
     left_s = max(0.0, plan.budget_s - (clock() - started) - k * setup_s())  # finalists load once
@@ -553,7 +555,10 @@ def sweep(candidates: Sequence[Candidate], run_slice: SliceFn, plan: Plan, allow
         order = finalists if rnd % 2 == 0 else finalists[::-1]
         for j, res in enumerate(order):
             remaining = (rounds - rnd - 1) * k + k - j - 1
-            one(res, final_s, "final", lambda m=remaining: m * (final_s + setup_s()))
+            def final_eta(m: int = remaining) -> float:
+                return m * (final_s + setup_s())
+
+            one(res, final_s, "final", final_eta)
     return results
 
 
