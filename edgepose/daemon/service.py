@@ -257,6 +257,7 @@ class Daemon:
         self.ready = False  # READY=1 sent (first frame decoded)
         self.sink = None
         self.device = cfg.device_id
+        self.last_score: Optional[float] = None  # the latest frame's pose score (status; Home Assistant)
 
     # -- building -----------------------------------------------------
     def build_model(self, cfg: config_mod.Config):
@@ -295,6 +296,7 @@ class Daemon:
             "fps": round(self.stats.fps(), 2), "infer_ms": self.stats.percentiles(),
             "frames": self.stats.frames, "uptime_s": round(self.stats.clock() - self.stats.started, 1),
             "cpu_temp_c": board.cpu_temperature(), "version": __version__,
+            "score": self.last_score,
         }
         if parts is not None:
             d = parts.engine.describe()
@@ -476,6 +478,7 @@ class Daemon:
         lat["total"] = frame.capture_ms + (time.time() - frame.ts) * 1e3
         payload = make_payload(self.device, self.seq, frame.ts, frame.size, parts.model_name, result.pose, lat)
         self.seq += 1
+        self.last_score = payload["score"]
         self.sink.publish_pose(payload)
         self.stats.add(lat)
         for obs in self.observers:
