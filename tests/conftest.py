@@ -64,3 +64,8 @@ def payloads(stdout: str) -> list:
 @pytest.fixture(scope="session")
 def eval_annotations(shared) -> dict:
     return json.loads(EVAL_ANN.read_text())
+
+
+def pytest_configure(config):
+    # the quick lane deselects these (-m "not slow"); the full lane runs everything
+    config.addinivalue_line("markers", "slow: needs minutes or a big one-time install (e.g. a real Home Assistant)")
