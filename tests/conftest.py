@@ -36,7 +36,10 @@ def cli_env(model_dir) -> dict:
     """Environment for running the `edgepose` CLI with a model cache fed from the local mirror."""
     env = dict(os.environ)
     env.update({"EDGEPOSE_MODEL_DIR": str(model_dir), "EDGEPOSE_MODEL_MIRROR": str(MIRROR),
-                "PYTHONUNBUFFERED": "1"})
+                "PYTHONUNBUFFERED": "1",
+                # the Home Assistant discovery state file of `run --sink mqtt` (not the user's ~/.local/state)
+                "XDG_STATE_HOME": str(Path(model_dir).parent / "xdg-state")})
+    env.pop("STATE_DIRECTORY", None)
     env.pop("EDGEPOSE_CONFIG", None)
     return env
 
