@@ -195,3 +195,14 @@ def test_state_file_places_and_bad_files(tmp_path):
     a.put("h:1", ["t/x/config"])
     assert a.get("h:1") == ["t/x/config"]
     assert homeassistant.node_id("porch cam.1") == "edgepose_porch_cam_1"
+
+
+def test_bad_discovery_prefix_is_a_config_error(tmp_path):
+    """Exit 78 with one line naming the key, before the first frame."""
+    from conftest import CALIB, cli_env, error_lines, run_cli
+    env = dict(cli_env(tmp_path / "models"), EDGEPOSE_HOMEASSISTANT_DISCOVERY_PREFIX="home/+/assistant")
+    r = run_cli(["run", "--source", str(sorted(CALIB.glob("*.jpg"))[0]), "--sink", "mqtt", "--broker", "127.0.0.1:1",
+                 "--max-frames", "1"], env)
+    assert r.returncode == 78, r.stderr
+    assert error_lines(r.stderr) == ["edgepose: ERROR: bad homeassistant.discovery_prefix 'home/+/assistant': "
+                                     "expected non-empty topic levels without '+', '#' or empty levels"], r.stderr

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
+from edgepose.core.errors import ConfigError
 from edgepose.core.files import temp_beside
 
 log = logging.getLogger("edgepose.output.homeassistant")
@@ -227,7 +228,11 @@ class HomeAssistant:
                  announced: AnnouncedTopics, cpu_temperature: Callable[[], bool]):
         from edgepose.output.mqttclient import check_prefix
         self.enabled = enabled
-        self.discovery_prefix = check_prefix(discovery_prefix)
+        try:
+            self.discovery_prefix = check_prefix(discovery_prefix)
+        except ConfigError:
+            raise ConfigError(f"bad homeassistant.discovery_prefix {discovery_prefix!r}: expected non-empty "
+                              "topic levels without '+', '#' or empty levels") from None
         self.info = info
         self.presence = presence
         self.announced = announced
