@@ -120,11 +120,20 @@ def run_daemon(b, clip, env, model, threads, fps, device, discovery=True):
     if fps:
         cmd += ["--fps", str(fps)]
     env = dict(env, EDGEPOSE_HOMEASSISTANT_ENABLED="true" if discovery else "false")
+    before = children_cpu_s()
     rc = subprocess.run(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
+    run_daemon.cpu_s = children_cpu_s() - before  # the daemon's own CPU time (whole run, model load included)
     time.sleep(0.3)
     sub.close()
     got = [(wall, mono, json.loads(p)) for wall, mono, p in sub.got]
     return rc, got
+
+
+def children_cpu_s() -> float:
+    """user+system CPU seconds of this process's finished children (less sensitive to machine load than FPS)."""
+    import resource
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def main() -> int:
@@ -180,12 +189,13 @@ def main() -> int:
 
         path = registry.resolve(args.model, cache_dir=env["EDGEPOSE_MODEL_DIR"], mirror=env["EDGEPOSE_MODEL_MIRROR"])
         invokes = [pipebench.bare_invoke_ms(path, args.threads, True)]
-        mqtt_fps, stdout_fps, bare_mqtt_fps = [], [], []
+        mqtt_fps, stdout_fps, bare_mqtt_fps, cpu_on, cpu_off = [], [], [], [], []
         for r in range(args.repeat):  # alternate MQTT and stdout runs: same machine load for both
             rc, got = run_daemon(b, clip, env, args.model, args.threads, 0, f"bench-eff{r}")
             mqtt_fps.append(pipebench.fps_of([mono for _, mono, _ in got]) if len(got) > 20 else float("nan"))
+            cpu_on.append(run_daemon.cpu_s)
             print(f"  run {r + 1}: edgepose run --sink mqtt (uncapped): {len(got)}/{args.frames} poses at the "
-                  f"subscriber, {mqtt_fps[-1]:.1f} FPS, exit {rc}")
+                  f"subscriber, {mqtt_fps[-1]:.1f} FPS, {run_daemon.cpu_s:.2f} CPU s, exit {rc}")
             invokes.append(pipebench.bare_invoke_ms(path, args.threads, True))
             ref = pipebench.run_daemon(argparse.Namespace(model=args.model, threads=args.threads, no_xnnpack=False),
                                        clip, env)
@@ -195,8 +205,9 @@ def main() -> int:
             if args.discovery_ab:
                 rc, got = run_daemon(b, clip, env, args.model, args.threads, 0, f"bench-off{r}", discovery=False)
                 bare_mqtt_fps.append(pipebench.fps_of([mono for _, mono, _ in got]) if len(got) > 20 else float("nan"))
+                cpu_off.append(run_daemon.cpu_s)
                 print(f"  run {r + 1}: edgepose run --sink mqtt, Home Assistant discovery off: {len(got)}/{args.frames} "
-                      f"poses at the subscriber, {bare_mqtt_fps[-1]:.1f} FPS, exit {rc}")
+                      f"poses at the subscriber, {bare_mqtt_fps[-1]:.1f} FPS, {run_daemon.cpu_s:.2f} CPU s, exit {rc}")
                 invokes.append(pipebench.bare_invoke_ms(path, args.threads, True))
         invoke_ms = statistics.median(invokes)
         fps, ref_fps = statistics.median(mqtt_fps), statistics.median(stdout_fps)
@@ -207,7 +218,8 @@ def main() -> int:
         if bare_mqtt_fps:
             off = statistics.median(bare_mqtt_fps)
             print(f"Home Assistant discovery on/off throughput (MQTT runs, medians {fps:.1f} / {off:.1f} FPS): "
-                  f"{fps / off:.3f}")
+                  f"{fps / off:.3f}; daemon CPU seconds per run, medians on/off: {statistics.median(cpu_on):.2f} / "
+                  f"{statistics.median(cpu_off):.2f} ({statistics.median(cpu_on) / statistics.median(cpu_off):.3f})")
         print(f"load average (1 min) at the end: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     finally:
         b.stop()

@@ -134,6 +134,17 @@ def check_run(setup, tmp_path, edgepose_env, source: Path, device: str, stop_ear
         appeared = w.all_seen_at - online[0]
         print(f"{device}: all entities in Home Assistant {appeared:.2f} s after the daemon connected")
         assert appeared <= 5.0
+
+        def number(entity):
+            try:
+                return float(w.last[entity.format(n=node)]["state"])
+            except (KeyError, ValueError):
+                return None
+        # the diagnostic sensors read the status topic (every second here) through their value templates
+        assert wait_for(lambda: (number("sensor.{n}_fps") or 0) > 0 and (number("sensor.{n}_inference_ms") or 0) > 0
+                        and number("sensor.{n}_pose_score") is not None
+                        and number("sensor.{n}_dropped_messages") == 0, 15), \
+            {e: s["state"] for e, s in w.last.items()}
         if stop_early:  # stop the daemon once people came and went and came back
             assert wait_for(lambda: w.sequence("binary_sensor")[-2:] == ["off", "on"] and
                             len(w.sequence("binary_sensor")) >= 4, 90), w.changes
