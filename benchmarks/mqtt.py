@@ -14,6 +14,9 @@
    and ``--threads``; FPS counted at the subscriber / (1 / median bare invoke()), as in
    benchmarks/pipeline.py (goal >= 0.90), alternating with ``--sink stdout`` runs
    (``--repeat`` pairs, medians) for comparison under the same machine load.
+   ``--discovery-ab``: each round also runs ``--sink mqtt`` with Home Assistant discovery off
+   (``homeassistant.enabled = false``; the other MQTT runs have it on, the default), and the
+   publish cost is measured with and without the sink's presence tracking, for the cost of discovery.
 
 mosquitto is started on a free loopback port with tests/broker.py.
 """
@@ -64,16 +67,20 @@ class Subscriber:
         self.c.loop_stop()
 
 
-def publish_cost(b, qos: int, n: int):
+def publish_cost(b, qos: int, n: int, discovery: bool = False, state_dir: Path = Path(".")):
     from edgepose.core import config
     from edgepose.output.mqtt import MqttSink
     from edgepose.core.payload import make_meta, make_payload
     from edgepose.core.pose import KEYPOINT_NAMES, Pose
     import numpy as np
 
-    cfg = config.load(None, {"mqtt": {"host": b.host, "port": b.port, "qos": qos}}, environ={})
-    sink = MqttSink(cfg.mqtt, "bench-sink", make_meta("bench-sink", "cpm", KEYPOINT_NAMES, (192, 192),
-                                                         (96, 96), "bench"), dict)
+    from edgepose.output import homeassistant
+
+    cfg = config.load(None, {"mqtt": {"host": b.host, "port": b.port, "qos": qos},
+                             "homeassistant": {"state_file": str(state_dir / "ha-state.json")}}, environ={})
+    meta = make_meta("bench-sink", "cpm", KEYPOINT_NAMES, (192, 192), (96, 96), "bench")
+    ha = homeassistant.from_config(cfg, "bench-sink", meta, dict, time.monotonic) if discovery else None
+    sink = MqttSink(cfg.mqtt, "bench-sink", meta, dict, homeassistant=ha)
     sub = Subscriber(b, "edgepose/bench-sink/pose")
     sink.start()
     while not sink.stats()["connected"]:
@@ -83,6 +90,7 @@ def publish_cost(b, qos: int, n: int):
     t_next = time.monotonic()
     for seq in range(n):
         pose = Pose.from_arrays(KEYPOINT_NAMES, rng.uniform(0, 640, (14, 2)), rng.uniform(0, 1, 14), 0.3)
+        # (the random scores make `present` change often: the presence topic is written more than in life)
         payload = make_payload("bench-sink", seq, time.time(), (640, 480), "cpm", pose,
                                {"capture": 1.0, "preprocess": 1.0, "infer": 30.0, "decode": 0.2, "total": 33.0})
         t0 = time.perf_counter()
@@ -107,18 +115,28 @@ def thread_cpu_s(tid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_daemon(b, clip, env, model, threads, fps, device):
+def run_daemon(b, clip, env, model, threads, fps, device, discovery=True):
     sub = Subscriber(b, f"edgepose/{device}/pose")
     cmd = [sys.executable, "-m", "edgepose.cli", "run", "--source", str(clip), "--model", model,
            "--threads", str(threads), "--sink", "mqtt", "--broker", f"{b.host}:{b.port}",
            "--device", device]
     if fps:
         cmd += ["--fps", str(fps)]
+    env = dict(env, EDGEPOSE_HOMEASSISTANT_ENABLED="true" if discovery else "false")
+    before = children_cpu_s()
     rc = subprocess.run(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
+    run_daemon.cpu_s = children_cpu_s() - before  # the daemon's own CPU time (whole run, model load included)
     time.sleep(0.3)
     sub.close()
     got = [(wall, mono, json.loads(p)) for wall, mono, p in sub.got]
     return rc, got
+
+
+def children_cpu_s() -> float:
+    """user+system CPU seconds of this process's finished children (less sensitive to machine load than FPS)."""
+    import resource
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def main() -> int:
@@ -130,6 +148,8 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--frames", type=int, default=300)
     ap.add_argument("--repeat", type=int, default=2, help="MQTT/stdout run pairs for the efficiency")
+    ap.add_argument("--discovery-ab", action="store_true",
+                    help="also MQTT runs with Home Assistant discovery off, and the publish cost without it")
     args = ap.parse_args()
     if not brokers.available():
         print("mosquitto is not installed (apt-get install mosquitto mosquitto-clients)")
@@ -141,6 +161,7 @@ def main() -> int:
                                                                 str(pipebench.SHARED / "models")),
                EDGEPOSE_MQTT_QOS=str(args.qos))
     env.setdefault("EDGEPOSE_MODEL_DIR", str(tmp / "models"))
+    env["EDGEPOSE_HOMEASSISTANT_STATE_FILE"] = str(tmp / "ha-state.json")
     env.pop("EDGEPOSE_CONFIG", None)
     b = brokers.Broker(tmp).start()
     try:
@@ -148,9 +169,11 @@ def main() -> int:
         print(f"broker: {version} on {b.host}:{b.port} (loopback), pose QoS {args.qos}; "
               f"load average (1 min) {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
 
-        cost, lat, net_cpu = publish_cost(b, args.qos, args.messages)
-        print(f"publish_pose cost ({args.messages} payloads at 30 msg/s, in-process MqttSink): "
-              f"p50 {pct(cost, 50):.1f} us, p99 {pct(cost, 99):.1f} us, max {max(cost):.1f} us")
+        for discovery in ((False, True) if args.discovery_ab else (False,)):
+            cost, lat, net_cpu = publish_cost(b, args.qos, args.messages, discovery, tmp)
+            print(f"publish_pose cost ({args.messages} payloads at 30 msg/s, in-process MqttSink"
+                  f"{', Home Assistant discovery + presence on' if discovery else ''}): "
+                  f"p50 {pct(cost, 50):.1f} us, p99 {pct(cost, 99):.1f} us, max {max(cost):.1f} us")
         print(f"network thread CPU (JSON encoding + MQTT I/O): {net_cpu / args.messages * 1e6:.0f} us per message "
               f"(whole run incl. connect and status, 10 ms /proc ticks)")
         print(f"sink -> loopback subscriber: {len(lat)}/{args.messages} received, "
@@ -169,24 +192,37 @@ def main() -> int:
 
         path = registry.resolve(args.model, cache_dir=env["EDGEPOSE_MODEL_DIR"], mirror=env["EDGEPOSE_MODEL_MIRROR"])
         invokes = [pipebench.bare_invoke_ms(path, args.threads, True)]
-        mqtt_fps, stdout_fps = [], []
+        mqtt_fps, stdout_fps, bare_mqtt_fps, cpu_on, cpu_off = [], [], [], [], []
         for r in range(args.repeat):  # alternate MQTT and stdout runs: same machine load for both
             rc, got = run_daemon(b, clip, env, args.model, args.threads, 0, f"bench-eff{r}")
             mqtt_fps.append(pipebench.fps_of([mono for _, mono, _ in got]) if len(got) > 20 else float("nan"))
+            cpu_on.append(run_daemon.cpu_s)
             print(f"  run {r + 1}: edgepose run --sink mqtt (uncapped): {len(got)}/{args.frames} poses at the "
-                  f"subscriber, {mqtt_fps[-1]:.1f} FPS, exit {rc}")
+                  f"subscriber, {mqtt_fps[-1]:.1f} FPS, {run_daemon.cpu_s:.2f} CPU s, exit {rc}")
             invokes.append(pipebench.bare_invoke_ms(path, args.threads, True))
             ref = pipebench.run_daemon(argparse.Namespace(model=args.model, threads=args.threads, no_xnnpack=False),
                                        clip, env)
             stdout_fps.append(pipebench.fps_of(ref["arrivals"]) if ref["frames"] > 20 else float("nan"))
             print(f"  run {r + 1}: edgepose run --sink stdout: {stdout_fps[-1]:.1f} FPS")
             invokes.append(pipebench.bare_invoke_ms(path, args.threads, True))
+            if args.discovery_ab:
+                rc, got = run_daemon(b, clip, env, args.model, args.threads, 0, f"bench-off{r}", discovery=False)
+                bare_mqtt_fps.append(pipebench.fps_of([mono for _, mono, _ in got]) if len(got) > 20 else float("nan"))
+                cpu_off.append(run_daemon.cpu_s)
+                print(f"  run {r + 1}: edgepose run --sink mqtt, Home Assistant discovery off: {len(got)}/{args.frames} "
+                      f"poses at the subscriber, {bare_mqtt_fps[-1]:.1f} FPS, {run_daemon.cpu_s:.2f} CPU s, exit {rc}")
+                invokes.append(pipebench.bare_invoke_ms(path, args.threads, True))
         invoke_ms = statistics.median(invokes)
         fps, ref_fps = statistics.median(mqtt_fps), statistics.median(stdout_fps)
         print(f"bare invoke median ({args.model}, {args.threads} thread(s)): {invoke_ms:.2f} ms "
               f"(samples {', '.join(f'{v:.1f}' for v in invokes)}) -> {1000 / invoke_ms:.1f} FPS ceiling")
         print(f"pipeline efficiency with MQTT on: {fps * invoke_ms / 1000:.3f} (goal >= 0.90); "
               f"with stdout: {ref_fps * invoke_ms / 1000:.3f}; MQTT/stdout throughput {fps / ref_fps:.3f}")
+        if bare_mqtt_fps:
+            off = statistics.median(bare_mqtt_fps)
+            print(f"Home Assistant discovery on/off throughput (MQTT runs, medians {fps:.1f} / {off:.1f} FPS): "
+                  f"{fps / off:.3f}; daemon CPU seconds per run, medians on/off: {statistics.median(cpu_on):.2f} / "
+                  f"{statistics.median(cpu_off):.2f} ({statistics.median(cpu_on) / statistics.median(cpu_off):.3f})")
         print(f"load average (1 min) at the end: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     finally:
         b.stop()

@@ -68,6 +68,22 @@ def wait_port(host: str, port: int, timeout: float = 10.0) -> bool:
     return False
 
 
+def terminate(proc: Optional[subprocess.Popen], timeout: float, group: bool = False) -> None:
+    """SIGTERM ``proc`` and wait up to ``timeout`` s, then SIGKILL it (its whole process group with
+    ``group``: one started with ``start_new_session``)."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        if group:
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:
+            proc.kill()
+        proc.wait()
+
+
 @dataclass(frozen=True)
 class Certs:
     ca: Path
@@ -176,15 +192,7 @@ class Broker:
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM and wait: a clean broker shutdown (persistence is saved)."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, timeout)
         self.proc = None
 
     def kill(self) -> None:

@@ -43,7 +43,10 @@ def cli_env(model_dir) -> dict:
     """Environment for running the `edgepose` CLI with a model cache fed from the local mirror."""
     env = dict(os.environ)
     env.update({"EDGEPOSE_MODEL_DIR": str(model_dir), "EDGEPOSE_MODEL_MIRROR": str(MIRROR),
-                "PYTHONUNBUFFERED": "1"})
+                "PYTHONUNBUFFERED": "1",
+                # the Home Assistant discovery state file of `run --sink mqtt` (not the user's ~/.local/state)
+                "XDG_STATE_HOME": str(Path(model_dir).parent / "xdg-state")})
+    env.pop("STATE_DIRECTORY", None)
     env.pop("EDGEPOSE_CONFIG", None)
     return env
 
@@ -180,3 +183,8 @@ def payloads(stdout: str) -> list:
 @pytest.fixture(scope="session")
 def eval_annotations(shared) -> dict:
     return json.loads(EVAL_ANN.read_text())
+
+
+def pytest_configure(config):
+    # the quick lane deselects these (-m "not slow"); the full lane runs everything
+    config.addinivalue_line("markers", "slow: needs minutes or a big one-time install (e.g. a real Home Assistant)")

@@ -178,6 +178,19 @@ class PreviewConfig:
 
 
 @dataclass
+class HomeAssistantConfig:
+    enabled: bool = _opt(True, "announce the device to Home Assistant by MQTT discovery (only with the MQTT "
+                               "sink); false removes what this host announced before")
+    discovery_prefix: str = _opt("homeassistant", "Home Assistant's MQTT discovery prefix")
+    presence_hold: float = _opt(3.0, "seconds without a person before \"person present\" turns off (a missed "
+                                     "frame does not flicker); it turns on at the first frame with one",
+                                minimum=0)
+    state_file: str = _opt("", "where the daemon remembers the discovery topics it announced (default "
+                               "$STATE_DIRECTORY/homeassistant.json, else $XDG_STATE_HOME/edgepose/"
+                               "homeassistant.json, else ~/.local/state/edgepose/homeassistant.json)")
+
+
+@dataclass
 class Config:
     camera: CameraConfig = field(default_factory=CameraConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -188,6 +201,7 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
     preview: PreviewConfig = field(default_factory=PreviewConfig)
+    homeassistant: HomeAssistantConfig = field(default_factory=HomeAssistantConfig)
     path: Optional[str] = None  # the file this came from, if any
 
     @property

@@ -214,6 +214,7 @@ class Daemon:
         self.device = cfg.device_id
         self.last_reload: Optional[Dict[str, Any]] = None  # outcome of the last SIGHUP (status `reload`)
         self.people_count: Optional[int] = None  # people in the last frame (multi-person models)
+        self.last_score: Optional[float] = None  # the latest frame's pose score (status; Home Assistant)
 
     @property
     def components(self) -> Components:
@@ -264,6 +265,7 @@ class Daemon:
             "fps": round(self.stats.fps(), 2), "infer_ms": self.stats.percentiles(),
             "frames": self.stats.frames, "uptime_s": round(self.stats.clock() - self.stats.started, 1),
             "cpu_temp_c": board.cpu_temperature(), "version": __version__,
+            "score": self.last_score,
         }
         if parts is not None:
             d = parts.engine.describe()
@@ -462,6 +464,7 @@ class Daemon:
         if result.people is not None:
             self.people_count = len(result.people)
         self.seq += 1
+        self.last_score = payload["score"]
         self.running_sink.publish_pose(payload)
         self.stats.add(lat)
         for obs in self.observers:

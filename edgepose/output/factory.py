@@ -21,5 +21,9 @@ def make_sink(cfg: "Config", device: str, meta: Dict[str, Any], status_provider:
         return StdoutSink()
     if kind == "none":
         return NullSink()
+    import time
+
+    from edgepose.output import homeassistant
     from edgepose.output.mqtt import MqttSink
-    return MqttSink(cfg.mqtt, device=device, meta=meta, status_provider=status_provider)
+    ha = homeassistant.from_config(cfg, device, meta, status_provider, clock=time.monotonic)
+    return MqttSink(cfg.mqtt, device=device, meta=meta, status_provider=status_provider, homeassistant=ha)

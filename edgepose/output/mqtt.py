@@ -7,6 +7,9 @@ Topics (``<prefix>/<device>/...``, see docs/mqtt.md):
 * ``status``        retained JSON every ``mqtt.status_interval`` seconds while connected,
                     right after every (re)connect and once more on a clean close
 * ``meta``          retained JSON: keypoint names, skeleton, model and input size
+* ``presence``      retained ``{"present": bool, "people": n}``, written on every (re)connect and
+                    whenever it changes (with ``homeassistant.presence_hold``); with Home Assistant
+                    discovery on, also the discovery configs (:mod:`edgepose.output.homeassistant`)
 
 Threading model of :class:`MqttSink`: the capture loop only appends the
 payload dict to a bounded queue (``publish_pose`` never touches the network
@@ -36,6 +39,7 @@ from typing import Any, Callable, Deque, Dict, Optional
 
 from edgepose.core.config import MqttConfig, join_host_port
 from edgepose.core.errors import ConfigError
+from edgepose.output.homeassistant import HomeAssistant
 from edgepose.output.mqttclient import (CLOSED_BEFORE_ACCEPTING, ClientLoop, backoff_delay, check_device,
                                         check_prefix, describe_error, make_client, reason_text)
 from edgepose.output.sinks import StatusProvider, to_json
@@ -55,11 +59,12 @@ class Topics:
     availability: str
     status: str
     meta: str
+    presence: str
 
     @classmethod
     def for_device(cls, prefix: str, device: str) -> "Topics":
         base = f"{check_prefix(prefix)}/{check_device(device)}"
-        return cls(f"{base}/pose", f"{base}/availability", f"{base}/status", f"{base}/meta")
+        return cls(f"{base}/pose", f"{base}/availability", f"{base}/status", f"{base}/meta", f"{base}/presence")
 
 
 # --------------------------------------------------------------------------- the sink
@@ -68,13 +73,15 @@ class MqttSink:
 
     ``clock`` (monotonic seconds) drives the rate limit and reconnect timing,
     ``wallclock`` the ``ts`` of status messages, ``rng`` the reconnect jitter.
+    ``homeassistant``: Home Assistant discovery and presence (None: no presence topic, no discovery).
     """
 
     def __init__(self, mqtt_cfg: MqttConfig, device: str, meta: Dict[str, Any],
                  status_provider: StatusProvider,
                  clock: Callable[[], float] = time.monotonic,
                  wallclock: Callable[[], float] = time.time,
-                 rng: Optional[random.Random] = None):
+                 rng: Optional[random.Random] = None,
+                 homeassistant: Optional[HomeAssistant] = None):
         self.cfg = mqtt_cfg
         if self.cfg.reconnect_max < self.cfg.reconnect_min:
             raise ConfigError("mqtt.reconnect_max must be >= mqtt.reconnect_min")
@@ -91,10 +98,13 @@ class MqttSink:
         self._clock = clock
         self._wallclock = wallclock
         self._rng = rng or random.Random()
+        self._ha = homeassistant
+        self._presence_changed = False  # set by the capture thread, published by the network thread
 
         c = make_client(mqtt_cfg, self.client_id)
         c.will_set(self.topics.availability, "offline", qos=1, retain=True)
-        c.max_inflight_messages_set(POSE_INFLIGHT + 8)  # room for availability/meta/status
+        c.max_inflight_messages_set(POSE_INFLIGHT + 8)  # room for availability/meta/status/presence
+        # discovery configs are sent at once on every connect: paho queues what exceeds the inflight window
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_publish = self._on_publish
@@ -167,6 +177,9 @@ class MqttSink:
         """
         if self._closed:
             return
+        if self._ha is not None and self._ha.presence.update(bool(payload.get("present"))):
+            self._presence_changed = True
+            self._wake()
         if self.cfg.rate_limit > 0 and not self._rate_ok(self._clock()):
             with self._lock:
                 self._counts["rate_limited"] += 1
@@ -318,10 +331,22 @@ class MqttSink:
             log.debug("mqtt: discarded %d unacknowledged status message(s) of the previous connection", gone)
 
     def _announce(self) -> None:
-        """On every (re)connect: ``online`` and meta (retained), then a fresh status."""
+        """On every (re)connect: ``online`` and meta (retained), Home Assistant discovery and presence,
+        then a fresh status."""
         self._client.publish(self.topics.availability, "online", qos=1, retain=True)
         self._client.publish(self.topics.meta, self._meta_json, qos=1, retain=True)
+        if self._ha is not None:
+            for topic, payload in self._ha.messages(self.broker, self.topics.availability, self.topics.status,
+                                                    self.topics.presence):
+                self._client.publish(topic, payload, qos=1, retain=True)
+            self._presence_changed = False
+            self._publish_presence()
         self._status_now.set()
+
+    def _publish_presence(self) -> None:
+        if self._ha is None:
+            return
+        self._client.publish(self.topics.presence, to_json(self._ha.presence.document()), qos=1, retain=True)
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         try:
@@ -426,6 +451,9 @@ class MqttSink:
             status, self._status_json = self._status_json, None
         if status is not None:
             self._publish_status(status)
+        if self._ha is not None and (self._presence_changed or self._ha.presence.expire()):
+            self._presence_changed = False
+            self._publish_presence()
         qos = self.cfg.qos
         while self._connected:
             with self._lock:
