@@ -21,6 +21,8 @@ from typing import Any, Callable, Dict, List, Optional, Protocol
 
 import numpy as np
 
+from edgepose.core.errors import ModelError
+
 TensorDetails = Dict[str, Any]  # one entry of get_input_details() and the like: index, name, shape, dtype, ...
 
 
@@ -80,18 +82,29 @@ class Delegation:
                 "int8_delegated": self.int8_delegated}
 
 
-def count(interp: Interpreter, native_log: str = "") -> Delegation:
+def read_table(read: Callable[[], List[Any]], model: object) -> List[Any]:
+    """One of an interpreter's tables (``_get_ops_details``, ``get_tensor_details``); a damaged file
+    whose op or tensor names are not text is a ModelError (exit 65), not a UnicodeDecodeError."""
+    try:
+        return read()
+    except UnicodeDecodeError as e:
+        raise ModelError(f"model {model} is corrupt: a name in its op or tensor table is not text "
+                         f"({e.reason})") from None
+
+
+def count(interp: Interpreter, native_log: str = "", model: object = "the model") -> Delegation:
     """The delegation of an interpreter whose tensors are allocated (default delegates applied).
 
-    ``native_log``: what the runtime printed on fd 2 meanwhile (for the "Replacing ..." line).
+    ``native_log``: what the runtime printed on fd 2 meanwhile (for the "Replacing ..." line);
+    ``model``: what to call it in an error.
     """
-    ops = interp._get_ops_details()  # noqa: SLF001 - the only op-level API of both runtimes
+    ops = read_table(interp._get_ops_details, model)  # noqa: SLF001 - the only op-level API of both runtimes
     inputs = {d["index"] for d in interp.get_input_details()}
     outputs = {d["index"] for d in interp.get_output_details()}
     delegates = [o for o in ops if o["op_name"] == "DELEGATE"]
     originals = [o for o in ops if o["op_name"] != "DELEGATE"]
     kept = undelegated_ops(ops, inputs, outputs)
-    dtypes = {t["index"]: np.dtype(t["dtype"]) for t in interp.get_tensor_details()}
+    dtypes = {t["index"]: np.dtype(t["dtype"]) for t in read_table(interp.get_tensor_details, model)}
     int8 = {o["index"] for o in originals if any(dtypes.get(int(t)) in INT8 for t in o["outputs"])}
     int8_delegated = len(int8 - {o["index"] for o in kept}) if delegates else 0
     total = len(originals)

@@ -182,7 +182,7 @@ class Engine:
                         _first_line(e))
             return self._create(False)
         if xnnpack:
-            self.delegation = delegation_mod.count(interp, loaded + prepared.text)
+            self.delegation = delegation_mod.count(interp, loaded + prepared.text, self.path)
             self.xnnpack = self.delegation.partitions > 0
             self.int8_advice = delegation_mod.int8_advice(self.delegation, self.runtime.name,
                                                           self.runtime.version)
@@ -197,7 +197,7 @@ class Engine:
         """Refuse a model whose tensors, as the file declares them, need more than MAX_TENSOR_BYTES: a
         flipped byte in a shape (a [1, 13500419, 3, 144] activation: 23 GB) had XNNPACK's preparation in
         ``allocate_tensors`` take memory until the kernel killed the process (tests/test_hostile.py)."""
-        total = declared_tensor_bytes(interp)
+        total = declared_tensor_bytes(interp, self.path)
         if total > MAX_TENSOR_BYTES:
             raise ModelError(f"model {self.path} declares {total / 2**30:.1f} GiB of tensors, more than the "
                              f"{MAX_TENSOR_BYTES / 2**30:g} GiB a pose model may take: the file is corrupt")
@@ -279,10 +279,10 @@ class Engine:
                 "output_dtype": self.spec.output_dtype.name}
 
 
-def declared_tensor_bytes(interp: Interpreter) -> int:
+def declared_tensor_bytes(interp: Interpreter, model: object = "the model") -> int:
     """The bytes of all tensors of a loaded (not yet allocated) interpreter, at the shapes the file declares."""
     total = 0
-    for t in interp.get_tensor_details():
+    for t in delegation_mod.read_table(interp.get_tensor_details, model):
         count = 1
         for d in t["shape"]:
             count *= max(int(d), 1)

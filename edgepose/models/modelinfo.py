@@ -19,7 +19,7 @@ from typing import Callable, Dict, List, Optional, Set, Tuple
 
 import numpy as np
 
-from edgepose.inference.delegation import Delegation, Interpreter, int8_advice
+from edgepose.inference.delegation import Delegation, Interpreter, int8_advice, read_table
 from edgepose.inference.delegation import count as count_delegation
 from edgepose.inference.engine import Engine, Runtime, default_threads, load_runtime, native_info_to_log
 from edgepose.core.errors import ModelError
@@ -76,7 +76,7 @@ def delegation(path: Path, runtime: Optional[Runtime] = None, threads: int = 0) 
             error = str(e)
     if error:
         return Delegation(0, 0, 0, False, _summary(native.text + "\n" + error))
-    return count_delegation(interp, native.text)
+    return count_delegation(interp, native.text, path)
 
 
 def _summary(text: str) -> str:
@@ -116,14 +116,14 @@ def inspect(path: Path, runtime: Optional[Runtime] = None, with_delegation: bool
         interp.allocate_tensors()
     except RuntimeError as e:
         raise ModelError(f"cannot prepare model {path}: {str(e).splitlines()[0]}") from None
-    details = {t["index"]: t for t in interp.get_tensor_details()}
+    details = {t["index"]: t for t in read_table(interp.get_tensor_details, path)}
 
     def tinfo(t: dict) -> TensorInfo:
         scale, zero = t.get("quantization", (0.0, 0))
         return TensorInfo(t["name"], tuple(int(x) for x in t["shape"]), np.dtype(t["dtype"]).name,
                           (float(scale), int(zero)) if scale else None)
 
-    ops = interp._get_ops_details()  # noqa: SLF001
+    ops = read_table(interp._get_ops_details, path)  # noqa: SLF001
     hist: Counter = Counter()
     flops = 0
     produced: Set[int] = set()
