@@ -16,6 +16,7 @@ import argparse
 import logging
 
 import clips
+
 from edgepose.inference.engine import Engine
 from edgepose.tools.evaluate import evaluate_heatmaps, infer, load_annotations
 

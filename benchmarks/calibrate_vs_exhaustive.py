@@ -39,9 +39,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 SHARED = Path(os.environ.get("EDGEPOSE_SHARED", REPO.parent / "shared"))
 
+from edgepose.capture.sources import Frame, FrameSource  # noqa: E402
 from edgepose.core import config as config_mod  # noqa: E402
 from edgepose.daemon.service import Daemon  # noqa: E402
-from edgepose.capture.sources import Frame, FrameSource  # noqa: E402
 
 
 def key(c: dict) -> tuple:

@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from edgepose.tools.evaluate import Sample, load_annotations  # noqa: E402
 from edgepose.models.registry import load_catalogue  # noqa: E402
+from edgepose.tools.evaluate import Sample, load_annotations  # noqa: E402
 
 SHARED = Path(os.environ.get("EDGEPOSE_SHARED", ROOT.parent / "shared"))
 EVAL_FILE = SHARED / "data" / "eval" / "annotations.json"

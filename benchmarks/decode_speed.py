@@ -13,9 +13,9 @@ from __future__ import annotations
 import argparse
 import time
 
+import clips  # noqa: F401  (puts the repo on sys.path)
 import numpy as np
 
-import clips  # noqa: F401  (puts the repo on sys.path)
 from edgepose.inference.decode import DECODERS
 
 

@@ -18,6 +18,7 @@ import logging
 import time
 
 import clips
+
 from edgepose.core import config as config_mod
 from edgepose.inference.estimator import PoseEstimator
 from edgepose.tools.evaluate import evaluate, evaluate_frames, load_annotations, select_samples

@@ -17,9 +17,9 @@ from __future__ import annotations
 import argparse
 import logging
 
+import clips
 import numpy as np
 
-import clips
 from edgepose.inference.decode import get_decoder
 from edgepose.inference.engine import Engine
 from edgepose.inference.pipeline import Pipeline

@@ -40,9 +40,9 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import paho.mqtt.client as paho  # noqa: E402
+import pipeline as pipebench  # noqa: E402  (benchmarks/pipeline.py: clip, bare invoke, fps)
 
 import broker as brokers  # noqa: E402  (tests/broker.py)
-import pipeline as pipebench  # noqa: E402  (benchmarks/pipeline.py: clip, bare invoke, fps)
 
 
 def pct(values, q):
@@ -68,13 +68,13 @@ class Subscriber:
 
 
 def publish_cost(b, qos: int, n: int, discovery: bool = False, state_dir: Path = Path(".")):
-    from edgepose.core import config
-    from edgepose.output.mqtt import MqttSink
-    from edgepose.core.payload import make_meta, make_payload
-    from edgepose.core.pose import KEYPOINT_NAMES, Pose
     import numpy as np
 
+    from edgepose.core import config
+    from edgepose.core.payload import make_meta, make_payload
+    from edgepose.core.pose import KEYPOINT_NAMES, Pose
     from edgepose.output import homeassistant
+    from edgepose.output.mqtt import MqttSink
 
     cfg = config.load(None, {"mqtt": {"host": b.host, "port": b.port, "qos": qos},
                              "homeassistant": {"state_file": str(state_dir / "ha-state.json")}}, environ={})

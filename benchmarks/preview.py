@@ -39,9 +39,8 @@ def draw_encode_ms(clip: Path, n: int = 50) -> float:
     """Median time of what the preview's encoder thread does per frame: draw.render + encode_jpeg."""
     import cv2
 
-    from edgepose.output import draw
-    from edgepose.output import preview
     from edgepose.core.pose import KEYPOINT_NAMES
+    from edgepose.output import draw, preview
     ok, img = cv2.VideoCapture(str(clip)).read()
     h, w = img.shape[:2]
     payload = {"seq": 1, "ts": 0.0, "present": True, "score": 0.7, "latency_ms": {"infer": 30.0, "total": 40.0},

@@ -31,11 +31,12 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import clips  # noqa: E402
-from edgepose.models import registry  # noqa: E402
+
 from edgepose.build import quantize as q  # noqa: E402
 from edgepose.inference.engine import Engine  # noqa: E402
-from edgepose.tools.evaluate import load_annotations  # noqa: E402
+from edgepose.models import registry  # noqa: E402
 from edgepose.models.modelinfo import delegation, inspect, latency_interleaved  # noqa: E402
+from edgepose.tools.evaluate import load_annotations  # noqa: E402
 
 SHARED, EVAL, CALIB = clips.SHARED, clips.EVAL_FILE, clips.CALIB
 DEFAULT = ["cpm-int8", "cpm-int8-mixed", "cpm-dynamic", "cpm-float16", "cpm-float32",

@@ -44,8 +44,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from edgepose.inference.engine import BACKENDS, load_runtime  # noqa: E402
 from edgepose.core.errors import RuntimeMissingError  # noqa: E402
+from edgepose.inference.engine import BACKENDS, load_runtime  # noqa: E402
 
 SHARED = Path(os.environ.get("EDGEPOSE_SHARED", ROOT.parent / "shared")).resolve()
 MOVENET = SHARED / "models" / "movenet-lightning" / "model.tflite"
@@ -56,8 +56,8 @@ VENVS = {"tflite-runtime": ["tflite-runtime==2.14.0", "numpy<2"],
 # --- worker: one runtime, every model ---------------------------------------------------------------
 
 def worker(backend: str, models: list, threads: int, runs: int) -> dict:
-    from edgepose.models.modelinfo import delegation
     from edgepose.inference.engine import native_info_to_log
+    from edgepose.models.modelinfo import delegation
 
     rt = load_runtime(backend)
     rows = []

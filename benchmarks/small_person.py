@@ -17,13 +17,13 @@ import dataclasses
 import logging
 from typing import Sequence
 
+import clips
 import numpy as np
 
-import clips
+from edgepose.core.pose import KEYPOINT_NAMES
 from edgepose.inference.engine import Engine
 from edgepose.inference.pipeline import Pipeline, WholeFrame
 from edgepose.inference.tracking import Tracker
-from edgepose.core.pose import KEYPOINT_NAMES
 
 
 def run(pipe: Pipeline, clip: clips.Clip) -> np.ndarray:

@@ -49,8 +49,8 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from pipeline import REPO, SHARED, make_clip  # noqa: E402
 from movenet_reference import bare_interpreter  # noqa: E402
+from pipeline import REPO, SHARED, make_clip  # noqa: E402
 
 sys.path.insert(0, str(REPO))
 

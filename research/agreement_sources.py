@@ -16,23 +16,24 @@ decoding the barely-seen keypoints more robustly makes int8 agree with float the
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 import functools
 import logging
+import sys
+from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import clips  # noqa: E402  (benchmarks/clips.py: shared data, eval people; puts the repo on sys.path)
-from edgepose.inference.decode import DECODERS
-from edgepose.models.registry import load_catalogue
-from edgepose.models.resolved import entry_traits
-from edgepose.inference.engine import Engine
-from edgepose.build.quantize import calibration_images
-from edgepose.build.tflite import load_schema, read_model
 from int8_error import crop_matches
 from weak_keypoints import weak_decoder
+
+from edgepose.build.quantize import calibration_images
+from edgepose.build.tflite import load_schema, read_model
+from edgepose.inference.decode import DECODERS
+from edgepose.inference.engine import Engine
+from edgepose.models.registry import load_catalogue
+from edgepose.models.resolved import entry_traits
 
 
 def agreement(family: str, decoder, maps: np.ndarray, ref: np.ndarray):

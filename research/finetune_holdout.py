@@ -16,9 +16,9 @@ without touching the evaluation set.
 from __future__ import annotations
 
 import argparse
-import sys
 import logging
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,10 +29,11 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import clips  # noqa: E402  (benchmarks/clips.py: shared data, eval people; puts the repo on sys.path)
+from int8_error import crop_agreement  # noqa: E402
+
 from edgepose.build import finetune as ft  # noqa: E402
 from edgepose.build import quantize as q  # noqa: E402
 from edgepose.inference.engine import Engine  # noqa: E402
-from int8_error import crop_agreement  # noqa: E402
 
 
 def main() -> None:

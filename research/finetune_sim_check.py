@@ -14,9 +14,9 @@ real/simulated per tensor (1.0 = the same error) and a summary.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
-import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -24,6 +24,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import clips  # noqa: E402  (benchmarks/clips.py: shared data, eval people; puts the repo on sys.path)
+
 from edgepose.build import finetune as ft  # noqa: E402
 from edgepose.build import quantize as q  # noqa: E402
 

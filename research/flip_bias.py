@@ -20,14 +20,15 @@ bias of their own to every decoder.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
-import logging
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import clips  # noqa: E402  (benchmarks/clips.py: shared data, eval people; puts the repo on sys.path)
+
 from edgepose.build import quantize as q
 from edgepose.inference.decode import DECODERS
 from edgepose.inference.engine import Engine

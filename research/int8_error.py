@@ -15,22 +15,23 @@ without touching the evaluation set.
 from __future__ import annotations
 
 import argparse
-import sys
 import logging
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import clips  # noqa: E402  (benchmarks/clips.py: shared data, eval people; puts the repo on sys.path)
-from edgepose.models import registry
+
+from edgepose.build.quantize import AGREEMENT_TOLERANCE, calibration_images
 from edgepose.inference.decode import get_decoder
+from edgepose.inference.engine import Engine
+from edgepose.models import registry
 from edgepose.models.registry import load_catalogue
 from edgepose.models.resolved import entry_traits
-from edgepose.inference.engine import Engine
 from edgepose.tools.evaluate import infer, load_annotations
-from edgepose.build.quantize import AGREEMENT_TOLERANCE, calibration_images
 
 
 def heatmaps(engine: Engine, calib, samples):

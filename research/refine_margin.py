@@ -16,6 +16,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import clips  # noqa: E402  (benchmarks/clips.py: shared data; puts the repo on sys.path)
+
 from edgepose.core import config as config_mod  # noqa: E402
 from edgepose.core.geometry import CropTransform, whole_frame_box  # noqa: E402
 from edgepose.inference.decode import decode_pose  # noqa: E402

@@ -12,19 +12,20 @@ photos only: the eval set is never used to set a parameter.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
-import logging
 
 import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import clips  # noqa: E402  (benchmarks/clips.py: shared data, eval people; puts the repo on sys.path)
-from edgepose.inference.engine import Engine
-from edgepose.models.resolved import ResolvedModel, model_at
+
 from edgepose.core.geometry import CropTransform, whole_frame_box
+from edgepose.inference.engine import Engine
 from edgepose.inference.pipeline import crop_to_input
+from edgepose.models.resolved import ResolvedModel, model_at
 
 CALIB = clips.CALIB
 

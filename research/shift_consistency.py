@@ -20,18 +20,19 @@ Gaussian of N input pixels (`subpixel`, the default, uses 4).
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
-import logging
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import clips  # noqa: E402  (benchmarks/clips.py: shared data, eval people; puts the repo on sys.path)
+
 from edgepose.build import quantize as q
+from edgepose.core.geometry import Box, whole_frame_box
 from edgepose.inference.engine import Engine
 from edgepose.tools.evaluate import window_spread, window_views
-from edgepose.core.geometry import Box, whole_frame_box
 
 SHIFTS = range(8)
 ZOOMS = (1.0, 0.8, 0.6)

@@ -31,22 +31,23 @@ mean error is lower or higher than `subpixel`'s.
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 import functools
 import logging
+import sys
+from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import clips  # noqa: E402  (benchmarks/clips.py: shared data, eval people; puts the repo on sys.path)
+
 from edgepose.build import quantize as q
+from edgepose.core.geometry import Box, CropTransform, whole_frame_box
 from edgepose.inference.decode import DECODERS, _peaks, _refine, gaussian_blur, subpixel_decoder
+from edgepose.inference.engine import Engine
+from edgepose.inference.pipeline import crop_to_input
 from edgepose.models.registry import load_catalogue
 from edgepose.models.resolved import entry_traits
-from edgepose.inference.engine import Engine
-from edgepose.core.geometry import Box, CropTransform, whole_frame_box
-from edgepose.inference.pipeline import crop_to_input
 
 ZOOMS = (0.85, 0.7, 0.55, 0.45)
 PLACES = (0.0, 0.5, 1.0)

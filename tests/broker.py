@@ -167,7 +167,7 @@ class Broker:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def start(self, timeout: float = 10.0) -> "Broker":
+    def start(self, timeout: float = 10.0) -> Broker:
         """Start (if not running) and wait until every listener accepts TCP connections."""
         if self.running:
             return self
@@ -204,7 +204,7 @@ class Broker:
         self.proc.wait()
         self.proc = None
 
-    def restart(self) -> "Broker":
+    def restart(self) -> Broker:
         self.stop()
         return self.start()
 
@@ -214,7 +214,7 @@ class Broker:
         except FileNotFoundError:
             return ""
 
-    def __enter__(self) -> "Broker":
+    def __enter__(self) -> Broker:
         return self.start()
 
     def __exit__(self, *exc) -> None:

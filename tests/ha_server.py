@@ -143,7 +143,7 @@ class HomeAssistant:
             "logger:\n  default: warning\n  logs:\n    homeassistant.components.mqtt: info\n")
 
     # --- lifecycle -------------------------------------------------------
-    def start(self) -> "HomeAssistant":
+    def start(self) -> HomeAssistant:
         out = self.logfile.with_suffix(".out").open("ab")
         self.proc = subprocess.Popen(
             [str(self.venv / "bin" / "python"), "-m", "homeassistant", "-c", str(self.config),
@@ -205,7 +205,7 @@ class HomeAssistant:
         terminate(self.proc, timeout, group=True)
         self.proc = None
 
-    def __enter__(self) -> "HomeAssistant":
+    def __enter__(self) -> HomeAssistant:
         try:
             return self.start()
         except BaseException:

@@ -25,13 +25,13 @@ def module_files() -> Dict[str, Path]:
     return mods
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def parse(path: Path) -> ast.Module:
     """A source file's syntax tree (read once per session: do not modify it)."""
     return ast.parse(path.read_text(), str(path))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def imported_names(module: str, path: Path, at_import: bool = False) -> FrozenSet[str]:
     """:func:`_imported_names`, read once per session."""
     return frozenset(_imported_names(module, path, at_import))

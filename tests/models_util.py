@@ -30,9 +30,10 @@ from typing import List, Optional, Sequence
 import numpy as np
 import pytest
 
+from edgepose.models.registry import load_catalogue
+
 from conftest import CALIB, EVAL_ANN, EVAL_IMAGES, MIRROR, REPO, cli_env, run_cli
 from imports_util import import_graph, module_files, reachable
-from edgepose.models.registry import load_catalogue
 
 # output node of each family's frozen graph (the catalogue's <family>-pb entry)
 OUTPUTS = {f: load_catalogue()[f"{f}-pb"].output["name"] for f in ("cpm", "hourglass")}

@@ -16,8 +16,9 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Set
 
-from conftest import REPO, VIDEOS, cli_env
 from edgepose.cli import ALIASES, COMMANDS
+
+from conftest import REPO, VIDEOS, cli_env
 from imports_util import import_graph, imported_names, module_files, parse, reachable
 
 BUILD = "edgepose.build"

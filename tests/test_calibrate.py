@@ -14,17 +14,17 @@ import types
 
 import pytest
 
+from edgepose.core import config as config_mod
 from edgepose.core import config_write as cw
+from edgepose.core.errors import ConfigError, ModelError, RuntimeMissingError, UsageError
+from edgepose.daemon import board
 from edgepose.daemon import systemd as sd
+from edgepose.inference.engine import Engine, Runtime, load_runtime
 from edgepose.models import fidelity as fid
+from edgepose.models import registry
 from edgepose.tools import calibrate as cal
 from edgepose.tools import calibrate_report as rep
 from edgepose.tools import sweep
-from edgepose.daemon import board
-from edgepose.core import config as config_mod
-from edgepose.models import registry
-from edgepose.core.errors import ConfigError, ModelError, RuntimeMissingError, UsageError
-from edgepose.inference.engine import Engine, Runtime, load_runtime
 
 from conftest import MIRROR, REPO, VIDEOS, error_lines, run_cli, run_cli_inproc
 

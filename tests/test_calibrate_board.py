@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import pytest
 
+from edgepose.core import config as config_mod
 from edgepose.daemon import board
 from edgepose.tools import calibrate as cal
 from edgepose.tools import calibrate_report as rep
 from edgepose.tools import sweep
-from edgepose.core import config as config_mod
 
 from conftest import MIRROR
 

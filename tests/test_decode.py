@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgepose.inference import decode
 from edgepose.core.errors import ModelError
 from edgepose.core.geometry import Box, CropTransform
 from edgepose.core.pose import KEYPOINT_NAMES
+from edgepose.inference import decode
 
 
 def gaussian_maps(size, centres, sigma):
@@ -178,10 +178,11 @@ def test_cut_model_gives_the_same_frame_coordinates(name):
 def test_real_cpm_output_is_refined_on_its_24x24_knots():
     import sys
 
-    from conftest import MIRROR, REPO
-    from edgepose.inference.engine import Engine
     from edgepose.core.geometry import whole_frame_box
+    from edgepose.inference.engine import Engine
     from edgepose.inference.pipeline import crop_to_input
+
+    from conftest import MIRROR, REPO
 
     sys.path.insert(0, str(REPO / "benchmarks"))
     import clips
@@ -214,10 +215,11 @@ def test_subpixel_decoder_has_no_horizontal_bias_on_mirrored_real_crops(family):
     images with the real model; an unbiased decoder puts the mirrored keypoints back where the plain
     ones are; a decoder that puts keypoints b cells right of the truth measures b.  (Only the
     sub-pixel decoder is checked: integer decoders land on a half-cell lattice, CPM's on 2 cells.)"""
-    from conftest import CALIB, MIRROR
     from edgepose.build import quantize as q
     from edgepose.inference.engine import Engine
     from edgepose.tools.evaluate import mirror_offsets
+
+    from conftest import CALIB, MIRROR
 
     crops = q.calibration_crops(q.read_photos(CALIB), 192, 192)[::2]
     eng = Engine(MIRROR / family / "model.tflite", threads=2)
@@ -228,8 +230,8 @@ def test_subpixel_decoder_has_no_horizontal_bias_on_mirrored_real_crops(family):
 
 
 def test_mirror_offsets_measure_a_decoders_horizontal_bias():
-    from edgepose.tools.evaluate import mirror_offsets
     from edgepose.core.pose import KEYPOINT_NAMES, mirror_order
+    from edgepose.tools.evaluate import mirror_offsets
 
     maps = gaussian_maps(48, [(8.3 + 2.1 * k, 20.7) for k in range(len(KEYPOINT_NAMES))], 1.5)
     # what a mirror-symmetric model outputs for the mirror image: the mirrored map, sides swapped
@@ -248,8 +250,8 @@ def test_mirror_offsets_measure_a_decoders_horizontal_bias():
 def test_window_spread_measures_sub_cell_precision():
     """evaluate.window_spread on maps that follow the content exactly: one frame point seen through
     windows moved by 0..7 input pixels (two 4-pixel cells of a 48x48 map)."""
-    from edgepose.tools.evaluate import shifted_windows, window_spread
     from edgepose.core.pose import KEYPOINT_NAMES
+    from edgepose.tools.evaluate import shifted_windows, window_spread
 
     k = len(KEYPOINT_NAMES)
     points = np.array([(250.0 + 15.3 * i, 205.3 + 11.1 * i) for i in range(k)])  # frame pixels
@@ -272,11 +274,12 @@ def test_window_spread_measures_sub_cell_precision():
 def test_subpixel_follows_sub_cell_shifts_on_real_crops(family):
     """Label-free (research/shift_consistency.py): real photos through windows moved by 0..7 input
     pixels; the sub-pixel decoder's keypoints stay put far better than the integer argmax's."""
-    from conftest import CALIB, MIRROR
     from edgepose.build import quantize as q
+    from edgepose.core.geometry import whole_frame_box
     from edgepose.inference.engine import Engine
     from edgepose.tools.evaluate import window_spread, window_views
-    from edgepose.core.geometry import whole_frame_box
+
+    from conftest import CALIB, MIRROR
 
     eng = Engine(MIRROR / family / "model.tflite", threads=2)
     scenes = [window_views(eng, frame, whole_frame_box(frame.shape[1], frame.shape[0], 192, 192), range(8))

@@ -22,10 +22,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import MIRROR, REPO, cli_env, run_cli
 from edgepose.inference import delegation as dm
 from edgepose.inference.engine import Engine, load_runtime
 from edgepose.models import modelinfo
+
+from conftest import MIRROR, REPO, cli_env, run_cli
 
 CPM = MIRROR / "cpm" / "model.tflite"
 MOVENET = MIRROR / "movenet-lightning" / "model.tflite"

@@ -2,8 +2,8 @@
 
 import re
 
-from edgepose.core import config
 from edgepose.cli import COMMANDS
+from edgepose.core import config
 
 from conftest import REPO
 
@@ -31,8 +31,9 @@ def test_config_reference_in_readme_is_current():
 def test_readme_commands_exist():
     for name in COMMANDS:
         assert f"`edgepose {name}" in README
-    from edgepose.daemon.service import add_arguments
     import argparse
+
+    from edgepose.daemon.service import add_arguments
     p = argparse.ArgumentParser()
     add_arguments(p)
     flags = {a for action in p._actions for a in action.option_strings}

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from edgepose.inference.engine import Engine, load_runtime
 from edgepose.core.errors import ModelError, RuntimeMissingError
+from edgepose.inference.engine import Engine, load_runtime
 
 from conftest import MIRROR
 

@@ -9,10 +9,11 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import EVAL_ANN, MIRROR, error_lines, run_cli_inproc
-from edgepose.tools.evaluate import AnnotationError, crop_box, load_annotations, score
 from edgepose.core.errors import InputMissingError
 from edgepose.core.geometry import Box
+from edgepose.tools.evaluate import AnnotationError, crop_box, load_annotations, score
+
+from conftest import EVAL_ANN, MIRROR, error_lines, run_cli_inproc
 
 NAMES = ("head_top", "neck", "wrist")
 

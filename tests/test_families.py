@@ -204,6 +204,7 @@ def test_movenet_tracks_a_small_person(model_cache):
     and once they leave the crop goes back to the whole frame."""
     sys.path.insert(0, str(REPO / "benchmarks"))
     import clips
+
     from edgepose import PoseEstimator
 
     person = max(clips.people(), key=lambda s: s.visible.sum() + s.box.h / 1000)

@@ -13,9 +13,10 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import EVAL_ANN, MIRROR, REPO, error_lines, run_cli
 from edgepose.core import config as config_mod
 from edgepose.inference.estimator import PoseEstimator
+
+from conftest import EVAL_ANN, MIRROR, REPO, error_lines, run_cli
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 import clips  # noqa: E402

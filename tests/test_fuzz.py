@@ -15,11 +15,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import MIRROR
 from edgepose.capture.sources import parse_source
 from edgepose.core import config as config_mod
 from edgepose.core.errors import ConfigError, EdgeposeError, ModelError
 from edgepose.inference.engine import Engine
+
+from conftest import MIRROR
 
 FUZZ = settings(max_examples=300, deadline=None, database=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

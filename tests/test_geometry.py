@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from edgepose.inference.decode import argmax_decoder, decode_pose
 from edgepose.core.geometry import Box, CropTransform, whole_frame_box
-from edgepose.inference.pipeline import crop_to_input
 from edgepose.core.pose import KEYPOINT_NAMES
+from edgepose.inference.decode import argmax_decoder, decode_pose
+from edgepose.inference.pipeline import crop_to_input
 
 
 @pytest.mark.parametrize("frame", [(640, 480), (1280, 720), (480, 640), (192, 192)])

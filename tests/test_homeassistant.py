@@ -12,14 +12,14 @@ import time
 
 import pytest
 
-import broker as brokers
-from mqtt_util import Collector, wait_for
-
 from edgepose.core import config
 from edgepose.core.payload import make_meta
 from edgepose.core.pose import KEYPOINT_NAMES
 from edgepose.output import homeassistant
 from edgepose.output.mqtt import MqttSink
+
+import broker as brokers
+from mqtt_util import Collector, wait_for
 
 if not brokers.available():
     pytest.fail("mosquitto and mosquitto-clients are needed: apt-get install mosquitto mosquitto-clients",

@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import List, Tuple
 
 import cv2
+import ha_server
 import numpy as np
 import pytest
 
 import broker as brokers
-import ha_server
 from conftest import CALIB, REPO
 from mqtt_util import Collector, wait_for
 

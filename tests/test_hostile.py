@@ -10,7 +10,6 @@ import time
 
 import cv2
 import numpy as np
-
 import pytest
 
 from conftest import CALIB, MIRROR, error_lines, grey_clip, mirror_server, run_cli
@@ -104,9 +103,8 @@ def test_sighup_onto_a_model_that_fails_its_first_inference_end_to_end(fails_at_
     import sys
 
     import broker as brokers
-    from mqtt_util import Collector
-
     from conftest import REPO
+    from mqtt_util import Collector
 
     b = brokers.Broker(tmp_path).start()
     clip = grey_clip(tmp_path / "clip.mp4", 600)
@@ -589,13 +587,13 @@ def test_only_a_clean_broker_stop_fires_the_last_will(crash, tmp_path):
     publishes the sink's will, `offline`, which a subscriber that connected just before sees retained
     once the broker is back; a crash (SIGKILL) publishes nothing, and a fresh subscriber after it sees no
     availability at all until the sink has reconnected and said `online`."""
-    import broker as brokers
-    from mqtt_util import Collector
-
     from edgepose.core import config as config_mod
     from edgepose.core.payload import make_meta
     from edgepose.core.pose import KEYPOINT_NAMES
     from edgepose.output.mqtt import MqttSink
+
+    import broker as brokers
+    from mqtt_util import Collector
 
     b = brokers.Broker(tmp_path, persistence=True).start()
     cfg = config_mod.load(None, {"mqtt": {"host": b.host, "port": b.port, "reconnect_min": 3.0,

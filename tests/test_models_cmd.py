@@ -16,11 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from edgepose.models import registry
 from edgepose.core.errors import InputMissingError, ModelError
+from edgepose.models import registry
 
-from conftest import (CALIB, EVAL_ANN, EVAL_IMAGES, MIRROR, REPO, error_lines, mirror_server, run_cli,
-                      run_cli_inproc)
+from conftest import CALIB, EVAL_ANN, EVAL_IMAGES, MIRROR, REPO, error_lines, mirror_server, run_cli, run_cli_inproc
 
 
 @pytest.fixture

@@ -19,16 +19,16 @@ from pathlib import Path
 
 import pytest
 
-import broker as brokers
-from mqtt_util import Collector, MosquittoSub, wait_for
-
 from edgepose.core import config
 from edgepose.core.errors import ConfigError, InputMissingError
+from edgepose.core.payload import make_meta
+from edgepose.core.pose import KEYPOINT_NAMES
 from edgepose.output.mqtt import MqttSink, Topics
 from edgepose.output.mqttclient import backoff_delay
 from edgepose.tools.sub import SeqTracker
-from edgepose.core.payload import make_meta
-from edgepose.core.pose import KEYPOINT_NAMES
+
+import broker as brokers
+from mqtt_util import Collector, MosquittoSub, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -9,13 +9,13 @@ import cv2
 import numpy as np
 import pytest
 
+from edgepose.build.quantize import load_graph
 from edgepose.core.geometry import CropTransform, whole_frame_box
 from edgepose.inference.engine import Engine
 from edgepose.inference.pipeline import crop_to_input
 from edgepose.models import registry
 from edgepose.models.modelinfo import delegation
 from edgepose.models.resolved import model_at
-from edgepose.build.quantize import load_graph
 
 from conftest import CALIB, MIRROR
 from models_util import needs_tf, run_graph

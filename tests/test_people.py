@@ -7,16 +7,17 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from test_paf import standing
 
 from edgepose.core.payload import make_payload, pose_problem
 from edgepose.core.people import Person, lead_pose
-from edgepose.core.pose import OPENPOSE_KEYPOINT_NAMES as NAMES, Keypoint
+from edgepose.core.pose import OPENPOSE_KEYPOINT_NAMES as NAMES
+from edgepose.core.pose import Keypoint
 from edgepose.inference.engine import Engine
 from edgepose.inference.multipose import MultiPipeline
 from edgepose.inference.people import IdParams, PeopleTracker
 
 from conftest import CALIB, payloads, run_cli
-from test_paf import standing
 
 
 def body(cx: float, top: float = 40.0) -> np.ndarray:

@@ -14,14 +14,25 @@ import time
 import numpy as np
 import pytest
 
-from edgepose.core.pose import KEYPOINT_NAMES
 from edgepose.core.errors import ConfigError, DeviceUnavailableError
+from edgepose.core.pose import KEYPOINT_NAMES
 from edgepose.output.preview import PreviewServer, parse_listen
 
 from conftest import error_lines, payloads, run_cli
-from preview_util import (chromium, chromium_available, count_payloads, decode, free_port, get, get_with_host,
-                          long_clip, read_mjpeg, start_daemon, status, wait_http)
-
+from preview_util import (
+    chromium,
+    chromium_available,
+    count_payloads,
+    decode,
+    free_port,
+    get,
+    get_with_host,
+    long_clip,
+    read_mjpeg,
+    start_daemon,
+    status,
+    wait_http,
+)
 
 # --- bind parsing -----------------------------------------------------------------
 
@@ -184,6 +195,7 @@ def _run_daemon(clip, d, model_cache):
     """`edgepose run --source <40 s clip> --model hourglass --fps 10 --preview 127.0.0.1:PORT`, logs in d.
     Yields (proc, base url, port, d); SIGTERMs it afterwards if it is still running (kills it if that hangs)."""
     import os
+
     from conftest import MIRROR
     env = dict(os.environ, EDGEPOSE_MODEL_DIR=str(model_cache), EDGEPOSE_MODEL_MIRROR=str(MIRROR),
                PYTHONUNBUFFERED="1")
@@ -311,6 +323,7 @@ def test_sigterm_with_a_viewer_connected_stops_cleanly(own_daemon):
 
 def test_the_installed_service_leaves_the_preview_off():
     from edgepose.core import config
+
     from conftest import REPO
     assert config.load(str(REPO / "deploy" / "edgepose.toml"), environ={}).preview.listen == ""
     assert "--preview" not in (REPO / "deploy" / "edgepose.service").read_text()

@@ -13,11 +13,11 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 
-from edgepose.models import registry
 from edgepose.build import quantize as q
 from edgepose.build.tflite import tensor_name
-from edgepose.inference.engine import Engine
 from edgepose.core.errors import ModelError, UsageError
+from edgepose.inference.engine import Engine
+from edgepose.models import registry
 from edgepose.models.fidelity import check_goals, fidelity_verdict
 from edgepose.models.modelinfo import delegation, inspect
 from edgepose.tools.evaluate import load_annotations

@@ -9,8 +9,19 @@ import pytest
 
 from edgepose.core.pose import KEYPOINT_NAMES
 
-from conftest import (CALIB, EVAL_ANN, EVAL_IMAGES, MIRROR, REPO, VIDEOS, error_lines, grey_clip, payloads,
-                      run_cli, run_cli_inproc)
+from conftest import (
+    CALIB,
+    EVAL_ANN,
+    EVAL_IMAGES,
+    MIRROR,
+    REPO,
+    VIDEOS,
+    error_lines,
+    grey_clip,
+    payloads,
+    run_cli,
+    run_cli_inproc,
+)
 
 LATENCY_KEYS = {"capture", "preprocess", "infer", "decode", "total"}
 
@@ -239,9 +250,9 @@ def test_a_reload_turns_the_running_source_without_reopening_it(tmp_path, model_
     import threading
     import time
 
+    from edgepose.capture.sources import open_source
     from edgepose.core import config as config_mod
     from edgepose.daemon.service import Daemon
-    from edgepose.capture.sources import open_source
 
     clip = grey_clip(tmp_path / "clip.mp4", 400)
     path = tmp_path / "edgepose.toml"

@@ -22,12 +22,12 @@ import uuid
 
 import pytest
 
-from conftest import MIRROR, REPO, VIDEOS, run_cli
+from edgepose.capture.sources import open_source
 from edgepose.core import config as config_mod
 from edgepose.daemon import systemd
 from edgepose.daemon.service import Daemon
-from edgepose.capture.sources import open_source
 
+from conftest import MIRROR, REPO, VIDEOS, run_cli
 
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux value; Python does not export it
 

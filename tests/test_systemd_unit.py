@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
 from edgepose.core import config as config_mod
+
+from conftest import REPO
 
 DEPLOY = REPO / "deploy"
 UNIT = DEPLOY / "edgepose.service"

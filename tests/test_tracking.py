@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import MIRROR, REPO
 from edgepose.core.geometry import CropTransform, whole_frame_box
 from edgepose.core.pose import KEYPOINT_NAMES, Pose
 from edgepose.inference.tracking import Tracker, search_boxes
+
+from conftest import MIRROR, REPO
 
 W, H = 1280, 720
 
@@ -67,8 +68,8 @@ def test_search_tiles_keep_the_model_aspect_and_cover_the_frame(tile, frame, mod
 
 def test_search_below_a_tenth_is_refused():
     from edgepose.core import config
-    from edgepose.inference import tracking
     from edgepose.core.errors import ConfigError
+    from edgepose.inference import tracking
 
     cfg = config.Config()
     cfg.tracking.search = 0.01  # 22,000 tiles of 13 px
@@ -82,6 +83,7 @@ def test_pipeline_falls_back_when_the_person_leaves_the_frame():
     """Real CPM model on frames built from an eval photo; then the person walks out of view."""
     sys.path.insert(0, str(REPO / "benchmarks"))
     import clips
+
     from edgepose.inference.engine import Engine
     from edgepose.inference.pipeline import Pipeline
 

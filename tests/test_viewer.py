@@ -17,8 +17,17 @@ import pytest
 import broker as broker_mod
 from broker import Broker
 from conftest import REPO, VIDEOS, run_cli
-from preview_util import (chromium, chromium_available, decode, free_port, get, get_with_host, read_frames, status,
-                          wait_http)
+from preview_util import (
+    chromium,
+    chromium_available,
+    decode,
+    free_port,
+    get,
+    get_with_host,
+    read_frames,
+    status,
+    wait_http,
+)
 
 pytestmark = pytest.mark.skipif(not broker_mod.available(), reason="mosquitto is not installed (see .ci/run)")
 

@@ -38,7 +38,13 @@ import cv2
 import numpy as np
 
 from edgepose.capture.imagesize import ImageRefused, decode_bounded
-from edgepose.core.errors import DeviceUnavailableError, EdgeposeError, InputMissingError, RuntimeMissingError, UsageError
+from edgepose.core.errors import (
+    DeviceUnavailableError,
+    EdgeposeError,
+    InputMissingError,
+    RuntimeMissingError,
+    UsageError,
+)
 from edgepose.core.text import control_character, redact, split_credentials
 
 log = logging.getLogger(__name__)
@@ -480,7 +486,7 @@ class _Deadline:
         self._timer = threading.Timer(seconds, self._expire)
         self._timer.daemon = True
 
-    def __enter__(self) -> "_Deadline":
+    def __enter__(self) -> _Deadline:
         self._timer.start()
         return self
 
@@ -611,7 +617,7 @@ class SnapshotCapture:
         self.error = None
         return img
 
-    def probe(self) -> "SnapshotCapture":
+    def probe(self) -> SnapshotCapture:
         """Fetch once (its image is the first frame); raise what went wrong if it fails."""
         self._first = self._get()
         if self._first is None:

@@ -64,5 +64,5 @@ class OutputError(EdgeposeError):
     exit_code = EX_IOERR
 
     @classmethod
-    def writing_stdout(cls, e: OSError) -> "OutputError":
+    def writing_stdout(cls, e: OSError) -> OutputError:
         return cls(f"cannot write to stdout: {e.strerror or e}")

@@ -26,12 +26,12 @@ class Box:
     w: float
     h: float
 
-    def expand(self, factor: float) -> "Box":
+    def expand(self, factor: float) -> Box:
         cx, cy = self.x + self.w / 2, self.y + self.h / 2
         w, h = self.w * factor, self.h * factor
         return Box(cx - w / 2, cy - h / 2, w, h)
 
-    def to_aspect(self, aspect: float) -> "Box":
+    def to_aspect(self, aspect: float) -> Box:
         """Grow the shorter side (about the centre) so that w / h == aspect."""
         cx, cy = self.x + self.w / 2, self.y + self.h / 2
         w, h = self.w, self.h

@@ -130,7 +130,7 @@ class Pose:
     present: bool
 
     @classmethod
-    def from_arrays(cls, names: Sequence[str], xy: "np.ndarray", scores: "np.ndarray", threshold: float) -> "Pose":
+    def from_arrays(cls, names: Sequence[str], xy: np.ndarray, scores: np.ndarray, threshold: float) -> Pose:
         """Build a pose from (K,2) frame coordinates and (K,) scores.
 
         The pose score is the mean keypoint score; the pose is present when it
@@ -141,11 +141,11 @@ class Pose:
         score = float(sum(k.score for k in kps) / max(len(kps), 1))
         return cls(kps, score, score >= threshold)
 
-    def xy(self) -> "np.ndarray":
+    def xy(self) -> np.ndarray:
         import numpy as np
         return np.array([[k.x, k.y] for k in self.keypoints], dtype=np.float64)
 
-    def scores(self) -> "np.ndarray":
+    def scores(self) -> np.ndarray:
         import numpy as np
         return np.array([k.score for k in self.keypoints], dtype=np.float64)
 

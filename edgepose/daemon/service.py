@@ -31,19 +31,18 @@ import cv2
 import numpy as np
 
 from edgepose import __version__
-from edgepose.daemon import board
+from edgepose.capture.sources import Frame, FrameSource, RotatedSource, open_source
 from edgepose.core import config as config_mod
-from edgepose.models import registry
-from edgepose.daemon import systemd
-from edgepose.inference.engine import Engine
-from edgepose.inference.estimator import PoseEstimator
 from edgepose.core.errors import EdgeposeError
 from edgepose.core.payload import make_meta, make_payload
+from edgepose.core.text import redact
+from edgepose.daemon import board, systemd
+from edgepose.inference.engine import Engine
+from edgepose.inference.estimator import PoseEstimator
+from edgepose.inference.pipeline import FramePipeline, FrameResult
+from edgepose.models import registry
 from edgepose.output.factory import make_sink
 from edgepose.output.sinks import Sink, StatusProvider
-from edgepose.inference.pipeline import FramePipeline, FrameResult
-from edgepose.capture.sources import Frame, FrameSource, RotatedSource, open_source
-from edgepose.core.text import redact
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +101,8 @@ class RunStats:
         self.clock = clock
         self.started = clock()
         self.frames = 0
-        self.infer_ms: "collections.deque[float]" = collections.deque(maxlen=window)
-        self.times: "collections.deque[float]" = collections.deque(maxlen=window)
+        self.infer_ms: collections.deque[float] = collections.deque(maxlen=window)
+        self.times: collections.deque[float] = collections.deque(maxlen=window)
         self.lock = threading.Lock()
 
     def add(self, latency: Dict[str, float]) -> None:

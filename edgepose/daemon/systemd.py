@@ -62,7 +62,7 @@ class Notifier:
         self._warned = False
 
     @classmethod
-    def from_environ(cls, environ: Mapping[str, str], pid: Optional[int] = None) -> "Notifier":
+    def from_environ(cls, environ: Mapping[str, str], pid: Optional[int] = None) -> Notifier:
         """Read ``NOTIFY_SOCKET``, ``WATCHDOG_USEC`` and ``WATCHDOG_PID``."""
         pid = os.getpid() if pid is None else pid
         usec: Optional[int] = None

@@ -64,7 +64,7 @@ class PoseEstimator:
 
     @classmethod
     def from_config(cls, cfg: config_mod.Config,
-                    progress: Optional[registry.Progress] = None) -> "PoseEstimator":
+                    progress: Optional[registry.Progress] = None) -> PoseEstimator:
         """The estimator a config asks for (``[model]``, ``[runtime]``, ``[tracking]``, ``[smoothing]``)."""
         self = cls.__new__(cls)
         self._build(cfg, progress)

@@ -23,14 +23,14 @@ from typing import TYPE_CHECKING, Callable, Dict, Optional, Protocol, Sequence, 
 import cv2
 import numpy as np
 
-from edgepose.inference.decode import Decoder, argmax_decoder, decode_pose
 from edgepose.core.geometry import Box, CropTransform, whole_frame_box
 from edgepose.core.pose import KEYPOINT_NAMES, Pose
+from edgepose.inference.decode import Decoder, argmax_decoder, decode_pose
 from edgepose.inference.tracking import Located, Look
 
 if TYPE_CHECKING:  # the resolved model imports this package's engine and decoders
-    from edgepose.core.people import Person
     from edgepose.core.config import Config
+    from edgepose.core.people import Person
     from edgepose.inference.engine import Engine
     from edgepose.models.resolved import ResolvedModel
 
@@ -92,7 +92,7 @@ def crop_to_input(frame: np.ndarray, transform: CropTransform, out: Optional[np.
                           borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
 
 
-def run_model(engine: "Engine", frame: np.ndarray, box: Box, buf: np.ndarray, clock: Callable[[], float]
+def run_model(engine: Engine, frame: np.ndarray, box: Box, buf: np.ndarray, clock: Callable[[], float]
               ) -> Tuple[np.ndarray, CropTransform, float, float]:
     """The model's output for ``box`` of ``frame`` (resampled into ``buf``), the transform, and the clock
     after preprocessing and after inference: one look, for the single- and the multi-person pipeline."""
@@ -126,7 +126,7 @@ class FrameResult:
     passes: int = 1  # model runs spent on the frame (stills are refined, a lost track searched again)
     new_track: bool = False  # not the previous frame's person continued (a still, a cut, a re-acquisition)
     # multi-person models (edgepose.inference.multipose): everyone, with ids; None for a single-person model
-    people: Optional[Tuple["Person", ...]] = None
+    people: Optional[Tuple[Person, ...]] = None
 
 
 class Pipeline:
@@ -172,7 +172,7 @@ class Pipeline:
                 self.smoother.reset()
         spent = {"preprocess": 0.0, "infer": 0.0, "decode": 0.0}
 
-        def look(box: Box) -> "tuple[Pose, CropTransform]":
+        def look(box: Box) -> tuple[Pose, CropTransform]:
             t0 = c()
             heatmaps, transform, t1, t2 = run_model(self.engine, frame, box, self._buf, c)
             pose = decode_pose(heatmaps, transform, self.names, self.threshold, self.decoder)
@@ -198,9 +198,8 @@ def from_config(cfg: Config, engine: Engine, model: ResolvedModel) -> Pipeline:
     """Build the pipeline the config asks for around ``engine`` running ``model`` (its resolved
     model: decoder and output geometry, keypoint names, score scale): decoder, box policy (tracking)
     and smoother."""
-    from edgepose.inference import smoothing
-    from edgepose.inference import tracking
     from edgepose.core.errors import ConfigError
+    from edgepose.inference import smoothing, tracking
 
     try:
         decoder = model.decoder(cfg.model.decoder)

@@ -19,10 +19,10 @@ from typing import Callable, Dict, List, Optional, Set, Tuple
 
 import numpy as np
 
+from edgepose.core.errors import ModelError
 from edgepose.inference.delegation import Delegation, Interpreter, int8_advice, read_table
 from edgepose.inference.delegation import count as count_delegation
 from edgepose.inference.engine import Engine, Runtime, default_threads, load_runtime, native_info_to_log
-from edgepose.core.errors import ModelError
 
 
 @dataclass(frozen=True)

@@ -31,8 +31,14 @@ from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from edgepose.core.errors import ConfigError, ModelError
-from edgepose.core.pose import (COCO_KEYPOINT_NAMES, COCO_SKELETON, KEYPOINT_NAMES, OPENPOSE_KEYPOINT_NAMES,
-                                OPENPOSE_SKELETON, SKELETON)
+from edgepose.core.pose import (
+    COCO_KEYPOINT_NAMES,
+    COCO_SKELETON,
+    KEYPOINT_NAMES,
+    OPENPOSE_KEYPOINT_NAMES,
+    OPENPOSE_SKELETON,
+    SKELETON,
+)
 from edgepose.inference.decode import Decoder, get_decoder, regression_decoder
 from edgepose.inference.engine import Runtime, Signature, read_signature
 from edgepose.models import registry

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from edgepose.core.config import Config
 
 
-def make_sink(cfg: "Config", device: str, meta: Dict[str, Any], status_provider: StatusProvider) -> Sink:
+def make_sink(cfg: Config, device: str, meta: Dict[str, Any], status_provider: StatusProvider) -> Sink:
     """The sink named by ``cfg.output.sink`` (MQTT is imported only when used)."""
     kind = cfg.output.sink
     if kind == "stdout":

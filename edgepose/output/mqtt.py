@@ -40,8 +40,16 @@ from typing import Any, Callable, Deque, Dict, Optional
 from edgepose.core.config import MqttConfig, join_host_port
 from edgepose.core.errors import ConfigError
 from edgepose.output.homeassistant import HomeAssistant
-from edgepose.output.mqttclient import (CLOSED_BEFORE_ACCEPTING, ClientLoop, backoff_delay, check_device,
-                                        check_prefix, describe_error, make_client, reason_text)
+from edgepose.output.mqttclient import (
+    CLOSED_BEFORE_ACCEPTING,
+    ClientLoop,
+    backoff_delay,
+    check_device,
+    check_prefix,
+    describe_error,
+    make_client,
+    reason_text,
+)
 from edgepose.output.sinks import StatusProvider, to_json
 
 log = logging.getLogger("edgepose.output.mqtt")
@@ -62,7 +70,7 @@ class Topics:
     presence: str
 
     @classmethod
-    def for_device(cls, prefix: str, device: str) -> "Topics":
+    def for_device(cls, prefix: str, device: str) -> Topics:
         base = f"{check_prefix(prefix)}/{check_device(device)}"
         return cls(f"{base}/pose", f"{base}/availability", f"{base}/status", f"{base}/meta", f"{base}/presence")
 

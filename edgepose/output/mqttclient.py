@@ -217,7 +217,7 @@ class Subscriber:
         self._thread: Optional[threading.Thread] = None
 
     # --- caller's thread --------------------------------------------------
-    def start(self) -> "Subscriber":
+    def start(self) -> Subscriber:
         try:
             self._client.connect(self.cfg.host, self.cfg.port, self.cfg.keepalive)
         except Exception as e:  # OSError, ssl.SSLError, ValueError (bad host)

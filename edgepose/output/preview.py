@@ -100,7 +100,7 @@ class RateMeter:
     """Frames per second from the payloads' ``seq`` and ``ts`` (over the last few samples)."""
 
     def __init__(self, window: int = 8):
-        self.samples: "collections.deque[Tuple[int, float]]" = collections.deque(maxlen=window)
+        self.samples: collections.deque[Tuple[int, float]] = collections.deque(maxlen=window)
 
     def add(self, payload: Dict[str, Any]) -> Optional[float]:
         seq, ts = payload.get("seq"), payload.get("ts")
@@ -117,7 +117,7 @@ class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = BACKLOG
-    preview: "PreviewServer"
+    preview: PreviewServer
 
 
 class _HTTPServer6(_HTTPServer):
@@ -170,7 +170,7 @@ class PreviewServer:
         self._latest = (frame.image, payload)
 
     # -- lifecycle ------------------------------------------------------
-    def start(self) -> "PreviewServer":
+    def start(self) -> PreviewServer:
         cls = _HTTPServer6 if ":" in self.host else _HTTPServer
         try:
             httpd = cls((self.host, self.port), _Handler)
@@ -211,7 +211,7 @@ class PreviewServer:
         for t in self._threads:
             t.join(timeout=2.0)
 
-    def __enter__(self) -> "PreviewServer":
+    def __enter__(self) -> PreviewServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -29,7 +29,7 @@ class Sink(Protocol):
 
     def stats(self) -> Dict[str, Any]: ...
 
-    def close(self, handover_to: Optional["Sink"] = None) -> None:
+    def close(self, handover_to: Optional[Sink] = None) -> None:
         """Stop; ``handover_to``: the sink replacing this one on a reload (it goes on where this one stops)."""
         ...
 

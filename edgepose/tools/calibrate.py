@@ -25,8 +25,21 @@ from edgepose.daemon.systemd import SERVICE_UNIT, restart_service
 from edgepose.inference.engine import Engine, default_threads
 from edgepose.models import registry
 from edgepose.tools.calibrate_report import build_report, format_table, progress_printer
-from edgepose.tools.sweep import (Bench, Choice, Plan, ProgressFn, ThermalProbe, enumerate_candidates, family_of,
-                                  find_variants, open_frames, parse_int_list, recommend_cap, select, sweep)
+from edgepose.tools.sweep import (
+    Bench,
+    Choice,
+    Plan,
+    ProgressFn,
+    ThermalProbe,
+    enumerate_candidates,
+    family_of,
+    find_variants,
+    open_frames,
+    parse_int_list,
+    recommend_cap,
+    select,
+    sweep,
+)
 
 log = logging.getLogger(__name__)
 

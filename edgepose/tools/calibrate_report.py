@@ -5,8 +5,19 @@ from __future__ import annotations
 import sys
 from typing import Any, Dict, Optional, Sequence
 
-from edgepose.tools.sweep import (STAGES, Candidate, Choice, Plan, Progress, ProgressFn, Result, Skipped,
-                                  SourceInfo, ThermalSample, chosen_values)
+from edgepose.tools.sweep import (
+    STAGES,
+    Candidate,
+    Choice,
+    Plan,
+    Progress,
+    ProgressFn,
+    Result,
+    Skipped,
+    SourceInfo,
+    ThermalSample,
+    chosen_values,
+)
 
 REPORT_VERSION = 1
 

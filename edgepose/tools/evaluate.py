@@ -51,11 +51,11 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from edgepose.inference.decode import DECODERS, Decoder, decode_pose, get_decoder
 from edgepose.core.errors import EX_DATAERR, EdgeposeError, InputMissingError, UsageError
 from edgepose.core.files import absent
 from edgepose.core.geometry import Box, CropTransform
 from edgepose.core.pose import KEYPOINT_NAMES, mirror_order
+from edgepose.inference.decode import DECODERS, Decoder, decode_pose, get_decoder
 
 log = logging.getLogger(__name__)
 
@@ -642,8 +642,8 @@ def format_both(crop: Dict[str, Any], frame: Dict[str, Any], title: str) -> str:
 
 def command(args: argparse.Namespace) -> int:
     from edgepose.core import config as config_mod
-    from edgepose.models import registry
     from edgepose.inference.estimator import PoseEstimator
+    from edgepose.models import registry
 
     overrides: Dict[str, Dict[str, Any]] = {"model": {"family": args.family}} if args.family else {}
     if args.decoder:

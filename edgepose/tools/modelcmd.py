@@ -22,9 +22,9 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, TypedDict
 
-from edgepose.models import registry
 from edgepose.core.errors import ConfigError, EdgeposeError, ModelError, UsageError
 from edgepose.core.files import write_problem
+from edgepose.models import registry
 
 log = logging.getLogger(__name__)
 

@@ -51,10 +51,16 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, 
 import numpy as np
 
 from edgepose.capture.sources import Frame, FrameSource, RotatedSource, open_source, parse_source
-from edgepose.core.text import redact
 from edgepose.core import config as config_mod
-from edgepose.core.errors import (ConfigError, DeviceUnavailableError, EdgeposeError, InputMissingError, ModelError,
-                                  UsageError)
+from edgepose.core.errors import (
+    ConfigError,
+    DeviceUnavailableError,
+    EdgeposeError,
+    InputMissingError,
+    ModelError,
+    UsageError,
+)
+from edgepose.core.text import redact
 from edgepose.daemon import board
 from edgepose.inference import pipeline as pipeline_mod
 from edgepose.inference.engine import Engine
@@ -376,13 +382,13 @@ class Bench:
     """Measures candidates on one source; finalists keep their loaded pipeline between rounds
     (so final rounds can be short and many, interleaving candidates finely)."""
 
-    def __init__(self, cfg: config_mod.Config, source: FrameSource, probe: "ThermalProbe",
+    def __init__(self, cfg: config_mod.Config, source: FrameSource, probe: ThermalProbe,
                  engine_factory: Callable[..., Engine] = Engine):
         self.cfg, self.source, self.probe, self.engine_factory = cfg, source, probe, engine_factory
         self.loaded: Dict[Candidate, pipeline_mod.Pipeline] = {}
         self.samples: List[ThermalSample] = []
 
-    def __call__(self, cand: Candidate, seconds: float, plan: "Plan", phase: str = "screen") -> Slice:
+    def __call__(self, cand: Candidate, seconds: float, plan: Plan, phase: str = "screen") -> Slice:
         t0 = time.perf_counter()
         pipe = self.loaded.get(cand)
         warmup = plan.warmup if pipe is None else 1
@@ -462,7 +468,7 @@ class Plan:
     setup_guess_s: float = 0.4  # engine load + warm-up, until measured
 
     @classmethod
-    def quick(cls, budget_s: float = 20.0) -> "Plan":
+    def quick(cls, budget_s: float = 20.0) -> Plan:
         return cls(budget_s=budget_s, screen_share=0.4, final_rounds=2, final_slice_s=0.5, keep=0.75,
                    max_finalists=3, warmup=2, min_frames=2, min_slice_s=0.2)
 

@@ -32,14 +32,20 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from edgepose.output import draw
 from edgepose.core.errors import EX_TEMPFAIL, DeviceUnavailableError, UsageError
 from edgepose.core.files import write_problem
 from edgepose.core.payload import read_message
+from edgepose.output import draw
 from edgepose.output.mqttclient import Subscriber, check_device, check_prefix
 from edgepose.output.preview import PreviewServer, RateMeter, host_names, parse_listen
-from edgepose.tools.sub import (KINDS, add_connection_arguments, add_stop_arguments, bounded_arg, connection_config,
-                                printable)
+from edgepose.tools.sub import (
+    KINDS,
+    add_connection_arguments,
+    add_stop_arguments,
+    bounded_arg,
+    connection_config,
+    printable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +95,7 @@ class DeviceView:
         self.meta: Dict[str, Any] = {}
         self.status: Dict[str, Any] = {}
         self.availability = "unknown"
-        self.pending: "collections.deque[Dict[str, Any]]" = collections.deque(maxlen=256)
+        self.pending: collections.deque[Dict[str, Any]] = collections.deque(maxlen=256)
         self.poses = 0
         self.problems: set = set()  # (topic kind, problem) of malformed messages already logged
         self.cond = threading.Condition()
