@@ -23,7 +23,8 @@ setup(
                 ("share/edgepose/deploy", sorted(glob.glob("deploy/*")))],
     install_requires=[
         # LiteRT: the maintained TFLite runtime (x86_64/aarch64, Python 3.10+)
-        "ai-edge-litert>=1.2; python_version >= '3.10' and (platform_machine == 'x86_64' or platform_machine == 'aarch64' or platform_machine == 'AMD64' or platform_machine == 'arm64')",
+        "ai-edge-litert>=1.2; python_version >= '3.10' and (platform_machine == 'x86_64' or "
+        "platform_machine == 'aarch64' or platform_machine == 'AMD64' or platform_machine == 'arm64')",
         "numpy>=1.21",
         "opencv-python-headless>=4.5",
         "paho-mqtt>=2.0,<3",

@@ -68,11 +68,13 @@ def main() -> None:
             f_s, f_v = 100 * still.result.metrics["pck@0.1"], 100 * video.result.metrics["pck@0.1"]
             ok = [f_s - c_s >= -GOAL_PCK, f_v - c_v >= -GOAL_PCK, still.passes_first <= GOAL_STILL,
                   (video.passes_tracked or 0) <= GOAL_TRACKED]
-            goals = " ".join(f"{g}:{'met' if o else 'NOT met'}" for g, o in zip(("still", "video", "cost", "tracked"), ok))
+            names = ("still", "video", "cost", "tracked")
+            goals = " ".join(f"{g}:{'met' if o else 'NOT met'}" for g, o in zip(names, ok))
             # the crop mode on the people each frame mode matched (on a multi-person image they may differ)
             crop_shown = f"{c_s:.1f}" if abs(c_s - c_v) < 0.05 else f"{c_s:.1f}/{c_v:.1f}"
             print(f"{dname:<20}{name:<19}{len(still.people):>7}{crop_shown:>12}{f_s:>7.1f}{f_s - c_s:>+7.1f}"
-                  f"{f_v:>7.1f}{f_v - c_v:>+7.1f}{still.passes_first:>11.2f}{video.passes_tracked or 0:>13.3f}  {goals}",
+                  f"{f_v:>7.1f}{f_v - c_v:>+7.1f}{still.passes_first:>11.2f}"
+                  f"{video.passes_tracked or 0:>13.3f}  {goals}",
                   flush=True)
     print(f"took {time.time() - t0:.0f} s")
 

@@ -87,7 +87,8 @@ def main() -> None:
         good = mov.visible & (np.linalg.norm(xy - mov.gt, axis=-1) < 0.1 * mov.size[:, None]).mean(0).__ge__(0.8)
         if good.any():
             lags.append(lag_frames(xy[:, good, 0], sxy[:, good, 0]))
-            lags.append(lag_frames(mov.gt[:, good, 0], sxy[:, good, 0]) - lag_frames(mov.gt[:, good, 0], xy[:, good, 0]))
+            truth = mov.gt[:, good, 0]
+            lags.append(lag_frames(truth, sxy[:, good, 0]) - lag_frames(truth, xy[:, good, 0]))
         move_err.append((np.linalg.norm(xy - mov.gt, axis=-1)[:, mov.visible].mean(),
                          np.linalg.norm(sxy - mov.gt, axis=-1)[:, mov.visible].mean()))
     r, m = np.median(np.concatenate(raw_std)), np.median(np.concatenate(sm_std))

@@ -209,7 +209,8 @@ def main() -> int:
                 rc, got = run_daemon(b, clip, env, args.model, args.threads, 0, f"bench-off{r}", discovery=False)
                 bare_mqtt_fps.append(pipebench.fps_of([mono for _, mono, _ in got]) if len(got) > 20 else float("nan"))
                 cpu_off.append(run_daemon.cpu_s)
-                print(f"  run {r + 1}: edgepose run --sink mqtt, Home Assistant discovery off: {len(got)}/{args.frames} "
+                print(f"  run {r + 1}: edgepose run --sink mqtt, Home Assistant discovery off: "
+                      f"{len(got)}/{args.frames} "
                       f"poses at the subscriber, {bare_mqtt_fps[-1]:.1f} FPS, {run_daemon.cpu_s:.2f} CPU s, exit {rc}")
                 invokes.append(pipebench.bare_invoke_ms(path, args.threads, True))
         invoke_ms = statistics.median(invokes)

@@ -163,7 +163,7 @@ def main() -> int:
           f"invokes (median of the rounds' medians; min of all)")
     print(f"{'runtime':<22} {'numpy':<7} {'model':<22} {'XNNPACK':<30} {'median ms':>9} {'min ms':>8}")
     med: dict = {}
-    for (py, runtime), rounds in results.items():
+    for (_py, runtime), rounds in results.items():
         for i, row in enumerate(rounds[0]["rows"]):
             m = statistics.median(r["rows"][i]["median_ms"] for r in rounds)
             lo = min(r["rows"][i]["min_ms"] for r in rounds)

@@ -62,7 +62,7 @@ def build_parser(argv: List[str]) -> argparse.ArgumentParser:
     wanted = _command_word(argv)
     if wanted is not None:
         wanted = ALIASES.get(wanted, wanted)
-    for name, (module, help_) in COMMANDS.items():
+    for name, (_module, help_) in COMMANDS.items():
         aliases = [a for a, t in ALIASES.items() if t == name]
         p = sub.add_parser(name, help=help_, aliases=aliases, description=help_)
         p.set_defaults(command=name)

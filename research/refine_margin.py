@@ -68,7 +68,8 @@ def main() -> None:
     print(f"{name}, {len(a)} upright eval-lspet people: crop {100 * a[:, 0].mean():.1f}  whole frame "
           f"{100 * a[:, 1].mean():.1f}  (present {100 * a[:, 2].mean():.0f} %)")
     for i, m in enumerate(MARGINS):
-        print(f"margin {m}: second pass {100 * a[:, 3 + 2 * i].mean():.1f}  third pass {100 * a[:, 4 + 2 * i].mean():.1f}")
+        print(f"margin {m}: second pass {100 * a[:, 3 + 2 * i].mean():.1f}  "
+              f"third pass {100 * a[:, 4 + 2 * i].mean():.1f}")
 
 
 if __name__ == "__main__":

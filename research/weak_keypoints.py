@@ -131,12 +131,14 @@ def main() -> None:
         errs, per_frame = weak_errors(Engine(clips.MODELS / name / "model.tflite"), frames, decoders, scale)
         print(f"\n{name}: {len(errs['subpixel'])} weak instances (score < {q.CONFIDENT * scale:.2f}) "
               "with a pseudo-label")
-        print(f"  {'decoder':<10}{'median':>8}{'mean':>8}{'<=0.05':>8}{'<=0.1':>8}   frames better / worse than subpixel")
+        print(f"  {'decoder':<10}{'median':>8}{'mean':>8}{'<=0.05':>8}{'<=0.1':>8}"
+              "   frames better / worse than subpixel")
         for d, e in errs.items():
             diff = per_frame[d] - per_frame["subpixel"]
             ok = np.isfinite(diff)
             print(f"  {d:<10}{np.median(e):8.3f}{e.mean():8.3f}{100 * (e <= 0.05).mean():7.1f}%"
-                  f"{100 * (e <= 0.1).mean():7.1f}%   {(diff[ok] < -1e-9).sum()} / {(diff[ok] > 1e-9).sum()} of {ok.sum()}")
+                  f"{100 * (e <= 0.1).mean():7.1f}%   "
+                  f"{(diff[ok] < -1e-9).sum()} / {(diff[ok] > 1e-9).sum()} of {ok.sum()}")
 
 
 if __name__ == "__main__":

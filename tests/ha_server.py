@@ -158,7 +158,8 @@ class HomeAssistant:
                 if isinstance(steps, list):
                     break
             except urllib.error.HTTPError as e:  # it answers, but with an error: waiting will not help
-                raise RuntimeError(f"Home Assistant answered {e.code} to /api/onboarding:\n{self.log()[-4000:]}")
+                raise RuntimeError(f"Home Assistant answered {e.code} to /api/onboarding:\n"
+                                   f"{self.log()[-4000:]}") from None
             except (OSError, urllib.error.URLError):
                 pass
             time.sleep(0.5)

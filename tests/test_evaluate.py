@@ -216,8 +216,10 @@ def test_annotation_errors_name_the_annotation_id(tmp_path, edgepose_env):
     good = json.loads(p.read_text())
     ann = dict(good["annotations"][0], id=41)
     for change, message in [({k: v for k, v in ann.items() if k != "bbox"}, "annotation id 41 has no bbox"),
-                            (dict(ann, image_id=999), "annotation id 41 refers to image_id 999, which is not in images"),
-                            (dict(ann, bbox=None), "annotation id 41: its bbox must be [x, y, width, height], not null")]:
+                            (dict(ann, image_id=999),
+                             "annotation id 41 refers to image_id 999, which is not in images"),
+                            (dict(ann, bbox=None),
+                             "annotation id 41: its bbox must be [x, y, width, height], not null")]:
         p.write_text(json.dumps(dict(good, annotations=[change])))
         r = _eval_cli(p, edgepose_env, "--images", imgs)
         assert r.returncode == 65 and "Traceback" not in r.stderr, r.stderr

@@ -48,12 +48,14 @@ def test_entry_traits_come_from_the_entry_and_its_source_chain(tmp_path):
 
 def test_resolved_models_of_the_catalogue(model_cache):
     cpm = resolved.resolve_model("cpm", cache_dir=model_cache, mirror=str(MIRROR))
-    assert (cpm.family.name, cpm.keypoint_names, cpm.skeleton, cpm.grid) == ("heatmap", KEYPOINT_NAMES, SKELETON, (96, 96))
+    assert (cpm.family.name, cpm.keypoint_names, cpm.skeleton, cpm.grid) == (
+        "heatmap", KEYPOINT_NAMES, SKELETON, (96, 96))
     assert (cpm.input_color, cpm.input_dtype, cpm.input_size, cpm.entry) == ("BGR", "float32", (192, 192), "cpm")
     mn = resolved.resolve_model("movenet-lightning", cache_dir=model_cache, mirror=str(MIRROR))
     assert (mn.family.name, mn.keypoint_names, mn.skeleton, mn.grid) == ("movenet", COCO_KEYPOINT_NAMES,
                                                                          COCO_SKELETON, None)
-    assert (mn.input_color, mn.input_dtype, mn.input_size, mn.output_shape) == ("RGB", "uint8", (192, 192), (1, 1, 17, 3))
+    assert (mn.input_color, mn.input_dtype, mn.input_size, mn.output_shape) == (
+        "RGB", "uint8", (192, 192), (1, 1, 17, 3))
     assert mn.decoder("argmax") is resolved.regression_decoder  # heatmap decoders do not apply
     with pytest.raises(ConfigError, match="'heatmap', but catalogue model 'movenet-lightning' is a 'movenet'"):
         resolved.resolve_model("movenet-lightning", family="heatmap", cache_dir=model_cache, mirror=str(MIRROR))
@@ -75,7 +77,8 @@ def _non_pose_model(path: Path) -> Path:
 def test_a_model_file_is_recognised_by_its_output(tmp_path):
     """Copies under other names (so no catalogue name helps), one with a byte appended (so its checksum
     is no catalogue entry's either): the family comes from the output signature alone."""
-    for src, family, names in (("movenet-lightning", "movenet", COCO_KEYPOINT_NAMES), ("cpm", "heatmap", KEYPOINT_NAMES)):
+    for src, family, names in (("movenet-lightning", "movenet", COCO_KEYPOINT_NAMES),
+                               ("cpm", "heatmap", KEYPOINT_NAMES)):
         copy = tmp_path / f"my-{src}.tflite"
         shutil.copy(MIRROR / src / "model.tflite", copy)
         m = resolved.model_at(copy)

@@ -171,7 +171,8 @@ def test_build_hint_is_a_command_that_builds_that_very_variant():
         assert bool(args.calib) == (e.recipe == "int8") and args.eval == "FILE.json"
     assert registry.build_hint(cat["cpm-int8-mixed"]) == \
         "edgepose models quantize cpm-int8-mixed --calib DIR --eval FILE.json"
-    assert registry.build_hint(cat["hourglass-dynamic"]) == "edgepose models quantize hourglass-dynamic --eval FILE.json"
+    assert (registry.build_hint(cat["hourglass-dynamic"])
+            == "edgepose models quantize hourglass-dynamic --eval FILE.json")
 
 
 @pytest.mark.parametrize("argv", [["models", "info", "cpm-int8-mixed"],
@@ -522,7 +523,8 @@ def test_quantize_checks_calib_and_eval_before_fetching(env, cache, tmp_path):
     (tmp_path / "no-photos").mkdir()
     cases = [(["--calib", tmp_path / "nonexist"], f"calibration folder {tmp_path / 'nonexist'} does not exist"),
              (["--calib", tmp_path / "no-photos"], "has no images"),
-             (["--calib", CALIB, "--eval", tmp_path / "no.json"], f"annotation file {tmp_path / 'no.json'} does not exist"),
+             (["--calib", CALIB, "--eval", tmp_path / "no.json"],
+              f"annotation file {tmp_path / 'no.json'} does not exist"),
              (["--mode", "float16", "--eval", tmp_path / "no.json"], "annotation file")]
     for extra, text in cases:
         r = run_cli_inproc(["models", "quantize", "cpm", *extra], env, timeout=60)

@@ -161,7 +161,8 @@ def test_topics_seen_by_mosquitto_sub(broker, sinks):
         s.publish_pose(pose(i))
     assert wait_for(lambda: len(live.messages("pose")) == 5, 5), live.lines
     got = [json.loads(p) for r, p in live.messages("pose")]
-    assert [g["seq"] for g in got] == list(range(5)) and got[0] == json.loads(json.dumps(pose(0) | {"ts": got[0]["ts"]}))
+    assert [g["seq"] for g in got] == list(range(5))
+    assert got[0] == json.loads(json.dumps(pose(0) | {"ts": got[0]["ts"]}))
     assert all(not r for r, _ in live.messages("pose"))  # poses are not retained
     assert wait_for(lambda: any(json.loads(p)["published"] == 5 for _, p in live.messages("status")), 3)
     live.close()

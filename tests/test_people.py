@@ -155,7 +155,8 @@ def test_sub_view_and_preview_drawing_show_everyone_with_their_id():
     assert (img[470:, :10] == canvas[470:, :10]).all()
     # the viewer scales everyone to its canvas
     _, fitted = Canvas((320, 240)).fit(doc)
-    assert fitted["people"][1]["keypoints"]["neck"]["x"] == pytest.approx(doc["people"][1]["keypoints"]["neck"]["x"] / 2)
+    neck_x = doc["people"][1]["keypoints"]["neck"]["x"]
+    assert fitted["people"][1]["keypoints"]["neck"]["x"] == pytest.approx(neck_x / 2)
 
 
 @pytest.mark.slow

@@ -299,7 +299,8 @@ def test_format_report_prints_both_pck_and_agreement_as_information():
     pck = lambda a, b: {"pck@0.1": a, "pck@0.05": b, "pckh@0.5": a}  # noqa: E731
     x = {"prepared": True, "partitions": 1, "delegated_nodes": 5, "total_nodes": 5}
     rep = {"model": "cpm-int8", "path": "/m", "size_bytes": 1e6, "sha256": "ab" * 32, "xnnpack": {"quantized": x},
-           "latency_ms": {"float": {"median_ms": 30.0, "min_ms": 29.0}, "quantized": {"median_ms": 10.0, "min_ms": 9.0}},
+           "latency_ms": {"float": {"median_ms": 30.0, "min_ms": 29.0},
+                          "quantized": {"median_ms": 10.0, "min_ms": 9.0}},
            "recipe": {"mode": "int8"}, "speedup_vs_float": 3.0, "runtime": {"backend": "x", "threads": 1},
            "fidelity": {"agreement": 0.907, "agreement_confident": 0.96, "confident_keypoints": 10, "keypoints": 20,
                         "pck_float": pck(0.674, 0.40), "pck_quant": pck(0.670, 0.395), "people": 600,

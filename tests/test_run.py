@@ -80,7 +80,7 @@ def test_keypoints_land_on_the_person(model, tmp_path, edgepose_env):
     ps = payloads(r.stdout)
     assert len(ps) == len(crops)
     hits = total = 0
-    for p, (name, gt, vis, size) in zip(ps, crops):
+    for p, (_name, gt, vis, size) in zip(ps, crops):
         pred = np.array([[k["x"], k["y"]] for k in p["keypoints"]])
         d = np.linalg.norm(pred - gt, axis=1)[vis]
         hits += int((d <= 0.1 * size).sum())
@@ -145,7 +145,7 @@ def test_error_paths_one_line_and_exit_code(args, code, message, tmp_path, edgep
     assert r.returncode == code, (r.returncode, r.stderr)
     assert message in r.stderr
     assert "Traceback" not in r.stderr
-    errors = [l for l in r.stderr.splitlines() if l.lower().startswith("edgepose: error")]
+    errors = [line for line in r.stderr.splitlines() if line.lower().startswith("edgepose: error")]
     assert len(errors) == 1, r.stderr
     # and nothing else but edgepose's own lines: no native runtime/OpenCV/FFmpeg chatter
     assert all(line.startswith("edgepose: ") or line.startswith("usage: ") or line.startswith("  ")

@@ -191,7 +191,8 @@ def test_mosquitto_1x_is_kept_on_localhost(tmp_path):
     script = DEPLOY / "mosquitto-localhost.sh"
     fake = tmp_path / "bin"
     fake.mkdir()
-    (fake / "mosquitto").write_text('#!/bin/sh\necho "mosquitto version 1.6.9"\necho\necho "Usage: mosquitto [-c config_file] [-d] [-h] [-p port]"\nexit 3\n')
+    (fake / "mosquitto").write_text('#!/bin/sh\necho "mosquitto version 1.6.9"\necho\n'
+                                    'echo "Usage: mosquitto [-c config_file] [-d] [-h] [-p port]"\nexit 3\n')
     (fake / "mosquitto").chmod(0o755)
     conf_d = tmp_path / "conf.d"
     conf_d.mkdir()

@@ -248,11 +248,11 @@ def test_view_canvas_is_bounded_by_the_output_not_the_message(broker, tmp_path):
     jpg = tmp_path / "pose.jpg"
     err = tmp_path / "viewer.err"
     wrapper = ("import resource, subprocess, sys\n"
-               "r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=open(%r, 'w'))\n"
-               "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n" % str(err))
+               f"r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=open({str(err)!r}, 'w'))\n"
+               "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n")
     w = subprocess.Popen([sys.executable, "-c", wrapper, sys.executable, "-m", "edgepose.cli", "view", "--host",
-                          broker.host, "--port", str(broker.port), "--device", "cam1", "--out", str(jpg), "--count", "1",
-                          "--timeout", "60"], cwd=REPO, stdout=subprocess.PIPE, text=True)
+                          broker.host, "--port", str(broker.port), "--device", "cam1", "--out", str(jpg),
+                          "--count", "1", "--timeout", "60"], cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 20
         while "subscribed to edgepose/cam1/" not in (err.read_text() if err.exists() else ""):

@@ -145,7 +145,8 @@ class TrackingConfig:
                                   "model's catalogue score_scale, 0.59 for Hourglass)", minimum=0, maximum=1)
     margin: float = _opt(1.7, "crop size as a multiple of the keypoint box", minimum=1.0)
     search: float = _opt(0.5, "while lost, also try tiles of this fraction of the frame's longer side "
-                              "in turn with the whole frame (0 = whole frame only, else 0.1 to 1)", minimum=0, maximum=1)
+                              "in turn with the whole frame (0 = whole frame only, else 0.1 to 1)",
+                         minimum=0, maximum=1)
     refine: int = _opt(2, "extra passes on the crop around a newly found pose (stills, and a video's new "
                           "track): the second pass sees the person at the tracker's crop size; a third runs "
                           "only when the second still moved the pose by more than refine_tolerance (0 = off)",
@@ -158,8 +159,8 @@ class TrackingConfig:
     cut: float = _opt(30.0, "a video frame whose 16x16 grey thumbnail differs from the previous one's by more "
                             "than this on average (0..255) is a scene cut: the track and smoothing restart "
                             "(0 = off)", minimum=0, maximum=255)
-    still_search: bool = _opt(True, "a still (an image file or folder entry) whose whole frame shows nobody is searched "
-                                    "on every tile of tracking.search (off: whole frame only)")
+    still_search: bool = _opt(True, "a still (an image file or folder entry) whose whole frame shows nobody is "
+                                    "searched on every tile of tracking.search (off: whole frame only)")
 
 
 @dataclass

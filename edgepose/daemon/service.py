@@ -72,7 +72,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
     p.add_argument("--sink", choices=["stdout", "mqtt", "none"], help="where poses go (default stdout)")
     p.add_argument("--device", metavar="ID", help="device id in payloads and topics (default hostname)")
-    p.add_argument("--broker", metavar="HOST[:PORT]", help="MQTT broker; IPv6 as [ADDR]:PORT (implies nothing about --sink)")
+    p.add_argument("--broker", metavar="HOST[:PORT]",
+                   help="MQTT broker; IPv6 as [ADDR]:PORT (implies nothing about --sink)")
     p.add_argument("--qos", type=int, choices=[0, 1], help="QoS of pose messages (mqtt.qos)")
     p.add_argument("--decoder", choices=["subpixel", "argmax", "upstream"], help="heatmap decoder")
     p.add_argument("--no-smoothing", action="store_true", help="turn One Euro smoothing off")

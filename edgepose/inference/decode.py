@@ -143,9 +143,9 @@ def taylor_step(log_win: np.ndarray) -> np.ndarray:
     own 1-D quadratic, and to 0 where that is not concave either.
     """
     c0 = log_win[:, 1, 1]
-    l, r, u, d = log_win[:, 1, 0], log_win[:, 1, 2], log_win[:, 0, 1], log_win[:, 2, 1]
-    gx, gy = (r - l) / 2.0, (d - u) / 2.0
-    hxx, hyy = r - 2.0 * c0 + l, d - 2.0 * c0 + u
+    left, r, u, d = log_win[:, 1, 0], log_win[:, 1, 2], log_win[:, 0, 1], log_win[:, 2, 1]
+    gx, gy = (r - left) / 2.0, (d - u) / 2.0
+    hxx, hyy = r - 2.0 * c0 + left, d - 2.0 * c0 + u
     hxy = (log_win[:, 2, 2] - log_win[:, 2, 0] - log_win[:, 0, 2] + log_win[:, 0, 0]) / 4.0
     det = hxx * hyy - hxy * hxy
     full = (hxx < 0) & (det > 1e-12)

@@ -33,8 +33,11 @@ def to_frame(found: Sequence[paf.GridPerson], transform: CropTransform, grid: tu
     return [transform.heatmap_to_frame(p.xy, grid[0], grid[1]) for p in found]
 
 
+DEFAULT_PARAMS = paf.PafParams()  # frozen: one shared default
+
+
 class MultiPipeline:
-    def __init__(self, engine: Engine, names: Sequence[str], params: paf.PafParams = paf.PafParams(),
+    def __init__(self, engine: Engine, names: Sequence[str], params: paf.PafParams = DEFAULT_PARAMS,
                  tracker: Optional[PeopleTracker] = None, fit: str = "pad",
                  clock: Callable[[], float] = time.perf_counter):
         self.engine = engine

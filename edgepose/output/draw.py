@@ -63,7 +63,8 @@ def draw_skeleton(img: np.ndarray, names: Sequence[str], xy: np.ndarray, scores:
         if not (0 <= a < k and 0 <= b < k) or scores[a] < threshold or scores[b] < threshold:
             continue
         colour = side_colour(names[b]) if side_colour(names[b]) != CENTRE else side_colour(names[a])
-        cv2.line(img, _fixed(xy[a][0], xy[a][1], scale), _fixed(xy[b][0], xy[b][1], scale), colour, thick + 1, cv2.LINE_AA, _SHIFT)
+        cv2.line(img, _fixed(xy[a][0], xy[a][1], scale), _fixed(xy[b][0], xy[b][1], scale), colour, thick + 1,
+                 cv2.LINE_AA, _SHIFT)
     for i in range(k):
         if found is not None and not found[i]:
             continue

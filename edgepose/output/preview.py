@@ -427,7 +427,10 @@ td:first-child{color:#999}pre{font-size:12px;max-width:40em;white-space:pre-wrap
 <script>
 "use strict";
 const img = document.getElementById("live"), state = document.getElementById("state");
-function set(id, v) { const e = document.getElementById("st-" + id); if (e) e.textContent = (v === null || v === undefined) ? "-" : v; }
+function set(id, v) {
+  const e = document.getElementById("st-" + id);
+  if (e) e.textContent = (v === null || v === undefined) ? "-" : v;
+}
 async function poll() {
   try {
     const r = await fetch("status.json", {cache: "no-store"});
@@ -435,7 +438,8 @@ async function poll() {
     for (const k of ["fps", "frames", "dropped_frames", "camera", "model", "cpu_temp_c", "uptime_s"]) set(k, s[k]);
     const inf = s.infer_ms || {};
     set("infer", (inf.p50 === undefined || inf.p50 === null) ? null : inf.p50 + " / " + inf.p95);
-    set("backend", s.backend ? s.backend + (s.xnnpack ? " + XNNPACK" : "") + (s.threads ? ", " + s.threads + " thread(s)" : "") : null);
+    set("backend", s.backend ? s.backend + (s.xnnpack ? " + XNNPACK" : "")
+                              + (s.threads ? ", " + s.threads + " thread(s)" : "") : null);
     set("clients", s.preview ? s.preview.clients : null);
     document.getElementById("json").textContent = JSON.stringify(s, null, 1);
     state.textContent = "live"; state.className = "";
