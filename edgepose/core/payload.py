@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, TypedDict, cast
 
 from edgepose.core.people import Person
-from edgepose.core.pose import Pose, skeleton_for
+from edgepose.core.pose import KeypointDoc, Pose, skeleton_for
 
 SCHEMA_VERSION = 1
 PEOPLE_SCHEMA_VERSION = 2  # a payload with a `people` list (multi-person models)
@@ -25,11 +25,54 @@ MAX_KEYPOINTS = 1000  # skeleton indices a meta document may use when it names n
 MAX_MESSAGE_BYTES = 1 << 20  # a pose is about 1.5 KB, meta and status a few KB
 
 
+class FrameSize(TypedDict):
+    width: int
+    height: int
+
+
+class _PosePayloadBase(TypedDict):
+    v: int
+    device: str
+    seq: int
+    ts: float
+    frame: FrameSize
+    model: str
+    score: float
+    present: bool
+    keypoints: List[KeypointDoc]
+    latency_ms: Dict[str, float]
+
+
+class PosePayload(_PosePayloadBase, total=False):
+    """One frame's payload (schema v1; v2 adds ``people``: docs/mqtt.md)."""
+
+    people: List[Dict[str, Any]]
+
+
+class _MetaBase(TypedDict):
+    v: int
+    device: str
+    model: str
+    family: str
+    keypoints: List[str]
+    skeleton: List[List[int]]
+    input: FrameSize
+    coordinates: str
+    sides: str
+    edgepose_version: str
+
+
+class Meta(_MetaBase, total=False):
+    """The retained meta document: what a subscriber needs to draw poses (``heatmap``: the model's grid)."""
+
+    heatmap: FrameSize
+
+
 def make_payload(device: str, seq: int, ts: float, frame_size: Tuple[int, int], model: str,
                  pose: Pose, latency_ms: Mapping[str, float],
-                 people: Optional[Sequence[Person]] = None) -> Dict[str, Any]:
+                 people: Optional[Sequence[Person]] = None) -> PosePayload:
     """One frame's payload: v1, or v2 with ``people`` when they are given (a multi-person model)."""
-    doc = {
+    doc: PosePayload = {
         "v": SCHEMA_VERSION if people is None else PEOPLE_SCHEMA_VERSION,
         "device": device,
         "seq": seq,
@@ -49,14 +92,14 @@ def make_payload(device: str, seq: int, ts: float, frame_size: Tuple[int, int], 
 
 def make_meta(device: str, model: str, names: Sequence[str], input_size: Tuple[int, int],
               grid: Optional[Tuple[int, int]], version: str, skeleton: Optional[Sequence[Sequence[int]]] = None,
-              family: str = "heatmap") -> Dict[str, Any]:
+              family: str = "heatmap") -> Meta:
     """What a subscriber needs to draw poses without hard-coding anything.
 
     ``grid``: (width, height) of the heatmap, None for a model without one (``heatmap`` is then left
     out); ``skeleton``: the model's bones (default: those of the layout ``names`` is).
     """
     bones = skeleton_for(names) if skeleton is None else skeleton
-    meta: Dict[str, Any] = {
+    meta: Dict[str, Any] = {  # in this key order (``heatmap`` before the prose), then checked as a Meta
         "v": SCHEMA_VERSION,
         "device": device,
         "model": model,
@@ -72,7 +115,7 @@ def make_meta(device: str, model: str, names: Sequence[str], input_size: Tuple[i
         "sides": "person-centric (right_* is the person's right)",
         "edgepose_version": version,
     })
-    return meta
+    return cast(Meta, meta)
 
 
 def _refuse_constant(name: str) -> Any:

@@ -9,7 +9,7 @@ COCO and ../shared/models/README.md.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Dict, List, Sequence, Tuple
+from typing import TYPE_CHECKING, List, Sequence, Tuple, TypedDict
 
 if TYPE_CHECKING:  # numpy is imported where the arrays are made (the payload side needs none)
     import numpy as np
@@ -111,6 +111,15 @@ def skeleton_for(names: Sequence[str]) -> Tuple[Tuple[int, int], ...]:
     return next((bones for known, bones in LAYOUTS if known == names), ())
 
 
+class KeypointDoc(TypedDict):
+    """A keypoint as payloads carry it (frame pixels, score 0..1)."""
+
+    name: str
+    x: float
+    y: float
+    score: float
+
+
 @dataclass(frozen=True)
 class Keypoint:
     name: str
@@ -118,7 +127,7 @@ class Keypoint:
     y: float
     score: float
 
-    def to_dict(self) -> Dict[str, object]:
+    def to_dict(self) -> KeypointDoc:
         return {"name": self.name, "x": round(self.x, 2), "y": round(self.y, 2),
                 "score": round(self.score, 4)}
 
@@ -149,5 +158,5 @@ class Pose:
         import numpy as np
         return np.array([k.score for k in self.keypoints], dtype=np.float64)
 
-    def keypoint_dicts(self) -> List[Dict[str, object]]:
+    def keypoint_dicts(self) -> List[KeypointDoc]:
         return [k.to_dict() for k in self.keypoints]

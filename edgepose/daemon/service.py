@@ -34,7 +34,7 @@ from edgepose import __version__
 from edgepose.capture.sources import Frame, FrameSource, RotatedSource, open_source
 from edgepose.core import config as config_mod
 from edgepose.core.errors import EdgeposeError
-from edgepose.core.payload import make_meta, make_payload
+from edgepose.core.payload import Meta, PosePayload, make_meta, make_payload
 from edgepose.core.text import redact
 from edgepose.daemon import board, systemd
 from edgepose.inference.engine import Engine
@@ -46,8 +46,8 @@ from edgepose.output.sinks import Sink, StatusProvider
 
 log = logging.getLogger(__name__)
 
-FrameObserver = Callable[[Frame, FrameResult, Dict[str, Any]], None]  # (frame, result, payload)
-SinkFactory = Callable[[config_mod.Config, str, Dict[str, Any], StatusProvider], Sink]  # (cfg, device, meta, status)
+FrameObserver = Callable[[Frame, FrameResult, PosePayload], None]  # (frame, result, payload)
+SinkFactory = Callable[[config_mod.Config, str, Mapping[str, Any], StatusProvider], Sink]  # (cfg, device, meta, status)
 SourceFactory = Callable[..., FrameSource]  # open_source's signature: (uri, width=, height=, fps=, backoff_max=)
 
 
@@ -136,7 +136,7 @@ class Components:
     engine: Engine
     pipeline: FramePipeline
     source: FrameSource
-    meta: Dict[str, Any]
+    meta: Meta
 
 
 class WakeEvent:
@@ -231,7 +231,7 @@ class Daemon:
         return self.sink
 
     # -- building -----------------------------------------------------
-    def build_model(self, cfg: config_mod.Config) -> Tuple[str, Engine, FramePipeline, Dict[str, Any]]:
+    def build_model(self, cfg: config_mod.Config) -> Tuple[str, Engine, FramePipeline, Meta]:
         """Resolve (fetch on first use) and load the model; build the pipeline around it (the same
         :class:`~edgepose.inference.estimator.PoseEstimator` a Python program uses)."""
         # no progress bar in the journal: the "copying/downloading" log line is enough there
@@ -323,7 +323,7 @@ class Daemon:
             log.info("SIGHUP: configuration unchanged")
             self.last_reload = {"ok": True, "ts": round(time.time(), 3), "changed": []}
             return
-        model: Optional[Tuple[str, Engine, FramePipeline, Dict[str, Any]]] = None
+        model: Optional[Tuple[str, Engine, FramePipeline, Meta]] = None
         source: Optional[FrameSource] = None
         sink: Optional[Sink] = None
         reopen = "camera" in changed and _must_reopen(old.camera, new.camera, parts.source.live)
@@ -453,7 +453,7 @@ class Daemon:
                 log.info("stopped after %d frames", self.stats.frames)
         return 0
 
-    def process(self, frame: Frame) -> Dict[str, Any]:
+    def process(self, frame: Frame) -> PosePayload:
         parts = self.components
         result = parts.pipeline.process(frame.image, frame.ts, still=frame.still)
         lat = dict(result.latency_ms)

@@ -6,7 +6,7 @@ without an import cycle between the two.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Dict
+from typing import TYPE_CHECKING, Any, Mapping
 
 from edgepose.output.sinks import NullSink, Sink, StatusProvider, StdoutSink
 
@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from edgepose.core.config import Config
 
 
-def make_sink(cfg: Config, device: str, meta: Dict[str, Any], status_provider: StatusProvider) -> Sink:
+def make_sink(cfg: Config, device: str, meta: Mapping[str, Any], status_provider: StatusProvider) -> Sink:
     """The sink named by ``cfg.output.sink`` (MQTT is imported only when used)."""
     kind = cfg.output.sink
     if kind == "stdout":

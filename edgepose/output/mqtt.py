@@ -35,7 +35,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Deque, Dict, Optional
+from typing import Any, Callable, Deque, Dict, Mapping, Optional
 
 from edgepose.core.config import MqttConfig, join_host_port
 from edgepose.core.errors import ConfigError
@@ -84,7 +84,7 @@ class MqttSink:
     ``homeassistant``: Home Assistant discovery and presence (None: no presence topic, no discovery).
     """
 
-    def __init__(self, mqtt_cfg: MqttConfig, device: str, meta: Dict[str, Any],
+    def __init__(self, mqtt_cfg: MqttConfig, device: str, meta: Mapping[str, Any],
                  status_provider: StatusProvider,
                  clock: Callable[[], float] = time.monotonic,
                  wallclock: Callable[[], float] = time.time,
@@ -177,7 +177,7 @@ class MqttSink:
         with self._lock:
             return self._connected
 
-    def publish_pose(self, payload: Dict[str, Any]) -> None:
+    def publish_pose(self, payload: Mapping[str, Any]) -> None:
         """Queue one pose (a few microseconds; never blocks on the network).
 
         The dict is encoded to JSON later by the network thread (in parallel

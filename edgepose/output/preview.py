@@ -36,7 +36,7 @@ import threading
 import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 from edgepose.core.config import split_host_port
 from edgepose.core.errors import ConfigError, DeviceUnavailableError
@@ -102,7 +102,7 @@ class RateMeter:
     def __init__(self, window: int = 8):
         self.samples: collections.deque[Tuple[int, float]] = collections.deque(maxlen=window)
 
-    def add(self, payload: Dict[str, Any]) -> Optional[float]:
+    def add(self, payload: Mapping[str, Any]) -> Optional[float]:
         seq, ts = payload.get("seq"), payload.get("ts")
         if not isinstance(seq, int) or not isinstance(ts, (int, float)):
             return None
@@ -149,7 +149,7 @@ class PreviewServer:
         self.skeleton = None if skeleton is None else tuple(tuple(e) for e in skeleton)
         self.max_width, self.quality, self.max_clients = max_width, quality, max_clients
         self.clock = clock
-        self._latest: Optional[Tuple[Any, Dict[str, Any]]] = None
+        self._latest: Optional[Tuple[Any, Mapping[str, Any]]] = None
         self._cond = threading.Condition()
         self._closed = threading.Event()
         self._jpeg: Optional[bytes] = None
@@ -162,10 +162,10 @@ class PreviewServer:
         self._threads: list = []
 
     # -- producer side (the daemon's thread): O(1), no copy -------------
-    def submit(self, image: np.ndarray, payload: Dict[str, Any]) -> None:
+    def submit(self, image: np.ndarray, payload: Mapping[str, Any]) -> None:
         self._latest = (image, payload)
 
-    def observe(self, frame: Frame, result: Any, payload: Dict[str, Any]) -> None:
+    def observe(self, frame: Frame, result: Any, payload: Mapping[str, Any]) -> None:
         """A :class:`edgepose.daemon.service.Daemon` frame observer."""
         self._latest = (frame.image, payload)
 
@@ -257,7 +257,7 @@ class PreviewServer:
                 self.encoded += 1
                 self._cond.notify_all()
 
-    def picture(self, image: np.ndarray, payload: Dict[str, Any], fps: Optional[float]) -> bytes:
+    def picture(self, image: np.ndarray, payload: Mapping[str, Any], fps: Optional[float]) -> bytes:
         """The JPEG the page shows for one frame: ``image`` (scaled to ``max_width``) with the pose drawn."""
         from edgepose.output import draw  # cv2 and numpy: only loaded once the preview draws
         return draw.encode_jpeg(draw.render(image, payload, fps, self.skeleton, max_width=self.max_width),

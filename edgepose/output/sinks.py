@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, Callable, Dict, Optional, Protocol, TextIO
+from typing import Any, Callable, Dict, Mapping, Optional, Protocol, TextIO
 
 from edgepose.core.errors import OutputError
 
@@ -25,7 +25,7 @@ class Sink(Protocol):
         """Wait at most ``timeout`` s until the sink can deliver (interrupted by ``interrupt.is_set()``)."""
         ...
 
-    def publish_pose(self, payload: Dict[str, Any]) -> None: ...
+    def publish_pose(self, payload: Mapping[str, Any]) -> None: ...
 
     def stats(self) -> Dict[str, Any]: ...
 
@@ -39,7 +39,7 @@ class Sink(Protocol):
         ...
 
 
-def to_json(payload: Dict[str, Any]) -> str:
+def to_json(payload: Mapping[str, Any]) -> str:
     return json.dumps(payload, separators=(",", ":"), allow_nan=False)
 
 
@@ -61,7 +61,7 @@ class StdoutSink:
     def wait_connected(self, timeout: float, interrupt: Optional[Any] = None) -> bool:
         return True  # a stream is always there
 
-    def publish_pose(self, payload: Dict[str, Any]) -> None:
+    def publish_pose(self, payload: Mapping[str, Any]) -> None:
         # a full disk or closed stdout: cli.GuardedStdout raises OutputError (74) from these calls; a reader
         # that went away raises BrokenPipeError, which the CLI ends quietly with 0
         self.stream.write(to_json(payload) + "\n")
@@ -81,7 +81,7 @@ class StdoutSink:
 class NullSink(StdoutSink):
     """Discards payloads (benchmarks, preview-only runs)."""
 
-    def publish_pose(self, payload: Dict[str, Any]) -> None:
+    def publish_pose(self, payload: Mapping[str, Any]) -> None:
         self.published += 1
 
     def stats(self) -> Dict[str, Any]:
