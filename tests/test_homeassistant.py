@@ -168,6 +168,51 @@ def test_presence_hold_rides_out_missed_frames_and_only_changes_are_published(br
     c.close()
 
 
+def test_people_counts_everyone_in_a_multi_person_payload(broker, make):
+    """A v2 payload (multi-person model) counts its `people`, not just 1 (the "people" sensor)."""
+    s = make(broker)
+    c = Collector(broker, "edgepose/porch/presence")
+    assert wait_for(lambda: c.msgs, 5)
+    people = [{"id": i, "score": 0.5, "box": {}, "keypoints": {}} for i in (1, 2, 3)]
+    s.publish_pose({"v": 2, "seq": 0, "present": True, "score": 0.5, "people": people})
+    assert wait_for(lambda: len(c.msgs) >= 2, 5)
+    assert c.msgs[-1].json() == {"present": True, "people": 3}
+    s.publish_pose({"v": 2, "seq": 1, "present": True, "score": 0.5, "people": people[:2]})
+    assert wait_for(lambda: len(c.msgs) >= 3, 5)
+    assert c.msgs[-1].json() == {"present": True, "people": 2}
+    c.close()
+
+
+def test_a_reload_that_turns_discovery_off_removes_the_configs(broker, tmp_path, model_cache):
+    """[homeassistant] changed by a SIGHUP is applied (the sink is rebuilt), not only reported as changed."""
+    import threading
+
+    from edgepose.daemon.service import Daemon
+
+    from conftest import MIRROR, grey_clip
+
+    clip = grey_clip(tmp_path / "clip.mp4", 600)  # 30 s at max_fps 20: outlives the test
+    path = tmp_path / "edgepose.toml"
+    base = (f'[camera]\nsource = "{clip}"\n[output]\nsink = "mqtt"\ndevice = "porch"\n[runtime]\nthreads = 1\n'
+            f'max_fps = 20.0\n[model]\nname = "hourglass"\ndir = "{model_cache}"\nmirror = "{MIRROR}"\n'
+            f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\n'
+            f'[homeassistant]\nstate_file = "{tmp_path / "ha.json"}"\n')
+    path.write_text(base)
+    daemon = Daemon(config.load(str(path), environ={}), environ={})
+    t = threading.Thread(target=daemon.run, daemon=True)
+    t.start()
+    try:
+        assert wait_for(lambda: any(retained(broker, settle=0.2).values()), 60)
+        path.write_text(base + "enabled = false\n")
+        daemon.reload_event.set()  # what the SIGHUP handler does
+        assert wait_for(lambda: daemon.last_reload is not None, 60)
+        assert daemon.last_reload["ok"], daemon.last_reload
+        assert wait_for(lambda: not any(retained(broker, settle=0.2).values()), 20)
+    finally:
+        daemon.stop_event.set()
+        t.join(30)
+
+
 def test_presence_logic():
     clock = Clock()
     p = homeassistant.Presence(2.0, clock)

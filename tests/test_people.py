@@ -160,6 +160,18 @@ def test_sub_view_and_preview_drawing_show_everyone_with_their_id():
 
 
 @pytest.mark.slow
+def test_calibrate_fps_sweeps_a_multi_person_model(openpose, quant_env):
+    """calibrate-fps builds a multi-person model's own pipeline (it once built the single-person one and
+    failed on its decoder with exit 65). A float32 build has no fidelity report, so it needs --allow-unverified."""
+    r = run_cli(["calibrate-fps", "--source", "synthetic:320x240", "--model", openpose, "--config", "/dev/null",
+                 "--quick", "--seconds", "2", "--threads", "1", "--xnnpack", "on", "--allow-unverified", "--json"],
+                quant_env, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    import json
+    rep = json.loads(r.stdout)
+    assert rep["choice"]["model"] == str(openpose) and rep["candidates"][0]["fps"] > 0
+
+
 def test_python_api_gives_everyone_and_the_drop_thresholds_are_config(openpose):
     from edgepose import PoseEstimator
 

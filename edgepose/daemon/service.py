@@ -62,7 +62,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", metavar="NAME|PATH", help="catalogue name (cpm, hourglass, movenet-lightning, ...) "
                                                         "or .tflite path (default cpm)")
     p.add_argument("--family", metavar="FAMILY", help="model family of a model file that is not recognised by "
-                                                      "its output: heatmap or movenet (default auto)")
+                                                      "its output: heatmap, movenet or paf (default auto)")
     p.add_argument("--model-mirror", "--mirror", dest="model_mirror", metavar="DIR|URL",
                    help="fetch models from this mirror (model.mirror; --mirror as for `edgepose models`)")
     p.add_argument("--backend", choices=["auto", "litert", "tflite-runtime"], help="TFLite runtime")
@@ -331,7 +331,7 @@ class Daemon:
         try:
             if changed & {"model", "runtime", "smoothing", "tracking"}:
                 model = self.build_model(new)
-            if changed & {"output", "mqtt", "model"}:
+            if changed & {"output", "mqtt", "model", "homeassistant", "preview"}:
                 sink = self.sink_factory(new, new.device_id, model[3] if model else parts.meta, self.status)
             if reopen and new.camera.source != old.camera.source:
                 source = self.open_source(new)  # another device or file: open it before letting go of ours
@@ -354,6 +354,7 @@ class Daemon:
             parts.source.degrees = new.camera.rotate
         if model is not None:
             parts.model_name, parts.engine, parts.pipeline, parts.meta = model
+            self.people_count = None  # counted again by the new model (a single-person one: never)
         elif turned:  # the tracked box and smoothing belong to the old orientation
             parts.pipeline.reset()
         self.cfg = new

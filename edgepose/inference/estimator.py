@@ -30,6 +30,15 @@ from edgepose.models import registry
 from edgepose.models.resolved import ResolvedModel, resolve_model
 
 
+def build_pipeline(cfg: config_mod.Config, engine: Engine, model: ResolvedModel) -> pipeline_mod.FramePipeline:
+    """The pipeline the config asks for around ``engine`` running ``model``: the multi-person one for a
+    ``paf`` model (FrameResult.people too), else the single-person one; the daemon, the API, eval and
+    calibrate-fps all build theirs here."""
+    if model.family.kind == "paf":
+        return multipose.from_config(cfg, engine, model)
+    return pipeline_mod.from_config(cfg, engine, model)
+
+
 class PoseEstimator:
     """Poses from BGR frames with one pose model.
 
@@ -40,7 +49,8 @@ class PoseEstimator:
     then continues the previous one); ``smoothing``: One Euro filtering over time.
     ``model_dir``/``mirror``: the model cache and where to fetch models from (defaults as for
     ``edgepose run``: $EDGEPOSE_MODEL_DIR, $EDGEPOSE_MODEL_MIRROR, ...).  ``options``: any other
-    ``[model]`` key of the config (``decoder``, ``score_threshold``, ``fit``).  A bad value raises
+    ``[model]`` key of the config (``decoder``, ``score_threshold``, ``fit``, ``min_parts``,
+    ``min_person_score``).  A bad value raises
     :class:`edgepose.core.errors.ConfigError`; a missing or broken model another
     :class:`~edgepose.core.errors.EdgeposeError`.
     """
@@ -76,11 +86,7 @@ class PoseEstimator:
                                                   cache_dir=Path(cfg.model.dir) if cfg.model.dir else None,
                                                   mirror=cfg.model.mirror, progress=progress, runtime=runtime)
         self.engine = Engine(self.model, threads=cfg.runtime.threads, xnnpack=cfg.runtime.xnnpack, runtime=runtime)
-        if self.model.family.kind == "paf":  # several people: same interface, FrameResult.people too
-            self.pipeline: pipeline_mod.FramePipeline = multipose.from_config(
-                cfg, self.engine, self.model)
-        else:
-            self.pipeline = pipeline_mod.from_config(cfg, self.engine, self.model)
+        self.pipeline: pipeline_mod.FramePipeline = build_pipeline(cfg, self.engine, self.model)
 
     def process(self, frame: np.ndarray, ts: Optional[float] = None,
                 still: bool = False) -> pipeline_mod.FrameResult:

@@ -185,7 +185,9 @@ class MqttSink:
         """
         if self._closed:
             return
-        if self._ha is not None and self._ha.presence.update(bool(payload.get("present"))):
+        people = payload.get("people")  # a multi-person (v2) payload: everyone counts
+        if self._ha is not None and self._ha.presence.update(bool(payload.get("present")),
+                                                             len(people) if isinstance(people, list) else None):
             self._presence_changed = True
             self._wake()
         if self.cfg.rate_limit > 0 and not self._rate_ok(self._clock()):

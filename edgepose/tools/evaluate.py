@@ -562,7 +562,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a second model, run on the same people: both are scored on the keypoint names "
                              "they share (12 between the 14-keypoint models and MoveNet's 17)")
     parser.add_argument("--family", default=None, metavar="FAMILY",
-                        help="model family of a model file that is not recognised: heatmap or movenet "
+                        help="model family of a model file that is not recognised: heatmap, movenet or paf "
                              "(default: model.family from the config)")
     parser.add_argument("--mode", default="crop", choices=MODES,
                         help="crop: the model sees each labelled box (what the model can do); frame: the whole "
@@ -668,7 +668,7 @@ def command(args: argparse.Namespace) -> int:
         estimators.append(PoseEstimator.from_config(mcfg, progress=registry.stderr_progress()))
     models = [e.model for e in estimators]
     if any(m.family.kind == "paf" for m in models):
-        return _command_multi(args, cfg, names, models)
+        return _command_multi(args, names, estimators)
     joints = shared_joints(*(m.keypoint_names for m in models)) if len(models) > 1 else None
     reports = []
     for name, est in zip(names, estimators):
@@ -731,22 +731,19 @@ def command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _command_multi(args: argparse.Namespace, cfg, names, models) -> int:
+def _command_multi(args: argparse.Namespace, names, estimators) -> int:
     """Multi-person models: COCO keypoint AP/AR (edgepose.tools.evaluate_multi), one table per model."""
-    from edgepose.inference.engine import Engine
-    from edgepose.inference.multipose import MultiPipeline
     from edgepose.tools import evaluate_multi as em
 
-    if any(m.family.kind != "paf" for m in models):
+    if any(e.model.family.kind != "paf" for e in estimators):
         raise UsageError("--compare a multi-person model with another multi-person model (COCO AP), "
                          "not with a single-person one")
     gt = em.load_coco(args.annotations)
     images = Path(args.images) if args.images else Path(args.annotations).parent
     reports = []
-    for name, model in zip(names, models):
-        engine = Engine(model, threads=cfg.runtime.threads, xnnpack=cfg.runtime.xnnpack, backend=cfg.runtime.backend)
-        metrics = em.evaluate_people(MultiPipeline(engine, model.keypoint_names), gt, images)
-        reports.append(dict(metrics, model=name, family=model.family.name))
+    for name, est in zip(names, estimators):  # each built as edgepose run builds it ([model], [tracking])
+        metrics = em.evaluate_people(est.pipeline, gt, images)
+        reports.append(dict(metrics, model=name, family=est.model.family.name))
     if args.json:
         sys.stdout.write(json.dumps(reports[0] if len(reports) == 1 else {"models": reports}, indent=1) + "\n")
     else:

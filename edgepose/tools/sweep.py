@@ -64,6 +64,7 @@ from edgepose.core.text import redact
 from edgepose.daemon import board
 from edgepose.inference import pipeline as pipeline_mod
 from edgepose.inference.engine import Engine
+from edgepose.inference.estimator import build_pipeline
 from edgepose.models import registry
 from edgepose.models.fidelity import read_verdict
 from edgepose.models.resolved import model_at
@@ -326,16 +327,16 @@ class Slice:
 
 
 def load_candidate(cand: Candidate, cfg: config_mod.Config,
-                   engine_factory: Callable[..., Engine] = Engine) -> pipeline_mod.Pipeline:
+                   engine_factory: Callable[..., Engine] = Engine) -> pipeline_mod.FramePipeline:
     """The candidate's engine inside the pipeline the config asks for (decoder, tracking, smoothing),
     its file resolved as the model it is (:func:`edgepose.models.resolved.model_at`)."""
     entry = None if cand.variant.kind == "file" else cand.variant.name
     model = model_at(cand.variant.path, entry=entry, family=cfg.model.family)
     engine = engine_factory(model, threads=cand.threads, xnnpack=cand.xnnpack, backend=cfg.runtime.backend)
-    return pipeline_mod.from_config(cfg, engine, model)
+    return build_pipeline(cfg, engine, model)
 
 
-def measure(pipe: pipeline_mod.Pipeline, source: FrameSource, seconds: float, warmup: int = 3,
+def measure(pipe: pipeline_mod.FramePipeline, source: FrameSource, seconds: float, warmup: int = 3,
             min_frames: int = 3, clock: Callable[[], float] = time.perf_counter, setup_s: float = 0.0) -> Slice:
     """Warm the pipeline up, then run it for ``seconds`` (and at least ``min_frames``).
 
@@ -385,7 +386,7 @@ class Bench:
     def __init__(self, cfg: config_mod.Config, source: FrameSource, probe: ThermalProbe,
                  engine_factory: Callable[..., Engine] = Engine):
         self.cfg, self.source, self.probe, self.engine_factory = cfg, source, probe, engine_factory
-        self.loaded: Dict[Candidate, pipeline_mod.Pipeline] = {}
+        self.loaded: Dict[Candidate, pipeline_mod.FramePipeline] = {}
         self.samples: List[ThermalSample] = []
 
     def __call__(self, cand: Candidate, seconds: float, plan: Plan, phase: str = "screen") -> Slice:
