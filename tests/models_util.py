@@ -9,8 +9,9 @@ everything it reads (the command's arguments, the package modules the build
 command can import and the catalogue, ../shared/models and the calibration and evaluation data, the
 Python/TensorFlow/LiteRT/numpy versions): the same inputs give the model and
 report that command made, a change to any of them builds again.  The cache is
-``.cache/test-builds`` in the repo (or ``$EDGEPOSE_TEST_BUILD_CACHE``; set it
-to ``off`` to build every session).
+``$XDG_CACHE_HOME/edgepose-test/builds`` (default ``~/.cache/edgepose-test/builds``: outside the
+checkout, so a fresh clone on the same machine, as CI makes, finds it too), or
+``$EDGEPOSE_TEST_BUILD_CACHE``; set that to ``off`` to build every session.
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ def quant_env(quant_cache) -> dict:
 
 def build_cache_dir() -> Optional[Path]:
     """Where builds are kept across sessions (None: ``EDGEPOSE_TEST_BUILD_CACHE=off``)."""
-    where = os.environ.get("EDGEPOSE_TEST_BUILD_CACHE", str(REPO / ".cache" / "test-builds"))
+    home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    where = os.environ.get("EDGEPOSE_TEST_BUILD_CACHE", str(home / "edgepose-test" / "builds"))
     return None if where.lower() in ("off", "0", "") else Path(where)
 
 
