@@ -10,6 +10,7 @@ import functools
 import http.server
 import json
 import os
+import re
 import shutil
 import threading
 from pathlib import Path
@@ -69,10 +70,11 @@ def test_list_shows_catalogue_and_cache_state(env, cache):
     assert rows["cpm-int8"]["kind"].startswith("local (int8 from cpm-pb)")
     r = run_cli_inproc(["models", "pull", "hourglass"], env)
     assert r.returncode == 0, r.stderr
+    assert r.stdout.rstrip().endswith("(cached)"), r.stdout  # registry.CacheState's value, not the member
     rows = {x["name"]: x for x in json.loads(run_cli_inproc(["models", "list", "--json"], env).stdout)}
     assert rows["hourglass"]["state"] == "cached"
     text = run_cli_inproc(["models", "list"], env).stdout
-    assert "hourglass" in text and "cached" in text
+    assert re.search(r"^  hourglass +cached ", text, re.M) and re.search(r"^  cpm +not cached ", text, re.M), text
 
 
 def test_pull_from_directory_mirror_verifies_and_caches(env, cache):

@@ -22,7 +22,7 @@ import uuid
 
 import pytest
 
-from edgepose.capture.sources import open_source
+from edgepose.capture.sources import SourceState, open_source
 from edgepose.core import config as config_mod
 from edgepose.daemon import systemd
 from edgepose.daemon.service import Daemon
@@ -300,7 +300,7 @@ class LostAfter:
 
     @property
     def state(self):
-        return "reconnecting" if self.reads >= self.n else "ok"
+        return SourceState.RECONNECTING if self.reads >= self.n else SourceState.OK
 
     def lost_for(self) -> float:
         return self.lost_s if self.reads >= self.n else 0.0

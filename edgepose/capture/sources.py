@@ -30,6 +30,7 @@ import threading
 import time
 import urllib.request
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any, Callable, Iterator, List, Optional, Protocol, Tuple, cast
 from urllib.parse import urlsplit
@@ -53,6 +54,14 @@ IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm",
 VIDEO_EXTS = {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ts", ".wmv", ".flv",
               ".h264", ".h265", ".mjpg", ".mjpeg", ".3gp"}  # OpenCV decides what it reads: names for wording
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
+
+
+class SourceState(str, Enum):
+    """Where a source is (``camera`` in the status document, as its value)."""
+
+    OPENING = "opening"
+    OK = "ok"
+    RECONNECTING = "reconnecting"  # a live source that was lost, being reopened with backoff
 
 
 @dataclass
@@ -156,8 +165,8 @@ class FrameSource:
         return False
 
     @property
-    def state(self) -> str:
-        return "ok"
+    def state(self) -> SourceState:
+        return SourceState.OK
 
     @property
     def dropped(self) -> int:
@@ -289,7 +298,7 @@ class LiveSource(FrameSource):
         self._last_returned = -1
         self._index = 0
         self._dropped = 0
-        self._state = "opening"
+        self._state = SourceState.OPENING
         self._lost_since: Optional[float] = None
         self._stop = threading.Event()
         self._open_error: Optional[Exception] = None
@@ -303,7 +312,7 @@ class LiveSource(FrameSource):
             raise DeviceUnavailableError(f"cannot open camera {name} (is it connected, and is this user "
                                          f"in the 'video' group?{_reason(self._open_error)})")
         self._cap = cap
-        self._state = "ok"
+        self._state = SourceState.OK
         self._thread = threading.Thread(target=self._run, name="edgepose-capture", daemon=True)
         self._thread.start()
 
@@ -335,9 +344,9 @@ class LiveSource(FrameSource):
                     if self._latest is not None and self._latest.index != self._last_returned:
                         self._dropped += 1
                     self._latest = frame
-                    if self._state != "ok":
+                    if self._state is not SourceState.OK:
                         log.info("camera %s is back", self.name)
-                    self._state = "ok"
+                    self._state = SourceState.OK
                     self._lost_since = None
                     self._cond.notify_all()
                 delay = first_delay
@@ -346,11 +355,11 @@ class LiveSource(FrameSource):
                 break
             # lost: release and reopen with backoff
             with self._cond:
-                if self._state == "ok":
+                if self._state is SourceState.OK:
                     log.warning("camera %s lost; reopening with backoff (up to %.0fs between tries)",
                                 self.name, self._backoff_max)
                     self._lost_since = self._mono()
-                self._state = "reconnecting"
+                self._state = SourceState.RECONNECTING
             try:
                 self._cap.release()
             except Exception:
@@ -377,7 +386,7 @@ class LiveSource(FrameSource):
             return self._latest
 
     @property
-    def state(self) -> str:
+    def state(self) -> SourceState:
         return self._state
 
     def lost_for(self) -> float:
@@ -720,7 +729,7 @@ class RotatedSource(FrameSource):
         return self.inner.exhausted
 
     @property
-    def state(self) -> str:
+    def state(self) -> SourceState:
         return self.inner.state
 
     @property

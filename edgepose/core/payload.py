@@ -1,4 +1,4 @@
-"""Schema v1 payloads (one per frame) and the retained meta document; v2 for multi-person models.
+"""Schema v1 payloads (one per frame), the retained meta and status documents; v2 for multi-person models.
 
 The same dict goes to stdout (one JSON line) and to the MQTT pose topic.  A multi-person model's
 payload is v2: every v1 field (``keypoints``, ``score``, ``present`` describe the highest-scoring
@@ -17,6 +17,7 @@ from edgepose.core.pose import KeypointDoc, Pose, skeleton_for
 
 SCHEMA_VERSION = 1
 PEOPLE_SCHEMA_VERSION = 2  # a payload with a `people` list (multi-person models)
+STATUS_SCHEMA_VERSION = 1  # the status document's `v`
 MAX_PEOPLE = 1000
 MAX_FRAME_SIDE = 16384  # what a subscriber accepts as a frame size (it draws on a canvas bounded by its output)
 MAX_COORDINATE = 2 * MAX_FRAME_SIDE  # keypoints may lie a little outside the frame, never this far
@@ -116,6 +117,130 @@ def make_meta(device: str, model: str, names: Sequence[str], input_size: Tuple[i
         "edgepose_version": version,
     })
     return cast(Meta, meta)
+
+
+class InferMs(TypedDict):
+    """Inference latency percentiles (ms) over the recent window; None before the first frame."""
+
+    p50: Optional[float]
+    p95: Optional[float]
+
+
+class XnnpackDelegation(TypedDict):
+    """How much of the model XNNPACK took (``xnnpack_delegation`` in status; docs/mqtt.md)."""
+
+    partitions: int
+    delegated_ops: int
+    total_ops: int
+    int8_ops: int
+    int8_delegated: int
+
+
+class _ReloadBase(TypedDict):
+    ok: bool
+    ts: float
+
+
+class Reload(_ReloadBase, total=False):
+    """The outcome of the last SIGHUP: the sections it ``changed``, or the ``error`` that kept the running
+    configuration."""
+
+    changed: List[str]
+    error: str
+
+
+class PreviewStats(TypedDict):
+    """The preview page's counters (``preview`` in the page's ``/status.json``)."""
+
+    url: str
+    clients: int
+    encoded: int
+    served: int
+    max_fps: float
+
+
+class _StatusBase(TypedDict):
+    v: int
+    device: str
+    ts: float
+    fps: float
+    infer_ms: InferMs
+    frames: int
+    uptime_s: float
+    cpu_temp_c: Optional[float]
+    version: str
+    score: Optional[float]
+
+
+class RunningStatus(TypedDict, total=False):
+    """The status fields of the running engine and source (the daemon has them once it built them: all of
+    them, tests/test_status_doc.py)."""
+
+    dropped_frames: int
+    camera: str  # the source's state (capture.sources.SourceState's value)
+    model: str
+    backend: str
+    backend_version: str
+    xnnpack: bool
+    xnnpack_delegation: Optional[XnnpackDelegation]
+    threads: int
+
+
+class Status(_StatusBase, RunningStatus, total=False):
+    """The daemon's status document (docs/mqtt.md "status"; :func:`make_status`), in this key order: the
+    :class:`RunningStatus` fields once the engine and source run, ``reload`` after a SIGHUP, ``people`` with
+    a multi-person model.  The preview page adds ``preview``; the status topic carries a
+    :class:`PublishedStatus`."""
+
+    reload: Reload
+    people: int
+    preview: PreviewStats
+
+
+class _SinkFields(TypedDict):
+    broker: str  # the sink's connection state, or what went wrong (docs/mqtt.md)
+    published: int
+    queued: int
+    dropped_messages: int
+    rate_limited: int
+    connects: int
+    qos: int
+
+
+class SinkStatus(_SinkFields):
+    """What the MQTT sink puts into the status document when it publishes it (:func:`with_sink_status`)."""
+
+    device: str
+    ts: float
+
+
+class PublishedStatus(Status, _SinkFields):
+    """The document on the status topic: the daemon's :class:`Status`, then the sink's fields."""
+
+
+def make_status(device: str, ts: float, fps: float, infer_ms: InferMs, frames: int, uptime_s: float,
+                cpu_temp_c: Optional[float], version: str, score: Optional[float],
+                running: Optional[RunningStatus] = None, reload: Optional[Reload] = None,
+                people: Optional[int] = None) -> Status:
+    """The daemon's status document (sinks publish it on their own schedule, :func:`with_sink_status`)."""
+    doc: Status = {
+        "v": STATUS_SCHEMA_VERSION, "device": device, "ts": round(ts, 3), "fps": round(fps, 2), "infer_ms": infer_ms,
+        "frames": frames, "uptime_s": round(uptime_s, 1), "cpu_temp_c": cpu_temp_c, "version": version,
+        "score": score,
+    }
+    if running is not None:
+        doc = {**doc, **running}
+    if reload is not None:
+        doc["reload"] = reload.copy()  # the document is not tied to the daemon's state
+    if people is not None:
+        doc["people"] = people
+    return doc
+
+
+def with_sink_status(status: Status, sink: SinkStatus) -> PublishedStatus:
+    """The document on the status topic: ``status`` with the sink's fields (``device`` and ``ts`` replaced
+    where they are, the others appended in the order the sink gives them)."""
+    return {**status, **sink}
 
 
 def _refuse_constant(name: str) -> Any:

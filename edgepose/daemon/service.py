@@ -31,10 +31,20 @@ import cv2
 import numpy as np
 
 from edgepose import __version__
-from edgepose.capture.sources import Frame, FrameSource, RotatedSource, open_source
+from edgepose.capture.sources import Frame, FrameSource, RotatedSource, SourceState, open_source
 from edgepose.core import config as config_mod
 from edgepose.core.errors import EdgeposeError
-from edgepose.core.payload import Meta, PosePayload, make_meta, make_payload
+from edgepose.core.payload import (
+    InferMs,
+    Meta,
+    PosePayload,
+    Reload,
+    RunningStatus,
+    Status,
+    make_meta,
+    make_payload,
+    make_status,
+)
 from edgepose.core.text import redact
 from edgepose.daemon import board, systemd
 from edgepose.inference.engine import Engine
@@ -122,7 +132,7 @@ class RunStats:
                 return 0.0
             return (len(self.times) - 1) / span if span > 0 else 0.0
 
-    def percentiles(self) -> Dict[str, Optional[float]]:
+    def percentiles(self) -> InferMs:
         with self.lock:
             inf = np.array(self.infer_ms) if self.infer_ms else None
         if inf is None:
@@ -212,7 +222,7 @@ class Daemon:
         self.ready = False  # READY=1 sent (first frame decoded)
         self.sink: Optional[Sink] = None  # None until run() made it
         self.device = cfg.device_id
-        self.last_reload: Optional[Dict[str, Any]] = None  # outcome of the last SIGHUP (status `reload`)
+        self.last_reload: Optional[Reload] = None  # outcome of the last SIGHUP (status `reload`)
         self.people_count: Optional[int] = None  # people in the last frame (multi-person models)
         self.last_score: Optional[float] = None  # the latest frame's pose score (status; Home Assistant)
 
@@ -257,27 +267,18 @@ class Daemon:
         model_name, engine, pipe, meta = self.build_model(cfg)
         return Components(model_name, engine, pipe, self.open_source(cfg), meta)
 
-    def status(self) -> Dict[str, Any]:
+    def status(self) -> Status:
         """The status document (sinks publish it on their own schedule)."""
         parts = self.parts
-        st: Dict[str, Any] = {
-            "v": 1, "device": self.device, "ts": round(time.time(), 3),
-            "fps": round(self.stats.fps(), 2), "infer_ms": self.stats.percentiles(),
-            "frames": self.stats.frames, "uptime_s": round(self.stats.clock() - self.stats.started, 1),
-            "cpu_temp_c": board.cpu_temperature(), "version": __version__,
-            "score": self.last_score,
-        }
+        running: Optional[RunningStatus] = None  # the engine and source fields, once run() built them
         if parts is not None:
             d = parts.engine.describe()
-            st.update({"dropped_frames": parts.source.dropped, "camera": parts.source.state,
-                       "model": parts.model_name, "backend": d["backend"],
-                       "backend_version": d["backend_version"], "xnnpack": d["xnnpack"],
-                       "xnnpack_delegation": d["xnnpack_delegation"], "threads": d["threads"]})
-        if self.last_reload is not None:
-            st["reload"] = dict(self.last_reload)
-        if self.people_count is not None:
-            st["people"] = self.people_count
-        return st
+            running = {"dropped_frames": parts.source.dropped, "camera": parts.source.state.value,
+                       "model": parts.model_name, "backend": d["backend"], "backend_version": d["backend_version"],
+                       "xnnpack": d["xnnpack"], "xnnpack_delegation": d["xnnpack_delegation"], "threads": d["threads"]}
+        return make_status(self.device, time.time(), self.stats.fps(), self.stats.percentiles(), self.stats.frames,
+                           self.stats.clock() - self.stats.started, board.cpu_temperature(), __version__,
+                           self.last_score, running, self.last_reload, self.people_count)
 
     # -- signals ------------------------------------------------------
     def install_signal_handlers(self, stop_too: bool = True) -> None:
@@ -426,8 +427,8 @@ class Daemon:
                     if parts.source.exhausted:
                         log.info("end of %s after %d frames", redact(cfg.camera.source), self.stats.frames)
                         break
-                    lost_for = parts.source.lost_for()
-                    if watchdog and parts.source.state == "reconnecting" and lost_for < cfg.camera.gone_timeout:
+                    reopening = parts.source.state is SourceState.RECONNECTING
+                    if watchdog and reopening and parts.source.lost_for() < cfg.camera.gone_timeout:
                         watchdog.progress()  # we know what is wrong and are fixing it
                     continue
                 self.process(frame)
@@ -484,5 +485,6 @@ class Daemon:
                 broker = f", broker {s['broker']}"
         except Exception:
             pass
-        kept = "" if (self.last_reload or {}).get("ok", True) else ", last reload failed: running configuration kept"
+        kept = "" if self.last_reload is None or self.last_reload["ok"] else \
+            ", last reload failed: running configuration kept"
         return f"{st['fps']:.1f} fps, {st['frames']} frames, camera {st.get('camera', '?')}{broker}{kept}"

@@ -22,6 +22,7 @@ from typing import Any, Callable, Dict, List, Optional, Protocol
 import numpy as np
 
 from edgepose.core.errors import ModelError
+from edgepose.core.payload import XnnpackDelegation
 
 TensorDetails = Dict[str, Any]  # one entry of get_input_details() and the like: index, name, shape, dtype, ...
 
@@ -75,7 +76,7 @@ class Delegation:
             s += f" ({self.int8_delegated} of {self.int8_nodes} int8 ops)"
         return s
 
-    def to_status(self) -> Dict[str, int]:
+    def to_status(self) -> XnnpackDelegation:
         """The ``xnnpack_delegation`` object of the status topic (docs/mqtt.md)."""
         return {"partitions": self.partitions, "delegated_ops": self.delegated_nodes,
                 "total_ops": self.total_nodes, "int8_ops": self.int8_nodes,

@@ -19,6 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Dict, List, Mapping, Optional, Protocol, Sequence, TextIO
 
@@ -371,17 +372,26 @@ def resolve(name: str, cache_dir: Optional[Path] = None, mirror: str = "",
     return fetch(entry, cache_dir, mirror, progress)
 
 
-def cache_state(entry: ModelEntry, cache_dir: Path) -> str:
+class CacheState(str, Enum):
+    """A catalogue entry's file in the model cache (`edgepose models list` and `pull` show the value)."""
+
+    NOT_CACHED = "not cached"
+    BUILT = "built"  # a locally built model (not checked here: `edgepose models verify` does)
+    CORRUPT = "CORRUPT"
+    CACHED = "cached"
+
+
+def cache_state(entry: ModelEntry, cache_dir: Path) -> CacheState:
     p = entry.cache_file(cache_dir)
     if not p.is_file():
-        return "not cached"
+        return CacheState.NOT_CACHED
     if entry.local_only:
-        return "built"
+        return CacheState.BUILT
     try:
         verify_file(p, entry)
     except ModelError:
-        return "CORRUPT"
-    return "cached"
+        return CacheState.CORRUPT
+    return CacheState.CACHED
 
 
 def report_path(model_path: Path) -> Path:
@@ -436,7 +446,7 @@ def verify_cache(cache_dir: Path, catalogue: Optional[Dict[str, ModelEntry]] = N
     for name, entry in catalogue.items():
         p = entry.cache_file(Path(cache_dir))
         if not p.is_file():
-            out.append((name, "not cached"))
+            out.append((name, CacheState.NOT_CACHED.value))
             continue
         try:
             verify_local(p, entry) if entry.local_only else verify_file(p, entry)

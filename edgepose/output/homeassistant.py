@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, 
 
 from edgepose.core.errors import ConfigError
 from edgepose.core.files import temp_beside
+from edgepose.output.sinks import StatusProvider
 
 if TYPE_CHECKING:
     from edgepose.core.config import Config
@@ -270,7 +271,7 @@ class HomeAssistant:
         return [(t, "") for t in stale] + list(configs.items())
 
 
-def from_config(cfg: Config, device: str, meta: Mapping[str, Any], status_provider: Callable[[], Dict[str, Any]],
+def from_config(cfg: Config, device: str, meta: Mapping[str, Any], status_provider: StatusProvider,
                 clock: Callable[[], float], environ: Optional[Mapping[str, str]] = None) -> HomeAssistant:
     """The :class:`HomeAssistant` of a full :class:`~edgepose.core.config.Config` (the MQTT sink's factory)."""
     ha = cfg.homeassistant
@@ -280,7 +281,7 @@ def from_config(cfg: Config, device: str, meta: Mapping[str, Any], status_provid
 
     def cpu_temperature() -> bool:
         try:
-            return (status_provider() or {}).get("cpu_temp_c") is not None
+            return status_provider().get("cpu_temp_c") is not None
         except Exception:  # the daemon's provider failed: the sink logs that on its own
             return False
 

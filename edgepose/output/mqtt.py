@@ -35,10 +35,12 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Deque, Dict, Mapping, Optional
+from enum import Enum
+from typing import Any, Callable, Deque, Dict, Mapping, Optional, Union
 
 from edgepose.core.config import MqttConfig, join_host_port
 from edgepose.core.errors import ConfigError
+from edgepose.core.payload import SinkStatus, with_sink_status
 from edgepose.output.homeassistant import HomeAssistant
 from edgepose.output.mqttclient import (
     CLOSED_BEFORE_ACCEPTING,
@@ -58,6 +60,18 @@ log = logging.getLogger("edgepose.output.mqtt")
 POSE_INFLIGHT = 16
 # seconds between socket housekeeping passes (keepalive pings, timeouts)
 _TICK = 0.5
+
+
+class BrokerState(str, Enum):
+    """Where the sink's connection is (``broker`` in status and stats, as its value).  While the broker cannot
+    be reached or refuses, ``broker`` says what went wrong instead (``unreachable: ...``, ``refused: ...``,
+    ``tls error: ...``: docs/mqtt.md)."""
+
+    NOT_STARTED = "not started"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"  # the network thread ended
+    CLOSED = "closed"  # close() returned
 
 
 # --------------------------------------------------------------------------- topics
@@ -122,7 +136,7 @@ class MqttSink:
         self._queue: Deque[Any] = deque()       # pose payloads not yet handed to paho
         self._pending: Dict[int, int] = {}      # paho mid -> qos of pose messages on their way
         self._connected = False
-        self._state = "not started"
+        self._state: Union[BrokerState, str] = BrokerState.NOT_STARTED  # or the text of a problem
         self._counts = {"published": 0, "dropped_messages": 0, "rate_limited": 0, "connects": 0,
                         "status_published": 0}
         self._handover = False  # close(handover_to=...): the successor keeps our topics up
@@ -152,7 +166,7 @@ class MqttSink:
         if self._started:
             return
         self._started = True
-        self._set_state("connecting")
+        self._set_state(BrokerState.CONNECTING)
         for target, name in ((self._network_main, "edgepose-mqtt"), (self._status_main, "edgepose-mqtt-status")):
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
@@ -211,7 +225,7 @@ class MqttSink:
 
     def stats(self) -> Dict[str, Any]:
         with self._lock:
-            out: Dict[str, Any] = {"sink": "mqtt", "connected": self._connected, "broker": self._state,
+            out: Dict[str, Any] = {"sink": "mqtt", "connected": self._connected, "broker": self._broker_text(),
                                    "broker_address": self.broker, "client_id": self.client_id,
                                    "qos": self.cfg.qos,
                                    "queued": len(self._queue) + len(self._pending)}
@@ -254,7 +268,7 @@ class MqttSink:
             self._pending.clear()
         if lost:
             log.warning("mqtt: %d queued pose message(s) were not delivered before shutdown", lost)
-        self._set_state("closed")
+        self._set_state(BrokerState.CLOSED)
         self._loop.close()
 
     # --- capture-thread helpers ------------------------------------------
@@ -276,11 +290,17 @@ class MqttSink:
             self._woken = False
 
     # --- state and logging -----------------------------------------------
-    def _set_state(self, text: str) -> None:
+    def _set_state(self, state: Union[BrokerState, str]) -> None:
+        """``state``: a BrokerState, or the text of the problem that ended the last attempt."""
         with self._lock:
-            self._state = text
-        if text != "connecting":  # an outcome: a problem, refused, closed (wait_connected)
+            self._state = state
+        if state is not BrokerState.CONNECTING:  # an outcome: a problem, refused, closed (wait_connected)
             self._first_try.set()
+
+    def _broker_text(self) -> str:
+        """``broker`` in stats and status (call with the lock held)."""
+        state = self._state
+        return state.value if isinstance(state, BrokerState) else state
 
     def _report_problem(self, text: str, level: int, retry_s: float) -> None:
         """Log a connection problem once per distinct problem (not on every retry)."""
@@ -305,7 +325,7 @@ class MqttSink:
                 self._epoch += 1
                 self._status_json = None  # built before this connection: stale
                 self._counts["connects"] += 1
-                self._state = "connected"
+                self._state = BrokerState.CONNECTED
             self._first_try.set()
             self._forget_unsent_status()
             if self._down_since is not None:
@@ -377,7 +397,7 @@ class MqttSink:
                 del self._pending[mid]
             self._counts["dropped_messages"] += len(lost)
             if not self._refused:
-                self._state = "disconnected" if self._closing.is_set() else "connecting"
+                self._state = BrokerState.DISCONNECTED if self._closing.is_set() else BrokerState.CONNECTING
         if was and not self._closing.is_set():
             self._down_since = self._clock()
             log.warning("mqtt: connection to %s lost (%s); reconnecting", self.broker, reason)
@@ -396,7 +416,7 @@ class MqttSink:
             self._refused = None
             was_connected = False
             try:
-                self._set_state("connecting")
+                self._set_state(BrokerState.CONNECTING)
                 self._client.connect(self.cfg.host, self.cfg.port, self.cfg.keepalive)
             except Exception as e:  # OSError, ssl.SSLError, ValueError (bad host)
                 problem = describe_error(e)
@@ -430,7 +450,7 @@ class MqttSink:
                     self._set_state(problem)
                     self._report_problem(problem, logging.WARNING, delay)
             self._closing.wait(delay)
-        self._set_state("disconnected")
+        self._set_state(BrokerState.DISCONNECTED)
 
     def _serve(self) -> bool:
         """Run one connection until it ends; True if the broker accepted it."""
@@ -573,22 +593,22 @@ class MqttSink:
 
     def _build_status(self) -> Optional[str]:
         """The daemon's status document plus :meth:`status_fields`, as JSON (None if it cannot be encoded)."""
+        doc: Mapping[str, Any]
         try:
-            status = dict(self._status_provider() or {})
+            doc = with_sink_status(self._status_provider(), self.status_fields())
             self._status_error = None
         except Exception as e:  # the daemon's provider failed: still report the sink
             if str(e) != self._status_error:
                 log.warning("mqtt: status provider failed: %s", e, exc_info=True)
             self._status_error = str(e)
-            status = {"status_error": str(e)}
-        status.update(self.status_fields())
+            doc = {"status_error": str(e), **self.status_fields()}
         try:
-            return to_json(status)
+            return to_json(doc)
         except (TypeError, ValueError) as e:
             log.warning("mqtt: status is not JSON-serialisable: %s", e)
             return None
 
-    def status_fields(self) -> Dict[str, Any]:
+    def status_fields(self) -> SinkStatus:
         """What the sink adds to the daemon's status document."""
         s = self.stats()
         return {"device": self.device, "ts": round(self._wallclock(), 3), "broker": s["broker"],

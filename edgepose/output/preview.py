@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional, Sequen
 
 from edgepose.core.config import split_host_port
 from edgepose.core.errors import ConfigError, DeviceUnavailableError
+from edgepose.core.payload import PreviewStats
 
 if TYPE_CHECKING:  # numpy and cv2 are loaded only once the preview draws
     import numpy as np
@@ -59,7 +60,8 @@ ENCODER_NICE = 10  # the drawing/encoding thread runs at this (lower) CPU priori
 BACKLOG = 64  # connections waiting to be accepted: a handful of viewers plus health probes
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 
-StatusProvider = Callable[[], Dict[str, Any]]
+# the daemon's status document (core.payload.Status), or in `edgepose view` a device's status as received over MQTT
+StatusSource = Callable[[], Mapping[str, Any]]
 
 
 def host_names(text: str) -> Tuple[str, ...]:
@@ -132,7 +134,7 @@ class PreviewServer:
     and starts the threads; ``close()`` stops them.
     """
 
-    def __init__(self, listen: str, fps: float = 5.0, status_provider: Optional[StatusProvider] = None,
+    def __init__(self, listen: str, fps: float = 5.0, status_provider: Optional[StatusSource] = None,
                  title: str = "edgepose", skeleton: Optional[Sequence[Sequence[int]]] = None,
                  max_width: int = MAX_WIDTH, quality: int = QUALITY, max_clients: int = MAX_CLIENTS,
                  clock: Callable[[], float] = time.monotonic, flag: str = "--preview",
@@ -217,7 +219,7 @@ class PreviewServer:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def stats(self) -> Dict[str, Any]:
+    def stats(self) -> PreviewStats:
         with self._cond:
             return {"url": self.url, "clients": self._clients, "encoded": self.encoded,
                     "served": self.served, "max_fps": round(1.0 / self.period, 2)}
@@ -313,6 +315,7 @@ class PreviewServer:
         return ok
 
     def status(self) -> Dict[str, Any]:
+        """``/status.json``: the provider's document with the page's counters (``preview``)."""
         st = dict(self.status_provider())
         st["preview"] = self.stats()
         return st

@@ -14,8 +14,9 @@ import sys
 from typing import Any, Callable, Dict, Mapping, Optional, Protocol, TextIO
 
 from edgepose.core.errors import OutputError
+from edgepose.core.payload import Status
 
-StatusProvider = Callable[[], Dict[str, Any]]
+StatusProvider = Callable[[], Status]  # the daemon's status document
 
 
 class Sink(Protocol):

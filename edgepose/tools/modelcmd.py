@@ -119,7 +119,7 @@ def _list(args, cfg, cache: Path, mirror: str) -> int:
     cat = registry.load_catalogue()
     rows: List[ModelRow] = []
     for name, e in cat.items():
-        rows.append({"name": name, "state": registry.cache_state(e, cache),
+        rows.append({"name": name, "state": registry.cache_state(e, cache).value,
                      "kind": f"local ({e.recipe} from {e.source})" if e.local_only else e.format,
                      "size": e.size, "description": e.description, "path": str(e.cache_file(cache))})
     if args.json:
@@ -144,7 +144,7 @@ def _pull(args, cfg, cache: Path, mirror: str) -> int:
     else:
         path = registry.resolve(args.name, cache_dir=cache, mirror=mirror, progress=registry.stderr_progress(),
                               catalogue=cat)
-    _out(f"{args.name}: {path} ({registry.cache_state(entry, cache)})\n")
+    _out(f"{args.name}: {path} ({registry.cache_state(entry, cache).value})\n")
     return 0
 
 
@@ -181,7 +181,7 @@ def _verify(args, cfg, cache: Path, mirror: str) -> int:
     bad = []
     for name, state in results:
         _out(f"  {name:<20} {state}\n")
-        if state not in ("ok", "not cached"):
+        if state not in ("ok", registry.CacheState.NOT_CACHED.value):
             bad.append(name)
     _out(f"{len(results)} entries, {len(bad)} bad ({cache})\n")
     if bad:
