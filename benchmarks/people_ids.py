@@ -16,7 +16,9 @@ then for each true person, a change of the id they carry is
 
 Printed: per person the frames in view, found and carrying their main id (continuity = those over
 the frames found), the ids in order; the swap and fragment counts, and the goal line: swaps between
-people who stay in view (issue 22: none).
+people who stay in view (issue 22: none).  Each clip also runs with ``[smoothing]`` off: per person
+the mean distance of the parts found to the true ones and their jitter (the mean frame-to-frame
+change of that offset: the motion removed), raw and smoothed per id.
 
     python3 benchmarks/people_ids.py [--model openpose-thin-fast-float32] [--frames 48] [--gone 16]
         [--threads 2] [--set tracking.max_missed=10 ...]
@@ -58,6 +60,18 @@ class Track:
     swaps_with_stayers: int = 0
     fragments: int = 0
     fragments_after_leaving: int = 0
+    offsets: List[np.ndarray] = field(default_factory=list)  # per frame (17, 2) found - true, NaN if not both
+
+    def error(self) -> float:
+        """Mean distance (px) of the parts found to the true ones."""
+        d = np.hypot(*np.stack(self.offsets).transpose(2, 0, 1)) if self.offsets else np.full(1, np.nan)
+        return float(np.nanmean(d))
+
+    def jitter(self) -> float:
+        """Mean frame-to-frame change (px) of a part's offset from the truth (motion removed)."""
+        o = np.stack(self.offsets) if self.offsets else np.full((2, 17, 2), np.nan)
+        d = np.hypot(*np.diff(o, axis=0).transpose(2, 0, 1))
+        return float(np.nanmean(d)) if np.isfinite(d).any() else float("nan")
 
     def in_view(self) -> int:
         return sum(i >= 0 for i in self.ids)
@@ -116,10 +130,15 @@ def score(clip: clips.PeopleClip, frames: Sequence[Sequence[Person]], min_oks: f
         for p, tr in enumerate(tracks):
             if not clip.in_view[p, t]:
                 tr.ids.append(-1)
+                tr.offsets.append(np.full((17, 2), np.nan))
                 left[p] = True
                 continue
             pid = people[m[p]].id if p in m else 0
             tr.ids.append(pid)
+            off = np.full((17, 2), np.nan)
+            if p in m:
+                off = np.where(clip.labelled[p, t][:, None], coco_xy(people[m[p]]) - clip.gt[p, t], np.nan)
+            tr.offsets.append(off)
             if not pid:
                 continue
             new = pid not in owner
@@ -176,26 +195,34 @@ def main() -> None:
     args = ap.parse_args()
     logging.disable(logging.WARNING)
     est = estimator_for(args.model, args.threads, args.set)
+    plain = estimator_for(args.model, args.threads, [*args.set, "smoothing.enabled=false"])
     cast_of = clips.figures()
     print(f"model {args.model}, {args.threads} threads; settings: {' '.join(args.set) or 'defaults'}")
     tracks: List[Track] = []
+    raws: List[Track] = []  # the same clips with [smoothing] off
     for c in args.casts:
         clip = clips.crossing_clip(frames=args.frames, gone=args.gone, fps=args.fps,
                                    cast=[cast_of[int(i)] for i in c.split(",")])
         t0 = time.perf_counter()
         frames = run_clip(est, clip)
         spent = (time.perf_counter() - t0) / len(clip.frames) * 1e3
+        raw = score(clip, run_clip(plain, clip), args.min_oks)
         h, w = clip.frames[0].shape[:2]
         print(f"\ncast {c}: {len(clip.frames)} frames {w}x{h} at {args.fps:g} fps, A and B cross, C out of view for "
               f"{args.gone} frames; {spent:.1f} ms/frame")
         print(f"{'person':<8}{'figure':<22}{'stays':>6}{'in view':>8}{'found':>7}{'main id':>8}{'continuity':>11}"
-              f"{'swaps':>6}{'fragments':>11}  ids")
-        for label, tr in zip("ABC", score(clip, frames, args.min_oks)):
+              f"{'swaps':>6}{'fragments':>11}  {'error px raw/smoothed':>22} {'jitter px raw/smoothed':>23}  ids")
+        for label, tr, r in zip("ABC", score(clip, frames, args.min_oks), raw):
             frag = f"{tr.fragments}" + (f" ({tr.fragments_after_leaving} after leaving)" if tr.fragments else "")
             print(f"{label:<8}{tr.name:<22}{'yes' if tr.stays else 'no':>6}{tr.in_view():>8}{tr.found():>7}"
-                  f"{'#' + str(tr.main_id()):>8}{tr.continuity():>11.3f}{tr.swaps:>6}  {frag:<9}  {tr.runs()}")
+                  f"{'#' + str(tr.main_id()):>8}{tr.continuity():>11.3f}{tr.swaps:>6}  {frag:<9}  "
+                  f"{r.error():>13.2f} / {tr.error():<6.2f} {r.jitter():>14.2f} / {tr.jitter():<6.2f}  {tr.runs()}")
             tracks.append(tr)
+            raws.append(r)
     print()
+    print(f"smoothing per id, all people: error vs truth {np.mean([r.error() for r in raws]):.2f} px raw, "
+          f"{np.mean([t.error() for t in tracks]):.2f} px smoothed; frame-to-frame jitter "
+          f"{np.mean([r.jitter() for r in raws]):.2f} px raw, {np.mean([t.jitter() for t in tracks]):.2f} px smoothed")
     swaps = sum(t.swaps for t in tracks)
     stayers = sum(t.swaps_with_stayers for t in tracks)
     frags = sum(t.fragments for t in tracks)

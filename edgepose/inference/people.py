@@ -14,7 +14,7 @@ Ids are never reused.  ``benchmarks/people_ids.py`` counts id swaps on a clip of
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Set
 
 import numpy as np
 
@@ -84,6 +84,10 @@ class PeopleTracker:
 
     def reset(self) -> None:
         self._tracks = []
+
+    def ids(self) -> Set[int]:
+        """The ids alive now (found in the last frame, or unseen for at most ``max_missed`` frames)."""
+        return {t.id for t in self._tracks}
 
     def assign(self, people: Sequence[np.ndarray]) -> List[int]:
         """The id of each person (a (K, 2) array of frame coordinates, NaN for parts not found)."""
