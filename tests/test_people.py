@@ -81,6 +81,22 @@ def test_v2_payload_carries_everyone_and_v1_fields_for_the_lead_person():
         assert pose_problem(dict(doc, people=bad)) is not None
 
 
+def test_one_person_made_of_two_crossing_people_does_not_stop_either_track():
+    """While B passes in front of A the decoder finds one person made of both (here: every part half way
+    between A's and B's, which stands still while A and B walk on).  The track it is matched to coasts on
+    its velocity instead of stopping with the mix: when both are found again each has their own id."""
+    tracker = PeopleTracker()
+    ids = []
+    for f in range(26):
+        a, b = body(100 + 14 * f), body(380 - 14 * f, 46)
+        if 9 <= f <= 14:
+            assert len(tracker.assign([(a + b) / 2])) == 1
+        else:
+            ids.append(tuple(tracker.assign([a, b])))
+    assert ids[0][0] != ids[0][1]
+    assert all(i == ids[0] for i in ids), ids
+
+
 @pytest.fixture(scope="module")
 def openpose(built):
     return built("openpose-thin", "float32", variant="openpose-thin-float32")[0]

@@ -5,7 +5,10 @@ Each frame's people are matched to the people of the previous frames by keypoint
 every part the track knows, ``k`` = :attr:`IdParams.kappa`), greedily, most similar pair first.  A
 track's position is predicted with the person's velocity (the median of their parts' steps,
 smoothed over frames; a poor match moves it less), so two people who cross are not swapped, and
-the longer a track goes unseen the further from its prediction it may be found.  A person that
+the longer a track goes unseen the further from its prediction it may be found.  While one person
+hides another the decoder may find one person made of both people's parts: a person nearly as similar
+(:attr:`IdParams.merged`) to a track that found nobody as to their own is taken as both, and their
+track coasts on its velocity instead of following the mix.  A person that
 matches no track gets a new id, and a track that matches nobody is kept for
 :attr:`IdParams.max_missed` frames (a person hidden for a moment keeps their id), then retired.
 Ids are never reused.  ``benchmarks/people_ids.py`` counts id swaps on a clip of real people.
@@ -14,7 +17,7 @@ Ids are never reused.  ``benchmarks/people_ids.py`` counts id swaps on a clip of
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence, Set
+from typing import List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -25,6 +28,7 @@ class IdParams:
     min_similarity: float = 0.2  # OKS below which a person is not the track
     kappa: float = 0.1  # OKS falloff, as a fraction of the box size (about COCO's shoulders/hips)
     velocity_gain: float = 0.5  # weight of the newest step in a person's velocity (0..1; 1: last step only)
+    merged: float = 0.5  # a person this similar (relative) to an unmatched track too is both: the track coasts
 
 
 @dataclass
@@ -100,6 +104,7 @@ class PeopleTracker:
             for i, xy in enumerate(people):
                 sims[i, j] = similarity(xy, pred, spread, p.kappa)
         ids = [0] * len(people)
+        pairs: List[Tuple[int, int]] = []
         used_p, used_t = set(), set()
         for flat in np.argsort(-sims, axis=None, kind="stable"):
             i, j = divmod(int(flat), max(len(self._tracks), 1))
@@ -109,14 +114,23 @@ class PeopleTracker:
                 continue
             used_p.add(i)
             used_t.add(j)
-            t = self._tracks[j]
+            pairs.append((i, j))
+            ids[i] = self._tracks[j].id
+        unmatched = [k for k in range(len(self._tracks)) if k not in used_t]
+        merged = set()
+        for i, j in pairs:
+            # a person nearly as close to a track that found nobody this frame may be both people at once (one
+            # hidden behind the other, their parts mixed): the id is the closer track's, but that track only
+            # coasts on its velocity, so neither person's motion is taken from the mix
+            if any(sims[i, k] >= p.merged * sims[i, j] for k in unmatched):
+                merged.add(j)
+                continue
             # a poor match (a person half hidden behind another, parts misplaced) moves the velocity less
-            t.update(people[i], p.velocity_gain * float(sims[i, j]))
-            ids[i] = t.id
+            self._tracks[j].update(people[i], p.velocity_gain * float(sims[i, j]))
         for j, t in enumerate(self._tracks):
-            if j not in used_t:
+            if j not in used_t or j in merged:
                 t.missed += 1
-        self._tracks = [t for t in self._tracks if t.missed <= p.max_missed]
+        self._tracks = [t for j, t in enumerate(self._tracks) if t.missed <= p.max_missed or j in merged]
         for i, xy in enumerate(people):
             if i not in used_p:
                 t = _Track(self._next, xy.copy(), area=_area(xy))
