@@ -18,7 +18,9 @@ Printed: per person the frames in view, found and carrying their main id (contin
 the frames found), the ids in order; the swap and fragment counts, and the goal line: swaps between
 people who stay in view (issue 22: none).  Each clip also runs with ``[smoothing]`` off: per person
 the mean distance of the parts found to the true ones and their jitter (the mean frame-to-frame
-change of that offset: the motion removed), raw and smoothed per id.
+change of that offset: the motion removed), raw and smoothed per id; and a still photo (``--still``,
+default ``calib/p2.jpg``, two people) as a noisy video: everyone's frame-to-frame jitter, smoothing
+off and on.
 
     python3 benchmarks/people_ids.py [--model openpose-thin-fast-float32] [--frames 48] [--gone 16]
         [--threads 2] [--set tracking.max_missed=10 ...]
@@ -30,7 +32,7 @@ import argparse
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import clips
 import numpy as np
@@ -167,6 +169,23 @@ def run_clip(estimator: PoseEstimator, clip: clips.PeopleClip) -> List[Sequence[
     return out
 
 
+def still_jitter(estimator: PoseEstimator, photo: np.ndarray, frames: int, fps: float, noise: float = 6.0,
+                 seed: int = 0) -> Tuple[float, int]:
+    """A still photo as a video with fresh sensor noise (Gaussian, ``noise`` DN) in every frame: the mean
+    frame-to-frame step (px) of every person's parts (by id, from the fifth frame on), and the ids seen."""
+    rng = np.random.default_rng(seed)
+    estimator.reset()
+    seen: Dict[Tuple[int, str], List[Tuple[int, float, float]]] = {}
+    for f in range(frames):
+        frame = np.clip(photo + rng.normal(0, noise, photo.shape), 0, 255).astype(np.uint8)
+        for p in estimator.process(frame, ts=f / fps).people or ():
+            for k in p.keypoints:
+                seen.setdefault((p.id, k.name), []).append((f, k.x, k.y))
+    steps = [np.hypot(x1 - x0, y1 - y0) for seq in seen.values()
+             for (f0, x0, y0), (f1, x1, y1) in zip(seq[4:], seq[5:]) if f1 == f0 + 1]
+    return float(np.mean(steps)), len({pid for pid, _ in seen})
+
+
 def estimator_for(model: str, threads: int, settings: Sequence[str] = ()) -> PoseEstimator:
     """The estimator ``edgepose run --model MODEL --threads N`` builds, with ``--set section.key=value``
     overrides (no config file)."""
@@ -190,6 +209,8 @@ def main() -> None:
     ap.add_argument("--min-oks", type=float, default=0.3, help="OKS needed to match a found person to a true one")
     ap.add_argument("--casts", nargs="+", default=["0,1,2", "3,4,5", "6,7,8"], metavar="A,B,C",
                     help="which clips.figures() play A, B and C; one clip per cast")
+    ap.add_argument("--still", default=str(clips.CALIB / "p2.jpg"),
+                    help="also: this photo held still with sensor noise, jitter of everyone with smoothing off/on")
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                     help="a config override, e.g. tracking.max_missed=20 (repeatable)")
     args = ap.parse_args()
@@ -223,6 +244,13 @@ def main() -> None:
     print(f"smoothing per id, all people: error vs truth {np.mean([r.error() for r in raws]):.2f} px raw, "
           f"{np.mean([t.error() for t in tracks]):.2f} px smoothed; frame-to-frame jitter "
           f"{np.mean([r.jitter() for r in raws]):.2f} px raw, {np.mean([t.jitter() for t in tracks]):.2f} px smoothed")
+    if args.still:
+        import cv2
+
+        photo = cv2.imread(args.still)
+        (raw_j, raw_n), (sm_j, sm_n) = (still_jitter(e, photo, 30, args.fps) for e in (plain, est))
+        print(f"still photo {args.still} (30 frames, noise 6 DN): {sm_n} ids; jitter {raw_j:.2f} px raw, "
+              f"{sm_j:.2f} px smoothed per id ({raw_j / max(sm_j, 1e-9):.1f}x lower)")
     swaps = sum(t.swaps for t in tracks)
     stayers = sum(t.swaps_with_stayers for t in tracks)
     frags = sum(t.fragments for t in tracks)
