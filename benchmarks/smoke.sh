@@ -6,8 +6,9 @@
 #   bash benchmarks/smoke.sh                       # from the repository root, ../shared beside it
 #   TFLITE_PYTHON=/tmp/tfl/bin/python bash benchmarks/smoke.sh   # also tflite_runtime_check.py
 #
-# calibrate_vs_exhaustive.py runs calibrate-fps with its full time budget, so only its --help
-# (imports and arguments) is run here.  Models are copied from ../shared/models into a temporary
+# calibrate_vs_exhaustive.py runs calibrate-fps with its full time budget, and people_ids.py needs an
+# OpenPose model built with TensorFlow (`edgepose models quantize openpose-thin-fast-float32`), so only
+# their --help (imports and arguments) is run here.  Models are copied from ../shared/models into a temporary
 # cache unless EDGEPOSE_MODEL_DIR is set.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -40,6 +41,7 @@ run python3 benchmarks/pipeline.py --model hourglass --frames 30 --rounds 1
 run python3 benchmarks/preview.py --model hourglass --frames 30 --runs 1
 run python3 benchmarks/mqtt.py --latency-model hourglass --model hourglass --messages 30 --frames 30 --repeat 1
 run python3 benchmarks/calibrate_vs_exhaustive.py --help
+run python3 benchmarks/people_ids.py --help
 run python3 benchmarks/movenet_reference.py --limit 5
 run python3 benchmarks/tf_example_loop.py --frames 10 --rounds 1
 run python3 benchmarks/which_model.py --models hourglass movenet-lightning --limit 5 --runs 3

@@ -84,3 +84,26 @@ def test_helpers_and_config():
     assert isinstance(from_config(SmoothingConfig()), OneEuroSmoother)
     with pytest.raises(ValueError):
         OneEuroSmoother(min_cutoff=0)
+
+
+def test_parts_not_found_keep_their_place_and_a_part_found_first_starts_where_it_is():
+    """A multi-person model's person lists the parts found in each frame (NaN for the rest): a part not
+    found does not move the filter (nor makes NaN of the others), a part found for the first time starts
+    where it is found, and one found again after a gap is smoothed from where it was."""
+    rng = np.random.default_rng(1)
+    sm = OneEuroSmoother()
+    first = BASE.copy()
+    first[3] = np.nan  # the fourth part is not found at first
+    out = [sm.filter(first, np.ones(4), 0.0)]
+    assert np.isnan(out[0][3]).all() and np.allclose(out[0][:3], BASE[:3])
+    for t in range(1, 20):
+        xy = BASE + rng.normal(0, 1.0, BASE.shape)
+        xy[3] = np.nan if t < 10 else xy[3]
+        xy[0] = np.nan if 12 <= t < 16 else xy[0]
+        out.append(sm.filter(xy, np.ones(4), t / 30))
+        if t == 10:  # found for the first time: exactly there
+            assert np.array_equal(out[-1][3], xy[3])
+    out = np.stack(out)
+    assert np.isfinite(out[10:]).all() and np.isfinite(out[:, :3]).all()
+    assert np.array_equal(out[12:16, 0], np.repeat(out[11:12, 0], 4, axis=0))  # unseen: held
+    assert np.abs(out[16, 0] - BASE[0]).max() < 1.0  # found again: smoothed from its place, no jump

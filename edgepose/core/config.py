@@ -127,7 +127,8 @@ class MqttConfig:
 
 @dataclass
 class SmoothingConfig:
-    enabled: bool = _opt(True, "One Euro smoothing of keypoints")
+    enabled: bool = _opt(True, "One Euro smoothing of keypoints (multi-person models: each person id on its own, "
+                               "with tracking on)")
     min_cutoff: float = _opt(0.5, "One Euro cutoff frequency (Hz) of a still keypoint (lower = smoother)",
                              minimum=0.0001)
     beta: float = _opt(5.0, "One Euro speed coefficient, per pose size per second (higher = less lag)",

@@ -14,7 +14,12 @@ update per frame) and:
   ``score_full`` its step is scaled down, so an occluded joint that jumps
   around with a low score cannot drag the smoothed pose with it;
 * time comes from the frames' timestamps, so the filter behaves the same at
-  5 or 30 frames per second.
+  5 or 30 frames per second;
+* a keypoint given as NaN (a multi-person model's part not found in this frame) does not move the
+  filter either, and a keypoint seen for the first time starts where it is found.
+
+A multi-person pipeline keeps one filter per person id
+(:class:`edgepose.inference.multipose.MultiPipeline`), made by :func:`factory`.
 
 A ``OneEuroSmoother`` implements the pipeline's Smoother protocol
 (``__call__(pose, ts) -> Pose`` and ``reset()``).
@@ -22,8 +27,9 @@ A ``OneEuroSmoother`` implements the pipeline's Smoother protocol
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import numpy as np
 
@@ -47,10 +53,13 @@ def confidence_weight(scores: np.ndarray, floor: float, full: float) -> np.ndarr
 
 
 def pose_size(xy: np.ndarray, scores: np.ndarray, floor: float) -> float:
-    """Longer side of the box around keypoints scoring at least ``floor`` (all if fewer than 2)."""
-    pts = xy[scores >= floor]
+    """Longer side of the box around keypoints scoring at least ``floor`` (all if fewer than 2; NaN ignored)."""
+    known = ~np.isnan(xy[:, 0])
+    pts = xy[known & (scores >= floor)]
     if len(pts) < 2:
-        pts = xy
+        pts = xy[known]
+    if len(pts) < 2:
+        return 1.0
     return float(max(np.ptp(pts[:, 0]), np.ptp(pts[:, 1]), 1.0))
 
 
@@ -78,16 +87,23 @@ class OneEuroSmoother:
         self._size: float = 1.0
 
     def filter(self, xy: np.ndarray, scores: np.ndarray, ts: float) -> np.ndarray:
-        """One step on raw (K, 2) positions and (K,) scores; returns the filtered (K, 2)."""
+        """One step on raw (K, 2) positions (NaN: not found, the filter keeps its place) and (K,) scores;
+        returns the filtered (K, 2) (NaN for a keypoint never found yet)."""
         xy = np.asarray(xy, dtype=np.float64)
         scores = np.asarray(scores, dtype=np.float64)
         dt = ts - self._ts
-        if self._x is None or self._x.shape != xy.shape or dt > self.max_gap:
+        if self._x is None or self._dx is None or self._x.shape != xy.shape or dt > self.max_gap:
             self._x, self._dx, self._ts = xy.copy(), np.zeros_like(xy), ts
             self._size = pose_size(xy, scores, self.score_full)
             return np.array(xy, dtype=np.float64)
         if dt <= 0:  # repeated or out-of-order timestamp: do not divide by zero
             dt = 1e-3
+        missing = np.isnan(xy[:, 0])
+        if missing.any() or np.isnan(self._x[:, 0]).any():
+            first = ~missing & np.isnan(self._x[:, 0])  # found for the first time: start there, still
+            self._x[first], self._dx[first] = xy[first], 0.0
+            xy = np.where(missing[:, None], self._x, xy)  # not found: no step, and weight 0 below
+            scores = np.where(missing, 0.0, scores)
         size = pose_size(xy, scores, self.score_full)
         self._size += float(alpha(dt, np.asarray(self.d_cutoff)) * (size - self._size))
         w = confidence_weight(scores, self.score_floor, self.score_full)[:, None]
@@ -105,8 +121,15 @@ class OneEuroSmoother:
         return Pose(kps, pose.score, pose.present)
 
 
-def from_config(section: SmoothingConfig) -> Optional[OneEuroSmoother]:
-    """The smoother of a ``[smoothing]`` config section, or None when disabled."""
+def factory(section: SmoothingConfig) -> Optional[Callable[[], OneEuroSmoother]]:
+    """What makes a new smoother of a ``[smoothing]`` config section (one per person id of a multi-person
+    model), or None when disabled."""
     if not section.enabled:
         return None
-    return OneEuroSmoother(section.min_cutoff, section.beta, section.d_cutoff)
+    return functools.partial(OneEuroSmoother, section.min_cutoff, section.beta, section.d_cutoff)
+
+
+def from_config(section: SmoothingConfig) -> Optional[OneEuroSmoother]:
+    """The smoother of a ``[smoothing]`` config section, or None when disabled."""
+    make = factory(section)
+    return None if make is None else make()
