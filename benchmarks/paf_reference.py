@@ -17,7 +17,10 @@ centre) and its score is pafprocess's own.
    mean keypoint distance), keypoints found by both / by one only, their max and median distance
    in input pixels.  Goal: same count, matched keypoints within 2 input pixels.
 2. **Accuracy**: COCO keypoint AP/AR (pycocotools, ``edgepose.tools.evaluate_multi``'s scorer) of
-   both decodings of those outputs on ``eval-multi``.  Goal: edgepose's AP >= the reference's.
+   both decodings of those outputs on ``eval-multi``, each person submitted with either detection
+   score (edgepose's person score, the mean part score over all 18 parts; or pafprocess's mean
+   part + limb score, which the reference's eval.py submits), and ``edgepose eval``'s own
+   detections (``MultiPipeline``).  Goal: edgepose's AP >= the reference's.
 3. **Speed**: frames per second of the reference's own pipeline (``cv2.resize`` INTER_CUBIC of the
    frame to 432x368 as its ``_get_scaled_img`` does, one TF1 session running the frozen graph and
    the post-processing above, then pafprocess) against ``edgepose run --model
@@ -44,6 +47,7 @@ import sys
 import tarfile
 import tempfile
 import time
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -151,6 +155,7 @@ class Reference:
                 tf.import_graph_def(gd, name="ref")
                 self.input = self.graph.get_tensor_by_name("ref/image:0")
                 output = self.graph.get_tensor_by_name("ref/Openpose/concat_stage7:0")
+            self.output = output
             self.size = tf.compat.v1.placeholder(tf.int32, (2,), "upsample_size")
             self.fetches = postprocess(tf, output, self.size)
         config = tf.compat.v1.ConfigProto(intra_op_parallelism_threads=threads, inter_op_parallelism_threads=1)
@@ -159,8 +164,17 @@ class Reference:
     def people(self, feed: np.ndarray, grid: Tuple[int, int]) -> List[paf.GridPerson]:
         """The reference's people in ``feed`` (model output, or an image for the graph), on the
         model's native ``grid`` (w, h) in continuous coordinates (upsampled cell centres)."""
+        return self.group(*self.maps(feed, grid), grid)
+
+    def maps(self, feed: np.ndarray, grid: Tuple[int, int]) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The session: (peaks, part maps, fields), upsampled."""
         up = (int(grid[1] * self.upsample), int(grid[0] * self.upsample))
-        peaks, heat, fields = self.sess.run(self.fetches, {self.input: feed[None], self.size: up})
+        return self.sess.run(self.fetches, {self.input: feed[None], self.size: up})
+
+    def group(self, peaks: np.ndarray, heat: np.ndarray, fields: np.ndarray, grid: Tuple[int, int]
+              ) -> List[paf.GridPerson]:
+        """pafprocess on the session's maps."""
+        up = heat.shape[1:3]
         pp = self.pafprocess
         pp.process_paf(peaks[0], heat[0], fields[0])
         out = []
@@ -176,10 +190,14 @@ class Reference:
         return out
 
 
-def reference_people(found: Sequence[paf.GridPerson], transform: CropTransform, grid: Tuple[int, int]) -> List[Person]:
-    """The reference's people in frame pixels, each scored by pafprocess's own score (as its eval.py does)."""
-    return [Person(i, p.score, tuple(Keypoint(OPENPOSE_KEYPOINT_NAMES[j], float(xy[j, 0]), float(xy[j, 1]),
-                                              float(p.scores[j])) for j in range(PARTS) if p.found[j]))
+def grid_people(found: Sequence[paf.GridPerson], transform: CropTransform, grid: Tuple[int, int],
+                score: str) -> List[Person]:
+    """People in frame pixels, scored by ``score``: "grouping" (the person's mean part + limb score:
+    pafprocess's ``get_score``, which the reference's eval.py submits) or "parts" (the mean part score
+    over all 18 parts: edgepose's person score, which ``edgepose eval`` submits)."""
+    return [Person(i, p.score if score == "grouping" else float(p.scores.sum() / PARTS),
+                   tuple(Keypoint(OPENPOSE_KEYPOINT_NAMES[j], float(xy[j, 0]), float(xy[j, 1]), float(p.scores[j]))
+                         for j in range(PARTS) if p.found[j]))
             for i, (p, xy) in enumerate(zip(found, to_frame(found, transform, grid)), 1)]
 
 
@@ -253,7 +271,7 @@ def faithfulness_and_ap(engine: Engine, ref: Reference, verbose: bool) -> None:
     whole = WholeFrame(in_w, in_h, "pad")
     buf = np.empty((in_h, in_w, 3), np.uint8)
     rows: Dict[str, List[Agreement]] = {"all": [], "multi": []}
-    dets: Dict[str, List[Dict[str, Any]]] = {"edgepose": [], "reference": []}
+    dets: Dict[str, List[Dict[str, Any]]] = defaultdict(list)
     print(f"same model output fed to both decoders: the TFLite {MODEL} output ({in_w}x{in_h}, letterboxed photo); "
           f"reference upsample x{ref.upsample:g}")
     print(f"{'photo':<40} ref edge match  both only-ref only-edge  max px  median px")
@@ -274,35 +292,51 @@ def faithfulness_and_ap(engine: Engine, ref: Reference, verbose: bool) -> None:
             print(f"{kind + '/' + path.name:<40} {a.ref:>3} {a.edge:>4} {a.matched:>5} {a.common:>5} {a.only_ref:>8} "
                   f"{a.only_edge:>9} {d.max():7.2f} {np.median(d):9.2f}{'' if a.ref == a.edge else '  COUNT DIFFERS'}")
         if image_id is not None:
-            dets["edgepose"] += to_detections(pipe.people(output, transform, still=True), image_id, coco_names)
-            dets["reference"] += to_detections(reference_people(theirs, transform, grid), image_id, coco_names)
+            dets["edgepose eval"] += to_detections(pipe.people(output, transform, still=True), image_id, coco_names)
+            for score in ("parts", "grouping"):
+                for who, found in (("edgepose", edge), ("reference", theirs)):
+                    dets[f"{who}/{score}"] += to_detections(grid_people(found, transform, grid, score), image_id,
+                                                            coco_names)
     print(summary("multi-person photos (eval-multi: >= 2 annotated people; calib: reference finds >= 2)",
                   rows["multi"]))
     print(summary("all photos", rows["all"]))
     ap = {k: coco_keypoint_ap(gt, v) for k, v in dets.items()}
-    print(f"COCO keypoints on eval-multi ({len(gt['images'])} images, same {in_w}x{in_h} outputs):")
+    print(f"COCO keypoints on eval-multi ({len(gt['images'])} images, same {in_w}x{in_h} outputs; detection score "
+          "'parts' = mean part score over all 18 parts, edgepose's person score; 'grouping' = mean part + limb "
+          "score, pafprocess's, as the reference's eval.py submits):")
+    ap = {k: coco_keypoint_ap(gt, v) for k, v in dets.items()}
     for k, m in ap.items():
-        print(f"  {k:<10} AP {100 * m['AP']:5.1f}  AP50 {100 * m['AP50']:5.1f}  AP75 {100 * m['AP75']:5.1f}  "
+        print(f"  {k:<20} AP {100 * m['AP']:5.1f}  AP50 {100 * m['AP50']:5.1f}  AP75 {100 * m['AP75']:5.1f}  "
               f"AR {100 * m['AR']:5.1f}  ({len(dets[k])} detections)")
-    verdict = "met" if ap["edgepose"]["AP"] >= ap["reference"]["AP"] else "NOT met"
-    print(f"edgepose AP - reference AP = {100 * (ap['edgepose']['AP'] - ap['reference']['AP']):+.1f} "
-          f"(goal >= 0: {verdict})")
+    for score in ("parts", "grouping"):
+        diff = ap[f"edgepose/{score}"]["AP"] - ap[f"reference/{score}"]["AP"]
+        print(f"edgepose AP - reference AP, both scored by '{score}': {100 * diff:+.1f} "
+              f"(goal >= 0: {'met' if diff >= 0 else 'NOT met'})")
+    diff = ap["edgepose eval"]["AP"] - ap["reference/grouping"]["AP"]
+    print(f"`edgepose eval` (its 'parts' score) - the reference with its own 'grouping' score: {100 * diff:+.1f}")
 
 
-def reference_fps(ref: Reference, clip: Path, size: Tuple[int, int]) -> Tuple[float, int]:
-    """The reference's own loop on ``clip``: read, cv2.resize to the model size, session, pafprocess."""
+def reference_fps(ref: Reference, clip: Path, size: Tuple[int, int]) -> Tuple[float, List[Tuple[float, float, float]]]:
+    """The reference's own loop on ``clip``: read, cv2.resize to the model size, session, pafprocess.
+    Its FPS and per frame the ms of (resize, session, pafprocess)."""
     grid = (size[0] // 8, size[1] // 8)
     cap = cv2.VideoCapture(str(clip))
-    arrivals = []
+    arrivals, stages = [], []
     while True:
         ok, frame = cap.read()
         if not ok:
             break
-        img = cv2.resize(frame, size, interpolation=cv2.INTER_CUBIC)
-        ref.people(img.astype(np.float32), grid)
+        t0 = time.perf_counter()
+        img = cv2.resize(frame, size, interpolation=cv2.INTER_CUBIC).astype(np.float32)
+        t1 = time.perf_counter()
+        maps = ref.maps(img, grid)
+        t2 = time.perf_counter()
+        ref.group(*maps, grid)
+        t3 = time.perf_counter()
         arrivals.append(time.monotonic())
+        stages.append((1e3 * (t1 - t0), 1e3 * (t2 - t1), 1e3 * (t3 - t2)))
     cap.release()
-    return fps_of(arrivals), len(arrivals)
+    return fps_of(arrivals), stages
 
 
 def speed(args, pafprocess: Any, model_dir: Path, size: Tuple[int, int]) -> None:
@@ -314,14 +348,28 @@ def speed(args, pafprocess: Any, model_dir: Path, size: Tuple[int, int]) -> None
     ref = Reference(pafprocess, args.threads, args.upsample, graph=GRAPH)
     ref.people(np.zeros((size[1], size[0], 3), np.float32), (size[0] // 8, size[1] // 8))  # warm-up
     daemon_args = SimpleNamespace(model=MODEL, threads=args.threads, no_xnnpack=False)
-    rounds = []
+    rounds, ref_stages, edge_stages = [], [], []
     for i in range(args.rounds):
-        r_fps, r_n = reference_fps(ref, clip, size)
+        r_fps, stages = reference_fps(ref, clip, size)
         res = run_daemon(daemon_args, clip, env)
         e_fps = fps_of(res["arrivals"]) if res["frames"] > 20 else float("nan")
         rounds.append((r_fps, e_fps))
-        print(f"round {i + 1}: reference pipeline {r_fps:.2f} FPS ({r_n} frames), edgepose run {e_fps:.2f} FPS "
-              f"({res['frames']} payloads, exit {res['rc']}) -> {e_fps / r_fps:.2f}x")
+        ref_stages += stages
+        edge_stages += res["stages"]
+        print(f"round {i + 1}: reference pipeline {r_fps:.2f} FPS ({len(stages)} frames), edgepose run {e_fps:.2f} FPS "
+              f"({res['frames']} payloads, exit {res['rc']}) -> {e_fps / r_fps:.2f}x", flush=True)
+    img = np.zeros((size[1], size[0], 3), np.float32)
+    graph_ms = []
+    for _ in range(10):  # the graph alone: what the session spends on the post-processing
+        t0 = time.perf_counter()
+        ref.sess.run(ref.output, {ref.input: img[None]})
+        graph_ms.append(1e3 * (time.perf_counter() - t0))
+    print(f"reference TF graph alone (no post-processing): {statistics.median(graph_ms):.1f} ms median of 10")
+    med = np.median(np.array(ref_stages), axis=0)
+    print(f"per frame, medians over all rounds: reference resize {med[0]:.1f} ms, TF session (graph + upsample/blur/"
+          f"max-pool) {med[1]:.1f} ms, pafprocess {med[2]:.1f} ms; edgepose " + ", ".join(
+              f"{k} {statistics.median(st[k] for st in edge_stages):.1f} ms"
+              for k in ("capture", "preprocess", "infer", "decode", "total")))
     ratio = statistics.median(e / r for r, e in rounds)
     print(f"speed-up of edgepose run over the reference pipeline (median of rounds, {args.threads} thread(s), "
           f"640x480 clip x {args.frames} frames): {ratio:.2f}x (goal >= {GOAL_SPEEDUP:g}x: "
