@@ -31,7 +31,8 @@ centre) and its score is pafprocess's own.
 If pafprocess cannot be built (no swig or C++ compiler, no network for ``pip download``) it says
 so in one line and exits 2.
 
-    python3 benchmarks/paf_reference.py [--threads 1] [--frames 60] [--rounds 2] [--upsample 4]
+    python3 benchmarks/paf_reference.py [--threads 1] [--frames 60] [--rounds 2] [--upsample 4] [--blur CELLS]
+        [--skip-speed] [--skip-photos] [--verbose]
 """
 
 from __future__ import annotations
@@ -260,27 +261,27 @@ def photo_set() -> List[Tuple[str, Path, int | None]]:
     return out
 
 
-def faithfulness_and_ap(engine: Engine, ref: Reference, verbose: bool) -> None:
+def faithfulness_and_ap(engine: Engine, ref: Reference, params: paf.PafParams, verbose: bool) -> None:
     gt = load_coco(EVAL_MULTI / "annotations.json")
     coco_names = list(gt["categories"][0]["keypoints"])
     annotated: Dict[int, int] = {}
     for a in gt["annotations"]:
         annotated[a["image_id"]] = annotated.get(a["image_id"], 0) + (a.get("num_keypoints", 0) > 0)
-    pipe = MultiPipeline(engine, OPENPOSE_KEYPOINT_NAMES)  # edgepose's own people (as `edgepose eval`)
+    pipe = MultiPipeline(engine, OPENPOSE_KEYPOINT_NAMES, params)  # edgepose's own people (as `edgepose eval`)
     in_w, in_h = engine.input_size
     whole = WholeFrame(in_w, in_h, "pad")
     buf = np.empty((in_h, in_w, 3), np.uint8)
     rows: Dict[str, List[Agreement]] = {"all": [], "multi": []}
     dets: Dict[str, List[Dict[str, Any]]] = defaultdict(list)
     print(f"same model output fed to both decoders: the TFLite {MODEL} output ({in_w}x{in_h}, letterboxed photo); "
-          f"reference upsample x{ref.upsample:g}")
+          f"reference upsample x{ref.upsample:g}; edgepose peak blur {params.blur:g} cells")
     print(f"{'photo':<40} ref edge match  both only-ref only-edge  max px  median px")
     for kind, path, image_id in photo_set():
         frame = cv2.imread(str(path))
         output, transform, _, _ = run_model(engine, frame, whole.crop_box(frame.shape[1], frame.shape[0]), buf,
                                             time.perf_counter)
         grid = (output.shape[-2], output.shape[-3])
-        edge = paf.decode_people(output)
+        edge = paf.decode_people(output, params)
         theirs = ref.people(np.asarray(output, np.float32).reshape(grid[1], grid[0], -1), grid)
         a = agreement(theirs, edge, in_w / grid[0])
         multi = annotated.get(image_id, 0) >= 2 if image_id is not None else len(theirs) >= 2
@@ -395,6 +396,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=2, help="alternating reference / edgepose rounds")
     ap.add_argument("--upsample", type=float, default=4.0,
                     help="the reference's upsample_size (its run scripts' --resize-out-ratio 4.0; its eval.py uses 8)")
+    ap.add_argument("--blur", type=float, default=paf.PafParams().blur,
+                    help="edgepose's peak blur in cells (photos only; `edgepose run` uses the default)")
     ap.add_argument("--ref-dir", type=Path, default=Path(tempfile.gettempdir()) / "edgepose-pafref")
     ap.add_argument("--model-dir", type=Path, default=Path(os.environ.get("EDGEPOSE_MODEL_DIR", "")
                                                              or registry.default_cache_dir()))
@@ -414,7 +417,8 @@ def main() -> int:
     print(f"reference: {SDIST} pafprocess built in {build}; TensorFlow intra_op {args.threads}, inter_op 1; "
           f"edgepose: {MODEL} {size[0]}x{size[1]}, {args.threads} thread(s)")
     if not args.skip_photos:
-        faithfulness_and_ap(engine, Reference(pafprocess, args.threads, args.upsample), args.verbose)
+        faithfulness_and_ap(engine, Reference(pafprocess, args.threads, args.upsample),
+                            paf.PafParams(blur=args.blur), args.verbose)
     if not args.skip_speed:
         speed(args, pafprocess, args.model_dir, size)
     return 0
