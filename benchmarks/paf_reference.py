@@ -191,6 +191,17 @@ class Reference:
         return out
 
 
+def reference_peaks(maps: Tuple[np.ndarray, np.ndarray, np.ndarray], grid: Tuple[int, int]) -> List[np.ndarray]:
+    """The reference's peaks per part as edgepose's (x, y, score) on the native ``grid`` (cell centres)."""
+    peaks, heat, _ = maps
+    sx, sy = grid[0] / heat.shape[2], grid[1] / heat.shape[1]
+    out = []
+    for j in range(PARTS):
+        ys, xs = np.nonzero(peaks[0, ..., j] > paf.PafParams().peak_threshold)
+        out.append(np.stack([(xs + 0.5) * sx, (ys + 0.5) * sy, heat[0, ys, xs, j]], 1).astype(np.float64))
+    return out
+
+
 def grid_people(found: Sequence[paf.GridPerson], transform: CropTransform, grid: Tuple[int, int],
                 score: str) -> List[Person]:
     """People in frame pixels, scored by ``score``: "grouping" (the person's mean part + limb score:
@@ -272,6 +283,7 @@ def faithfulness_and_ap(engine: Engine, ref: Reference, params: paf.PafParams, v
     whole = WholeFrame(in_w, in_h, "pad")
     buf = np.empty((in_h, in_w, 3), np.uint8)
     rows: Dict[str, List[Agreement]] = {"all": [], "multi": []}
+    grouping_same = 0
     dets: Dict[str, List[Dict[str, Any]]] = defaultdict(list)
     print(f"same model output fed to both decoders: the TFLite {MODEL} output ({in_w}x{in_h}, letterboxed photo); "
           f"reference upsample x{ref.upsample:g}; edgepose peak blur {params.blur:g} cells")
@@ -282,8 +294,14 @@ def faithfulness_and_ap(engine: Engine, ref: Reference, params: paf.PafParams, v
                                             time.perf_counter)
         grid = (output.shape[-2], output.shape[-3])
         edge = paf.decode_people(output, params)
-        theirs = ref.people(np.asarray(output, np.float32).reshape(grid[1], grid[0], -1), grid)
+        out = np.asarray(output, np.float32).reshape(grid[1], grid[0], -1)
+        maps = ref.maps(out, grid)
+        theirs = ref.group(*maps, grid)
         a = agreement(theirs, edge, in_w / grid[0])
+        # the grouping alone: edgepose's assemble() on the reference's own peaks (cell centres)
+        same = agreement(theirs, paf.assemble(reference_peaks(maps, grid), out[..., PARTS + 1:], params=params), 1.0)
+        grouping_same += same.ref == same.edge == same.matched and not (same.only_ref or same.only_edge) and max(
+            same.dists, default=0.0) < 1e-6
         multi = annotated.get(image_id, 0) >= 2 if image_id is not None else len(theirs) >= 2
         rows["all"].append(a)
         if multi:
@@ -301,6 +319,8 @@ def faithfulness_and_ap(engine: Engine, ref: Reference, params: paf.PafParams, v
     print(summary("multi-person photos (eval-multi: >= 2 annotated people; calib: reference finds >= 2)",
                   rows["multi"]))
     print(summary("all photos", rows["all"]))
+    print(f"grouping alone: edgepose's assemble() on the reference's own peaks gives exactly pafprocess's people "
+          f"on {grouping_same}/{len(rows['all'])} photos")
     ap = {k: coco_keypoint_ap(gt, v) for k, v in dets.items()}
     print(f"COCO keypoints on eval-multi ({len(gt['images'])} images, same {in_w}x{in_h} outputs; detection score "
           "'parts' = mean part score over all 18 parts, edgepose's person score; 'grouping' = mean part + limb "
