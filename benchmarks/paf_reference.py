@@ -79,7 +79,7 @@ PARTS = len(OPENPOSE_KEYPOINT_NAMES)  # 18; the 19th map is the background
 GOAL_PX = 2.0
 GOAL_SPEEDUP = 2.0
 # calib photos with two or more people (the reference finds >= 2 in each): the speed clip's frames
-CLIP_PHOTOS = ("COCO_val2014_000000000357.jpg", "apink1.jpg", "apink2.jpg", "apink3.jpg", "p1.jpg", "p3.jpg")
+CLIP_PHOTOS = ("apink2.jpg", "apink3.jpg", "handsup1.jpg", "p2.jpg", "p3.jpg", "ski.jpg")
 
 
 class BuildFailed(Exception):
