@@ -32,7 +32,7 @@ If pafprocess cannot be built (no swig or C++ compiler, no network for ``pip dow
 so in one line and exits 2.
 
     python3 benchmarks/paf_reference.py [--threads 1] [--frames 60] [--rounds 2] [--upsample 4] [--blur CELLS]
-        [--skip-speed] [--skip-photos] [--verbose]
+        [--skip-speed] [--skip-photos] [--limit N] [--verbose]
 """
 
 from __future__ import annotations
@@ -263,17 +263,26 @@ def summary(label: str, rows: Sequence[Agreement]) -> str:
             f"found by one decoder only (of {common + only}) -> goal {'met' if ok else 'NOT met'}")
 
 
-def photo_set() -> List[Tuple[str, Path, int | None]]:
-    """(set, path, COCO image id or None) of every calib and eval-multi photo."""
-    calib = sorted((SHARED / "data" / "calib").glob("*.jpg"))
-    out: List[Tuple[str, Path, int | None]] = [("calib", p, None) for p in calib]
+def eval_multi(limit: int | None = None) -> Dict[str, Any]:
+    """eval-multi's COCO file, cut to its first ``limit`` images (and their people) when given."""
     gt = load_coco(EVAL_MULTI / "annotations.json")
+    if limit is not None:
+        keep = {im["id"] for im in gt["images"][:limit]}
+        gt = dict(gt, images=gt["images"][:limit], annotations=[a for a in gt["annotations"] if a["image_id"] in keep])
+    return gt
+
+
+def photo_set(gt: Dict[str, Any], limit: int | None = None) -> List[Tuple[str, Path, int | None]]:
+    """(set, path, COCO image id or None) of the calib photos (the first ``limit``) and ``gt``'s images."""
+    calib = sorted((SHARED / "data" / "calib").glob("*.jpg"))[:limit]
+    out: List[Tuple[str, Path, int | None]] = [("calib", p, None) for p in calib]
     out += [("eval-multi", EVAL_MULTI / im["file_name"], int(im["id"])) for im in gt["images"]]
     return out
 
 
-def faithfulness_and_ap(engine: Engine, ref: Reference, params: paf.PafParams, verbose: bool) -> None:
-    gt = load_coco(EVAL_MULTI / "annotations.json")
+def faithfulness_and_ap(engine: Engine, ref: Reference, params: paf.PafParams, verbose: bool,
+                        limit: int | None = None) -> None:
+    gt = eval_multi(limit)
     coco_names = list(gt["categories"][0]["keypoints"])
     annotated: Dict[int, int] = {}
     for a in gt["annotations"]:
@@ -288,7 +297,7 @@ def faithfulness_and_ap(engine: Engine, ref: Reference, params: paf.PafParams, v
     print(f"same model output fed to both decoders: the TFLite {MODEL} output ({in_w}x{in_h}, letterboxed photo); "
           f"reference upsample x{ref.upsample:g}; edgepose peak blur {params.blur:g} cells")
     print(f"{'photo':<40} ref edge match  both only-ref only-edge  max px  median px")
-    for kind, path, image_id in photo_set():
+    for kind, path, image_id in photo_set(gt, limit):
         frame = cv2.imread(str(path))
         output, transform, _, _ = run_model(engine, frame, whole.crop_box(frame.shape[1], frame.shape[0]), buf,
                                             time.perf_counter)
@@ -423,6 +432,7 @@ def main() -> int:
                                                              or registry.default_cache_dir()))
     ap.add_argument("--skip-speed", action="store_true")
     ap.add_argument("--skip-photos", action="store_true")
+    ap.add_argument("--limit", type=int, default=None, help="only the first N photos of each set (a quick check)")
     ap.add_argument("--verbose", action="store_true", help="a line for every photo, not only multi-person ones")
     args = ap.parse_args()
     try:
@@ -438,7 +448,7 @@ def main() -> int:
           f"edgepose: {MODEL} {size[0]}x{size[1]}, {args.threads} thread(s)")
     if not args.skip_photos:
         faithfulness_and_ap(engine, Reference(pafprocess, args.threads, args.upsample),
-                            paf.PafParams(blur=args.blur), args.verbose)
+                            paf.PafParams(blur=args.blur), args.verbose, args.limit)
     if not args.skip_speed:
         speed(args, pafprocess, args.model_dir, size)
     return 0
