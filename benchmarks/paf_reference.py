@@ -136,6 +136,12 @@ def postprocess(tf: Any, output: Any, upsample: Any) -> Tuple[Any, Any, Any]:
     return peaks, heat_up, paf_up
 
 
+def to_grid(cells: np.ndarray, up_shape: Tuple[int, ...], grid: Tuple[int, int]) -> np.ndarray:
+    """Integer (x, y) cells of the upsampled maps (``up_shape`` (1, H, W, C)) to the centres of those
+    cells in continuous coordinates of the native ``grid`` (w, h)."""
+    return (cells + 0.5) * (grid[0] / up_shape[2], grid[1] / up_shape[1])
+
+
 class Reference:
     """One TF1 session: the post-processing, fed either the model output (``graph=None``) or an
     image through the frozen graph, then ``pafprocess``."""
@@ -175,7 +181,6 @@ class Reference:
     def group(self, peaks: np.ndarray, heat: np.ndarray, fields: np.ndarray, grid: Tuple[int, int]
               ) -> List[paf.GridPerson]:
         """pafprocess on the session's maps."""
-        up = heat.shape[1:3]
         pp = self.pafprocess
         pp.process_paf(peaks[0], heat[0], fields[0])
         out = []
@@ -186,19 +191,18 @@ class Reference:
                 if cid >= 0:
                     xy[j] = pp.get_part_x(cid), pp.get_part_y(cid)
                     sc[j] = pp.get_part_score(cid)
-            xy = (xy + 0.5) * (grid[0] / up[1], grid[1] / up[0])
-            out.append(paf.GridPerson(xy, sc, float(pp.get_score(h))))
+            out.append(paf.GridPerson(to_grid(xy, heat.shape, grid), sc, float(pp.get_score(h))))
         return out
 
 
 def reference_peaks(maps: Tuple[np.ndarray, np.ndarray, np.ndarray], grid: Tuple[int, int]) -> List[np.ndarray]:
     """The reference's peaks per part as edgepose's (x, y, score) on the native ``grid`` (cell centres)."""
     peaks, heat, _ = maps
-    sx, sy = grid[0] / heat.shape[2], grid[1] / heat.shape[1]
     out = []
     for j in range(PARTS):
         ys, xs = np.nonzero(peaks[0, ..., j] > paf.PafParams().peak_threshold)
-        out.append(np.stack([(xs + 0.5) * sx, (ys + 0.5) * sy, heat[0, ys, xs, j]], 1).astype(np.float64))
+        xy = to_grid(np.stack([xs, ys], 1).astype(np.float64), heat.shape, grid)
+        out.append(np.concatenate([xy, heat[0, ys, xs, j, None]], 1))
     return out
 
 
