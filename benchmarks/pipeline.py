@@ -33,8 +33,10 @@ sys.path.insert(0, str(REPO))
 SHARED = Path(os.environ.get("EDGEPOSE_SHARED", REPO.parent / "shared"))
 
 
-def make_clip(path: Path, frames: int, size=(640, 480), hold: int = 5) -> Path:
-    photos = sorted((SHARED / "data" / "calib").glob("*.jpg"))
+def make_clip(path: Path, frames: int, size=(640, 480), hold: int = 5, photos=None) -> Path:
+    """A clip of ``photos`` (default: every ../shared/data/calib photo) letterboxed to ``size``, each
+    held ``hold`` frames."""
+    photos = list(photos) if photos else sorted((SHARED / "data" / "calib").glob("*.jpg"))
     out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30, size)
     for i in range(frames):
         img = cv2.imread(str(photos[(i // hold) % len(photos)]))

@@ -45,6 +45,11 @@ run python3 benchmarks/people_ids.py --help
 run python3 benchmarks/movenet_reference.py --limit 5
 run python3 benchmarks/tf_example_loop.py --frames 10 --rounds 1
 run python3 benchmarks/which_model.py --models hourglass movenet-lightning --limit 5 --runs 3
+if command -v swig >/dev/null && command -v g++ >/dev/null; then
+    run python3 benchmarks/paf_reference.py --limit 2 --frames 25 --rounds 1
+else
+    echo "skip        benchmarks/paf_reference.py (needs swig and g++ to build the reference's pafprocess)"
+fi
 if [ -n "${TFLITE_PYTHON:-}" ]; then
     run env PYTHONPATH=. "$TFLITE_PYTHON" benchmarks/tflite_runtime_check.py "$SHARED/models/hourglass/model.tflite"
 else

@@ -91,6 +91,35 @@ def test_limb_candidates_score_every_pair_at_once():
         assert abs(peaks[neck][int(ia), 0] - peaks[rsh][int(ib), 0]) < 4
 
 
+def test_the_default_blur_is_the_references_on_the_native_grid():
+    """tf-pose-estimation finds peaks on the maps upsampled 4x (each cell repeated 4x4) and smoothed
+    by its 25-tap Smoother (kernel as in tf_pose/tensblur/smoother.py, made here from its formula);
+    the spread of one cell's value through both, in cells, is the Gaussian the native grid needs."""
+    from math import erf, sqrt
+
+    step = 7.0 / 25  # 25 taps over +-(3 + half a tap) standard normal units
+    edges = np.linspace(-3 - step / 2, 3 + step / 2, 26)
+    taps = np.diff([0.5 * (1 + erf(e / sqrt(2))) for e in edges])
+    kernel = np.sqrt(np.outer(taps, taps))
+    kernel /= kernel.sum()
+    cell = np.zeros((40, 40))
+    cell[18:22, 18:22] = 1 / 16  # one native cell, upsampled by repetition
+    spread = cv2.filter2D(cell, -1, kernel, borderType=cv2.BORDER_CONSTANT)
+    x = np.arange(40) - 19.5
+    sigma_cells = np.sqrt((spread.sum(0) * x ** 2).sum() / spread.sum()) / 4
+    assert paf.PafParams().blur == pytest.approx(sigma_cells, abs=0.01)
+
+
+def test_limb_samples_stop_short_of_the_far_end_as_pafprocess():
+    """pafprocess samples the field at 0, 1/10, ..., 9/10 of the limb: a field missing only at the
+    far end's cell leaves the score whole."""
+    fx, fy = np.zeros((40, 20), np.float32), np.zeros((40, 20), np.float32)  # tall: no length penalty
+    fx[5, 2:12] = 1.0  # cells 2..11 on row 5; the far end (12.5, 5.5) is in cell 12, left at 0
+    a, b = np.array([[2.5, 5.5, 1.0]]), np.array([[12.5, 5.5, 1.0]])
+    (cand,) = paf.limb_candidates(a, b, fx, fy)
+    assert cand[2] == pytest.approx(1.0)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("photo,people", [("p2.jpg", 2), ("p3.jpg", 3), ("ski.jpg", 5), ("p1.jpg", 1)])
 def test_real_photos_count_their_people(photo, people, built):

@@ -5,13 +5,14 @@ The model (family ``paf``, :mod:`edgepose.models.resolved`) outputs, on a grid o
 vector field per limb).  :func:`decode_people` turns one such output into people:
 
 1. **Peaks** (:func:`find_peaks`) on the native grid, all parts at once: a cell is a peak when its
-   slightly blurred value (``blur`` cells, the reference's 3-pixel blur at its 4x upsampling) is the
-   largest of its 3x3 neighbourhood and above ``peak_threshold``; its position is refined inside
+   blurred value (a Gaussian of ``blur`` cells: the reference's blur measured on the native grid,
+   see below) is the largest of its 3x3 neighbourhood and above ``peak_threshold``; its position is refined inside
    the cell by a quadratic fit through its neighbours in x and in y (no 4x/8x upsampling of the
    maps).  A peak's score is the raw (unblurred) map value at its cell.
 2. **Limb candidates** (:func:`limb_candidates`): for each limb, every (part a, part b) pair of
    peaks at once: the field sampled at ``samples`` points along the segment, dotted with the
-   segment's unit vector.  A pair is kept when more than ``min_vector_count`` samples exceed
+   segment's unit vector (at t = 0, 1/S, ..., (S-1)/S of the way, as ``pafprocess`` samples; the
+   end itself is not sampled).  A pair is kept when more than ``min_vector_count`` samples exceed
    ``vector_threshold`` and the mean, minus a penalty for segments longer than half the grid
    height, is positive.
 3. **Greedy assembly** (:func:`assemble`), as tf-pose-estimation's ``pafprocess`` does: per limb,
@@ -23,6 +24,13 @@ vector field per limb).  :func:`decode_people` turns one such output into people
 Coordinates are continuous grid coordinates: the centre of cell (row i, col j) is
 ``(j + 0.5, i + 0.5)``; :meth:`edgepose.core.geometry.CropTransform.heatmap_to_frame` maps them to
 frame pixels.  The thresholds' defaults are the reference's (``pafprocess.h``).
+
+The reference's blur: tf-pose-estimation upsamples the maps 4x (``resize_area``: each cell
+repeated 4x4), then convolves with its ``Smoother`` kernel: 25 taps spanning +-3.5 standard normal
+units (so sigma = 25/7 taps), square root of the 2-D product (which widens it by sqrt 2), i.e. a
+standard deviation of 5.19 upsampled pixels = 1.30 cells, truncated at 3 cells (2.3 sigma).  With
+the 4x repetition (a one-cell box, variance 1/12) that is 1.33 cells on the native grid, the
+default ``blur``; ``benchmarks/paf_reference.py`` measures the agreement with the reference.
 """
 
 from __future__ import annotations
@@ -41,7 +49,7 @@ class PafParams:
     """The decoder's thresholds (defaults: tf-pose-estimation's ``pafprocess.h``)."""
 
     peak_threshold: float = 0.05  # part-map value a peak must exceed
-    blur: float = 0.75  # Gaussian sigma (cells) of the map peaks are found on (0: none)
+    blur: float = 1.33  # Gaussian sigma (cells) of the map peaks are found on (0: none)
     vector_threshold: float = 0.05  # field . limb direction a sample must exceed
     min_vector_count: int = 6  # more than this many of the samples must
     samples: int = 10  # field samples per candidate limb
@@ -80,7 +88,8 @@ def find_peaks(parts: np.ndarray, params: PafParams = PafParams()) -> List[np.nd
     h, w, k = parts.shape
     smooth = parts
     if params.blur > 0:
-        smooth = cv2.GaussianBlur(parts, (3, 3), params.blur, borderType=cv2.BORDER_CONSTANT)
+        side = 2 * max(1, round(2.3 * params.blur)) + 1  # the reference's 25-tap kernel ends at 2.3 sigma
+        smooth = cv2.GaussianBlur(parts, (side, side), params.blur, borderType=cv2.BORDER_CONSTANT)
         smooth = smooth.reshape(h, w, k)
     pad = np.pad(smooth, ((1, 1), (1, 1), (0, 0)), constant_values=-np.inf)
     # a tie (a peak exactly between two cells) goes to the cell that comes first in raster order
@@ -117,7 +126,7 @@ def limb_candidates(a: np.ndarray, b: np.ndarray, fx: np.ndarray, fy: np.ndarray
     d = b[None, :, :2] - a[:, None, :2]  # (na, nb, 2)
     norm = np.linalg.norm(d, axis=-1)
     unit = d / np.maximum(norm, 1e-12)[..., None]
-    t = np.linspace(0.0, 1.0, params.samples)
+    t = np.arange(params.samples) / params.samples
     pts = a[:, None, None, :2] + t[None, None, :, None] * d[:, :, None, :]  # (na, nb, S, 2)
     cx = np.clip(np.floor(pts[..., 0]).astype(np.intp), 0, w - 1)
     cy = np.clip(np.floor(pts[..., 1]).astype(np.intp), 0, h - 1)
