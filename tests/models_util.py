@@ -142,8 +142,27 @@ def quantize_cached(args: Sequence, out_dir: Path, env: dict) -> subprocess.Comp
     return r
 
 
+# Quantization-aware fine-tuning steps of the tests' int8 builds (`--finetune`), instead of the catalogue
+# recipe's 600: the tests check the build's structure (one XNNPACK partition, int8 input, the fixes of
+# degenerate scales, the report's fields, the daemon running the variant), which fine-tuning does not
+# change (it changes weight and bias values only, not the graph: tests/test_finetune.py), so a few steps
+# run the whole fine-tuning path at a fraction of the cost.  Measured with `edgepose models quantize cpm --mode
+# int8 --calib ../shared/data/calib --eval ../shared/data/eval/annotations.json --runs 5 --finetune N` under
+# /usr/bin/time (load ~10): 108 s of CPU with N=10, 164 s with N=60, so ~1.1 s per step and ~770 s for the
+# catalogue's 600 (~8 min wall each on a quiet 2-core machine).  Not 0: without steps the build skips the
+# fine-tuning path (plain conversion for the int8 grid, batch-norm folding, the simulation) the variant
+# is made with; 10 steps run all of it for ~11 s of CPU.  That fine-tuning lowers the
+# int8 error is tests/test_finetune.py::test_finetuning_lowers_the_int8_error_on_held_out_photos (60
+# steps); the accuracy of the catalogue recipe's build (600 steps) against float on eval-lspet is a
+# benchmark: `python3 benchmarks/quantized.py --build --models cpm-int8 hourglass-int8 --eval
+# ../shared/data/eval-lspet/annotations.json` (benchmarks/README.md).
+TEST_FINETUNE_STEPS = 10
+
+
 class Built:
-    """Build each (family, mode) once per session; returns (model path, report dict, CLI result)."""
+    """Build each (family, mode) once per session; returns (model path, report dict, CLI result).
+
+    A family's int8 build is fine-tuned for :data:`TEST_FINETUNE_STEPS` steps, not the catalogue's."""
 
     def __init__(self, cache: Path, env: dict):
         self.cache, self.env, self.done = cache, env, {}
@@ -156,6 +175,8 @@ class Built:
             args = [variant or family] + ([] if variant else ["--mode", mode]) + ["--eval", EVAL_ANN, "--runs", "5"]
             if mode == "int8":
                 args += ["--calib", CALIB]
+            if mode == "int8" and not variant:
+                args += ["--finetune", TEST_FINETUNE_STEPS]
             path = self.cache / name / "model.tflite"
             r = quantize_cached(args, path.parent, self.env)
             assert r.returncode == 0, r.stderr[-3000:]
