@@ -146,6 +146,14 @@ KEY=$(printf '%s\n' "$SUITE" "$ARCH" "$MIRROR" "$PACKAGES" "$RECIPE" "$MASK" | s
 BASE="$CACHE/root-$SUITE-$ARCH-$KEY"
 
 step "root: Debian $SUITE $ARCH ($PACKAGES) cached at $BASE"
+# one builder of a root at a time: .ci/run starts the build in the background and the rehearsal test
+# waits here for it instead of building the same root again
+mkdir -p "$CACHE"
+exec 8>"$BASE.lock"
+if ! flock -n 8; then
+    echo "   waiting for another build of this root ($BASE.lock)"
+    flock 8
+fi
 if [ -e "$BASE/.complete" ]; then
     ok "reusing the cached root (delete $BASE to rebuild)"
 else
@@ -164,6 +172,7 @@ else
     mv "$tmp" "$BASE"
     ok "built in $(( $(date +%s) - STEP_T ))s ($(du -sh "$BASE" | cut -f1))"
 fi
+flock -u 8; exec 8>&-
 [ "$ROOT_ONLY" = 1 ] && { step "done (--root-only)"; exit 0; }
 
 # one rehearsal at a time on a machine (they would fight for the CPUs)
