@@ -193,3 +193,26 @@ def test_pipeline_restarts_smoothing_on_the_first_crop_of_a_new_track(model_cach
     assert got[1][0].transform.box != got[0][0].transform.box  # the second frame ran on the crop
     assert got[1][0].pose == got[1][1].pose  # restarted: the model's own pose
     assert got[3][0].pose != got[3][1].pose  # smoothed again
+
+
+@pytest.mark.parametrize("size", [(640, 480), (1280, 720), (320, 240), (642, 480), (1920, 1080)])
+def test_scene_cut_thumbnail_is_opencvs_area_resize(size):
+    """The scene-cut thumbnail (a faster path for frame sides that are multiples of 16) gives exactly the
+    pixels of ``cv2.resize(..., INTER_AREA)``: on photos, on noise (many roundings at .5) and on sizes
+    that take OpenCV's own path."""
+    import cv2
+
+    from edgepose.inference.tracking import thumbnail
+
+    from conftest import CALIB
+
+    rng = np.random.default_rng(1)
+    photos = [cv2.resize(cv2.imread(str(p)), size) for p in sorted(Path(CALIB).glob("*.jpg"))[:4]]
+    noise = [rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8),
+             (rng.integers(0, 3, (size[1], size[0], 3)) * 127 + rng.integers(0, 2, (size[1], size[0], 3)))
+             .astype(np.uint8)]
+    for img in photos + noise:
+        want = cv2.resize(img, (16, 16), interpolation=cv2.INTER_AREA)
+        got = thumbnail(img, 16)
+        assert got.dtype == np.uint8 and got.shape == want.shape
+        assert np.array_equal(got, want)

@@ -51,7 +51,8 @@ def pose_size(xy: np.ndarray, scores: np.ndarray, floor: float) -> float:
     pts = xy[scores >= floor]
     if len(pts) < 2:
         pts = xy
-    return float(max(np.ptp(pts[:, 0]), np.ptp(pts[:, 1]), 1.0))
+    span = pts.max(axis=0) - pts.min(axis=0)  # np.ptp per column, without its wrapper's cost
+    return float(max(span[0], span[1], 1.0))
 
 
 class OneEuroSmoother:
@@ -89,10 +90,11 @@ class OneEuroSmoother:
         if dt <= 0:  # repeated or out-of-order timestamp: do not divide by zero
             dt = 1e-3
         size = pose_size(xy, scores, self.score_full)
-        self._size += float(alpha(dt, np.asarray(self.d_cutoff)) * (size - self._size))
+        a_d = alpha(dt, np.asarray(self.d_cutoff))
+        self._size += float(a_d * (size - self._size))
         w = confidence_weight(scores, self.score_floor, self.score_full)[:, None]
         speed = (xy - self._x) / (dt * self._size)
-        self._dx = self._dx + w * alpha(dt, np.asarray(self.d_cutoff)) * (speed - self._dx)
+        self._dx = self._dx + w * a_d * (speed - self._dx)
         cutoff = self.min_cutoff + self.beta * np.abs(self._dx)
         self._x = self._x + w * alpha(dt, cutoff) * (xy - self._x)
         self._ts = ts
@@ -100,8 +102,7 @@ class OneEuroSmoother:
 
     def __call__(self, pose: Pose, ts: float) -> Pose:
         out = self.filter(pose.xy(), pose.scores(), ts)
-        kps = tuple(Keypoint(k.name, float(p[0]), float(p[1]), k.score)
-                    for k, p in zip(pose.keypoints, out))
+        kps = tuple(Keypoint(k.name, x, y, k.score) for k, (x, y) in zip(pose.keypoints, out.tolist()))
         return Pose(kps, pose.score, pose.present)
 
 

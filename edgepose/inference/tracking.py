@@ -119,10 +119,32 @@ class SceneCut:
     def __call__(self, frame: np.ndarray) -> bool:
         import cv2
 
-        grey = cv2.cvtColor(cv2.resize(frame, (self.SIZE, self.SIZE), interpolation=cv2.INTER_AREA),
-                            cv2.COLOR_BGR2GRAY).astype(np.float32)
+        grey = cv2.cvtColor(thumbnail(frame, self.SIZE), cv2.COLOR_BGR2GRAY).astype(np.float32)
         last, self._last = self._last, grey
         return last is not None and float(np.abs(grey - last).mean()) > self.threshold
+
+
+def thumbnail(frame: np.ndarray, size: int) -> np.ndarray:
+    """``cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA)`` of a BGR uint8 frame, the same
+    pixels, about 3x faster when both sides are multiples of ``size`` (640x480, 1280x720, ...).
+
+    There OpenCV averages whole blocks with a scalar loop (0.5 ms for 640x480, on the daemon's critical
+    path every frame); here the blocks' integer sums come from ``cv2.reduce`` (vectorised) over each band
+    of rows, then the columns of each block, and are scaled and rounded as OpenCV does for 8-bit images
+    (the float sum times ``1.f / area``, rounded half to even).  Other sizes go to ``cv2.resize``.
+    """
+    import cv2
+
+    h, w = frame.shape[:2]
+    if h % size or w % size or frame.dtype != np.uint8 or frame.ndim != 3 or not frame.flags.c_contiguous:
+        return cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA)
+    by, bx, cn = h // size, w // size, frame.shape[2]
+    bands = frame.reshape(size, by, w * cn)
+    rows = np.vstack([cv2.reduce(bands[i], 0, cv2.REDUCE_SUM, dtype=cv2.CV_32S) for i in range(size)])
+    # rows: (size, w * cn) column sums of each band of rows; then the sums of each block's bx columns
+    sums = np.add.reduceat(rows.reshape(size, w, cn), np.arange(0, w, bx), axis=1)
+    thumb: np.ndarray = np.rint(sums.astype(np.float32) * np.float32(1.0 / (bx * by))).astype(np.uint8)
+    return thumb
 
 
 def pose_change(pose: Pose, prev: Pose, min_score: float) -> float:
@@ -132,7 +154,8 @@ def pose_change(pose: Pose, prev: Pose, min_score: float) -> float:
     if ok.sum() < 2:
         return float("inf")
     a, b = pose.xy()[ok], prev.xy()[ok]
-    size = max(float(np.ptp(b[:, 0])), float(np.ptp(b[:, 1])), 1.0)
+    span = b.max(axis=0) - b.min(axis=0)  # np.ptp per column, without its wrapper's cost
+    size = max(float(span[0]), float(span[1]), 1.0)
     return float(np.median(np.linalg.norm(a - b, axis=1))) / size
 
 
@@ -201,15 +224,22 @@ class Tracker:
     def holds(self, pose: Pose, transform: CropTransform, prev: Optional[Pose]) -> bool:
         """Whether a pose decoded from the tracked crop is still the tracked person: confident, with
         ``min_keypoints`` confident keypoints inside the crop, and not jumped (``jump``) from ``prev``."""
-        if self.box_for(pose) is None:
-            return False
+        return self._held(pose, transform, prev) is not None
+
+    def _held(self, pose: Pose, transform: CropTransform, prev: Optional[Pose]) -> Optional[Box]:
+        """:meth:`holds`, answered with the next crop (:meth:`box_for`) when the pose holds, else None."""
+        box = self.box_for(pose)
+        if box is None:
+            return None
         b = transform.box
         xy, s = pose.xy(), pose.scores()
         inside = ((xy[:, 0] >= b.x) & (xy[:, 0] <= b.x + b.w) & (xy[:, 1] >= b.y) & (xy[:, 1] <= b.y + b.h)
                   & (s >= self.keypoint_score))
         if inside.sum() < self.min_keypoints:
-            return False
-        return not (self.jump > 0 and prev is not None and pose_change(pose, prev, self.keypoint_score) > self.jump)
+            return None
+        if self.jump > 0 and prev is not None and pose_change(pose, prev, self.keypoint_score) > self.jump:
+            return None
+        return box
 
     def _refined(self, look: Look, pose: Pose, transform: CropTransform, box: Box, most: int
                  ) -> Tuple[Pose, CropTransform, Box, int]:
@@ -238,11 +268,12 @@ class Tracker:
             pose, t = look(self._box)
             passes = 1
             settling = self._settle > 0  # a deferred refining pass: no jump test against the coarser pose
-            if self.holds(pose, t, None if settling else self._last):
+            held = self._held(pose, t, None if settling else self._last)
+            if held is not None:
                 if settling and self._last is not None:  # settled once a pass moves the pose less than this
                     moved = pose_change(pose, self._last, self.keypoint_score)
                     self._settle = self._settle - 1 if moved > self.refine_tolerance else 0
-                self._box, self._last, self._misses = self.box_for(pose), pose, 0
+                self._box, self._last, self._misses = held, pose, 0
                 return Located(pose, t, passes, new_track=False, restart=settling)
             self._settle = 0
             kept = self._box if self._misses < self.patience else None
