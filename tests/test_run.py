@@ -422,7 +422,7 @@ def test_the_publisher_keeps_frame_order_bounds_its_queue_and_hands_its_error_to
             raise OutputError("No space left on device")
         done.append(item)
 
-    pub = Publisher(finish, depth=2)
+    pub = Publisher(finish, depth=2, hold=0.01)
     feeder = threading.Thread(target=lambda: [pub.submit(i) for i in range(4)])
     feeder.start()
     feeder.join(0.5)
@@ -439,3 +439,32 @@ def test_the_publisher_keeps_frame_order_bounds_its_queue_and_hands_its_error_to
         pub.submit(6)
     pub.close()
     assert done == [0, 1, 2, 3, 4]
+
+
+def test_the_publisher_waits_for_the_main_thread_to_start_an_inference():
+    """A frame is published when the engine's invoke() starts (the main thread then holds no GIL), or after
+    `hold` seconds when no inference comes (the end of a file, a live camera's wait has go() too)."""
+    import threading
+    import time
+
+    from edgepose.daemon.service import Publisher
+
+    done = []
+    pub = Publisher(lambda item: done.append((item, time.monotonic())), hold=1.0)
+    t0 = time.monotonic()
+    pub.submit("a")
+    time.sleep(0.2)
+    assert done == []  # held: the main thread is still cropping and tracking
+    pub.go()
+    deadline = time.monotonic() + 5
+    while not done and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert done and done[0][0] == "a" and done[0][1] - t0 >= 0.2
+    quick = Publisher(done.append, hold=0.05)
+    started = time.monotonic()
+    quick.submit("b")
+    quick.drain()  # nothing invokes: published within hold anyway (drain does not wait for it either)
+    assert done[-1] == "b" and time.monotonic() - started < 1.0
+    for p in (pub, quick):
+        p.close()
+    assert not any(t.name == "edgepose-publisher" and t.is_alive() for t in threading.enumerate())

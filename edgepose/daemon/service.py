@@ -147,17 +147,27 @@ class Publisher:
     runs the model on the next frame (``invoke()`` releases the GIL: the JSON, the write and the observers
     cost the frame rate nothing then).
 
-    ``submit`` blocks while ``depth`` frames wait, so nothing is dropped and memory stays flat; ``drain``
-    returns once every submitted frame is published.  An exception from ``finish`` (a full disk: exit 74; a
-    closed pipe) stops publishing and is raised again in the main thread by the next ``submit``/``drain``.
+    A submitted frame is published once the main thread calls :meth:`go` (the engine's ``before_invoke``;
+    before a wait for a live camera's next frame) or after ``hold`` seconds at most: started at once, the
+    thread would take the GIL from the main thread's crop-and-track work between two inferences, which is
+    the frame rate's critical path.  ``submit`` blocks while ``depth`` frames wait, so nothing is dropped
+    and memory stays flat; ``drain`` returns once every submitted frame is published.  An exception from
+    ``finish`` (a full disk: exit 74; a closed pipe) stops publishing and is raised again in the main thread
+    by the next ``submit``/``drain``.
     """
 
-    def __init__(self, finish: Callable[[Decoded], Any], depth: int = 2):
+    def __init__(self, finish: Callable[[Decoded], Any], depth: int = 2, hold: float = 0.005):
         self._finish = finish
         self._q: queue.Queue[Optional[Decoded]] = queue.Queue(maxsize=depth)
+        self._go = threading.Event()
+        self.hold = hold
         self.error: Optional[BaseException] = None
         self._thread = threading.Thread(target=self._run, name="edgepose-publisher", daemon=True)
         self._thread.start()
+
+    def go(self) -> None:
+        """The main thread is about to leave the GIL for a while (an inference, a wait for the camera)."""
+        self._go.set()
 
     def _run(self) -> None:
         while True:
@@ -166,6 +176,8 @@ class Publisher:
                 if item is None:
                     return
                 if self.error is None:
+                    self._go.wait(self.hold)
+                    self._go.clear()
                     self._finish(item)
             except BaseException as e:  # handed to the main thread, which ends the run with it
                 self.error = e
@@ -181,11 +193,13 @@ class Publisher:
         self._q.put(item)
 
     def drain(self) -> None:
+        self._go.set()  # the main thread waits here: nothing to keep the GIL free for
         self._q.join()
         self._raise()
 
     def close(self) -> None:
         """Publish what is queued and stop the thread (the error, if any, stays in ``error``)."""
+        self._go.set()
         self._q.put(None)
         self._thread.join()
 
@@ -416,7 +430,10 @@ class Daemon:
         elif turned and isinstance(parts.source, RotatedSource):  # the same source, turned another way
             parts.source.degrees = new.camera.rotate
         if model is not None:
+            parts.engine.before_invoke = None
             parts.model_name, parts.engine, parts.pipeline, parts.meta = model
+            if self.publisher is not None:
+                parts.engine.before_invoke = self.publisher.go
             self.people_count = None  # counted again by the new model (a single-person one: never)
         elif turned:  # the tracked box and smoothing belong to the old orientation
             parts.pipeline.reset()
@@ -456,6 +473,7 @@ class Daemon:
         try:  # from here on the source's reader thread runs: every exit path must close it
             self._start_sink(self.cfg, self.sink_factory(self.cfg, self.device, built.meta, self.status))
             self.publisher = Publisher(self.publish)
+            built.engine.before_invoke = self.publisher.go
             if self.cfg.service.watchdog:
                 watchdog = systemd.ProgressWatchdog(self.notifier, self.notifier.watchdog_interval,
                                                     self.cfg.service.stall_timeout)
@@ -481,6 +499,8 @@ class Daemon:
                             watchdog.progress()
                         continue
                     next_due = max(next_due, time.monotonic()) + 1.0 / cfg.runtime.max_fps
+                if parts.source.live:  # the read waits for the camera: time to publish the last frame
+                    self.publisher.go()
                 frame = parts.source.read(timeout=0.5)
                 now = time.monotonic()
                 if now - last_status >= 5.0:
