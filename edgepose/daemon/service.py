@@ -148,12 +148,12 @@ class Publisher:
     cost the frame rate nothing then).
 
     A submitted frame is published once the main thread calls :meth:`go` (the engine's ``before_invoke``;
-    before a wait for a live camera's next frame) or after ``hold`` seconds at most: started at once, the
-    thread would take the GIL from the main thread's crop-and-track work between two inferences, which is
-    the frame rate's critical path.  ``submit`` blocks while ``depth`` frames wait, so nothing is dropped
-    and memory stays flat; ``drain`` returns once every submitted frame is published.  An exception from
-    ``finish`` (a full disk: exit 74; a closed pipe) stops publishing and is raised again in the main thread
-    by the next ``submit``/``drain``.
+    before a wait for a live camera's next frame or for the frame-rate cap) or after ``hold`` seconds at
+    most: started at once, the thread would take the GIL from the main thread's crop-and-track work between
+    two inferences, which is the frame rate's critical path.  ``submit`` blocks while ``depth`` frames wait,
+    so nothing is dropped and memory stays flat; ``drain`` returns once every submitted frame is published.
+    An exception from ``finish`` (a full disk: exit 74; a closed pipe) stops publishing and is raised again
+    in the main thread by the next ``submit``/``drain``.
     """
 
     def __init__(self, finish: Callable[[Decoded], Any], depth: int = 2, hold: float = 0.005):
@@ -491,6 +491,7 @@ class Daemon:
                 if cfg.runtime.max_fps:
                     wait = next_due - time.monotonic()
                     if wait > 0:
+                        self.publisher.go()  # the main thread waits: publish the last frame now
                         # a deliberate pause, not a stall: wait in slices of at most 1 s, feeding the
                         # watchdog and answering SIGHUP (runtime.max_fps may be one frame a minute)
                         if self.stop_event.wait(min(wait, 1.0)):
