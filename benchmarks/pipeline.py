@@ -1,15 +1,23 @@
 #!/usr/bin/env python3
 """Pipeline efficiency, memory and start-up of `edgepose run` (prints numbers; asserts nothing).
 
-    python3 benchmarks/pipeline.py [--model cpm] [--threads 1] [--frames 300] [--rounds 3]
+    python3 benchmarks/pipeline.py [--model cpm] [--threads 1] [--frames 300] [--rounds 3] [--set S.KEY=VALUE]
 
 * efficiency = FPS of `edgepose run` on a 640x480 clip / (1 / median bare invoke()) for the same
   model, threads and backend, both measured in this run (goal >= 0.90 with 1 thread);
 * peak RSS of the running daemon (goal < 200 MB);
-* time to first payload with a cached model (goal < 3 s).
+* time to first payload with a cached model (goal < 3 s);
+* the in-daemon share of the model: the payloads' median ``infer`` stage over the median time between two
+  frames entering the pipeline (their ``ts``), both measured in the daemon at the same moments, so less
+  swayed by other jobs on a shared machine than the ratio to a separate bare loop;
+* model runs per frame of the same pipeline on the clip (``FrameResult.passes``, in-process: the payloads do
+  not carry it), and how many frames started a new track.
+
+``--set tracking.refine_video=2`` (repeatable) runs the daemon and the in-process pipeline with that config
+value (``EDGEPOSE_TRACKING_REFINE_VIDEO=2`` in the daemon's environment).
 
 The clip is made from ../shared/data/calib photos (letterboxed to 640x480, each held for a few
-frames).
+frames: a scene cut every 5 frames).
 """
 
 from __future__ import annotations
@@ -91,14 +99,42 @@ def run_daemon(args, clip: Path, env: dict, extra=()) -> dict:
             peak[0] = max(peak[0], rss_mb(proc.pid))
 
     threading.Thread(target=sample, daemon=True).start()
-    arrivals, stages = [], []
+    arrivals, stages, stamps = [], [], []
     for line in proc.stdout:
         arrivals.append(time.monotonic())
-        stages.append(json.loads(line)["latency_ms"])
+        doc = json.loads(line)
+        stages.append(doc["latency_ms"])
+        stamps.append(doc["ts"])
     proc.wait()
     done.set()
     return {"first_payload_s": arrivals[0] - t0 if arrivals else float("nan"), "frames": len(arrivals),
-            "arrivals": arrivals, "stages": stages, "peak_rss_mb": peak[0], "rc": proc.returncode}
+            "arrivals": arrivals, "stages": stages, "stamps": stamps, "peak_rss_mb": peak[0], "rc": proc.returncode}
+
+
+def model_runs(args, clip: Path, env: dict) -> tuple:
+    """(model runs per frame, frames that started a new track) of the daemon's own pipeline
+    (``PoseEstimator.from_config``, default config and this run's model/threads) on the clip, in-process:
+    ``FrameResult.passes`` is what the payloads do not carry."""
+    from edgepose.core import config as config_mod
+    from edgepose.inference.estimator import PoseEstimator
+
+    cfg = config_mod.Config()
+    config_mod.apply_mapping(cfg, config_mod.env_mapping(env), "environment", from_text=True)  # --set
+    config_mod.apply_mapping(cfg, {"model": {"name": args.model, "dir": env["EDGEPOSE_MODEL_DIR"],
+                                             "mirror": env["EDGEPOSE_MODEL_MIRROR"]},
+                                   "runtime": {"threads": args.threads, "xnnpack": not args.no_xnnpack}},
+                             "benchmark")
+    est = PoseEstimator.from_config(cfg)
+    cap = cv2.VideoCapture(str(clip))
+    runs = new = frames = 0
+    while True:
+        ok, img = cap.read()
+        if not ok:
+            break
+        r = est.process(img, ts=frames / 30)
+        runs, new, frames = runs + r.passes, new + r.new_track, frames + 1
+    cap.release()
+    return runs / max(frames, 1), new
 
 
 def fps_of(arrivals, skip: int = 10) -> float:
@@ -113,12 +149,17 @@ def main() -> int:
     ap.add_argument("--frames", type=int, default=300)
     ap.add_argument("--no-xnnpack", action="store_true")
     ap.add_argument("--rounds", type=int, default=3, help="alternating bare/daemon rounds (median reported)")
+    ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="a config value for the daemon and the in-process pipeline (e.g. tracking.refine_video=2)")
     args = ap.parse_args()
 
     from edgepose.models import registry
     tmp = Path(tempfile.mkdtemp(prefix="edgepose-bench-"))
     env = dict(os.environ, EDGEPOSE_MODEL_MIRROR=os.environ.get("EDGEPOSE_MODEL_MIRROR", str(SHARED / "models")))
     env.setdefault("EDGEPOSE_MODEL_DIR", str(tmp / "models"))
+    for item in args.set:
+        key, _, value = item.partition("=")
+        env["EDGEPOSE_" + key.replace(".", "_").upper()] = value
     path = registry.resolve(args.model, cache_dir=env["EDGEPOSE_MODEL_DIR"], mirror=env["EDGEPOSE_MODEL_MIRROR"])
     clip = make_clip(tmp / "clip640x480.mp4", args.frames)
     # alternate bare-invoke and daemon measurements so both see the same machine conditions
@@ -131,7 +172,7 @@ def main() -> int:
         fps = fps_of(res["arrivals"]) if res["frames"] > 20 else float("nan")
         rounds.append((fps * invoke_ms / 1000, invoke_ms, fps, res))
     print(f"model {args.model}, threads {args.threads}, xnnpack {not args.no_xnnpack}, clip 640x480 "
-          f"x {args.frames} frames, {args.rounds} rounds")
+          f"x {args.frames} frames, {args.rounds} rounds, settings: {' '.join(args.set) or 'defaults'}")
     for i, (eff, invoke_ms, fps, res) in enumerate(rounds, 1):
         print(f"round {i}: bare invoke {invoke_ms:.2f} ms ({1000 / invoke_ms:.1f} FPS ceiling), "
               f"edgepose run {fps:.1f} FPS ({res['frames']} payloads, exit {res['rc']}), efficiency {eff:.3f}")
@@ -141,6 +182,15 @@ def main() -> int:
     print("per-frame stages from the payloads' latency_ms (median over all rounds): " + ", ".join(
         f"{k} {statistics.median(st[k] for st in stages):.2f} ms"
         for k in ("capture", "preprocess", "infer", "decode", "total")))
+    # the same question asked inside the daemon, where other jobs slow both sides alike: the model's share of
+    # the main loop (median infer stage over the median time between two frames entering the pipeline: ts)
+    periods = [1e3 * (b - a) for r in rounds for a, b in zip(r[3]["stamps"][10:], r[3]["stamps"][11:])]
+    infer = statistics.median(st["infer"] for st in stages)
+    print(f"in-daemon share of the model: median infer {infer:.2f} ms / median frame period "
+          f"{statistics.median(periods):.2f} ms = {infer / statistics.median(periods):.3f}")
+    runs, new = model_runs(args, clip, env)
+    print(f"model runs per frame (the same pipeline in-process on the clip, FrameResult.passes): {runs:.3f} "
+          f"({new} of {args.frames} frames started a new track)")
     print(f"peak RSS: {max(r[3]['peak_rss_mb'] for r in rounds):.0f} MB (goal < 200)")
     print(f"time to first payload (cached model): {statistics.median(r[3]['first_payload_s'] for r in rounds):.2f} s "
           f"(goal < 3)")

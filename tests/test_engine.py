@@ -64,3 +64,13 @@ def test_corrupt_and_truncated_models_are_model_errors(tmp_path):
 def test_unknown_backend_is_reported():
     with pytest.raises(RuntimeMissingError, match="unknown backend"):
         load_runtime("onnx")
+
+
+def test_before_invoke_is_called_as_each_inference_starts():
+    """The daemon hands its publisher thread the GIL-free time of each inference through this hook."""
+    e = Engine(MIRROR / "cpm" / "model.tflite", threads=1)
+    calls = []
+    e.before_invoke = lambda: calls.append(1)
+    e.run(np.zeros((192, 192, 3), np.uint8))
+    e.invoke()
+    assert len(calls) == 2

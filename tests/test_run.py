@@ -403,3 +403,68 @@ def test_stdout_that_cannot_be_written_is_one_error(edgepose_env):
         r = subprocess.run(["bash", "-c", '"$@" | head -c 1 >/dev/null; exit ${PIPESTATUS[0]}', "run", *cli,
                             *args], env=edgepose_env, cwd=REPO, stderr=subprocess.PIPE, text=True)
         assert r.returncode == 0 and "Traceback" not in r.stderr, (args, r.stderr)  # `| head`: not an error
+
+
+def test_the_publisher_keeps_frame_order_bounds_its_queue_and_hands_its_error_to_the_main_thread():
+    """`edgepose run` makes and publishes payloads on a thread of their own while the model runs on the next
+    frame (edgepose/daemon/service.Publisher): in order, at most `depth` waiting (submit blocks, nothing is
+    dropped), and a sink error (a full disk) comes back in the main thread at its next submit or drain."""
+    import threading
+
+    from edgepose.core.errors import OutputError
+    from edgepose.daemon.service import Publisher
+
+    done, gate = [], threading.Event()
+
+    def finish(item):
+        gate.wait()
+        if item == 5:
+            raise OutputError("No space left on device")
+        done.append(item)
+
+    pub = Publisher(finish, depth=2, hold=0.01)
+    feeder = threading.Thread(target=lambda: [pub.submit(i) for i in range(4)])
+    feeder.start()
+    feeder.join(0.5)
+    assert feeder.is_alive() and done == []  # one in finish, two queued: the fourth waits
+    gate.set()
+    feeder.join(5)
+    pub.drain()
+    assert done == [0, 1, 2, 3]
+    pub.submit(4)
+    pub.submit(5)
+    with pytest.raises(OutputError, match="No space"):
+        pub.drain()
+    with pytest.raises(OutputError):
+        pub.submit(6)
+    pub.close()
+    assert done == [0, 1, 2, 3, 4]
+
+
+def test_the_publisher_waits_for_the_main_thread_to_start_an_inference():
+    """A frame is published when the engine's invoke() starts (the main thread then holds no GIL), or after
+    `hold` seconds when no inference comes (the end of a file, a live camera's wait has go() too)."""
+    import threading
+    import time
+
+    from edgepose.daemon.service import Publisher
+
+    done = []
+    pub = Publisher(lambda item: done.append((item, time.monotonic())), hold=1.0)
+    t0 = time.monotonic()
+    pub.submit("a")
+    time.sleep(0.2)
+    assert done == []  # held: the main thread is still cropping and tracking
+    pub.go()
+    deadline = time.monotonic() + 5
+    while not done and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert done and done[0][0] == "a" and done[0][1] - t0 >= 0.2
+    quick = Publisher(done.append, hold=0.05)
+    started = time.monotonic()
+    quick.submit("b")
+    quick.drain()  # nothing invokes: published within hold anyway (drain does not wait for it either)
+    assert done[-1] == "b" and time.monotonic() - started < 1.0
+    for p in (pub, quick):
+        p.close()
+    assert not any(t.name == "edgepose-publisher" and t.is_alive() for t in threading.enumerate())

@@ -148,10 +148,15 @@ class TrackingConfig:
     search: float = _opt(0.5, "while lost, also try tiles of this fraction of the frame's longer side "
                               "in turn with the whole frame (0 = whole frame only, else 0.1 to 1)",
                          minimum=0, maximum=1)
-    refine: int = _opt(2, "extra passes on the crop around a newly found pose (stills, and a video's new "
-                          "track): the second pass sees the person at the tracker's crop size; a third runs "
+    refine: int = _opt(2, "extra passes on the crop around the pose found in a still (an image file or folder "
+                          "entry): the second pass sees the person at the tracker's crop size; a third runs "
                           "only when the second still moved the pose by more than refine_tolerance (0 = off)",
                        minimum=0, maximum=4)
+    refine_video: int = _opt(0, "extra passes, as refine, in a video frame that starts a new track (the first "
+                                "frame, a cut, a person found again); 0: the next frames, run on the crop around "
+                                "the pose as tracking does anyway, are the refining passes (refine of them at most, "
+                                "until one moves the pose less than refine_tolerance; smoothing restarts on each), "
+                                "at no extra model run", minimum=0, maximum=4)
     refine_tolerance: float = _opt(0.05, "a refining pass that moves the pose's keypoints less than this "
                                          "(median, in pose sizes) ends the refinement", minimum=0)
     jump: float = _opt(0.5, "a tracked pose whose keypoints move more than this (median, in pose sizes) in "

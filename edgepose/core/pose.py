@@ -9,6 +9,7 @@ COCO and ../shared/models/README.md.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, List, Sequence, Tuple, TypedDict
 
 if TYPE_CHECKING:  # numpy is imported where the arrays are made (the payload side needs none)
@@ -145,18 +146,29 @@ class Pose:
         The pose score is the mean keypoint score; the pose is present when it
         reaches ``threshold``.
         """
-        kps = tuple(Keypoint(n, float(p[0]), float(p[1]), float(s))
-                    for n, p, s in zip(names, xy, scores))
+        import numpy as np
+
+        # tolist(): the same floats as float() of each element, without a numpy scalar per value
+        xs, ss = np.asarray(xy, dtype=np.float64).tolist(), np.asarray(scores, dtype=np.float64).tolist()
+        kps = tuple(Keypoint(n, x, y, s) for n, (x, y), s in zip(names, xs, ss))
         score = float(sum(k.score for k in kps) / max(len(kps), 1))
         return cls(kps, score, score >= threshold)
 
     def xy(self) -> np.ndarray:
-        import numpy as np
-        return np.array([[k.x, k.y] for k in self.keypoints], dtype=np.float64)
+        """(K, 2) keypoint coordinates (a new array each call)."""
+        xy: np.ndarray = self._arrays[0].copy()
+        return xy
 
     def scores(self) -> np.ndarray:
+        """(K,) keypoint scores (a new array each call)."""
+        scores: np.ndarray = self._arrays[1].copy()
+        return scores
+
+    @cached_property
+    def _arrays(self) -> Tuple[np.ndarray, np.ndarray]:  # made once: the tracker and smoother ask several times
         import numpy as np
-        return np.array([k.score for k in self.keypoints], dtype=np.float64)
+        return (np.array([[k.x, k.y] for k in self.keypoints], dtype=np.float64),
+                np.array([k.score for k in self.keypoints], dtype=np.float64))
 
     def keypoint_dicts(self) -> List[KeypointDoc]:
         return [k.to_dict() for k in self.keypoints]

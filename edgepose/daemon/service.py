@@ -19,6 +19,7 @@ import argparse
 import collections
 import logging
 import os
+import queue
 import select
 import signal
 import threading
@@ -141,6 +142,79 @@ class RunStats:
 
 
 @dataclass
+class Decoded:
+    """One frame the model has run on, waiting for its payload to be made and published."""
+
+    frame: Frame
+    result: FrameResult
+    latency_ms: Dict[str, float]
+    seq: int
+    model_name: str
+
+
+class Publisher:
+    """Makes and publishes each frame's payload on its own thread, in frame order, while the main thread
+    runs the model on the next frame (``invoke()`` releases the GIL: the JSON, the write and the observers
+    cost the frame rate nothing then).
+
+    A submitted frame is published once the main thread calls :meth:`go` (the engine's ``before_invoke``;
+    before a wait for a live camera's next frame or for the frame-rate cap) or after ``hold`` seconds at
+    most: started at once, the thread would take the GIL from the main thread's crop-and-track work between
+    two inferences, which is the frame rate's critical path.  ``submit`` blocks while ``depth`` frames wait,
+    so nothing is dropped and memory stays flat; ``drain`` returns once every submitted frame is published.
+    An exception from ``finish`` (a full disk: exit 74; a closed pipe) stops publishing and is raised again
+    in the main thread by the next ``submit``/``drain``.
+    """
+
+    def __init__(self, finish: Callable[[Decoded], Any], depth: int = 2, hold: float = 0.005):
+        self._finish = finish
+        self._q: queue.Queue[Optional[Decoded]] = queue.Queue(maxsize=depth)
+        self._go = threading.Event()
+        self.hold = hold
+        self.error: Optional[BaseException] = None
+        self._thread = threading.Thread(target=self._run, name="edgepose-publisher", daemon=True)
+        self._thread.start()
+
+    def go(self) -> None:
+        """The main thread is about to leave the GIL for a while (an inference, a wait for the camera)."""
+        self._go.set()
+
+    def _run(self) -> None:
+        while True:
+            item = self._q.get()
+            try:
+                if item is None:
+                    return
+                if self.error is None:
+                    self._go.wait(self.hold)
+                    self._go.clear()
+                    self._finish(item)
+            except BaseException as e:  # handed to the main thread, which ends the run with it
+                self.error = e
+            finally:
+                self._q.task_done()
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def submit(self, item: Decoded) -> None:
+        self._raise()
+        self._q.put(item)
+
+    def drain(self) -> None:
+        self._go.set()  # the main thread waits here: nothing to keep the GIL free for
+        self._q.join()
+        self._raise()
+
+    def close(self) -> None:
+        """Publish what is queued and stop the thread (the error, if any, stays in ``error``)."""
+        self._go.set()
+        self._q.put(None)
+        self._thread.join()
+
+
+@dataclass
 class Components:
     model_name: str
     engine: Engine
@@ -224,6 +298,7 @@ class Daemon:
         self.device = cfg.device_id
         self.last_reload: Optional[Reload] = None  # outcome of the last SIGHUP (status `reload`)
         self.people_count: Optional[int] = None  # people in the last frame (multi-person models)
+        self.publisher: Optional[Publisher] = None  # while run() runs: payloads are made and sent there
         self.last_score: Optional[float] = None  # the latest frame's pose score (status; Home Assistant)
 
     @property
@@ -302,6 +377,8 @@ class Daemon:
     def reload(self) -> None:
         """SIGHUP: re-read the config file and rebuild what changed; keep running on a bad config."""
         self.reload_event.clear()
+        if self.publisher is not None:  # the frames before the reload go out as they were, by the old sink
+            self.publisher.drain()
         self.notifier.reloading()
         try:
             self._reload()
@@ -354,7 +431,10 @@ class Daemon:
         elif turned and isinstance(parts.source, RotatedSource):  # the same source, turned another way
             parts.source.degrees = new.camera.rotate
         if model is not None:
+            parts.engine.before_invoke = None
             parts.model_name, parts.engine, parts.pipeline, parts.meta = model
+            if self.publisher is not None:
+                parts.engine.before_invoke = self.publisher.go
             self.people_count = None  # counted again by the new model (a single-person one: never)
         elif turned:  # the tracked box and smoothing belong to the old orientation
             parts.pipeline.reset()
@@ -393,6 +473,8 @@ class Daemon:
         preview = watchdog = None
         try:  # from here on the source's reader thread runs: every exit path must close it
             self._start_sink(self.cfg, self.sink_factory(self.cfg, self.device, built.meta, self.status))
+            self.publisher = Publisher(self.publish)
+            built.engine.before_invoke = self.publisher.go
             if self.cfg.service.watchdog:
                 watchdog = systemd.ProgressWatchdog(self.notifier, self.notifier.watchdog_interval,
                                                     self.cfg.service.stall_timeout)
@@ -410,6 +492,7 @@ class Daemon:
                 if cfg.runtime.max_fps:
                     wait = next_due - time.monotonic()
                     if wait > 0:
+                        self.publisher.go()  # the main thread waits: publish the last frame now
                         # a deliberate pause, not a stall: wait in slices of at most 1 s, feeding the
                         # watchdog and answering SIGHUP (runtime.max_fps may be one frame a minute)
                         if self.stop_event.wait(min(wait, 1.0)):
@@ -418,6 +501,8 @@ class Daemon:
                             watchdog.progress()
                         continue
                     next_due = max(next_due, time.monotonic()) + 1.0 / cfg.runtime.max_fps
+                if parts.source.live:  # the read waits for the camera: time to publish the last frame
+                    self.publisher.go()
                 frame = parts.source.read(timeout=0.5)
                 now = time.monotonic()
                 if now - last_status >= 5.0:
@@ -425,27 +510,31 @@ class Daemon:
                     self.notifier.status(self.status_line())
                 if frame is None:
                     if parts.source.exhausted:
-                        log.info("end of %s after %d frames", redact(cfg.camera.source), self.stats.frames)
+                        log.info("end of %s after %d frames", redact(cfg.camera.source), self.seq)
                         break
                     reopening = parts.source.state is SourceState.RECONNECTING
                     if watchdog and reopening and parts.source.lost_for() < cfg.camera.gone_timeout:
                         watchdog.progress()  # we know what is wrong and are fixing it
                     continue
-                self.process(frame)
+                self.publisher.submit(self.infer(frame))
                 if watchdog:
                     watchdog.progress()
                 if not self.ready:
                     self.ready = True
                     self.notifier.ready()
                     log.info("first pose decoded; running")
-                if cfg.runtime.max_frames and self.stats.frames >= cfg.runtime.max_frames:
+                if cfg.runtime.max_frames and self.seq >= cfg.runtime.max_frames:
                     break
+            self.publisher.drain()  # every decoded frame published, or its error raised here
         finally:
             if self.stop_event.is_set():
                 self.notifier.stopping()
                 log.info("%s received: stopping", self.stop_reason or "stop")
             if watchdog:
                 watchdog.stop()
+            if self.publisher is not None:  # what was decoded is published before the sink closes
+                self.publisher.close()
+                self.publisher = None
             if preview is not None:
                 self.observers.remove(preview.observe)
                 preview.close()
@@ -456,16 +545,26 @@ class Daemon:
         return 0
 
     def process(self, frame: Frame) -> PosePayload:
+        """Run one frame and publish its payload (the loop does the two on two threads)."""
+        return self.publish(self.infer(frame))
+
+    def infer(self, frame: Frame) -> Decoded:
+        """The model's part of a frame: the pipeline, on the main thread."""
         parts = self.components
         result = parts.pipeline.process(frame.image, frame.ts, still=frame.still)
         lat = dict(result.latency_ms)
         lat["capture"] = frame.capture_ms
         lat["total"] = frame.capture_ms + (time.time() - frame.ts) * 1e3
-        payload = make_payload(self.device, self.seq, frame.ts, frame.size, parts.model_name, result.pose, lat,
-                               people=result.people)
+        self.seq += 1
+        return Decoded(frame, result, lat, self.seq - 1, parts.model_name)
+
+    def publish(self, decoded: Decoded) -> PosePayload:
+        """The payload of a decoded frame, published, counted and shown to the observers."""
+        frame, result, lat = decoded.frame, decoded.result, decoded.latency_ms
+        payload = make_payload(self.device, decoded.seq, frame.ts, frame.size, decoded.model_name, result.pose,
+                               lat, people=result.people)
         if result.people is not None:
             self.people_count = len(result.people)
-        self.seq += 1
         self.last_score = payload["score"]
         self.running_sink.publish_pose(payload)
         self.stats.add(lat)

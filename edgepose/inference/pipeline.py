@@ -186,7 +186,8 @@ class Pipeline:
         pose = found.pose
         t2 = c()
         if self.smoother is not None and not still:
-            if found.new_track or not pose.present:  # a new or lost person must not drag the next one's keypoints
+            # a new or lost person must not drag the next one's keypoints, nor a coarse first pose the refined one
+            if found.new_track or found.restart or not pose.present:
                 self.smoother.reset()
             if pose.present:
                 pose = self.smoother(pose, ts)

@@ -60,7 +60,8 @@ def pose_size(xy: np.ndarray, scores: np.ndarray, floor: float) -> float:
         pts = xy[known]
     if len(pts) < 2:
         return 1.0
-    return float(max(np.ptp(pts[:, 0]), np.ptp(pts[:, 1]), 1.0))
+    span = pts.max(axis=0) - pts.min(axis=0)  # np.ptp per column, without its wrapper's cost
+    return float(max(span[0], span[1], 1.0))
 
 
 class OneEuroSmoother:
@@ -105,10 +106,11 @@ class OneEuroSmoother:
             xy = np.where(missing[:, None], self._x, xy)  # not found: no step, and weight 0 below
             scores = np.where(missing, 0.0, scores)
         size = pose_size(xy, scores, self.score_full)
-        self._size += float(alpha(dt, np.asarray(self.d_cutoff)) * (size - self._size))
+        a_d = alpha(dt, np.asarray(self.d_cutoff))
+        self._size += float(a_d * (size - self._size))
         w = confidence_weight(scores, self.score_floor, self.score_full)[:, None]
         speed = (xy - self._x) / (dt * self._size)
-        self._dx = self._dx + w * alpha(dt, np.asarray(self.d_cutoff)) * (speed - self._dx)
+        self._dx = self._dx + w * a_d * (speed - self._dx)
         cutoff = self.min_cutoff + self.beta * np.abs(self._dx)
         self._x = self._x + w * alpha(dt, cutoff) * (xy - self._x)
         self._ts = ts
@@ -116,8 +118,7 @@ class OneEuroSmoother:
 
     def __call__(self, pose: Pose, ts: float) -> Pose:
         out = self.filter(pose.xy(), pose.scores(), ts)
-        kps = tuple(Keypoint(k.name, float(p[0]), float(p[1]), k.score)
-                    for k, p in zip(pose.keypoints, out))
+        kps = tuple(Keypoint(k.name, x, y, k.score) for k, (x, y) in zip(pose.keypoints, out.tolist()))
         return Pose(kps, pose.score, pose.present)
 
 
