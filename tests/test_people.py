@@ -405,3 +405,19 @@ def test_smoothing_per_id_reduces_real_jitter_of_everyone(openpose_fast):
                  for (f0, x0, y0), (f1, x1, y1) in zip(seq[4:], seq[5:]) if f1 == f0 + 1]
         jitter[smoothing] = float(np.mean(steps))
     assert jitter[True] < 0.6 * jitter[False], jitter
+
+
+def test_one_person_made_of_two_keeps_the_id_it_had_on_a_near_tie():
+    """A and B stand close, then only one person is found between them (one hides the other): first nearer
+    B (B's id), then a hair nearer A than B.  The person keeps B's id on such a near tie (a track given a
+    person last frame is preferred by IdParams.keep) and changes only once clearly nearer A; when both are
+    found again each has their own id."""
+    tracker = PeopleTracker()
+    first = tracker.assign([body(100), body(140)])
+    for _ in range(3):
+        assert tracker.assign([body(100), body(140)]) == first
+    assert tracker.assign([body(121)]) == first[1:]
+    for _ in range(2):
+        assert tracker.assign([body(119.5)]) == first[1:]  # without the preference: A's id
+    assert tracker.assign([body(110)]) == first[:1]
+    assert tracker.assign([body(100), body(140)]) == first

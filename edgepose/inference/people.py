@@ -8,7 +8,9 @@ smoothed over frames; a poor match moves it less), so two people who cross are n
 the longer a track goes unseen the further from its prediction it may be found.  While one person
 hides another the decoder may find one person made of both people's parts: a person nearly as similar
 (:attr:`IdParams.merged`) to a track that found nobody as to their own is taken as both, and their
-track coasts on its velocity instead of following the mix.  A person that
+track coasts on its velocity instead of following the mix.  A track given a person in the last frame
+(their own, or such a mix) is preferred by a factor :attr:`IdParams.keep` of similarity, so a mix
+about as similar to either track does not flip between their ids from frame to frame.  A person that
 matches no track gets a new id, and a track that matches nobody is kept for
 :attr:`IdParams.max_missed` frames (a person hidden for a moment keeps their id), then retired.
 Ids are never reused.  ``benchmarks/people_ids.py`` counts id swaps on a clip of real people.
@@ -29,6 +31,7 @@ class IdParams:
     kappa: float = 0.1  # OKS falloff, as a fraction of the box size (about COCO's shoulders/hips)
     velocity_gain: float = 0.5  # weight of the newest step in a person's velocity (0..1; 1: last step only)
     merged: float = 0.5  # a person this similar (relative) to an unmatched track too is both: the track coasts
+    keep: float = 1.1  # a track given a person last frame is this much more similar (factor): no id flips on a near tie
 
 
 @dataclass
@@ -38,6 +41,7 @@ class _Track:
     velocity: Optional[np.ndarray] = None  # (2,) the person's motion per frame; None until matched once
     missed: int = 0
     area: float = 1.0
+    took: bool = False  # given a person last frame (their own, or one made of two)
 
     def predicted(self) -> np.ndarray:
         if self.velocity is None:
@@ -106,16 +110,22 @@ class PeopleTracker:
         ids = [0] * len(people)
         pairs: List[Tuple[int, int]] = []
         used_p, used_t = set(), set()
-        for flat in np.argsort(-sims, axis=None, kind="stable"):
+        # a track given a person last frame (their own, or one made of two) wins a near tie: while one
+        # person hides another the decoder may find one person made of both for several frames, about as
+        # similar to either track; its id should not flip on a hair's difference of the two predictions
+        pref = sims * np.array([p.keep if t.took else 1.0 for t in self._tracks])
+        for flat in np.argsort(-pref, axis=None, kind="stable"):
             i, j = divmod(int(flat), max(len(self._tracks), 1))
-            if sims[i, j] < p.min_similarity:
+            if pref[i, j] < p.min_similarity:
                 break
-            if i in used_p or j in used_t:
+            if i in used_p or j in used_t or sims[i, j] < p.min_similarity:
                 continue
             used_p.add(i)
             used_t.add(j)
             pairs.append((i, j))
             ids[i] = self._tracks[j].id
+        for j, t in enumerate(self._tracks):
+            t.took = j in used_t
         unmatched = [k for k in range(len(self._tracks)) if k not in used_t]
         merged = set()
         for i, j in pairs:
