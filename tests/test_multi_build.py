@@ -9,8 +9,10 @@ import cv2
 import numpy as np
 import pytest
 
+from edgepose.build import quantize as q
 from edgepose.build.quantize import load_graph
 from edgepose.core.geometry import CropTransform, whole_frame_box
+from edgepose.inference import paf
 from edgepose.inference.engine import Engine
 from edgepose.inference.pipeline import crop_to_input
 from edgepose.models import registry
@@ -59,3 +61,55 @@ def test_float32_build_is_tensorflow_in_one_xnnpack_partition(name, built):
     assert float(np.abs(tf_out).max()) > 0.5  # a real output, not zeros
     assert float(np.abs(lite - tf_out).max()) < 1e-3
     assert delegation(path, Engine(path).runtime, 2).partitions == 1
+
+
+@pytest.mark.slow
+def test_int8_rewrites_fit_the_graph_and_preserve_its_output():
+    """The two rewrites that make int8 work on this graph (docs/models.md "Multi-person"), on real photos
+    letterboxed to a small input: the stages' concatenations of 0..1 part maps and -1..1 affinity fields with
+    0..32 features are balanced although depthwise convolutions read them, and the 71 separable convolutions
+    (depthwise straight into a 1x1, no activation between) are equalized; the output stays TensorFlow's."""
+    w, h = 128, 112
+    frames = [cv2.imread(str(CALIB / p)) for p in ("p2.jpg", "ski.jpg")]
+    imgs = [crop_to_input(f, CropTransform(whole_frame_box(f.shape[1], f.shape[0], w, h), w, h)) for f in frames]
+    gd = load_graph(MIRROR / "openpose-thin" / "graph_opt.pb")
+    balanced, bnotes = q.balance_concats(gd, "image", imgs)
+    assert len(bnotes) == 2 * 5  # part maps and affinity fields, stages 2..6
+    equalized, enotes = q.equalize_depthwise(balanced, "image", imgs)
+    assert len(enotes) == 1 and "of 71 depthwise" in enotes[0]
+    out = "Openpose/concat_stage7"
+    ref = run_graph(gd, out, imgs)
+    got = run_graph(equalized, out, imgs)
+    assert float(np.abs(ref).max()) > 0.5
+    assert float(np.abs(got - ref).max()) < 1e-3
+
+
+def _match(a: np.ndarray, b: np.ndarray) -> float:
+    """Median distance (grid cells) between the parts two decoded people both found (inf: none shared)."""
+    both = ~np.isnan(a[:, 0]) & ~np.isnan(b[:, 0])
+    return float(np.median(np.linalg.norm(a[both] - b[both], axis=1))) if both.any() else float("inf")
+
+
+@pytest.mark.slow
+def test_int8_build_decodes_the_people_float_does(built):
+    """openpose-thin-int8 calibrated on the 13 photos of ../shared/data/calib (the catalogue's own recipe:
+    depthwise equalization of the separable convolutions, docs/models.md "Multi-person"): one XNNPACK
+    partition, and on real photos of 1 to 5 people it finds the people the float32 build finds, each
+    with its parts where float puts them (median within 1 grid cell = 8 input pixels)."""
+    fpath, _, _ = built("openpose-thin", "float32", variant="openpose-thin-float32")
+    qpath, report, _ = built("openpose-thin", "int8", variant="openpose-thin-int8")
+    x = report["xnnpack"]["quantized"]
+    assert x["prepared"] and x["partitions"] == 1 and x["delegated_nodes"] == x["total_nodes"]
+    assert report["calibration"]["photos"] == len(list(CALIB.glob("*.jpg"))) and report["recipe"]["mode"] == "int8"
+    assert any("equalized the channel ranges of 71 depthwise" in n for n in report["rewrites"])
+    w, h = VARIANTS["openpose-thin-float32"]
+    fengine, qengine = Engine(fpath, threads=2), Engine(qpath, threads=2)
+    assert model_at(qpath, entry="openpose-thin-int8").family.name == "paf"
+    for photo, people in (("p1.jpg", 1), ("p2.jpg", 2), ("p3.jpg", 3), ("ski.jpg", 5)):
+        frame = cv2.imread(str(CALIB / photo))
+        img = crop_to_input(frame, CropTransform(whole_frame_box(frame.shape[1], frame.shape[0], w, h), w, h))
+        ref = paf.decode_people(fengine.run(img))
+        got = paf.decode_people(qengine.run(img))
+        assert len(ref) == people and len(got) == people, (photo, len(ref), len(got))
+        for p in ref:  # each float person has an int8 person on the same parts
+            assert min(_match(p.xy, g.xy) for g in got) <= 1.0, photo
