@@ -76,10 +76,11 @@ def main() -> None:
     tf = tensorflow()
     w, h = (int(v) for v in a.size.split("x"))
     shape = [1, h, w, 3]
-    photos = [] if a.int8 else q.read_photos(Path(a.calib))
+    photos = q.read_photos(Path(a.calib))
     calib = q.calibration_crops(photos, w, h)
-    f32 = q.build(PB, IN, OUT, shape, q.Recipe(mode="float32")).model
     recipe = q.Recipe(mode="int8", balance_concats=not a.no_balance, equalize_depthwise=not a.no_equalize)
+    # the float reference: the same rewritten graph (the int8 rewrites rescale tensors), converted in float32
+    f32 = q.convert(q.prepare_graph(PB, IN, OUT, recipe, calib)[0], IN, OUT, shape, q.Recipe(mode="float32"))
     if a.int8:
         int8 = Path(a.int8).read_bytes()
     else:

@@ -65,17 +65,20 @@ def test_float32_build_is_tensorflow_in_one_xnnpack_partition(name, built):
 
 @pytest.mark.slow
 def test_int8_rewrites_fit_the_graph_and_preserve_its_output():
-    """The two rewrites that make int8 work on this graph (docs/models.md "Multi-person"), on real photos
+    """The rewrites that make int8 work on this graph (docs/models.md "Multi-person"), on real photos
     letterboxed to a small input: the stages' concatenations of 0..1 part maps and -1..1 affinity fields with
-    0..32 features are balanced although depthwise convolutions read them, and the 71 separable convolutions
-    (depthwise straight into a 1x1, no activation between) are equalized; the output stays TensorFlow's."""
+    0..32 features are balanced although depthwise convolutions read them, the 1x1 -> Relu -> depthwise
+    chains and the 71 separable convolutions (depthwise straight into a 1x1, no activation between) are
+    equalized; the output stays TensorFlow's."""
     w, h = 128, 112
     frames = [cv2.imread(str(CALIB / p)) for p in ("p2.jpg", "ski.jpg")]
     imgs = [crop_to_input(f, CropTransform(whole_frame_box(f.shape[1], f.shape[0], w, h), w, h)) for f in frames]
     gd = load_graph(MIRROR / "openpose-thin" / "graph_opt.pb")
     balanced, bnotes = q.balance_concats(gd, "image", imgs)
     assert len(bnotes) == 2 * 5  # part maps and affinity fields, stages 2..6
-    equalized, enotes = q.equalize_depthwise(balanced, "image", imgs)
+    pointwise, pnotes = q.equalize_pointwise(balanced, "image", imgs)
+    assert len(pnotes) == 1 and "of 57 1x1 -> Relu -> depthwise" in pnotes[0], pnotes
+    equalized, enotes = q.equalize_depthwise(pointwise, "image", imgs)
     assert len(enotes) == 1 and "of 71 depthwise" in enotes[0]
     out = "Openpose/concat_stage7"
     ref = run_graph(gd, out, imgs)

@@ -406,6 +406,66 @@ def equalize_depthwise(graph_def, input_name: str, images: Sequence[np.ndarray],
     return out, notes
 
 
+def equalize_pointwise(graph_def, input_name: str, images: Sequence[np.ndarray], floor: float = 1e-3
+                       ) -> Tuple[object, List[str]]:
+    """Equalize the channel ranges of ``Conv2D -> BiasAdd -> Relu -> depthwise`` (the other side of
+    :func:`equalize_depthwise`).
+
+    ``Relu(x / s) = Relu(x) / s`` for ``s > 0``: dividing output channel ``c`` of the convolution
+    (weights and bias) by ``s_c`` and multiplying depthwise channel ``c``'s weights by it is the same
+    function.  ``s_c = sqrt(r_c / w_c)`` as there (``r_c`` the Relu channel's range on the calibration
+    crops, ``w_c`` the largest depthwise weight of channel ``c``), normalised to at most 1.  Only a
+    plain ``Relu`` (a ``Relu6`` clips at 6, not scale-free) with one depthwise reader qualifies: none
+    in CPM and Hourglass, the stages of OpenPose MobileNet-thin (where int8's error grows fastest,
+    docs/models.md "Multi-person").
+    """
+    tf = tensorflow()
+    by_name = {n.name: n for n in graph_def.node}
+    users = consumers_of(graph_def)
+    chains = []  # (conv, its weights, bias node, its bias, relu, depthwise, its weights)
+    for relu in graph_def.node:
+        if relu.op != "Relu":
+            continue
+        readers = users.get(relu.name, [])
+        if len(readers) != 1 or readers[0][0].op != "DepthwiseConv2dNative" or readers[0][1] != 0:
+            continue
+        bias = by_name.get(node_name(relu.input[0]))
+        if bias is None or bias.op != "BiasAdd" or len(users.get(bias.name, [])) != 1:
+            continue
+        conv = by_name.get(node_name(bias.input[0]))
+        if conv is None or conv.op != "Conv2D" or len(users.get(conv.name, [])) != 1:
+            continue
+        _, w = const_value(by_name, conv.input[1])
+        _, b = const_value(by_name, bias.input[1])
+        dw = readers[0][0]
+        _, dw_w = const_value(by_name, dw.input[1])
+        if w is None or b is None or dw_w is None or dw_w.shape[3] != 1:
+            continue
+        chains.append((conv.name, w, bias.name, b, relu.name, dw.name, dw_w))
+    if not chains:
+        return graph_def, []
+    ranges = channel_ranges(graph_def, input_name, [c[4] for c in chains], images)
+    out = tf.compat.v1.GraphDef()
+    out.CopyFrom(graph_def)
+    by_name = {n.name: n for n in out.node}
+    spread = []
+    for conv, w, bias, b, relu, dw, dw_w in chains:
+        r = ranges[relu]
+        top = float(r.max())
+        if top <= 0:
+            continue
+        w2 = np.abs(dw_w).max(axis=(0, 1, 3))
+        live = (r > floor * top) & (w2 > 0)
+        sc = np.sqrt(r / np.maximum(w2, 1e-12))
+        sc = np.where(live, sc / sc[live].max(), 1.0)
+        _replace_weights(out, by_name[conv], w / sc[None, None, None, :], "edgepose_equalized_out_weights")
+        _replace_weights(out, by_name[bias], (b / sc).astype(np.float32), "edgepose_equalized_bias")
+        _replace_weights(out, by_name[dw], dw_w * sc[None, None, :, None], "edgepose_equalized_in_weights")
+        spread.append(float(np.median(r[live]) / top))
+    return out, [f"equalized the channel ranges of {len(spread)} 1x1 -> Relu -> depthwise outputs "
+                 f"(median channel at {100 * float(np.median(spread)):.0f}% of its tensor's range before)"]
+
+
 # -- 2. calibration data -------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -696,6 +756,8 @@ def prepare_graph(pb_path: Path, input_name: str, output_name: str, recipe: Reci
         gd, more = balance_concats(gd, input_name, statistics_subset(calibration))
         notes += more
     if recipe.mode == "int8" and recipe.equalize_depthwise:
+        gd, more = equalize_pointwise(gd, input_name, statistics_subset(calibration))
+        notes += more
         gd, more = equalize_depthwise(gd, input_name, statistics_subset(calibration))
         notes += more
     return gd, notes
