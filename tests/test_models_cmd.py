@@ -429,12 +429,28 @@ def test_quantize_checks_its_arguments_before_building(env, tmp_path):
     cases = [(["--mode", "float16", "--out", "/sys/x.tflite"], 78, "cannot write /sys/x.tflite"),
              (["--mode", "float16", "--out", tmp_path], 78, "it is a directory"),
              (["--mode", "float16", "--threads", -4], 64, "--threads takes a number from 1 to 64"),
-             (["--calib", tmp_path, "--finetune-rate", "nan"], 64, "--finetune-rate takes a learning rate > 0")]
+             (["--calib", tmp_path, "--finetune-rate", "nan"], 64, "--finetune-rate takes a learning rate > 0"),
+             (["--calib", tmp_path, "--calib-photos", -3], 64, "--calib-photos / calib_photos takes a number")]
     for extra, code, text in cases:
         r = run_cli_inproc(["models", "quantize", "cpm", *extra], env, timeout=60)
         assert r.returncode == code and text in r.stderr, (extra, r.returncode, r.stderr)
         assert "building" not in r.stderr and "Traceback" not in r.stderr
     assert not list(tmp_path.glob("*.part")) and not (tmp_path.parent / (tmp_path.name + ".part")).exists()
+
+
+def test_calib_photos_samples_a_large_folder_evenly_and_keeps_a_small_one_whole(tmp_path):
+    """``--calib-photos N`` / catalogue ``calib_photos``: N photos spread over the folder's name order, the
+    same ones every build; a folder of at most N photos (../shared/data/calib, the tests') is used whole."""
+    from edgepose.build import quantize as q
+
+    names = [f"{i:04d}.jpg" for i in range(3000)]
+    picked = q.sample_evenly(names, 300)
+    assert len(picked) == 300 and picked[0] == "0000.jpg" and picked[1] == "0010.jpg" and picked[-1] == "2990.jpg"
+    assert q.sample_evenly(names, 7) == q.sample_evenly(names, 7) and len(set(q.sample_evenly(names, 7))) == 7
+    assert q.sample_evenly(names[:13], 300) == names[:13] and q.sample_evenly(names, 0) == names
+    assert len(q.read_photos(CALIB, 300)) == len(q.list_images(CALIB)) == 13
+    assert len(q.read_photos(CALIB, 5)) == 5
+    assert registry.load_catalogue()["cpm-int8"].extra["calib_photos"] == 300
 
 
 @pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o002, 0o644), (0o077, 0o600)])

@@ -33,7 +33,7 @@ import os
 import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar
 
 import numpy as np
 
@@ -44,6 +44,7 @@ from edgepose.core.geometry import Box, CropTransform, whole_frame_box
 from edgepose.models.fidelity import PCK_KEYS, check_goals
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MODES = ("int8", "float16", "dynamic", "float32")
 # activations whose scale is smaller than this are widened (see fix_quantization)
@@ -278,7 +279,10 @@ def balance_concats(graph_def, input_name: str, images: Sequence[np.ndarray], ra
     levels.  ``concat([B, c*H])`` followed by a convolution whose weights for
     the ``H`` channels are divided by ``c`` computes exactly the same function,
     and gives ``H`` the full int8 range.  Applied only where every consumer of
-    the concatenation is a ``Conv2D`` reading it as its data input.
+    the concatenation is a convolution reading it as its data input: a ``Conv2D`` (CPM) or a
+    depthwise one (OpenPose MobileNet-thin, whose stages read 0..1 part maps and -1..1 affinity
+    fields concatenated with 0..32 features; depthwise weights ``[h, w, in, mult]`` are divided
+    on the same input-channel axis).
     """
     tf = tensorflow()
     by_name = {n.name: n for n in graph_def.node}
@@ -288,7 +292,7 @@ def balance_concats(graph_def, input_name: str, images: Sequence[np.ndarray], ra
         if n.op != "ConcatV2":
             continue
         users = consumers.get(n.name, [])
-        if not users or any(u.op != "Conv2D" or i != 0 for u, i in users):
+        if not users or any(u.op not in ("Conv2D", "DepthwiseConv2dNative") or i != 0 for u, i in users):
             continue
         _, axis = const_value(by_name, n.input[-1])
         if axis is None or int(axis) not in (3, -1):
@@ -312,6 +316,7 @@ def balance_concats(graph_def, input_name: str, images: Sequence[np.ndarray], ra
             tf.compat.v1.import_graph_def(graph_def, name="")
         widths = [int(g.get_tensor_by_name(r if ":" in r else r + ":0").shape[-1]) for r in data_refs]
         offset = 0
+        divide = np.ones(sum(widths))  # per input channel of the consumers (several inputs may be scaled)
         for k, (ref, width) in enumerate(zip(data_refs, widths)):
             r = ranges[ref]
             if 0 < r and top / r >= ratio:
@@ -323,20 +328,22 @@ def balance_concats(graph_def, input_name: str, images: Sequence[np.ndarray], ra
                 const_node(out, mul.name + "/c", np.float32(c))
                 mul.input.extend([ref, mul.name + "/c"])
                 n.input[k] = mul.name
-                for user, _ in consumers[cand.name]:
-                    conv = by_name[user.name]
-                    wnode, w = const_value(by_name, conv.input[1])
-                    w = w.copy()
-                    w[:, :, offset:offset + width, :] /= c
-                    _replace_weights(out, conv, w, "edgepose_weights")
+                divide[offset:offset + width] = c
                 notes.append(f"{n.name}: input {ref} (range {r:.3g}) x{c:g}, {top:.3g} for the others")
             offset += width
+        if (divide != 1).any():
+            for user, _ in consumers[cand.name]:
+                conv = by_name[user.name]
+                _, w = const_value(by_name, conv.input[1])
+                _replace_weights(out, conv, w / divide[None, None, :, None], "edgepose_weights")
     return out, notes
 
 
 def equalize_depthwise(graph_def, input_name: str, images: Sequence[np.ndarray], floor: float = 1e-3
                        ) -> Tuple[object, List[str]]:
-    """Equalize the channel ranges of ``depthwise -> Relu -> Conv2D`` outputs (cross-layer equalization).
+    """Equalize the channel ranges of ``depthwise -> Relu -> Conv2D`` outputs (cross-layer equalization),
+    and of ``depthwise -> Conv2D`` (a separable convolution with no activation between, as in OpenPose
+    MobileNet-thin: a linear map, so the same scaling is exact).
 
     int8 gives a tensor one scale, so a depthwise output whose channels peak
     at 0.5 and at 40 keeps ~3 levels in the small ones; in CPM and Hourglass
@@ -354,19 +361,25 @@ def equalize_depthwise(graph_def, input_name: str, images: Sequence[np.ndarray],
     tf = tensorflow()
     by_name = {n.name: n for n in graph_def.node}
     users = consumers_of(graph_def)
-    chains = []  # (depthwise, its weights, relu, [(conv, its weights)])
+    chains = []  # (depthwise, its weights, the tensor the 1x1 convolutions read, [(conv, its weights)])
     for n in graph_def.node:
-        nxt = [u for u, _ in users.get(n.name, [])]
-        if n.op != "DepthwiseConv2dNative" or len(nxt) != 1 or nxt[0].op != "Relu":
+        nxt = users.get(n.name, [])
+        if n.op != "DepthwiseConv2dNative" or len(nxt) != 1:
             continue
-        readers = users.get(nxt[0].name, [])
+        if nxt[0][0].op == "Relu":
+            read = nxt[0][0].name
+        elif nxt[0][0].op == "Conv2D" and nxt[0][1] == 0:  # linear: depthwise straight into the 1x1 (separable)
+            read = n.name
+        else:
+            continue
+        readers = users.get(read, [])
         if not readers or any(c.op != "Conv2D" or i != 0 for c, i in readers):
             continue
         _, w = const_value(by_name, n.input[1])
         convs = [(c.name, const_value(by_name, c.input[1])[1]) for c, _ in readers]
         if w is None or w.shape[3] != 1 or any(cw is None for _, cw in convs):
             continue
-        chains.append((n.name, w, nxt[0].name, convs))
+        chains.append((n.name, w, read, convs))
     if not chains:
         return graph_def, []
     ranges = channel_ranges(graph_def, input_name, [relu for _, _, relu, _ in chains], images)
@@ -388,9 +401,69 @@ def equalize_depthwise(graph_def, input_name: str, images: Sequence[np.ndarray],
         for name, cw in convs:
             _replace_weights(out, by_name[name], cw * s[None, None, :, None], "edgepose_equalized_weights")
         spread.append(float(np.median(r[live]) / top))
-    notes = [f"equalized the channel ranges of {len(spread)} depthwise -> Relu outputs "
+    notes = [f"equalized the channel ranges of {len(spread)} depthwise outputs (-> Relu or linear) -> 1x1 "
              f"(median channel at {100 * float(np.median(spread)):.0f}% of its tensor's range before)"]
     return out, notes
+
+
+def equalize_pointwise(graph_def, input_name: str, images: Sequence[np.ndarray], floor: float = 1e-3
+                       ) -> Tuple[object, List[str]]:
+    """Equalize the channel ranges of ``Conv2D -> BiasAdd -> Relu -> depthwise`` (the other side of
+    :func:`equalize_depthwise`).
+
+    ``Relu(x / s) = Relu(x) / s`` for ``s > 0``: dividing output channel ``c`` of the convolution
+    (weights and bias) by ``s_c`` and multiplying depthwise channel ``c``'s weights by it is the same
+    function.  ``s_c = sqrt(r_c / w_c)`` as there (``r_c`` the Relu channel's range on the calibration
+    crops, ``w_c`` the largest depthwise weight of channel ``c``), normalised to at most 1.  Only a
+    plain ``Relu`` (a ``Relu6`` clips at 6, not scale-free) with one depthwise reader qualifies: none
+    in CPM and Hourglass, the stages of OpenPose MobileNet-thin (where int8's error grows fastest,
+    docs/models.md "Multi-person").
+    """
+    tf = tensorflow()
+    by_name = {n.name: n for n in graph_def.node}
+    users = consumers_of(graph_def)
+    chains = []  # (conv, its weights, bias node, its bias, relu, depthwise, its weights)
+    for relu in graph_def.node:
+        if relu.op != "Relu":
+            continue
+        readers = users.get(relu.name, [])
+        if len(readers) != 1 or readers[0][0].op != "DepthwiseConv2dNative" or readers[0][1] != 0:
+            continue
+        bias = by_name.get(node_name(relu.input[0]))
+        if bias is None or bias.op != "BiasAdd" or len(users.get(bias.name, [])) != 1:
+            continue
+        conv = by_name.get(node_name(bias.input[0]))
+        if conv is None or conv.op != "Conv2D" or len(users.get(conv.name, [])) != 1:
+            continue
+        _, w = const_value(by_name, conv.input[1])
+        _, b = const_value(by_name, bias.input[1])
+        dw = readers[0][0]
+        _, dw_w = const_value(by_name, dw.input[1])
+        if w is None or b is None or dw_w is None or dw_w.shape[3] != 1:
+            continue
+        chains.append((conv.name, w, bias.name, b, relu.name, dw.name, dw_w))
+    if not chains:
+        return graph_def, []
+    ranges = channel_ranges(graph_def, input_name, [c[4] for c in chains], images)
+    out = tf.compat.v1.GraphDef()
+    out.CopyFrom(graph_def)
+    by_name = {n.name: n for n in out.node}
+    spread = []
+    for conv, w, bias, b, relu, dw, dw_w in chains:
+        r = ranges[relu]
+        top = float(r.max())
+        if top <= 0:
+            continue
+        w2 = np.abs(dw_w).max(axis=(0, 1, 3))
+        live = (r > floor * top) & (w2 > 0)
+        sc = np.sqrt(r / np.maximum(w2, 1e-12))
+        sc = np.where(live, sc / sc[live].max(), 1.0)
+        _replace_weights(out, by_name[conv], w / sc[None, None, None, :], "edgepose_equalized_out_weights")
+        _replace_weights(out, by_name[bias], (b / sc).astype(np.float32), "edgepose_equalized_bias")
+        _replace_weights(out, by_name[dw], dw_w * sc[None, None, :, None], "edgepose_equalized_in_weights")
+        spread.append(float(np.median(r[live]) / top))
+    return out, [f"equalized the channel ranges of {len(spread)} 1x1 -> Relu -> depthwise outputs "
+                 f"(median channel at {100 * float(np.median(spread)):.0f}% of its tensor's range before)"]
 
 
 # -- 2. calibration data -------------------------------------------------------------
@@ -419,12 +492,22 @@ def list_images(folder: Path) -> List[Path]:
     return files
 
 
-def read_photos(folder: Path) -> List[np.ndarray]:
-    """The calibration photos as BGR frames."""
+def sample_evenly(items: Sequence[T], limit: int) -> List[T]:
+    """At most ``limit`` of ``items``, spread evenly over them in their order (item ``i * n // limit``
+    for ``i < limit``: reproducible, no randomness); all of them when ``limit`` is 0 or not smaller."""
+    n = len(items)
+    if limit <= 0 or n <= limit:
+        return list(items)
+    return [items[i * n // limit] for i in range(limit)]
+
+
+def read_photos(folder: Path, limit: int = 0) -> List[np.ndarray]:
+    """The calibration photos as BGR frames: all of the folder's, or ``limit`` of them spread evenly
+    over its name order (:func:`sample_evenly`)."""
     import cv2
 
     frames = []
-    for path in list_images(folder):
+    for path in sample_evenly(list_images(folder), limit):
         frame = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if frame is None:
             raise InputMissingError(f"calibration image {path} cannot be decoded")
@@ -551,7 +634,7 @@ def convert(graph_def, input_name: str, output_name: str, input_shape: Sequence[
             raise ModelError(f"the TFLite converter failed: {str(e).strip().splitlines()[-1]}") from None
 
 
-def _convert_mixed(tf, conv, representative, recipe: "Recipe", calibration: Sequence[np.ndarray]) -> bytes:
+def _convert_mixed(tf, conv, representative, recipe: Recipe, calibration: Sequence[np.ndarray]) -> bytes:
     """int8 except some ops (float32 I/O): ``float_layers`` name patterns, or chosen by sensitivity."""
     from tensorflow.lite.python import convert as tfl_convert  # noqa: PLC0415
 
@@ -673,6 +756,8 @@ def prepare_graph(pb_path: Path, input_name: str, output_name: str, recipe: Reci
         gd, more = balance_concats(gd, input_name, statistics_subset(calibration))
         notes += more
     if recipe.mode == "int8" and recipe.equalize_depthwise:
+        gd, more = equalize_pointwise(gd, input_name, statistics_subset(calibration))
+        notes += more
         gd, more = equalize_depthwise(gd, input_name, statistics_subset(calibration))
         notes += more
     return gd, notes
@@ -860,6 +945,7 @@ def fidelity(float_engine, quant_engine, samples, decoder: str = "subpixel",
 
 def make_report(*, name: str, source: str, source_path: Path, model_path: Path, recipe: Recipe,
                 built: Build, calib_dir: Optional[Path], calib_count: int, float_engine, quant_engine,
+                calib_photos: int = 0,
                 samples=None, decoder: str = "subpixel", runs: int = 30, image: Optional[np.ndarray] = None,
                 float_path: Optional[Path] = None) -> dict:
     """Everything measured about a built model, in one JSON-able dict (measured in this run)."""
@@ -876,7 +962,7 @@ def make_report(*, name: str, source: str, source_path: Path, model_path: Path, 
         "source": source, "source_sha256": registry.sha256_of(source_path),
         "recipe": asdict(recipe), "rewrites": built.notes,
         "quantization_fixes": [asdict(f) for f in built.fixes],
-        "calibration": {"dir": str(calib_dir) if calib_dir else None, "images": calib_count},
+        "calibration": {"dir": str(calib_dir) if calib_dir else None, "photos": calib_photos, "images": calib_count},
         "float_reference": str(float_path or float_engine.path),
         "runtime": {"backend": quant_engine.runtime.name, "version": quant_engine.runtime.version,
                     "threads": quant_engine.threads},
@@ -907,7 +993,8 @@ def write_report(report: dict, model_path: Path) -> Path:
 def format_report(report: dict) -> str:
     x = report["xnnpack"]["quantized"]
     lat = report["latency_ms"]
-    lines = [f"{report['model']}: {report['path']} ({report['size_bytes'] / 1e6:.2f} MB, sha256 {report['sha256'][:16]}...)",
+    lines = [f"{report['model']}: {report['path']} ({report['size_bytes'] / 1e6:.2f} MB, "
+             f"sha256 {report['sha256'][:16]}...)",
              f"  xnnpack     {x['partitions']} partition(s), {x['delegated_nodes']}/{x['total_nodes']} nodes"
              + ("" if x["prepared"] else f"  FAILED: {x['message']}"),
              f"  latency     float {lat['float']['median_ms']:.2f} ms, {report['recipe']['mode']} "
@@ -916,7 +1003,8 @@ def format_report(report: dict) -> str:
              f"({report['runtime']['backend']}, {report['runtime']['threads']} threads, same run)"]
     fid = report.get("fidelity")
     if fid:
-        lines.append(f"  agreement   (information) {100 * fid['agreement']:.1f}% of {fid['keypoints']} labelled keypoints within "
+        lines.append(f"  agreement   (information) {100 * fid['agreement']:.1f}% of {fid['keypoints']} "
+                     "labelled keypoints within "
                      f"{100 * AGREEMENT_TOLERANCE:.0f}% of the box size of the float prediction")
         lines.append(f"              {100 * fid['agreement_confident']:.1f}% of the {fid['confident_keypoints']} whose "
                      f"float peak is >= {CONFIDENT}")

@@ -49,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("quantize", help="build an int8/float16/dynamic/float32 variant with a report")
     p.add_argument("name", help="model family (cpm, hourglass) or variant name (cpm-int8, ...)")
     p.add_argument("--calib", default=None, metavar="DIR", help="calibration photos (required for int8)")
+    p.add_argument("--calib-photos", type=int, default=None, metavar="N",
+                   help="use N photos of --calib, spread evenly over the folder's name order (0: all; default: "
+                        "the variant's calib_photos, else all)")
     p.add_argument("--mode", default=None, choices=("int8", "float16", "dynamic", "float32"),
                    help="recipe (default int8, or the variant's recipe)")
     p.add_argument("--out", default=None, metavar="PATH",
@@ -248,6 +251,9 @@ def _quantize(args, cfg, cache: Path, mirror: str) -> int:
         raise UsageError("--finetune takes a number of steps >= 0, and only for int8")
     if recipe.mode == "int8" and not args.calib:
         raise UsageError("int8 quantization needs calibration photos: --calib DIR")
+    calib_photos = args.calib_photos if args.calib_photos is not None else entry.extra.get("calib_photos", 0)
+    if not isinstance(calib_photos, int) or calib_photos < 0:
+        raise UsageError(f"--calib-photos / calib_photos takes a number of photos >= 0 (0: all), not {calib_photos!r}")
     if args.runs < 1:
         raise UsageError("--runs must be at least 1")
     if args.threads is not None and not 1 <= args.threads <= 64:
@@ -294,7 +300,7 @@ def _quantize(args, cfg, cache: Path, mirror: str) -> int:
     in_w, in_h = _input_size(entry, float_engine)
     calib, photos = [], []
     if args.calib:
-        photos = q.read_photos(Path(args.calib))
+        photos = q.read_photos(Path(args.calib), calib_photos)
         calib = q.calibration_crops(photos, in_w, in_h, augment=None if args.no_augment else q.Augment())
     inp = src.input or {}
     outp = src.output or {}
@@ -317,7 +323,8 @@ def _quantize(args, cfg, cache: Path, mirror: str) -> int:
         float_engine = Engine(out, threads=threads, backend=cfg.runtime.backend)
     report = q.make_report(name=entry.name, source=entry.source, source_path=pb, model_path=out,
                            recipe=recipe, built=built, calib_dir=Path(args.calib) if args.calib else None,
-                           calib_count=len(calib), float_engine=float_engine, quant_engine=quant_engine,
+                           calib_photos=len(photos), calib_count=len(calib), float_engine=float_engine,
+                           quant_engine=quant_engine,
                            samples=samples, runs=args.runs, float_path=float_path)
     rp = q.write_report(report, out)
     _out(q.format_report(report))
